@@ -1,0 +1,62 @@
+"""Every default and limit of the demo, written once.
+
+The UI, the API checks, the command-line tools and the docs all read these names; change a value here and
+it changes everywhere. Values that an operator may want to change without editing code are read from the
+environment (``SPRINT_*``).
+"""
+
+from __future__ import annotations
+
+import os
+
+# --- Models -------------------------------------------------------------------------------------------
+SPRINT_MODEL_ID = "Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers"  # real text-to-image weights
+SPRINT_MODEL_ID_1600M = "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"
+# No Sprint ControlNet is public (NVlabs/Sana issue 253). The released Sana 1.0 HED ControlNet is the only
+# real HED checkpoint; paired with the Sprint base it is experimental and the UI says so.
+SANA10_HED_CONTROLNET_ID = "Efficient-Large-Model/Sana_600M_1024px_ControlNet_HED"
+SANA10_HED_CONTROLNET_FILE = "checkpoints/Sana_600M_1024px_ControlNet_HED.pth"
+HED_ANNOTATOR_ID = "lllyasviel/Annotators"  # ControlNetHED.pth for uploaded photos
+
+MODEL = os.getenv("SPRINT_MODEL", "auto")  # auto | preview | random-full | <hub id or folder>
+CONTROLNET = os.getenv("SPRINT_CONTROLNET") or None  # hub id, diffusers folder or NVlabs .pth
+PREVIEW_MODEL = "preview"  # tiny random model built in code: runs anywhere, offline
+RANDOM_FULL_MODEL = "random-full"  # real shapes, random weights: for GPU benchmarks
+
+# --- Sampling (SANA-Sprint, diffusers pipeline_sana_sprint.py) -------------------------------------------
+MIN_STEPS, MAX_STEPS = 1, 4  # Sprint is step-adaptive over 1-4 steps
+DEFAULT_STEPS = 1  # one step: the live canvas refreshes on every stroke
+MAX_TIMESTEP = 1.57080  # pi/2 in TrigFlow time
+TWO_STEP_INTERMEDIATE_TIMESTEP = 1.3  # only the 2-step schedule uses an intermediate timestep
+DEFAULT_GUIDANCE = 4.5  # enters the transformer as guidance * guidance_embeds_scale
+MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 10.0
+DEFAULT_SEED = 233  # NVlabs HED demo's seed
+MAX_SEED = 2**32 - 1  # torch generators take any 64-bit value; 32 bits keeps the UI slider sane
+MAX_SEQUENCE_LENGTH = 300  # tokens the text encoder keeps (diffusers' max_sequence_length)
+MAX_PROMPT_CHARS = 2000  # longer prompts are cut (and the user told) before tokenising
+
+# --- ControlNet conditioning ----------------------------------------------------------------------------
+DEFAULT_CONTROL_STRENGTH = 1.0  # controlnet_conditioning_scale
+MIN_CONTROL_STRENGTH, MAX_CONTROL_STRENGTH = 0.0, 2.0
+DEFAULT_THICKNESS = 2  # NVlabs HED demo: line thickness 1-4, default 2
+MIN_THICKNESS, MAX_THICKNESS = 1, 4
+CONTROLNET_LAYERS = 7  # the ControlNet copies base blocks 0..6
+
+# --- Image sizes ----------------------------------------------------------------------------------------
+SIZE_MULTIPLE = 32  # DC-AE compresses 32x; the transformer patch size is 1
+MIN_SIZE, MAX_SIZE = 256, 2048
+DEFAULT_SIZE = 1024  # the Sprint models are 1024px-based
+PREVIEW_SIZE = 512  # the CPU preview model's default frame
+MAX_UPLOAD_PIXELS = 4096 * 4096  # decompression-bomb guard for uploaded / drawn images
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # refused before decoding
+
+# --- Serving --------------------------------------------------------------------------------------------
+HOST = os.getenv("SPRINT_HOST", "127.0.0.1")  # loopback unless told otherwise (Spaces set 0.0.0.0 below)
+PORT = int(os.getenv("SPRINT_PORT", "7860"))
+ON_SPACES = os.getenv("SPACE_ID") is not None  # Hugging Face Spaces set SPACE_ID
+ZERO_GPU = os.getenv("SPACES_ZERO_GPU") is not None
+QUEUE_SIZE = int(os.getenv("SPRINT_QUEUE_SIZE", "64"))  # waiting events before new ones are refused
+PROMPT_CACHE_SIZE = 64  # prompt embeddings kept (LRU)
+CONTROL_CACHE_SIZE = 16  # control latents kept (LRU), one per recent canvas content
+JPEG_QUALITY = 90  # output frames are sent as JPEG: small transfers
+SAFETY_CHECKER = os.getenv("SPRINT_SAFETY_CHECKER") or None  # "module:function" prompt hook, off by default
