@@ -1,0 +1,506 @@
+"""A ControlNet for the SANA-Sprint transformer, with both published wirings and NVlabs checkpoint conversion.
+
+diffusers ships ``SanaControlNetModel`` for the Sana 1.0 bases only: its blocks have no qk_norm and its time
+embedding has no guidance term, so a Sprint-native ControlNet cannot load into it. This model keeps the
+diffusers parameter names (so diffusers-format ControlNet folders load unchanged) and adds:
+
+* ``qk_norm`` and the Sprint time embedding (SCM time in [0, 1] plus the guidance embedding), or the Sana 1.0
+  time embedding (flow time on 0..1000 via ``timestep_scale=1000``, no guidance) for the released HED models;
+* ``wiring``: which of the two published ways the residuals enter the base transformer (FACTS.md section 4):
+
+  - ``"nvlabs"`` (NVlabs ``diffusion/model/nets/sana_multi_scale_controlnet.py``, what the released HED
+    checkpoints were trained with): base block 0 runs first; the control branch starts from its output plus
+    ``input_block(patch_embed(control))``; skip ``i`` is added *before* base block ``i + 1`` (i = 0..6).
+  - ``"diffusers"`` (diffusers ``controlnet_sana.py`` + ``sana_transformer.py``): the control branch starts from
+    ``patch_embed(x) + input_block(patch_embed(control))``; residual ``i`` is added *after* base block
+    ``i + 1``.
+
+Adapted from: NVlabs/Sana ``sana_multi_scale_controlnet.py`` (wiring, zero-initialised projections) and
+diffusers ``scripts/convert_sana_controlnet_to_diffusers.py`` / ``convert_sana_to_diffusers.py`` (key names).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import SanaTransformer2DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import PatchEmbed, PixArtAlphaTextProjection
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import AdaLayerNormSingle, RMSNorm
+from diffusers.models.transformers.sana_transformer import (
+    SanaCombinedTimestepGuidanceEmbeddings,
+    SanaTransformerBlock,
+)
+from torch import nn
+
+from . import settings
+
+WIRINGS = ("nvlabs", "diffusers")
+SANA10_TIMESTEP_SCALE = 1000.0  # Sana 1.0 flow models take t in 0..1000; Sprint's SCM time is s in [0, 1]
+
+
+class SanaSprintControlNetModel(ModelMixin, ConfigMixin):
+    """Copies of the first ``num_layers`` base blocks plus zero-initialised input/output projections."""
+
+    _supports_gradient_checkpointing = False
+    _no_split_modules = ["SanaTransformerBlock", "PatchEmbed"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 32,
+        num_attention_heads: int = 36,
+        attention_head_dim: int = 32,
+        num_layers: int = settings.CONTROLNET_LAYERS,
+        num_cross_attention_heads: int = 16,
+        cross_attention_head_dim: int = 72,
+        cross_attention_dim: int = 1152,
+        caption_channels: int = 2304,
+        mlp_ratio: float = 2.5,
+        attention_bias: bool = False,
+        sample_size: int = 32,
+        patch_size: int = 1,
+        norm_elementwise_affine: bool = False,
+        norm_eps: float = 1e-6,
+        interpolation_scale: int | None = None,
+        qk_norm: str | None = "rms_norm_across_heads",
+        guidance_embeds: bool = True,
+        timestep_scale: float = 1.0,
+        wiring: str = "nvlabs",
+    ) -> None:
+        super().__init__()
+        if wiring not in WIRINGS:
+            raise ValueError(f"wiring must be one of {WIRINGS}, got {wiring!r}")
+        inner_dim = num_attention_heads * attention_head_dim
+        self.patch_embed = PatchEmbed(
+            height=sample_size,
+            width=sample_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            embed_dim=inner_dim,
+            interpolation_scale=interpolation_scale,
+            pos_embed_type="sincos" if interpolation_scale is not None else None,
+        )
+        self.time_embed = (
+            SanaCombinedTimestepGuidanceEmbeddings(inner_dim) if guidance_embeds else AdaLayerNormSingle(inner_dim)
+        )
+        self.caption_projection = PixArtAlphaTextProjection(in_features=caption_channels, hidden_size=inner_dim)
+        self.caption_norm = RMSNorm(inner_dim, eps=1e-5, elementwise_affine=True)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                SanaTransformerBlock(
+                    inner_dim,
+                    num_attention_heads,
+                    attention_head_dim,
+                    num_cross_attention_heads=num_cross_attention_heads,
+                    cross_attention_head_dim=cross_attention_head_dim,
+                    cross_attention_dim=cross_attention_dim,
+                    attention_bias=attention_bias,
+                    norm_elementwise_affine=norm_elementwise_affine,
+                    norm_eps=norm_eps,
+                    mlp_ratio=mlp_ratio,
+                    qk_norm=qk_norm,
+                )
+                for _ in range(num_layers)
+            ]
+        )
+        # NVlabs: controlnet.0.before_proj and controlnet.i.after_proj; zero so training starts from the base.
+        self.input_block = _zeroed(nn.Linear(inner_dim, inner_dim))
+        self.controlnet_blocks = nn.ModuleList([_zeroed(nn.Linear(inner_dim, inner_dim)) for _ in range(num_layers)])
+
+    @classmethod
+    def from_transformer(
+        cls,
+        transformer: SanaTransformer2DModel,
+        num_layers: int = settings.CONTROLNET_LAYERS,
+        wiring: str = "nvlabs",
+    ) -> SanaSprintControlNetModel:
+        """Start a ControlNet the way they are trained: blocks 0..num_layers-1 and the embeddings copied from the
+        base, input and output projections zero, so the base's output is unchanged at any scale."""
+        base = transformer.config
+        if num_layers > base.num_layers - 1:
+            raise ValueError(f"num_layers must be below the base's {base.num_layers} layers, got {num_layers}")
+        controlnet = cls(
+            in_channels=base.in_channels,
+            num_attention_heads=base.num_attention_heads,
+            attention_head_dim=base.attention_head_dim,
+            num_layers=num_layers,
+            num_cross_attention_heads=base.num_cross_attention_heads,
+            cross_attention_head_dim=base.cross_attention_head_dim,
+            cross_attention_dim=base.cross_attention_dim,
+            caption_channels=base.caption_channels,
+            mlp_ratio=base.mlp_ratio,
+            attention_bias=base.attention_bias,
+            sample_size=base.sample_size,
+            patch_size=base.patch_size,
+            norm_elementwise_affine=base.norm_elementwise_affine,
+            norm_eps=base.norm_eps,
+            interpolation_scale=base.interpolation_scale,
+            qk_norm=base.qk_norm,
+            guidance_embeds=base.guidance_embeds,
+            wiring=wiring,
+        )
+        for name in ("patch_embed", "time_embed", "caption_projection", "caption_norm"):
+            getattr(controlnet, name).load_state_dict(getattr(transformer, name).state_dict())
+        for block, base_block in zip(controlnet.transformer_blocks, transformer.transformer_blocks):
+            block.load_state_dict(base_block.state_dict())
+        controlnet = controlnet.to(transformer.device)
+        return controlnet if transformer.dtype == controlnet.dtype else controlnet.to(transformer.dtype)
+
+    def embed_conditions(
+        self,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        guidance: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Own time and caption embeddings: a Sana 1.0 ControlNet was trained with its own, on flow time."""
+        batch_size = encoder_hidden_states.shape[0]
+        timestep = timestep * self.config.timestep_scale
+        if self.config.guidance_embeds:
+            if guidance is None:
+                raise ValueError("this ControlNet has a guidance embedding: pass guidance, got None")
+            time_mod, _ = self.time_embed(timestep, guidance=guidance, hidden_dtype=dtype)
+        else:
+            time_mod, _ = self.time_embed(timestep, batch_size=batch_size, hidden_dtype=dtype)
+        captions = self.caption_projection(encoder_hidden_states)
+        captions = self.caption_norm(captions.view(batch_size, -1, captions.shape[-1]))
+        return time_mod, captions
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        control_latents: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        guidance: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        conditioning_scale: float = 1.0,
+    ) -> list[torch.Tensor]:
+        """Residuals, one per block, already multiplied by ``conditioning_scale``.
+
+        hidden_states: (B, N, D) tokens the branch starts from (base block 0's output for the NVlabs wiring,
+        ``patch_embed`` of the noisy latent for the diffusers wiring); control_latents: (B, C, h, w) the VAE
+        latent of the control map; encoder_hidden_states: (B, L, caption_channels) raw prompt embeddings;
+        encoder_attention_mask: (B, L) 1 = keep, or an additive bias (B, 1, L).
+        """
+        height, width = control_latents.shape[-2:]
+        p = self.config.patch_size
+        dtype = hidden_states.dtype
+        encoder_attention_mask = attention_bias(encoder_attention_mask, dtype)
+        time_mod, captions = self.embed_conditions(timestep, encoder_hidden_states, guidance, dtype)
+        hidden = hidden_states + self.input_block(self.patch_embed(control_latents.to(dtype)))  # (B, N, D)
+        residuals = []
+        for block, projection in zip(self.transformer_blocks, self.controlnet_blocks):
+            hidden = block(hidden, None, captions, encoder_attention_mask, time_mod, height // p, width // p)
+            residuals.append(projection(hidden) * conditioning_scale)
+        return residuals
+
+
+def _zeroed(module: nn.Module) -> nn.Module:
+    for parameter in module.parameters():
+        nn.init.zeros_(parameter)
+    return module
+
+
+def attention_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, L) keep-mask -> (B, 1, L) additive bias, exactly as SanaTransformer2DModel.forward converts it."""
+    if mask is None or mask.ndim != 2:
+        return mask
+    return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
+
+
+# --- Running the base transformer with control ----------------------------------------------------------
+
+
+@dataclass
+class ControlInputs:
+    """What the ControlNet needs at one denoising step, beside the base transformer's own inputs."""
+
+    controlnet: SanaSprintControlNetModel
+    latents: torch.Tensor  # (B, C, h, w) VAE latent of the control map
+    scale: float = 1.0
+    trace: list[torch.Tensor] | None = field(default=None)  # when a list, block outputs are appended (tests)
+
+
+def sana_transformer_forward(
+    transformer: SanaTransformer2DModel,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    timestep: torch.Tensor,
+    guidance: torch.Tensor | None = None,
+    encoder_attention_mask: torch.Tensor | None = None,
+    control: ControlInputs | None = None,
+) -> torch.Tensor:
+    """SanaTransformer2DModel.forward (diffusers 0.42), step for step, with ControlNet residuals added where the
+    ControlNet's wiring says. With ``control=None`` this is bit-identical to ``transformer(...)``, and with the
+    diffusers wiring to ``transformer(..., controlnet_block_samples=residuals)`` (both tested)."""
+    batch_size, _, height, width = hidden_states.shape  # (B, C, h, w) latent
+    p = transformer.config.patch_size
+    post_h, post_w = height // p, width // p
+    raw_prompt_embeds = encoder_hidden_states
+    mask_bias = attention_bias(encoder_attention_mask, hidden_states.dtype)
+
+    hidden = transformer.patch_embed(hidden_states)  # (B, N, D)
+    if guidance is not None:
+        time_mod, embedded_timestep = transformer.time_embed(timestep, guidance=guidance, hidden_dtype=hidden.dtype)
+    else:
+        time_mod, embedded_timestep = transformer.time_embed(timestep, batch_size=batch_size, hidden_dtype=hidden.dtype)
+    captions = transformer.caption_projection(encoder_hidden_states)
+    captions = transformer.caption_norm(captions.view(batch_size, -1, hidden.shape[-1]))
+
+    add_residual = _residual_schedule(control, hidden_states, raw_prompt_embeds, timestep, guidance, encoder_attention_mask)
+    for index, block in enumerate(transformer.transformer_blocks):
+        hidden = block(hidden, None, captions, mask_bias, time_mod, post_h, post_w)
+        hidden = add_residual(index, hidden)
+        if control is not None and control.trace is not None:
+            control.trace.append(hidden)
+
+    hidden = transformer.norm_out(hidden, embedded_timestep, transformer.scale_shift_table)
+    hidden = transformer.proj_out(hidden)
+    hidden = hidden.reshape(batch_size, post_h, post_w, p, p, -1).permute(0, 5, 1, 3, 2, 4)
+    return hidden.reshape(batch_size, -1, post_h * p, post_w * p)
+
+
+def _residual_schedule(
+    control: ControlInputs | None,
+    latent_input: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    timestep: torch.Tensor,
+    guidance: torch.Tensor | None,
+    encoder_attention_mask: torch.Tensor | None,
+) -> Callable[[int, torch.Tensor], torch.Tensor]:
+    """Returns add(index, hidden): what to add after base block ``index``."""
+    if control is None:
+        return lambda index, hidden: hidden
+    cn = control.controlnet
+    residuals: list[torch.Tensor] = []
+
+    def run_branch(start_tokens: torch.Tensor) -> None:
+        residuals.extend(
+            cn(start_tokens, control.latents, prompt_embeds, timestep, guidance, encoder_attention_mask, control.scale)
+        )
+
+    if cn.config.wiring == "diffusers":
+        run_branch(cn.patch_embed(latent_input))  # the branch starts from its own embedding of the input
+        return lambda index, hidden: hidden + residuals[index - 1] if 0 < index <= len(residuals) else hidden
+
+    def add_nvlabs(index: int, hidden: torch.Tensor) -> torch.Tensor:
+        if index == 0:
+            run_branch(hidden)  # the branch starts from base block 0's output
+        return hidden + residuals[index] if index < len(residuals) else hidden
+
+    return add_nvlabs
+
+
+# --- Checkpoint conversion (NVlabs .pth -> this model) --------------------------------------------------
+
+_EMBEDDER_KEYS = {  # NVlabs name -> ours; time-embedding names depend on the family (Sprint or Sana 1.0)
+    "x_embedder.proj.weight": "patch_embed.proj.weight",
+    "x_embedder.proj.bias": "patch_embed.proj.bias",
+    "y_embedder.y_proj.fc1.weight": "caption_projection.linear_1.weight",
+    "y_embedder.y_proj.fc1.bias": "caption_projection.linear_1.bias",
+    "y_embedder.y_proj.fc2.weight": "caption_projection.linear_2.weight",
+    "y_embedder.y_proj.fc2.bias": "caption_projection.linear_2.bias",
+    "t_block.1.weight": "time_embed.linear.weight",
+    "t_block.1.bias": "time_embed.linear.bias",
+    "attention_y_norm.weight": "caption_norm.weight",
+    "controlnet.0.before_proj.weight": "input_block.weight",
+    "controlnet.0.before_proj.bias": "input_block.bias",
+}
+_BLOCK_KEYS = {  # NVlabs copied_block suffix -> ours (inside transformer_blocks.{i}); q/k/v splits handled apart
+    "scale_shift_table": "scale_shift_table",
+    "attn.proj.weight": "attn1.to_out.0.weight",
+    "attn.proj.bias": "attn1.to_out.0.bias",
+    "attn.q_norm.weight": "attn1.norm_q.weight",
+    "attn.k_norm.weight": "attn1.norm_k.weight",
+    "mlp.inverted_conv.conv.weight": "ff.conv_inverted.weight",
+    "mlp.inverted_conv.conv.bias": "ff.conv_inverted.bias",
+    "mlp.depth_conv.conv.weight": "ff.conv_depth.weight",
+    "mlp.depth_conv.conv.bias": "ff.conv_depth.bias",
+    "mlp.point_conv.conv.weight": "ff.conv_point.weight",
+    "cross_attn.q_linear.weight": "attn2.to_q.weight",
+    "cross_attn.q_linear.bias": "attn2.to_q.bias",
+    "cross_attn.q_norm.weight": "attn2.norm_q.weight",
+    "cross_attn.k_norm.weight": "attn2.norm_k.weight",
+    "cross_attn.proj.weight": "attn2.to_out.0.weight",
+    "cross_attn.proj.bias": "attn2.to_out.0.bias",
+}
+# Keys of the base model that an NVlabs ControlNet checkpoint also carries; they are not ControlNet weights.
+_BASE_ONLY = re.compile(r"^(blocks\.|final_layer\.|pos_embed|y_embedder\.y_embedding|logvar_linear\.)")
+
+
+def nvlabs_to_diffusers_state_dict(nvlabs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Renames an NVlabs ControlNet state dict to this model's names. Returns (converted, ignored base keys).
+
+    Raises ValueError naming any key it does not know, so a format change cannot load silently wrong."""
+    source = dict(nvlabs)
+    ignored = sorted(k for k in source if _BASE_ONLY.match(k))
+    for key in ignored:
+        source.pop(key)
+    sprint = "cfg_embedder.mlp.0.weight" in source
+    time_prefix = "time_embed." if sprint else "time_embed.emb."
+    out: dict[str, torch.Tensor] = {}
+    for theirs, ours in _EMBEDDER_KEYS.items():
+        if theirs in source:
+            out[ours] = source.pop(theirs)
+    for layer in ("0", "2"):
+        for kind in ("weight", "bias"):
+            linear = "linear_1" if layer == "0" else "linear_2"
+            if f"t_embedder.mlp.{layer}.{kind}" in source:
+                out[f"{time_prefix}timestep_embedder.{linear}.{kind}"] = source.pop(f"t_embedder.mlp.{layer}.{kind}")
+            if f"cfg_embedder.mlp.{layer}.{kind}" in source:
+                out[f"time_embed.guidance_embedder.{linear}.{kind}"] = source.pop(f"cfg_embedder.mlp.{layer}.{kind}")
+    depth = 0
+    while f"controlnet.{depth}.after_proj.weight" in source:
+        theirs, ours = f"controlnet.{depth}.copied_block.", f"transformer_blocks.{depth}."
+        q, k, v = torch.chunk(source.pop(theirs + "attn.qkv.weight"), 3, dim=0)
+        out.update({ours + "attn1.to_q.weight": q, ours + "attn1.to_k.weight": k, ours + "attn1.to_v.weight": v})
+        k, v = torch.chunk(source.pop(theirs + "cross_attn.kv_linear.weight"), 2, dim=0)
+        out.update({ours + "attn2.to_k.weight": k, ours + "attn2.to_v.weight": v})
+        k, v = torch.chunk(source.pop(theirs + "cross_attn.kv_linear.bias"), 2, dim=0)
+        out.update({ours + "attn2.to_k.bias": k, ours + "attn2.to_v.bias": v})
+        for their_suffix, our_suffix in _BLOCK_KEYS.items():
+            if theirs + their_suffix in source:
+                out[ours + our_suffix] = source.pop(theirs + their_suffix)
+        for kind in ("weight", "bias"):
+            out[f"controlnet_blocks.{depth}.{kind}"] = source.pop(f"controlnet.{depth}.after_proj.{kind}")
+        depth += 1
+    if source:
+        raise ValueError(f"unknown keys in the NVlabs ControlNet checkpoint: {sorted(source)[:10]}")
+    return out, ignored
+
+
+def diffusers_to_nvlabs_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse renaming: writes our weights under NVlabs key names (for tests and for exporting)."""
+    state = dict(state)
+    sprint = any(k.startswith("time_embed.guidance_embedder.") for k in state)
+    time_prefix = "time_embed." if sprint else "time_embed.emb."
+    out = {theirs: state.pop(ours) for theirs, ours in _EMBEDDER_KEYS.items() if ours in state}
+    for layer, linear in (("0", "linear_1"), ("2", "linear_2")):
+        for kind in ("weight", "bias"):
+            out[f"t_embedder.mlp.{layer}.{kind}"] = state.pop(f"{time_prefix}timestep_embedder.{linear}.{kind}")
+            if sprint:
+                out[f"cfg_embedder.mlp.{layer}.{kind}"] = state.pop(f"time_embed.guidance_embedder.{linear}.{kind}")
+    depth = 0
+    while f"controlnet_blocks.{depth}.weight" in state:
+        ours, theirs = f"transformer_blocks.{depth}.", f"controlnet.{depth}.copied_block."
+        out[theirs + "attn.qkv.weight"] = torch.cat([state.pop(ours + f"attn1.to_{n}.weight") for n in "qkv"])
+        out[theirs + "cross_attn.kv_linear.weight"] = torch.cat([state.pop(ours + f"attn2.to_{n}.weight") for n in "kv"])
+        out[theirs + "cross_attn.kv_linear.bias"] = torch.cat([state.pop(ours + f"attn2.to_{n}.bias") for n in "kv"])
+        for their_suffix, our_suffix in _BLOCK_KEYS.items():
+            if ours + our_suffix in state:
+                out[theirs + their_suffix] = state.pop(ours + our_suffix)
+        for kind in ("weight", "bias"):
+            out[f"controlnet.{depth}.after_proj.{kind}"] = state.pop(f"controlnet_blocks.{depth}.{kind}")
+        depth += 1
+    if state:
+        raise ValueError(f"keys with no NVlabs name: {sorted(state)[:10]}")
+    return out
+
+
+def config_from_nvlabs(state: dict[str, torch.Tensor], base_config: dict | None = None) -> dict:
+    """Infers the ControlNet config from converted weights (+ the base transformer's head layout)."""
+    inner_dim, in_channels = state["patch_embed.proj.weight"].shape[:2]
+    num_layers = sum(1 for k in state if k.startswith("controlnet_blocks.") and k.endswith(".weight"))
+    sprint = "time_embed.guidance_embedder.linear_1.weight" in state
+    base = dict(base_config or {})
+    head_dim = base.get("attention_head_dim", 32)  # Sana's linear attention uses 32-wide heads
+    cross_heads = base.get("num_cross_attention_heads") or {1152: 16, 2240: 20}.get(inner_dim, inner_dim // 72)
+    return dict(
+        in_channels=in_channels,
+        num_attention_heads=inner_dim // head_dim,
+        attention_head_dim=head_dim,
+        num_layers=num_layers,
+        num_cross_attention_heads=cross_heads,
+        cross_attention_head_dim=inner_dim // cross_heads,
+        cross_attention_dim=inner_dim,
+        caption_channels=state["caption_projection.linear_1.weight"].shape[1],
+        sample_size=base.get("sample_size", 32),
+        qk_norm="rms_norm_across_heads" if "transformer_blocks.0.attn1.norm_q.weight" in state else None,
+        guidance_embeds=sprint,
+        timestep_scale=1.0 if sprint else SANA10_TIMESTEP_SCALE,
+        wiring="nvlabs",
+    )
+
+
+@dataclass
+class LoadReport:
+    """What loading a ControlNet checkpoint did; the UI shows ``description``."""
+
+    source: str
+    family: str  # "sprint" or "sana-1.0"
+    wiring: str
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+    ignored_base_keys: list[str] = field(default_factory=list)
+
+    @property
+    def description(self) -> str:
+        if self.family == "sprint":
+            return f"Sprint-native ControlNet ({self.wiring} wiring) from {self.source}"
+        return (
+            f"experimental: Sana 1.0 HED ControlNet ({self.wiring} wiring) from {self.source}, paired with the "
+            "Sprint base it was not trained with; no Sprint ControlNet checkpoint is public"
+        )
+
+
+def load_nvlabs_checkpoint(
+    path: str | Path, base_config: dict | None = None, dtype: torch.dtype | None = None, wiring: str = "nvlabs"
+) -> tuple[SanaSprintControlNetModel, LoadReport]:
+    """Loads an NVlabs ``.pth`` ControlNet (Sprint-native or Sana 1.0 HED), converting names on load. NVlabs
+    checkpoints were trained with the NVlabs wiring; ``wiring`` exists only for experiments."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    nvlabs = checkpoint.get("state_dict", checkpoint)
+    state, ignored = nvlabs_to_diffusers_state_dict(nvlabs)
+    config = config_from_nvlabs(state, base_config) | {"wiring": wiring}
+    model = SanaSprintControlNetModel(**config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: ControlNet weights do not fit: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    if dtype is not None:
+        model = model.to(dtype)
+    report = LoadReport(
+        source=str(path),
+        family="sprint" if config["guidance_embeds"] else "sana-1.0",
+        wiring=wiring,
+        missing_keys=list(missing),
+        unexpected_keys=list(unexpected),
+        ignored_base_keys=ignored,
+    )
+    return model.eval(), report
+
+
+def load_diffusers_controlnet(
+    path_or_id: str, dtype: torch.dtype | None = None, wiring: str | None = None, **hub_kwargs
+) -> tuple[SanaSprintControlNetModel, LoadReport]:
+    """Loads a diffusers-format ControlNet folder or hub repo: ours, or a stock ``SanaControlNetModel`` (Sana 1.0
+    shapes, run with the diffusers wiring that diffusers' own SanaControlNetPipeline uses)."""
+    config = SanaSprintControlNetModel.load_config(path_or_id, **hub_kwargs)
+    stock = config.get("_class_name") == "SanaControlNetModel"
+    overrides = {}
+    if stock:
+        overrides = dict(qk_norm=None, guidance_embeds=False, timestep_scale=SANA10_TIMESTEP_SCALE, wiring="diffusers")
+    if wiring is not None:
+        overrides["wiring"] = wiring
+    model, info = SanaSprintControlNetModel.from_pretrained(
+        path_or_id, torch_dtype=dtype, output_loading_info=True, **overrides, **hub_kwargs
+    )
+    if info["missing_keys"] or info["unexpected_keys"]:
+        raise ValueError(
+            f"{path_or_id}: ControlNet weights do not fit: missing {info['missing_keys'][:8]}, "
+            f"unexpected {info['unexpected_keys'][:8]}"
+        )
+    report = LoadReport(
+        source=path_or_id,
+        family="sprint" if model.config.guidance_embeds else "sana-1.0",
+        wiring=model.config.wiring,
+        missing_keys=[],
+        unexpected_keys=[],
+    )
+    return model.eval(), report

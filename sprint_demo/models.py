@@ -1,0 +1,248 @@
+"""Building pipelines: the tiny offline preview, the full-size random model, and the real weights.
+
+``load_pipeline(model, controlnet=None, device=None, dtype=None)``:
+
+* ``"preview"``: tiny random components built in code (tokenizer included), deterministic, fast on a CPU.
+* ``"random-full"``: the real SANA-Sprint 0.6B / 7-block ControlNet / DC-AE f32c32 / Gemma-2-2B shapes with
+  random weights, for GPU benchmarks (shapes from FACTS.md section 2 and the hub configs).
+* anything else: a hub id or local folder of the Sprint weights in diffusers format, with ``controlnet`` a hub
+  id, a diffusers folder, or an NVlabs ``.pth`` converted on load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
+from transformers import Gemma2Config, Gemma2Model, GemmaTokenizer
+
+from . import settings
+from .controlnet import LoadReport, SanaSprintControlNetModel, load_diffusers_controlnet, load_nvlabs_checkpoint
+from .pipeline import SanaSprintControlNetPipeline
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SEED = 0  # the preview's random weights: fixed, so every run and every test sees the same model
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what was tried and what to do."""
+
+
+@dataclass
+class LoadedPipeline:
+    pipe: SanaSprintControlNetPipeline
+    model_name: str  # "preview", "random-full" or the weights' id / folder
+    controlnet_report: LoadReport | None  # None when the ControlNet was built in code (preview, random-full)
+
+    @property
+    def is_preview(self) -> bool:
+        return self.model_name == settings.PREVIEW_MODEL
+
+
+# --- Tokenizer built in code ----------------------------------------------------------------------------
+
+_WORDS = (
+    "a an the of in on with and at by to from sky sea tree house cat dog city night day sun moon mountain lake "
+    "river forest flower red blue green yellow black white golden small big old new photo painting sketch "
+    "portrait landscape water fire snow cloud light dark street car boat bird fish cup coffee rocket space star"
+).split()
+
+
+def build_byte_tokenizer() -> GemmaTokenizer:
+    """A Gemma-style tokenizer with byte fallback: any unicode text tokenises, no download needed."""
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for word in _WORDS:
+        vocab.setdefault("\u2581" + word, len(vocab))  # SentencePiece marks a word start with U+2581
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=True)
+    tokenizer.padding_side = "right"  # what the Sprint pipeline expects of Gemma
+    return tokenizer
+
+
+# --- Component configs ------------------------------------------------------------------------------------
+
+def sprint_transformer_config(size: str) -> dict:
+    if size == "full":  # Sana_Sprint_0.6B_1024px transformer/config.json
+        return dict(
+            in_channels=32, out_channels=32, num_attention_heads=36, attention_head_dim=32, num_layers=28,
+            num_cross_attention_heads=16, cross_attention_head_dim=72, cross_attention_dim=1152,
+            caption_channels=2304, mlp_ratio=2.5, attention_bias=False, sample_size=32, patch_size=1,
+            norm_elementwise_affine=False, norm_eps=1e-6, interpolation_scale=None,
+            qk_norm="rms_norm_across_heads", guidance_embeds=True, guidance_embeds_scale=0.1,
+        )
+    # preview: 8 blocks so the 7-block ControlNet has a block after each residual; 32 wide
+    return dict(
+        in_channels=32, out_channels=32, num_attention_heads=2, attention_head_dim=16, num_layers=8,
+        num_cross_attention_heads=2, cross_attention_head_dim=16, cross_attention_dim=32, caption_channels=32,
+        mlp_ratio=2.5, attention_bias=False, sample_size=32, patch_size=1, norm_elementwise_affine=False,
+        norm_eps=1e-6, interpolation_scale=None, qk_norm="rms_norm_across_heads", guidance_embeds=True,
+        guidance_embeds_scale=0.1,
+    )
+
+
+def dc_ae_config(size: str) -> dict:
+    stages = ("ResBlock",) * 3 + ("EfficientViTBlock",) * 3
+    common = dict(
+        in_channels=3, latent_channels=32, attention_head_dim=32 if size == "full" else 8,
+        encoder_block_types=stages, decoder_block_types=stages,
+        encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)), decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+        upsample_block_type="interpolate", downsample_block_type="conv", decoder_norm_types="rms_norm",
+        decoder_act_fns="silu", scaling_factor=0.41407,
+    )
+    if size == "full":  # mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers
+        channels = (128, 256, 512, 512, 1024, 1024)
+        return common | dict(
+            encoder_block_out_channels=channels, decoder_block_out_channels=channels,
+            encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
+        )
+    # preview: the real 6 stages (32x compression, 32 latent channels), a few channels each
+    channels = (8, 8, 16, 16, 32, 32)  # the last width must be a multiple of the 32 latent channels
+    return common | dict(
+        encoder_block_out_channels=channels, decoder_block_out_channels=channels,
+        encoder_layers_per_block=(1, 1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1, 1),
+    )
+
+
+def gemma_config(size: str, vocab_size: int) -> Gemma2Config:
+    if size == "full":  # Gemma-2-2B-IT decoder
+        return Gemma2Config(
+            vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+            num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=8192,
+        )
+    return Gemma2Config(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
+    )
+
+
+def build_random_pipeline(size: str, seed: int = PREVIEW_SEED) -> SanaSprintControlNetPipeline:
+    """Random components of the preview or full shapes. Deterministic: the same seed gives the same weights."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        tokenizer = build_byte_tokenizer()
+        text_encoder = Gemma2Model(gemma_config(size, len(tokenizer))).eval()
+        transformer = SanaTransformer2DModel(**sprint_transformer_config(size)).eval()
+        vae = AutoencoderDC(**dc_ae_config(size)).eval()
+        controlnet = SanaSprintControlNetModel.from_transformer(transformer).eval()
+        # A freshly "trained-from" ControlNet is a no-op (zero projections); give the random one non-zero
+        # projections so that strokes visibly change the picture, as a trained one would.
+        with torch.no_grad():
+            for projection in [controlnet.input_block, *controlnet.controlnet_blocks]:
+                projection.weight.normal_(0.0, 0.5 / projection.weight.shape[1] ** 0.5)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    scheduler = SCMScheduler(prediction_type="trigflow", sigma_data=0.5)
+    return SanaSprintControlNetPipeline(tokenizer, text_encoder, vae, transformer, scheduler, controlnet=controlnet)
+
+
+# --- Loading --------------------------------------------------------------------------------------------
+
+def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
+    return names[dtype]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(
+    model: str = settings.PREVIEW_MODEL,
+    controlnet: str | None = None,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    controlnet_wiring: str | None = None,
+) -> LoadedPipeline:
+    """Builds or loads a pipeline and moves it to ``device`` (default: cuda when present) in ``dtype``."""
+    device = device or default_device()
+    torch_dtype = parse_dtype(dtype, device)
+    if model in (settings.PREVIEW_MODEL, settings.RANDOM_FULL_MODEL):
+        if controlnet is not None:
+            raise ModelLoadError(f"--controlnet {controlnet!r} needs real weights, not --model {model}")
+        pipe = build_random_pipeline("preview" if model == settings.PREVIEW_MODEL else "full")
+        report = None
+    else:
+        pipe = _load_sprint_weights(model, torch_dtype)
+        report = None
+        if controlnet is not None:
+            cn, report = load_controlnet(controlnet, pipe.transformer.config, torch_dtype, controlnet_wiring)
+            pipe.register_modules(controlnet=cn)
+    pipe = pipe.to(device)
+    if pipe.transformer.dtype != torch_dtype:  # .to(dtype) on a model already in that dtype only warns
+        pipe = pipe.to(torch_dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return LoadedPipeline(pipe=pipe, model_name=model, controlnet_report=report)
+
+
+def load_controlnet(
+    source: str, base_config, dtype: torch.dtype, wiring: str | None = None
+) -> tuple[SanaSprintControlNetModel, LoadReport]:
+    """An NVlabs ``.pth`` file, a diffusers folder, or a hub id (a repo holding either)."""
+    try:
+        if source.endswith(".pth"):
+            path = source if Path(source).exists() else _hub_file(source)
+            return load_nvlabs_checkpoint(path, dict(base_config), dtype, wiring or "nvlabs")
+        if Path(source).is_dir() or _hub_has_diffusers_config(source):
+            return load_diffusers_controlnet(source, dtype, wiring)
+        path = _hub_file(f"{source}/{Path(settings.SANA10_HED_CONTROLNET_FILE)}")  # NVlabs repos hold a .pth
+        return load_nvlabs_checkpoint(path, dict(base_config), dtype, wiring or "nvlabs")
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(_offline_help(source, error, "ControlNet")) from error
+
+
+def _load_sprint_weights(model: str, dtype: torch.dtype) -> SanaSprintControlNetPipeline:
+    try:
+        base = SanaSprintPipeline.from_pretrained(model, torch_dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as error:
+        raise ModelLoadError(_offline_help(model, error, "SANA-Sprint")) from error
+    components = {k: v for k, v in base.components.items() if k in ("tokenizer", "text_encoder", "vae",
+                                                                        "transformer", "scheduler")}
+    return SanaSprintControlNetPipeline(**components)
+
+
+def _hub_file(spec: str) -> str:
+    """"owner/repo/path/in/repo.pth" -> local path, downloaded (or found in the cache)."""
+    from huggingface_hub import hf_hub_download
+
+    owner, repo, *rest = spec.split("/")
+    if not rest:
+        raise ModelLoadError(f"{spec!r}: expected owner/repo/path/to/file.pth or a local file")
+    return hf_hub_download(f"{owner}/{repo}", "/".join(rest))
+
+
+def _hub_has_diffusers_config(repo_id: str) -> bool:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(repo_id, "config.json")
+        return True
+    except Exception:  # offline, missing repo or missing file: fall through to the NVlabs layout
+        return False
+
+
+def _offline_help(source: str, error: Exception, what: str) -> str:
+    offline = os.getenv("HF_HUB_OFFLINE") == "1"
+    tried = "a local folder/file and the Hugging Face cache" if offline else "a local folder/file, the cache and the hub"
+    return (
+        f"could not load the {what} weights {source!r} (tried {tried}): {type(error).__name__}: "
+        f"{str(error).splitlines()[0][:300] if str(error) else ''}\n"
+        f"To run offline, download them on a machine with network (`hf download {source} --local-dir DIR`), "
+        f"copy DIR here and pass its path, or set HF_HUB_OFFLINE=1 with a filled cache; "
+        f"or run the CPU preview model with --model {settings.PREVIEW_MODEL}."
+    )
