@@ -49,12 +49,17 @@ DEFAULT_SIZE = 1024  # the Sprint models are 1024px-based
 PREVIEW_SIZE = 512  # the CPU preview model's default frame
 MAX_UPLOAD_PIXELS = 4096 * 4096  # decompression-bomb guard for uploaded / drawn images
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # refused before decoding
+DEFAULT_BRUSH, MIN_BRUSH, MAX_BRUSH = 4, 1, 48  # canvas brush width in canvas pixels (canvas side = engine.size)
+ERASER_BRUSH_FACTOR = 3  # the eraser is this many times wider than the brush
+ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")  # playground aspect choices; the long side is engine.size
 
 # --- Serving --------------------------------------------------------------------------------------------
 HOST = os.getenv("SPRINT_HOST", "127.0.0.1")  # loopback unless told otherwise (Spaces set 0.0.0.0 below)
 PORT = int(os.getenv("SPRINT_PORT", "7860"))
 ON_SPACES = os.getenv("SPACE_ID") is not None  # Hugging Face Spaces set SPACE_ID
+SPACES_HOST = "0.0.0.0"  # what app.py listens on when ON_SPACES: the Space's proxy must reach it
 ZERO_GPU = os.getenv("SPACES_ZERO_GPU") is not None
+ZERO_GPU_DURATION_S = 15  # spaces.GPU(duration=...) per frame on ZeroGPU: short durations get priority
 QUEUE_SIZE = int(os.getenv("SPRINT_QUEUE_SIZE", "64"))  # waiting events before new ones are refused
 PROMPT_CACHE_SIZE = 64  # prompt embeddings kept (LRU)
 CONTROL_CACHE_SIZE = 16  # control latents kept (LRU), one per recent canvas content
