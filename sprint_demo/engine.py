@@ -1,15 +1,35 @@
 """The frame engine: one object per process that owns the loaded pipeline and turns inputs into frames.
 
-(Interface first; the implementation lands next.)
+It is the only place that knows about caches, the GPU lock and timings:
+
+* prompt embeddings are cached (LRU): typing re-encodes, strokes do not;
+* the control latent is cached per control-map content: a new prompt or seed does not re-encode the canvas;
+* a request equal to the previous frame's returns that frame without any work (``Frame.reused``);
+* one lock serialises all model work (one GPU, shared by every user through the app's queue);
+* each frame carries per-stage timings in milliseconds (``STAGES``), the GPU synchronised at stage edges.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
+import torch
 from PIL import Image
 
-from . import settings
+from . import conditioning, inputs, settings
+from .models import LoadedPipeline, ModelLoadError, load_pipeline
+from .speedups import SpeedOptions, apply_speedups
+
+log = logging.getLogger(__name__)
+
+STAGES = ("text_encode", "control_prep", "control_encode", "denoise", "decode", "postprocess", "total")
 
 
 @dataclass
@@ -17,24 +37,110 @@ class Frame:
     """One generated image and how it was made."""
 
     image: Image.Image
-    timings_ms: dict[str, float]  # text_encode, control_prep, control_encode, denoise, decode, postprocess, total
-    notices: tuple[str, ...] = ()  # things the user should know, e.g. "prompt truncated to 300 tokens"
+    timings_ms: dict[str, float]  # every name in STAGES
+    notices: tuple[str, ...] = ()  # things the user should know, e.g. "prompt cut to 300 tokens"
     reused: bool = False  # True when the inputs equalled the previous frame's and no work was done
-    control_map: Image.Image | None = None  # the HED-style map the ControlNet saw (white lines on black)
+    control_map: Image.Image | None = None  # the map the ControlNet saw (white lines on black), if any
+
+
+@dataclass(frozen=True)
+class _Request:
+    """Everything that determines a frame's pixels; equal requests give equal frames."""
+
+    prompt: str
+    steps: int
+    seed: int
+    guidance_scale: float
+    width: int
+    height: int
+    control_key: str | None = None  # digest of the control map, None for no control
+    control_strength: float = 0.0
+
+
+class _LRU(OrderedDict):
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+
+    def get_or_none(self, key):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return None
+
+    def put(self, key, value) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class _Stopwatch:
+    """Per-stage wall time; synchronises the GPU at stage edges so the split is honest."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.ms = dict.fromkeys(STAGES, 0.0)
+        self.start = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.ms[name] += (time.perf_counter() - began) * 1000
+
+    def finish(self) -> dict[str, float]:
+        self.ms["total"] = (time.perf_counter() - self.start) * 1000
+        return {k: round(v, 2) for k, v in self.ms.items()}
 
 
 class Engine:
-    """Owns the pipeline, its device, caches and the GPU lock.
+    """Owns the pipeline, its device, caches and the GPU lock. Thread-safe.
 
-    Attributes: ``size`` (default square frame side), ``model_name``, ``is_preview``, ``banner`` (text the UI
-    shows above everything, or None), ``controlnet_note`` (e.g. "experimental: Sana 1.0 HED ControlNet").
-    All methods validate their arguments and raise ``sprint_demo.inputs.InputError`` (a ValueError) naming the
-    bad value; they are thread-safe.
-    """
+    Every public method validates its arguments (``sprint_demo.inputs``) and raises ``inputs.InputError``
+    naming the bad value; model failures propagate as they are (the UI turns them into messages)."""
+
+    def __init__(
+        self,
+        loaded: LoadedPipeline,
+        banner: str | None = None,
+        speed: SpeedOptions | None = None,
+        size: int | None = None,
+    ):
+        self.loaded = loaded
+        self.pipe = loaded.pipe
+        self.model_name = loaded.model_name
+        self.is_preview = loaded.is_preview
+        self.banner = banner
+        self.size = size or (settings.PREVIEW_SIZE if self.is_preview else settings.DEFAULT_SIZE)
+        self.controlnet_note = self._controlnet_note()
+        # Binning snaps sizes to the 1024px model's trained aspect bins; the preview model has none to respect.
+        self.use_resolution_binning = not self.is_preview
+        self.device = self.pipe._execution_device
+        self.speed = apply_speedups(self.pipe, speed or SpeedOptions())
+        self._lock = threading.Lock()
+        self._prompts = _LRU(settings.PROMPT_CACHE_SIZE)
+        self._controls = _LRU(settings.CONTROL_CACHE_SIZE)
+        self._last: tuple[_Request, Frame] | None = None
+        self.counters = {"text_encoder_calls": 0, "vae_encoder_calls": 0, "frames": 0, "reused": 0}
+
+    def _controlnet_note(self) -> str | None:
+        report = self.loaded.controlnet_report
+        if self.pipe.controlnet is None:
+            return "No ControlNet is loaded: the sketch does not steer the image (the prompt alone does)."
+        if report is not None:
+            return report.description
+        if self.is_preview:
+            return None
+        return "ControlNet with random weights (benchmark model): strokes change the image but not meaningfully."
+
+    # --- public API ----------------------------------------------------------------------------------------
 
     def sketch_to_image(
         self,
-        sketch: Image.Image | None,
+        sketch: Image.Image | str | bytes | None,
         prompt: str,
         steps: int = settings.DEFAULT_STEPS,
         seed: int = settings.DEFAULT_SEED,
@@ -44,11 +150,31 @@ class Engine:
         control_map: Image.Image | None = None,
     ) -> Frame:
         """Sketch (dark strokes on light; None or blank = no control) or a ready control map -> frame."""
-        raise NotImplementedError
+        started = time.perf_counter()
+        control_strength = inputs.check_control_strength(control_strength)
+        thickness = inputs.check_thickness(thickness)
+        size = (self.size, self.size)
+        if control_map is not None:
+            control_map = inputs.decode_image(control_map, what="control map")
+            control_map = control_map if control_map.size == size else control_map.resize(size, Image.BILINEAR)
+        else:
+            sketch = inputs.decode_image(sketch, what="sketch")
+            if sketch is not None and not inputs.is_blank(sketch):
+                control_map = conditioning.sketch_to_control_map(sketch, thickness, size)
+        prep_ms = (time.perf_counter() - started) * 1000
+        frame = self._generate(prompt, steps, seed, guidance_scale, size, control_map, control_strength)
+        if not frame.reused:
+            frame.timings_ms["control_prep"] = round(prep_ms, 2)
+            frame.timings_ms["total"] = round(frame.timings_ms["total"] + prep_ms, 2)
+        return frame
 
-    def photo_to_control_map(self, photo: Image.Image, thickness: int = settings.DEFAULT_THICKNESS) -> Image.Image:
-        """An uploaded photo -> HED edge map (white lines on black), computed once per upload."""
-        raise NotImplementedError
+    def photo_to_control_map(self, photo: Image.Image | str | bytes, thickness: int = settings.DEFAULT_THICKNESS):
+        """An uploaded photo -> HED edge map (white lines on black) at the engine's frame size."""
+        photo = inputs.decode_image(photo, what="photo")
+        if photo is None:
+            raise inputs.InputError("photo is empty: upload an image")
+        with self._lock:  # the HED net may share the GPU
+            return conditioning.photo_to_control_map(photo, thickness, (self.size, self.size))
 
     def text_to_image(
         self,
@@ -56,13 +182,163 @@ class Engine:
         steps: int = settings.DEFAULT_STEPS,
         seed: int = settings.DEFAULT_SEED,
         guidance_scale: float = settings.DEFAULT_GUIDANCE,
-        width: int = settings.DEFAULT_SIZE,
-        height: int = settings.DEFAULT_SIZE,
+        width: int | None = None,
+        height: int | None = None,
     ) -> Frame:
-        raise NotImplementedError
+        width, height = inputs.check_size(width or self.size, height or self.size)
+        return self._generate(prompt, steps, seed, guidance_scale, (width, height), None, 0.0)
+
+    def warmup(self) -> float:
+        """One frame with and one without control at the default size: loads kernels, fills allocator pools and
+        runs compilation before the first user arrives. Returns seconds taken."""
+        began = time.perf_counter()
+        blank = Image.new("RGB", (self.size, self.size), "black")
+        for control in (None, blank) if self.pipe.controlnet is not None else (None,):
+            self._generate("warm-up", settings.DEFAULT_STEPS, 0, settings.DEFAULT_GUIDANCE,
+                           (self.size, self.size), control, 1.0, remember=False)
+        with self._lock:
+            self._prompts.clear()
+            self._controls.clear()
+        return time.perf_counter() - began
+
+    # --- the frame path ------------------------------------------------------------------------------------
+
+    def _generate(self, prompt, steps, seed, guidance_scale, size, control_map, control_strength,
+                  remember: bool = True) -> Frame:
+        prompt, notices = inputs.clean_prompt(prompt)
+        inputs.check_safety(prompt)
+        request = _Request(
+            prompt=prompt,
+            steps=inputs.check_steps(steps),
+            seed=inputs.check_seed(seed),
+            guidance_scale=inputs.check_guidance(guidance_scale),
+            width=size[0],
+            height=size[1],
+            control_key=_digest(control_map) if control_map is not None else None,
+            control_strength=control_strength if control_map is not None else 0.0,
+        )
+        with self._lock:
+            if self._last is not None and self._last[0] == request:
+                self.counters["reused"] += 1
+                last = self._last[1]
+                return replace(last, reused=True, timings_ms=dict.fromkeys(STAGES, 0.0))
+            frame = self._render(request, control_map, notices)
+            if remember:
+                self._last = (request, frame)
+                self.counters["frames"] += 1
+            return frame
+
+    def _render(self, request: _Request, control_map: Image.Image | None, notices: tuple[str, ...]) -> Frame:
+        pipe = self.pipe
+        watch = _Stopwatch(self.device)
+        with torch.inference_mode():
+            with watch.stage("text_encode"):
+                embeds, mask, prompt_notices = self._prompt_embeddings(request.prompt)
+            height, width = request.height, request.width
+            if self.use_resolution_binning:
+                height, width = pipe.image_processor.classify_height_width_bin(
+                    height, width, ratios=_aspect_bins()
+                )
+            control_latents = None
+            if control_map is not None and pipe.controlnet is not None:
+                with watch.stage("control_encode"):
+                    control_latents = self._control_latents(request.control_key, control_map, height, width)
+            with watch.stage("denoise"):
+                latents = pipe(
+                    prompt_embeds=embeds,
+                    prompt_attention_mask=mask,
+                    num_inference_steps=request.steps,
+                    guidance_scale=request.guidance_scale,
+                    height=height,
+                    width=width,
+                    generator=torch.Generator("cpu").manual_seed(request.seed),
+                    control_latents=control_latents,
+                    controlnet_conditioning_scale=request.control_strength,
+                    use_resolution_binning=False,
+                    output_type="latent",
+                ).images
+            with watch.stage("decode"):
+                pixels = pipe.decode_latents(
+                    latents,
+                    request.height if self.use_resolution_binning else None,
+                    request.width if self.use_resolution_binning else None,
+                    output_type="pt",
+                )
+            with watch.stage("postprocess"):
+                image = pipe.image_processor.pt_to_numpy(pixels)
+                image = pipe.image_processor.numpy_to_pil(image)[0]
+        return Frame(image=image, timings_ms=watch.finish(), notices=notices + prompt_notices,
+                     control_map=control_map)
+
+    def _prompt_embeddings(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+        cached = self._prompts.get_or_none(prompt)
+        if cached is None:
+            notices = ()
+            tokens = len(self.pipe.tokenizer(prompt).input_ids)
+            if tokens > settings.MAX_SEQUENCE_LENGTH:
+                notices = (f"prompt cut to the text encoder's {settings.MAX_SEQUENCE_LENGTH} tokens (it had {tokens})",)
+            embeds, mask = self.pipe.encode_prompt(
+                prompt, device=self.device, max_sequence_length=settings.MAX_SEQUENCE_LENGTH,
+                complex_human_instruction=None,
+            )
+            self.counters["text_encoder_calls"] += 1
+            cached = (embeds, mask, notices)
+            self._prompts.put(prompt, cached)
+        return cached
+
+    def _control_latents(self, key: str, control_map: Image.Image, height: int, width: int) -> torch.Tensor:
+        cache_key = (key, height, width)
+        latents = self._controls.get_or_none(cache_key)
+        if latents is None:
+            latents = self.pipe.prepare_control_latents(control_map, height, width)
+            self.counters["vae_encoder_calls"] += 1
+            self._controls.put(cache_key, latents)
+        return latents
 
 
-def load_engine(model: str = settings.MODEL, controlnet: str | None = settings.CONTROLNET, device: str | None = None,
-                dtype: str | None = None, warmup: bool = True) -> Engine:
-    """Load the pipeline (see ``sprint_demo.models.load_pipeline``) and wrap it in an Engine."""
-    raise NotImplementedError
+def _digest(image: Image.Image) -> str:
+    return hashlib.blake2b(image.tobytes() + repr((image.size, image.mode)).encode(), digest_size=16).hexdigest()
+
+
+def _aspect_bins():
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_1024_BIN
+
+    return ASPECT_RATIO_1024_BIN
+
+
+def load_engine(
+    model: str = settings.MODEL,
+    controlnet: str | None = settings.CONTROLNET,
+    device: str | None = None,
+    dtype: str | None = None,
+    warmup: bool = True,
+    speed: SpeedOptions | None = None,
+) -> Engine:
+    """Loads the pipeline (``sprint_demo.models.load_pipeline``) and wraps it in an Engine.
+
+    ``model="auto"``: the real SANA-Sprint weights (with the experimental Sana 1.0 HED ControlNet unless
+    ``controlnet`` names another) when they load; otherwise the offline preview model, with a banner and a log
+    line saying why. Any other model that fails to load raises ``ModelLoadError``."""
+    banner = None
+    if model == "auto":
+        try:
+            loaded = load_pipeline(settings.SPRINT_MODEL_ID, controlnet or settings.SANA10_HED_CONTROLNET_ID,
+                                   device, dtype)
+        except ModelLoadError as error:
+            reason = str(error).splitlines()[0]
+            log.warning("falling back to the offline preview model: %s", reason)
+            loaded = load_pipeline(settings.PREVIEW_MODEL, None, device, dtype)
+            banner = (
+                "Preview mode: the SANA-Sprint weights could not be loaded here, so images come from a tiny "
+                f"random model that runs on any CPU (they will not look like anything). Reason: {reason[:200]}"
+            )
+    else:
+        loaded = load_pipeline(model, controlnet, device, dtype)
+        if loaded.is_preview:
+            banner = "Preview model: tiny random weights for trying the app anywhere; images are not meaningful."
+        elif model == settings.RANDOM_FULL_MODEL:
+            banner = "Benchmark model: real SANA-Sprint shapes with random weights; images are not meaningful."
+    engine = Engine(loaded, banner=banner, speed=speed)
+    if warmup:
+        log.info("warm-up took %.1f s", engine.warmup())
+    return engine
