@@ -64,4 +64,5 @@ QUEUE_SIZE = int(os.getenv("SPRINT_QUEUE_SIZE", "64"))  # waiting events before 
 PROMPT_CACHE_SIZE = 64  # prompt embeddings kept (LRU)
 CONTROL_CACHE_SIZE = 16  # control latents kept (LRU), one per recent canvas content
 JPEG_QUALITY = 90  # output frames are sent as JPEG: small transfers
+FRAME_CACHE_PRUNE_S = (300, 900)  # gr.Blocks(delete_cache=...): every 5 min, drop served frames older than 15 min
 SAFETY_CHECKER = os.getenv("SPRINT_SAFETY_CHECKER") or None  # "module:function" prompt hook, off by default
