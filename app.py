@@ -1,0 +1,65 @@
+"""SANA-Sprint Live Sketch: load the model, build the interface, serve it.
+
+    python app.py                      # real weights if they load, else the offline preview model
+    python app.py --model preview      # tiny random model: runs on any CPU, offline
+    python app.py --help
+
+Importing this module does nothing but define functions (tests import it); everything runs from ``main``.
+On Hugging Face Spaces (``settings.ON_SPACES``) it listens on all interfaces; on ZeroGPU the frame functions
+are wrapped with ``spaces.GPU`` (see ``sprint_demo.ui``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sprint_demo import settings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python app.py", description="SANA-Sprint Live Sketch web app.")
+    parser.add_argument("--model", default=settings.MODEL,
+                        help=f"auto (real SANA-Sprint weights if they load, else the preview model), "
+                             f"{settings.PREVIEW_MODEL}, {settings.RANDOM_FULL_MODEL}, a hub id or a local folder "
+                             f"(default: %(default)s; env SPRINT_MODEL)")
+    parser.add_argument("--controlnet", default=settings.CONTROLNET,
+                        help="ControlNet: hub id, diffusers folder or NVlabs .pth (default: the model's own choice; "
+                             "env SPRINT_CONTROLNET)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: best available)")
+    parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: the model's choice)")
+    parser.add_argument("--host", default=settings.SPACES_HOST if settings.ON_SPACES else settings.HOST,
+                        help="address to listen on (default: %(default)s; env SPRINT_HOST)")
+    parser.add_argument("--port", type=int, default=settings.PORT, help="port (default: %(default)s; env SPRINT_PORT)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("app")
+
+    from sprint_demo.engine import load_engine
+    from sprint_demo.models import ModelLoadError
+    from sprint_demo.ui import CSS, create_demo
+
+    try:
+        engine = load_engine(args.model, args.controlnet, args.device, args.dtype)
+    except (ModelLoadError, OSError, ValueError) as error:
+        print(f"error: could not load model {args.model!r}: {error}", file=sys.stderr)
+        return 2
+    if engine.banner:
+        log.warning("%s", engine.banner)
+    log.info("model %s on %s, frame size %d", engine.model_name, engine.device, engine.size)
+
+    demo = create_demo(engine)
+    demo.queue(default_concurrency_limit=1, max_size=settings.QUEUE_SIZE)  # one GPU, one queue for everyone
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

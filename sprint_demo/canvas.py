@@ -1,0 +1,312 @@
+"""A light drawing canvas for Gradio: a ``gr.HTML`` subclass around a plain ``<canvas>``.
+
+Why not ``gr.Sketchpad``: it exports and uploads background, composite and layers as PNG files on every change
+(FACTS.md section 7: a median 1.27 s from mouse-up to a new image). This component keeps everything in the
+browser and sends one PNG data URL per finished stroke, as the component's value (a string); nothing is
+uploaded.
+
+How it works (read from gradio 6.31 ``gradio/components/html.py`` and its frontend ``HTML-*.js``, not copied):
+
+* ``html_template`` is rendered once; it does not mention ``value``, so value updates never re-render (Gradio
+  morphs the DOM only when the rendered template string changes) and the drawing is never wiped.
+* ``js_on_load`` gets ``element``, ``props`` and ``watch``. Setting ``props.value`` sends the value to the
+  server side of the component, and Gradio's HTML wrapper dispatches ``change`` itself on every new value:
+  ``trigger('change')`` would fire it twice.
+* A value set from Python (an example sketch) reaches ``watch('value', ...)``, which paints it into the canvas as
+  an undoable step. Our own ``props.value = ...`` does not come back through ``watch``.
+
+Drawing: pointer events (mouse, pen and touch alike) with pointer capture, ``touch-action: none`` so a finger
+draws instead of scrolling the page, coalesced events for fast pens, and strokes smoothed with quadratic curves
+through segment midpoints. The canvas keeps a fixed internal resolution (``size`` x ``size``, the model's frame
+side) whatever its CSS size or the screen's devicePixelRatio: pointer positions are mapped through the element's
+bounding box, so the PNG the model sees is the same on a phone and on a 4K monitor. History is a list of actions
+(stroke, clear, loaded image) replayed on undo, so undo costs no memory per step beyond the stroke's points.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from . import settings
+
+_HTML = """
+<div class="sc-root">
+  <div class="sc-toolbar">
+    <label class="sc-size" title="Brush width in canvas pixels">Brush
+      <input type="range" class="sc-brush" min="${min_brush}" max="${max_brush}" step="1" value="${brush}">
+    </label>
+    <button type="button" class="sc-tool sc-pen sc-active" title="Draw (black ink)">&#9998; Pen</button>
+    <button type="button" class="sc-tool sc-eraser" title="Erase (paints white paper, ${eraser_factor}x brush width)">
+      &#9003; Eraser</button>
+    <button type="button" class="sc-undo" title="Undo the last stroke (Ctrl+Z)">&#8630; Undo</button>
+    <button type="button" class="sc-clear" title="Clear the canvas (undoable)">&#10005; Clear</button>
+  </div>
+  <canvas class="sc-canvas" width="${size}" height="${size}" tabindex="0"
+          aria-label="Drawing canvas: draw with mouse, pen or finger"></canvas>
+</div>
+"""
+
+# Scoped by Gradio to this component's root. No backticks or dollar-brace here: the CSS is a JS template too.
+_CSS = """
+.sc-root { display: flex; flex-direction: column; gap: 6px; width: 100%; }
+.sc-toolbar { display: flex; flex-wrap: wrap; align-items: center; gap: 6px; font-size: 14px; }
+.sc-toolbar button { padding: 3px 10px; border: 1px solid #bbb; border-radius: 6px; background: #f6f6f6;
+                     color: #222; cursor: pointer; }
+.sc-toolbar button.sc-active { background: #222; color: #fff; border-color: #222; }
+.sc-size { display: flex; align-items: center; gap: 4px; }
+.sc-canvas { width: 100%; max-width: 640px; aspect-ratio: 1 / 1; height: auto; background: #fff;
+             border: 1px solid #ccc; border-radius: 6px; touch-action: none; cursor: crosshair;
+             -webkit-user-select: none; user-select: none; -webkit-touch-callout: none; display: block; }
+"""
+
+_JS = """
+const canvas = element.querySelector('.sc-canvas');
+const ctx = canvas.getContext('2d', { willReadFrequently: false });
+const brushInput = element.querySelector('.sc-brush');
+const penButton = element.querySelector('.sc-pen');
+const eraserButton = element.querySelector('.sc-eraser');
+const SIZE = canvas.width;
+const ERASER_FACTOR = Number(props.eraser_factor) || 3;
+let tool = 'pen';
+let actions = [];          // {kind: 'stroke', points, width, color} | {kind: 'clear'} | {kind: 'image', img}
+let current = null;        // the stroke being drawn
+let activePointer = null;  // one pointer draws at a time; a second finger is ignored
+let lastSent = props.value || '';
+
+function paper() {
+  ctx.save();
+  ctx.globalCompositeOperation = 'source-over';
+  ctx.fillStyle = '#ffffff';
+  ctx.fillRect(0, 0, SIZE, SIZE);
+  ctx.restore();
+}
+
+function mid(a, b) { return { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 }; }
+
+function style(stroke) {
+  ctx.strokeStyle = stroke.color;
+  ctx.fillStyle = stroke.color;
+  ctx.lineWidth = stroke.width;
+  ctx.lineCap = 'round';
+  ctx.lineJoin = 'round';
+}
+
+// Segment k of a stroke: midpoint(k-2, k-1) -> curve through point k-1 -> midpoint(k-1, k). Drawing segments
+// one by one while the pointer moves gives the same pixels as the replay below.
+function drawSegment(stroke, k) {
+  const p = stroke.points;
+  style(stroke);
+  ctx.beginPath();
+  if (k === 0) {
+    ctx.arc(p[0].x, p[0].y, stroke.width / 2, 0, 2 * Math.PI);
+    ctx.fill();
+    return;
+  }
+  if (k === 1) {
+    ctx.moveTo(p[0].x, p[0].y);
+    const m = mid(p[0], p[1]);
+    ctx.lineTo(m.x, m.y);
+  } else {
+    const a = mid(p[k - 2], p[k - 1]);
+    const b = mid(p[k - 1], p[k]);
+    ctx.moveTo(a.x, a.y);
+    ctx.quadraticCurveTo(p[k - 1].x, p[k - 1].y, b.x, b.y);
+  }
+  ctx.stroke();
+}
+
+function drawTail(stroke) {
+  const p = stroke.points;
+  const n = p.length;
+  if (n < 2) return;
+  style(stroke);
+  const a = mid(p[n - 2], p[n - 1]);
+  ctx.beginPath();
+  ctx.moveTo(a.x, a.y);
+  ctx.lineTo(p[n - 1].x, p[n - 1].y);
+  ctx.stroke();
+}
+
+function drawAction(action) {
+  if (action.kind === 'clear') {
+    paper();
+  } else if (action.kind === 'image') {
+    paper();
+    ctx.drawImage(action.img, 0, 0, SIZE, SIZE);
+  } else {
+    for (let k = 0; k < action.points.length; k++) drawSegment(action, k);
+    drawTail(action);
+  }
+}
+
+function redraw() {
+  // Only what follows the last clear / loaded image is visible: replay from there.
+  let start = 0;
+  for (let i = actions.length - 1; i >= 0; i--) {
+    if (actions[i].kind !== 'stroke') { start = i; break; }
+  }
+  paper();
+  for (let i = start; i < actions.length; i++) drawAction(actions[i]);
+}
+
+function send() {
+  const url = canvas.toDataURL('image/png');
+  if (url === lastSent) return;  // e.g. undo on an empty history
+  lastSent = url;
+  canvas.dataset.sent = String(Number(canvas.dataset.sent || 0) + 1);
+  props.value = url;  // Gradio dispatches 'change' for the new value
+}
+
+function toCanvas(event) {
+  const r = canvas.getBoundingClientRect();
+  return {
+    x: (event.clientX - r.left) * SIZE / r.width,
+    y: (event.clientY - r.top) * SIZE / r.height,
+  };
+}
+
+function setTool(name) {
+  tool = name;
+  penButton.classList.toggle('sc-active', name === 'pen');
+  eraserButton.classList.toggle('sc-active', name === 'eraser');
+}
+
+canvas.addEventListener('pointerdown', (event) => {
+  if (activePointer !== null) return;
+  if (event.pointerType === 'mouse' && event.button !== 0) return;
+  event.preventDefault();
+  activePointer = event.pointerId;
+  try { canvas.setPointerCapture(event.pointerId); } catch (e) { /* synthetic pointers have no capture */ }
+  canvas.focus({ preventScroll: true });
+  const width = Number(brushInput.value) * (tool === 'eraser' ? ERASER_FACTOR : 1);
+  current = { kind: 'stroke', points: [toCanvas(event)], width: width,
+              color: tool === 'eraser' ? '#ffffff' : '#000000' };
+  drawSegment(current, 0);
+});
+
+canvas.addEventListener('pointermove', (event) => {
+  if (current === null || event.pointerId !== activePointer) return;
+  event.preventDefault();
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+  for (const e of (events.length ? events : [event])) {
+    const p = toCanvas(e);
+    const last = current.points[current.points.length - 1];
+    if (Math.abs(p.x - last.x) + Math.abs(p.y - last.y) < 0.5) continue;
+    current.points.push(p);
+    drawSegment(current, current.points.length - 1);
+  }
+});
+
+function finish(event) {
+  if (current === null || event.pointerId !== activePointer) return;
+  drawTail(current);
+  actions.push(current);
+  current = null;
+  activePointer = null;
+  try { canvas.releasePointerCapture(event.pointerId); } catch (e) { /* already released */ }
+  send();  // once per stroke, never per move
+}
+canvas.addEventListener('pointerup', finish);
+canvas.addEventListener('pointercancel', finish);
+// Belt and braces for browsers that still scroll on touch despite touch-action: none.
+canvas.addEventListener('touchstart', (e) => e.preventDefault(), { passive: false });
+canvas.addEventListener('touchmove', (e) => e.preventDefault(), { passive: false });
+
+function undo() {
+  if (current !== null || actions.length === 0) return;
+  actions.pop();
+  redraw();
+  send();
+}
+function clearAll() {
+  if (current !== null) return;
+  const last = actions[actions.length - 1];
+  if (actions.length === 0 || (last && last.kind === 'clear')) return;
+  actions.push({ kind: 'clear' });
+  redraw();
+  send();
+}
+penButton.addEventListener('click', () => setTool('pen'));
+eraserButton.addEventListener('click', () => setTool('eraser'));
+element.querySelector('.sc-undo').addEventListener('click', undo);
+element.querySelector('.sc-clear').addEventListener('click', clearAll);
+canvas.addEventListener('keydown', (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === 'z') { event.preventDefault(); undo(); }
+});
+
+// A value set from Python (an example sketch, or a clear) is painted in as an undoable step.
+function load(url) {
+  if (!url) {
+    actions.push({ kind: 'clear' });
+    redraw();
+    lastSent = url;
+    return;
+  }
+  const img = new Image();
+  img.onload = () => { actions.push({ kind: 'image', img: img }); redraw(); };
+  img.src = url;
+  lastSent = url;
+}
+watch('value', () => { if ((props.value || '') !== lastSent) load(props.value || ''); });
+
+paper();
+if (props.value) load(props.value);
+"""
+
+
+def png_data_url(image: Image.Image) -> str:
+    """A PIL image -> ``data:image/png;base64,...`` (the canvas value format)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def sketch_value(path: str, size: int) -> str:
+    """An image file -> the canvas value for it: drawn on white paper, scaled to fit ``size`` x ``size``."""
+    with Image.open(path) as image:
+        image.load()
+        rgba = image.convert("RGBA")
+    paper = Image.new("RGB", (size, size), "white")
+    rgba.thumbnail((size, size), Image.Resampling.LANCZOS)
+    offset = ((size - rgba.width) // 2, (size - rgba.height) // 2)
+    paper.paste(rgba, offset, rgba)
+    return png_data_url(paper)
+
+
+class SketchCanvas(gr.HTML):
+    """A drawing canvas whose value is a PNG data URL (white paper, black ink) of ``size`` x ``size`` pixels.
+
+    The value changes once per finished stroke, undo or clear; ``change`` fires then. Set the value from Python
+    (a ``data:image/png;base64,...`` string, see ``sketch_value``) to load a sketch into the canvas.
+    """
+
+    def __init__(self, value: str | None = None, *, size: int = settings.DEFAULT_SIZE,
+                 brush: int = settings.DEFAULT_BRUSH, **kwargs: Any):
+        super().__init__(
+            value=value,
+            html_template=_HTML,
+            css_template=_CSS,
+            js_on_load=_JS,
+            apply_default_css=False,
+            size=int(size),
+            brush=int(brush),
+            min_brush=settings.MIN_BRUSH,
+            max_brush=settings.MAX_BRUSH,
+            eraser_factor=settings.ERASER_BRUSH_FACTOR,
+            **kwargs,
+        )
+
+    def api_info(self) -> dict[str, Any]:
+        return {"type": "string", "description": "PNG data URL (data:image/png;base64,...) of the sketch: dark "
+                                                 "strokes on white; empty string = no sketch"}
+
+    def example_payload(self) -> Any:
+        return png_data_url(Image.new("RGB", (settings.MIN_SIZE, settings.MIN_SIZE), "white"))
+
+    def example_value(self) -> Any:
+        return self.example_payload()

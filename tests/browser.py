@@ -1,0 +1,189 @@
+"""Helpers for driving the app in Debian's chromium through Playwright (sync API), and for serving it in-process.
+
+Never runs ``playwright install``: the browser is ``/usr/bin/chromium`` (``apt-get install -y chromium``).
+Also a command-line tool that takes the README screenshot::
+
+    python3 tests/browser.py screenshot docs/screenshot.png
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+REPO = Path(__file__).resolve().parent.parent
+
+# In-page probe: timestamps of every pointerup and of every new image shown in an output, so latency is measured
+# inside the page (no Playwright round trips in the numbers).
+PROBE_JS = """
+() => {
+  if (window.__probe) return;
+  const probe = window.__probe = { ups: [], loads: {} };
+  window.addEventListener('pointerup', () => probe.ups.push(performance.now()), true);
+  document.addEventListener('load', (event) => {
+    const img = event.target;
+    if (!(img instanceof HTMLImageElement)) return;
+    for (let el = img; el; el = el.parentElement) {
+      if (el.id === 'sketch_output' || el.id === 't2i_output') {
+        (probe.loads[el.id] = probe.loads[el.id] || []).push({ src: img.currentSrc || img.src, t: performance.now() });
+        break;
+      }
+    }
+  }, true);
+}
+"""
+
+
+def require_chromium() -> str:
+    """The chromium path, or an AssertionError saying how to install it (the browser tests fail, never skip)."""
+    if not os.path.exists(CHROMIUM):
+        raise AssertionError(f"{CHROMIUM} is missing: install Debian's chromium with `apt-get install -y chromium` "
+                             f"(never `playwright install`)")
+    return CHROMIUM
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_app(engine=None):
+    """``create_demo(engine)`` launched in this process on a free loopback port; yields (url, engine, demo)."""
+    from sprint_demo import settings
+    from sprint_demo.ui import CSS, create_demo
+
+    if engine is None:
+        from sprint_demo.engine import load_engine
+
+        engine = load_engine(settings.PREVIEW_MODEL)
+    demo = create_demo(engine)
+    demo.queue(default_concurrency_limit=1, max_size=settings.QUEUE_SIZE)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS)
+    try:
+        yield f"http://127.0.0.1:{port}", engine, demo
+    finally:
+        demo.close()
+
+
+@contextlib.contextmanager
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    require_chromium()
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def open_app(context, url: str):
+    """A page on the app with the probe installed, once the first frame (page load) is shown."""
+    page = context.new_page()
+    page.goto(url, wait_until="domcontentloaded")
+    page.evaluate(PROBE_JS)
+    page.wait_for_selector("#sketch canvas", state="visible", timeout=60_000)
+    page.wait_for_selector("#sketch_output img", state="attached", timeout=60_000)
+    return page
+
+
+def output_src(page, elem_id: str = "sketch_output") -> str | None:
+    return page.evaluate(f"() => {{ const i = document.querySelector('#{elem_id} img'); "
+                         f"return i ? (i.currentSrc || i.src) : null; }}")
+
+
+def wait_new_image(page, old_src: str | None, elem_id: str = "sketch_output", timeout_ms: float = 30_000) -> str:
+    """Wait until the output shows a loaded image whose src differs from ``old_src``; returns the new src."""
+    page.wait_for_function(
+        """([id, old]) => { const i = document.querySelector('#' + id + ' img');
+             return i && (i.currentSrc || i.src) && (i.currentSrc || i.src) !== old && i.complete
+                    && i.naturalWidth > 0; }""",
+        arg=[elem_id, old_src], timeout=timeout_ms, polling="raf")
+    return output_src(page, elem_id)
+
+
+def wait_idle(page, elem_id: str = "sketch_output", quiet_ms: int = 1200, timeout_s: float = 30.0) -> str:
+    """Wait until the output has not changed for ``quiet_ms`` (the queue has drained); returns the final src."""
+    deadline = time.monotonic() + timeout_s
+    last, since = output_src(page, elem_id), time.monotonic()
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        now = output_src(page, elem_id)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif (time.monotonic() - since) * 1000 >= quiet_ms:
+            return last
+    raise TimeoutError(f"#{elem_id} kept changing for {timeout_s} s")
+
+
+def canvas_box(page) -> dict:
+    page.locator("#sketch canvas").scroll_into_view_if_needed()
+    return page.locator("#sketch canvas").bounding_box()
+
+
+def draw_stroke(page, points: list[tuple[float, float]], steps: int = 4) -> None:
+    """A real mouse stroke through ``points`` given as fractions (0..1) of the canvas box."""
+    box = canvas_box(page)
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for x, y in xy[1:]:
+        page.mouse.move(x, y, steps=steps)
+    page.mouse.up()
+
+
+def canvas_data_url(page) -> str:
+    return page.evaluate("() => document.querySelector('#sketch canvas').toDataURL('image/png')")
+
+
+def fetch_image(page, src: str):
+    """The served image bytes behind ``src`` -> RGB PIL image (decoded by PIL, not by the browser)."""
+    from PIL import Image
+
+    body = page.request.get(src).body()
+    with Image.open(io.BytesIO(body)) as image:
+        return image.convert("RGB")
+
+
+def take_screenshot(path: Path) -> None:
+    """The README screenshot: the app on the preview engine with an example sketch, a stroke and its image."""
+    with live_app() as (url, _engine, _demo), browser() as chromium:
+        context = chromium.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+        page = open_app(context, url)
+        page.locator("#sketch_examples img").first.click()
+        page.wait_for_timeout(500)
+        src = wait_idle(page)
+        draw_stroke(page, [(0.15, 0.85), (0.35, 0.7), (0.6, 0.75), (0.85, 0.6)])
+        wait_new_image(page, src)
+        wait_idle(page)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        png = page.screenshot(full_page=False)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        image = image.convert("RGB")
+        image.thumbnail((1100, 1100))
+        image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, format="PNG", optimize=True)
+    print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    if len(sys.argv) == 3 and sys.argv[1] == "screenshot":
+        take_screenshot(Path(sys.argv[2]))
+    else:
+        print(__doc__)
+        sys.exit(2)
