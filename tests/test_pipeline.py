@@ -1,0 +1,126 @@
+"""SanaSprintControlNetPipeline against diffusers' own SanaSprintPipeline (the proof of correctness)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import SanaSprintPipeline
+from PIL import Image, ImageDraw
+
+from sprint_demo import settings
+
+SIZES = [(256, 256), (256, 384)]  # (height, width): square and non-square
+
+
+def reference_pipeline(pipe) -> SanaSprintPipeline:
+    ref = SanaSprintPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler)
+    ref.set_progress_bar_config(disable=True)
+    return ref
+
+
+def sketch(width: int, height: int) -> Image.Image:
+    """A control map: white lines on black."""
+    image = Image.new("RGB", (width, height), "black")
+    draw = ImageDraw.Draw(image)
+    draw.line([(10, 10), (width - 20, height // 2)], fill="white", width=5)
+    draw.ellipse([width // 3, height // 3, width // 2, height // 2], outline="white", width=4)
+    return image
+
+
+def run(pipe, steps, height, width, **kwargs):
+    return pipe(
+        prompt="a red house by a lake",
+        num_inference_steps=steps,
+        height=height,
+        width=width,
+        generator=torch.Generator().manual_seed(7),
+        output_type="pt",
+        use_resolution_binning=False,
+        complex_human_instruction=None,
+        **kwargs,
+    ).images
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+@pytest.mark.parametrize("height,width", SIZES)
+def test_matches_diffusers_without_control_and_at_scale_zero(preview, steps, height, width):
+    pipe = preview.pipe
+    # diffusers needs intermediate_timesteps=None for any step count but 2; ours drops it by itself.
+    expected = run(reference_pipeline(pipe), steps, height, width,
+                   intermediate_timesteps=settings.TWO_STEP_INTERMEDIATE_TIMESTEP if steps == 2 else None)
+    assert torch.equal(run(pipe, steps, height, width), expected)
+    at_zero = run(pipe, steps, height, width, control_image=sketch(width, height), controlnet_conditioning_scale=0.0)
+    assert torch.equal(at_zero, expected)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_control_changes_the_image_at_scale_one(preview, steps):
+    pipe = preview.pipe
+    plain = run(pipe, steps, 256, 256)
+    controlled = run(pipe, steps, 256, 256, control_image=sketch(256, 256), controlnet_conditioning_scale=1.0)
+    assert controlled.shape == plain.shape
+    assert (controlled - plain).abs().mean() > 1e-3
+
+
+def test_precomputed_prompt_embeddings_and_control_latents_give_identical_images(preview):
+    pipe = preview.pipe
+    control = sketch(256, 384)
+    direct = run(pipe, 1, 256, 384, control_image=control)
+    embeds, mask = pipe.encode_prompt("a red house by a lake", device="cpu", complex_human_instruction=None)
+    latents = pipe.prepare_control_latents(control, 256, 384)
+    cached = pipe(
+        prompt_embeds=embeds, prompt_attention_mask=mask, num_inference_steps=1, height=256, width=384,
+        generator=torch.Generator().manual_seed(7), output_type="pt", use_resolution_binning=False,
+        control_latents=latents,
+    ).images
+    assert torch.equal(cached, direct)
+
+
+def test_resolution_binning_matches_diffusers(preview):
+    pipe = preview.pipe
+    kwargs = dict(prompt="a cat", num_inference_steps=1, height=320, width=448, output_type="pt",
+                  complex_human_instruction=None, use_resolution_binning=True)
+    ours = pipe(**kwargs, generator=torch.Generator().manual_seed(3)).images
+    theirs = reference_pipeline(pipe)(**kwargs, intermediate_timesteps=None,
+                                      generator=torch.Generator().manual_seed(3)).images
+    assert ours.shape == (1, 3, 320, 448)
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(num_inference_steps=0), "num_inference_steps"),
+        (dict(num_inference_steps=5), "got 5"),
+        (dict(num_inference_steps=2.0), "got 2.0"),
+        (dict(num_inference_steps=True), "got True"),
+        (dict(guidance_scale=float("nan")), "guidance_scale"),
+        (dict(controlnet_conditioning_scale=float("inf")), "inf"),
+        (dict(control_image="not an image"), "control_image"),
+        (dict(num_inference_steps=4, intermediate_timesteps=1.1), "num_inference_steps != 2"),
+        (dict(height=250), "250"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_the_value(preview, kwargs, needle):
+    base = dict(prompt="x", height=256, width=256, use_resolution_binning=False, output_type="latent")
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        preview.pipe(**(base | kwargs))
+
+
+def test_control_without_a_controlnet_is_refused(preview):
+    pipe = preview.pipe
+    bare = type(pipe)(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler)
+    with pytest.raises(ValueError, match="no controlnet"):
+        bare(prompt="x", height=256, width=256, control_image=sketch(256, 256), use_resolution_binning=False)
+
+
+def test_step_adaptive_schedule(preview):
+    pipe = preview.pipe
+    seen = {}
+    for steps in (1, 2, 3, 4):
+        pipe(prompt="x", num_inference_steps=steps, height=64, width=64, use_resolution_binning=False,
+             output_type="latent", complex_human_instruction=None)
+        seen[steps] = pipe.scheduler.timesteps.tolist()
+    assert len(seen[1]) == 2 and len(seen[4]) == 5
+    assert seen[2][1] == pytest.approx(settings.TWO_STEP_INTERMEDIATE_TIMESTEP)  # the 2-step intermediate time
+    assert seen[2][0] == pytest.approx(settings.MAX_TIMESTEP)
