@@ -294,8 +294,8 @@ def test_diffusers_folders_load(tmp_path):
                       encoder_attention_mask=inputs["encoder_attention_mask"], return_dict=False)[0]
     ours_residuals = loaded(loaded.patch_embed(inputs["hidden_states"]), cond, inputs["encoder_hidden_states"],
                             inputs["timestep"], None, inputs["encoder_attention_mask"])
-    for a, b in zip(ours_residuals, residuals, strict=True):  # 1000 * s is rounded once more on our side
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+    for a, b in zip(ours_residuals, residuals, strict=True):  # flow time 700 feeds sinusoids: float32 rounding
+        assert (a - b).norm() / b.norm() < 1e-5
 
 
 def test_bad_wiring_is_refused():
