@@ -66,3 +66,19 @@ CONTROL_CACHE_SIZE = 16  # control latents kept (LRU), one per recent canvas con
 JPEG_QUALITY = 90  # output frames are sent as JPEG: small transfers
 FRAME_CACHE_PRUNE_S = (300, 900)  # gr.Blocks(delete_cache=...): every 5 min, drop served frames older than 15 min
 SAFETY_CHECKER = os.getenv("SPRINT_SAFETY_CHECKER") or None  # "module:function" prompt hook, off by default
+
+# --- Input checks (sprint_demo/inputs.py) ---------------------------------------------------------------
+UPLOAD_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # decoders allowed for drawn / uploaded images (content-sniffed)
+SHOWN_VALUE_CHARS = 60  # error messages quote the bad value, cut to this many characters
+BLANK_INK_LEVEL = 160  # a grey level (0-255) below this counts as ink when deciding whether a canvas is blank
+BLANK_MAX_INK_PIXELS = 4  # up to this many ink pixels are specks (JPEG noise, antialiasing), not a drawing
+
+# --- Control maps (sprint_demo/conditioning.py; recipe of NVlabs tools/controlnet/utils.py) -------------
+SKETCH_INK_LEVEL = 128  # sketch pixels darker than this grey level are strokes
+CONTROL_BLUR_SIGMA = 3.0  # Gaussian blur of the thin line map before the threshold below (NVlabs: 3.0)
+CONTROL_BLUR_THRESHOLD = 4  # blurred values above this become 255, the rest 0 (NVlabs: > 4)
+HED_NMS_THRESHOLD, HED_NMS_SIGMA = 127, 3.0  # thin-line non-maximum suppression of soft HED edges (NVlabs)
+HED_DETECT_RESOLUTION = 512  # short side the HED net sees, rounded to a multiple of 64 (controlnet-aux default)
+HED_ANNOTATOR_FILE = "ControlNetHED.pth"  # file in HED_ANNOTATOR_ID (a hub repo or a local folder)
+HED_DETECTOR = os.getenv("SPRINT_HED_DETECTOR", "auto")  # auto: HED if weights load, else classical | hed | classical
+HUB_PROBE_TIMEOUT_S = 2.0  # "auto" first checks the hub answers at all: offline it fails fast, not after retries
