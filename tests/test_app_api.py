@@ -1,0 +1,204 @@
+"""The served app through its public API (gradio_client), plus app.py's command line.
+
+The app runs in this process on the real preview engine (``create_demo(load_engine("preview"))``), launched once
+per module on a free loopback port.
+
+Image comparison: the app serves ``ui.encode_frame(frame.image)`` (JPEG at ``settings.JPEG_QUALITY``, a
+deterministic encoder) as a file that Gradio passes through unchanged, so the API image is compared with the
+engine's own frame encoded the same way, pixel for pixel, with no tolerance.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import browser as helpers  # noqa: E402  (tests/browser.py: live_app)
+
+from sprint_demo import settings  # noqa: E402
+from sprint_demo.canvas import png_data_url, sketch_value  # noqa: E402
+from sprint_demo.ui import aspect_size, encode_frame, format_latency  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SKETCH_PARAMS = ["sketch", "prompt", "steps", "seed", "guidance_scale", "control_strength", "thickness"]
+TEXT_PARAMS = ["prompt", "steps", "seed", "guidance_scale", "width", "height"]
+
+
+@pytest.fixture(scope="module")
+def live_app():
+    with helpers.live_app() as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def client(live_app):
+    url, _engine, _demo = live_app
+    client = Client(url, verbose=False, analytics_enabled=False)
+    yield client
+    client.close()
+
+
+def _sketch(size: int) -> Image.Image:
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((size * 0.2, size * 0.2, size * 0.8, size * 0.8), outline="black", width=4)
+    draw.line((size * 0.1, size * 0.9, size * 0.9, size * 0.1), fill="black", width=4)
+    return image
+
+
+def _pixels(path_or_image) -> np.ndarray:
+    if isinstance(path_or_image, (bytes, bytearray)):
+        path_or_image = io.BytesIO(path_or_image)
+    with Image.open(path_or_image) as image:
+        return np.asarray(image.convert("RGB")).copy()
+
+
+# --- API shape ----------------------------------------------------------------------------------------------
+def test_named_endpoints_and_parameter_names(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    endpoints = api["named_endpoints"]
+    assert set(endpoints) == {"/sketch_to_image", "/text_to_image"}, list(endpoints)
+    assert [p["parameter_name"] for p in endpoints["/sketch_to_image"]["parameters"]] == SKETCH_PARAMS
+    assert [p["parameter_name"] for p in endpoints["/text_to_image"]["parameters"]] == TEXT_PARAMS
+    for name in ("/sketch_to_image", "/text_to_image"):
+        returns = endpoints[name]["returns"]
+        assert [r["component"] for r in returns] == ["Image", "Markdown"], returns
+        # every parameter but the sketch image data has a default, so callers may pass only what they change
+        assert all(p["parameter_has_default"] for p in endpoints[name]["parameters"]), name
+
+
+# --- Frames -------------------------------------------------------------------------------------------------
+def test_sketch_to_image_equals_the_engine_frame(client, live_app):
+    _url, engine, _demo = live_app
+    sketch = png_data_url(_sketch(engine.size))
+    args = dict(sketch=sketch, prompt="a round window in a brick wall", steps=2, seed=5, guidance_scale=3.5,
+                control_strength=0.8, thickness=3)
+    path, latency = client.predict(**args, api_name="/sketch_to_image")
+    served = _pixels(path)
+    assert served.shape == (engine.size, engine.size, 3)
+    assert "ms** total" in latency and "denoise" in latency
+    frame = engine.sketch_to_image(**args)
+    expected = _pixels(encode_frame(frame.image))
+    assert np.array_equal(served, expected), np.abs(served.astype(int) - expected).max()
+    # and the sketch matters: the same call without it is a different image
+    blank_path, _ = client.predict(**{**args, "sketch": ""}, api_name="/sketch_to_image")
+    assert np.abs(_pixels(blank_path).astype(int) - served).mean() > 1.0
+
+
+def test_text_to_image_has_the_requested_size(client, live_app):
+    _url, engine, _demo = live_app
+    width, height = settings.MIN_SIZE + 2 * settings.SIZE_MULTIPLE, settings.MIN_SIZE
+    path, latency = client.predict(prompt="a lighthouse at dusk", seed=9, width=width, height=height,
+                                   api_name="/text_to_image")
+    served = _pixels(path)
+    assert served.shape == (height, width, 3)
+    frame = engine.text_to_image("a lighthouse at dusk", seed=9, width=width, height=height)
+    assert np.array_equal(served, _pixels(encode_frame(frame.image)))
+    assert "total" in latency
+
+
+def test_defaults_only_call_works(client, live_app):
+    _url, engine, _demo = live_app
+    path, _ = client.predict(prompt="a boat", api_name="/text_to_image")
+    assert _pixels(path).shape == (engine.size, engine.size, 3)
+
+
+# --- Errors -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("api_name, bad, named", [
+    ("/sketch_to_image", dict(steps=9), "steps"),
+    ("/sketch_to_image", dict(sketch="data:image/png;base64,bm90IGFuIGltYWdl"), "sketch"),
+    ("/sketch_to_image", dict(sketch="garbage, not a data URL"), "sketch"),
+    ("/text_to_image", dict(width=300), "width"),
+])
+def test_bad_input_is_a_clear_error_and_the_next_call_succeeds(client, live_app, api_name, bad, named):
+    _url, engine, _demo = live_app
+    good = dict(prompt="a kite", seed=3)
+    if api_name == "/sketch_to_image":
+        good["sketch"] = png_data_url(_sketch(engine.size))
+    with pytest.raises(AppError) as refused:
+        client.predict(**{**good, **bad}, api_name=api_name)
+    message = str(refused.value)
+    assert named in message.lower() and "Traceback" not in message, message
+    path, _ = client.predict(**good, api_name=api_name)
+    assert _pixels(path).ndim == 3
+
+
+# --- Pure helpers -------------------------------------------------------------------------------------------
+def test_aspect_sizes_are_valid_frame_sizes():
+    for aspect in settings.ASPECT_RATIOS:
+        for long_side in (settings.PREVIEW_SIZE, settings.DEFAULT_SIZE):
+            width, height = aspect_size(aspect, long_side)
+            assert max(width, height) == long_side
+            assert width % settings.SIZE_MULTIPLE == 0 and height % settings.SIZE_MULTIPLE == 0
+            a, b = (int(x) for x in aspect.split(":"))
+            assert abs(width / height - a / b) < 0.05
+
+
+def test_format_latency_lists_every_stage_and_notice():
+    class FakeFrame:  # only the fields format_latency reads
+        timings_ms = {"text_encode": 1.0, "control_prep": 2.0, "control_encode": 3.0, "denoise": 40.0,
+                      "decode": 50.0, "postprocess": 4.0, "total": 100.0}
+        notices = ("prompt cut to 2000 characters",)
+        reused = False
+
+    text = format_latency(FakeFrame(), ("extra note",))
+    assert text.startswith("**100 ms** total")
+    for stage in FakeFrame.timings_ms:
+        assert stage in text
+    assert "prompt cut" in text and "extra note" in text
+
+
+def test_sketch_value_is_a_white_square_png_of_the_canvas_size():
+    from sprint_demo.inputs import decode_image
+
+    example = REPO / "assets" / "cat_face.png"
+    image = decode_image(sketch_value(str(example), settings.PREVIEW_SIZE))
+    assert image.size == (settings.PREVIEW_SIZE, settings.PREVIEW_SIZE)
+    assert image.getpixel((0, 0)) == (255, 255, 255)
+
+
+# --- app.py ---------------------------------------------------------------------------------------------------
+def test_importing_app_has_no_side_effects():
+    code = ("import sys, threading; import app; "
+            "assert threading.active_count() == 1, threading.enumerate(); "
+            "heavy = [m for m in ('torch', 'gradio', 'sprint_demo.engine', 'diffusers') if m in sys.modules]; "
+            "assert not heavy, heavy; "
+            "assert app.parse_args([]).model == __import__('sprint_demo.settings').settings.MODEL; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_help_lists_every_flag():
+    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    for flag in ("--model", "--controlnet", "--device", "--dtype", "--host", "--port", "--share"):
+        assert flag in result.stdout
+
+
+def test_parse_args_defaults_come_from_settings():
+    import app
+
+    args = app.parse_args([])
+    assert (args.model, args.controlnet, args.port, args.share) == (settings.MODEL, settings.CONTROLNET,
+                                                                    settings.PORT, False)
+    assert args.host == (settings.SPACES_HOST if settings.ON_SPACES else settings.HOST)
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_to_load_is_a_clear_message_and_non_zero_exit(tmp_path):
+    missing = tmp_path / "no-such-model"
+    result = subprocess.run([sys.executable, "app.py", "--model", str(missing)], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0
+    assert str(missing) in result.stderr and "error: could not load model" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
