@@ -489,7 +489,7 @@ def load_diffusers_controlnet(
     if wiring is not None:
         overrides["wiring"] = wiring
     model, info = SanaSprintControlNetModel.from_pretrained(
-        path_or_id, torch_dtype=dtype, output_loading_info=True, **overrides, **hub_kwargs
+        path_or_id, dtype=dtype, output_loading_info=True, **overrides, **hub_kwargs
     )
     if info["missing_keys"] or info["unexpected_keys"]:
         raise ValueError(
