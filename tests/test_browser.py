@@ -1,0 +1,176 @@
+"""The app in a real browser: Debian's chromium driven by Playwright, real mouse, keyboard and touch input.
+
+The app runs in this process on the real preview engine; the engine object is shared with the test so a direct
+engine call can be compared with what the page shows. Served frames are JPEG files made by ``ui.encode_frame``
+and passed through by Gradio unchanged; the test fetches the bytes behind the ``<img>`` and decodes them with
+PIL, so "the final image equals a direct engine call" is checked exactly (no JPEG tolerance is needed; a
+truncated prompt must differ by more than ``CLEARLY_DIFFERENT`` grey levels on average).
+
+Timings (mouse-up to new image loaded, measured inside the page, against the engine's own ``total`` for the same
+frame from the latency readout) are printed and written to ``TIMINGS_JSON`` for the lead.
+
+If /usr/bin/chromium is missing these tests FAIL (never skip): ``apt-get install -y chromium``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import browser as helpers  # noqa: E402  (tests/browser.py)
+
+from sprint_demo.ui import encode_frame  # noqa: E402
+
+pytestmark = pytest.mark.browser
+TIMINGS_JSON = Path("/tmp/sprint_browser_timings.json")
+CLEARLY_DIFFERENT = 0.3  # mean absolute difference (0-255 levels) that a truncated prompt's frame must exceed
+STROKES = [  # five strokes, as fractions of the canvas box
+    [(0.15, 0.2), (0.4, 0.35), (0.7, 0.25)],
+    [(0.2, 0.8), (0.5, 0.6), (0.8, 0.85)],
+    [(0.5, 0.1), (0.45, 0.5), (0.55, 0.9)],
+    [(0.1, 0.5), (0.3, 0.45), (0.9, 0.55)],
+    [(0.3, 0.3), (0.6, 0.6), (0.3, 0.7), (0.25, 0.4)],
+]
+
+
+@pytest.fixture(scope="module")
+def live_app():
+    with helpers.live_app() as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """The launched browser, or None when /usr/bin/chromium is missing (each test then fails, saying so)."""
+    try:
+        helpers.require_chromium()
+    except AssertionError:
+        yield None
+        return
+    with helpers.browser() as instance:
+        yield instance
+
+
+def _need(chromium):
+    if chromium is None:
+        helpers.require_chromium()  # raises AssertionError with the install hint
+    return chromium
+
+
+def _pixels(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def _engine_total_ms(page) -> float:
+    text = page.inner_text("#latency")
+    match = re.search(r"([\d.]+) ms\s+total", text)
+    assert match, text
+    return float(match.group(1))
+
+
+def test_five_mouse_strokes_each_show_a_new_image(chromium, live_app):
+    url, engine, _demo = live_app
+    context = _need(chromium).new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = helpers.open_app(context, url)
+        src = helpers.wait_idle(page)
+        seen, rows = {src}, []
+        for index, stroke in enumerate(STROKES):
+            helpers.draw_stroke(page, stroke)
+            new = helpers.wait_new_image(page, src)
+            assert new not in seen, f"stroke {index + 1}: the image did not change"
+            seen.add(new)
+            src = new
+            rows.append({"stroke": index + 1, "engine_total_ms": _engine_total_ms(page)})
+        # one value per stroke, not per pointer move
+        assert page.evaluate("() => document.querySelector('#sketch canvas').dataset.sent") == str(len(STROKES))
+        probe = page.evaluate("() => window.__probe")
+    finally:
+        context.close()
+
+    ups, loads = probe["ups"], probe["loads"]["sketch_output"]
+    assert len(ups) == len(STROKES), ups
+    for row, up in zip(rows, ups):
+        row["mouseup_to_image_ms"] = round(min(load["t"] for load in loads if load["t"] > up) - up, 1)
+    median_ui = statistics.median(row["mouseup_to_image_ms"] for row in rows)
+    median_engine = statistics.median(row["engine_total_ms"] for row in rows)
+    report = {
+        "model": engine.model_name, "frame_size": engine.size, "strokes": rows,
+        "median_mouseup_to_image_ms": median_ui, "median_engine_total_ms": median_engine,
+        "median_overhead_ms": round(median_ui - median_engine, 1),
+    }
+    TIMINGS_JSON.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nmouse-up to image: median {median_ui:.0f} ms; engine frame total: median {median_engine:.0f} ms "
+          f"({engine.size}x{engine.size}, {engine.model_name}); per stroke: {rows}; written to {TIMINGS_JSON}")
+    assert median_ui >= median_engine  # sanity: the page cannot be faster than the model
+
+
+def test_fast_typing_ends_on_the_image_for_the_whole_prompt(chromium, live_app):
+    url, engine, _demo = live_app
+    prompt = "a lighthouse on a cliff at dusk"
+    context = _need(chromium).new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = helpers.open_app(context, url)
+        src = helpers.wait_idle(page)
+        helpers.draw_stroke(page, STROKES[0])
+        src = helpers.wait_new_image(page, src)
+        page.locator("#prompt textarea").click()
+        page.keyboard.type(prompt, delay=25)
+        final_src = helpers.wait_idle(page, quiet_ms=1500)
+        assert final_src != src
+        assert page.locator("#prompt textarea").input_value() == prompt
+        shown = _pixels(helpers.fetch_image(page, final_src))
+        canvas = helpers.canvas_data_url(page)
+    finally:
+        context.close()
+
+    def frame(text: str) -> np.ndarray:
+        import io
+
+        from PIL import Image
+
+        image = engine.sketch_to_image(canvas, text).image
+        return _pixels(Image.open(io.BytesIO(encode_frame(image))))
+
+    expected = frame(prompt)
+    assert shown.shape == expected.shape
+    match = np.abs(shown - expected).mean()
+    assert match == 0.0, f"final image differs from the engine's frame for the whole prompt by {match:.3f}"
+    for truncated in (prompt[:-1], prompt.rsplit(" ", 1)[0]):
+        gap = np.abs(shown - frame(truncated)).mean()
+        print(f"\nserved vs frame for {truncated!r}: mean |diff| {gap:.2f} levels (vs 0 for the whole prompt)")
+        assert gap > CLEARLY_DIFFERENT, f"{truncated!r} gives nearly the same image ({gap:.3f})"
+
+
+def test_touch_stroke_draws_sends_and_does_not_scroll(chromium, live_app):
+    url, _engine, _demo = live_app
+    context = _need(chromium).new_context(viewport={"width": 412, "height": 700}, has_touch=True, is_mobile=True,
+                                          device_scale_factor=2)
+    try:
+        page = helpers.open_app(context, url)
+        src = helpers.wait_idle(page)
+        box = helpers.canvas_box(page)
+        before_value = helpers.canvas_data_url(page)
+        scroll_before = page.evaluate("() => [window.scrollX, window.scrollY]")
+        assert page.evaluate("() => document.documentElement.scrollHeight > window.innerHeight"), "page cannot scroll"
+        cdp = page.context.new_cdp_session(page)
+        x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.8
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x0, "y": y0}]})
+        for step in range(1, 13):  # an upward swipe: without touch-action: none this would scroll the page
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [
+                {"x": x0 + step * box["width"] * 0.03, "y": y0 - step * box["height"] * 0.05}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        new_src = helpers.wait_new_image(page, src)
+        assert new_src != src
+        assert helpers.canvas_data_url(page) != before_value, "the touch stroke did not draw"
+        assert page.evaluate("() => document.querySelector('#sketch canvas').dataset.sent") == "1"
+        assert page.evaluate("() => [window.scrollX, window.scrollY]") == scroll_before, "the page scrolled"
+    finally:
+        context.close()
