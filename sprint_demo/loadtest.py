@@ -546,6 +546,54 @@ class ServerProcess:
         self.stop()
 
 
+_shared_servers: dict[tuple, ServerProcess] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_server(args: list[str], env: dict[str, str] | None = None) -> ServerProcess:
+    """One ready server per distinct (args, env) for the whole process, stopped at exit.
+
+    The tests use it so that several test files share one ``python app.py`` start (about 20 s of imports on
+    2 cores) instead of paying for one each.
+    """
+    import atexit
+
+    key = (tuple(args), tuple(sorted((env or {}).items())))
+    with _shared_lock:
+        server = _shared_servers.get(key)
+        if server is None or server.process.poll() is not None:
+            server = ServerProcess(args, env=env)
+            _shared_servers[key] = server
+            atexit.register(server.stop)
+    return server.wait_ready()
+
+
+BLOCKED_TEST_WORD = "zyzzogeton"  # the stand-in safety checker below refuses prompts holding this word
+CANARY_ENV = "SPRINT_TEST_CANARY"  # a secret-like value put in the test server's environment
+
+
+def refuse_blocked_test_word(prompt: str) -> str | None:
+    """Stand-in safety checker (``SPRINT_SAFETY_CHECKER=sprint_demo.loadtest:refuse_blocked_test_word``).
+
+    Refuses prompts that contain ``BLOCKED_TEST_WORD`` and accepts everything else, so the tests can check the
+    hook end to end without a real classifier.
+    """
+    return f"contains the blocked test word {BLOCKED_TEST_WORD!r}" if BLOCKED_TEST_WORD in prompt.lower() else None
+
+
+_canary = f"canary-{os.getpid()}-{time.time_ns()}"
+
+
+def suite_server() -> ServerProcess:
+    """The preview-model server the test files share: started as a user would (no --host, no --share), with
+    the stand-in safety checker on and a canary value in its environment (to detect /proc/self/environ leaks).
+    """
+    return shared_server(["--model", settings.PREVIEW_MODEL], env={
+        "SPRINT_SAFETY_CHECKER": f"{__name__}:refuse_blocked_test_word",
+        CANARY_ENV: _canary,
+    })
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sprint_demo.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=f"http://{settings.HOST}:{settings.PORT}", help="server root URL")
