@@ -161,7 +161,7 @@ def fetch_image(page, src: str):
 def take_screenshot(path: Path) -> None:
     """The README screenshot: the app on the preview engine with an example sketch, a stroke and its image."""
     with live_app() as (url, _engine, _demo), browser() as chromium:
-        context = chromium.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+        context = chromium.new_context(viewport={"width": 1280, "height": 960}, device_scale_factor=1)
         page = open_app(context, url)
         page.locator("#sketch_examples img").first.click()
         page.wait_for_timeout(500)

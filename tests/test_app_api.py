@@ -202,3 +202,16 @@ def test_a_model_that_fails_to_load_is_a_clear_message_and_non_zero_exit(tmp_pat
     assert result.returncode != 0
     assert str(missing) in result.stderr and "error: could not load model" in result.stderr
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_readme_api_example_runs(live_app, capsys):
+    import re
+
+    url, _engine, _demo = live_app
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Using the API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert 'api_name="/sketch_to_image"' in code and 'api_name="/text_to_image"' in code
+    exec(compile(code.replace('"http://127.0.0.1:7860"', repr(url)), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.count(".jpg") == 2 and printed.count("total") == 2, printed
