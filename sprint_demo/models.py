@@ -121,25 +121,32 @@ def gemma_config(size: str, vocab_size: int) -> Gemma2Config:
     )
 
 
-def build_random_pipeline(size: str, seed: int = PREVIEW_SEED) -> SanaSprintControlNetPipeline:
-    """Random components of the preview or full shapes. Deterministic: the same seed gives the same weights."""
+def build_random_pipeline(size: str, seed: int = PREVIEW_SEED, device: str = "cpu") -> SanaSprintControlNetPipeline:
+    """Random components of the preview or full shapes. Deterministic: the same seed gives the same weights
+    (on a given device). Built directly on ``device``: initialising 3.7B full-size weights on a CPU takes minutes."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
         tokenizer = build_byte_tokenizer()
-        text_encoder = Gemma2Model(gemma_config(size, len(tokenizer))).eval()
-        transformer = SanaTransformer2DModel(**sprint_transformer_config(size)).eval()
-        vae = AutoencoderDC(**dc_ae_config(size)).eval()
-        controlnet = SanaSprintControlNetModel.from_transformer(transformer).eval()
-        # A freshly "trained-from" ControlNet is a no-op (zero projections); give the random one non-zero
-        # projections so that strokes visibly change the picture, as a trained one would.
-        with torch.no_grad():
-            for projection in [controlnet.input_block, *controlnet.controlnet_blocks]:
-                projection.weight.normal_(0.0, 0.5 / projection.weight.shape[1] ** 0.5)
+        with torch.device(device):
+            text_encoder, transformer, vae, controlnet = _random_models(size, len(tokenizer))
     finally:
         torch.random.set_rng_state(generator_state)
     scheduler = SCMScheduler(prediction_type="trigflow", sigma_data=0.5)
     return SanaSprintControlNetPipeline(tokenizer, text_encoder, vae, transformer, scheduler, controlnet=controlnet)
+
+
+def _random_models(size: str, vocab_size: int):
+    text_encoder = Gemma2Model(gemma_config(size, vocab_size)).eval()
+    transformer = SanaTransformer2DModel(**sprint_transformer_config(size)).eval()
+    vae = AutoencoderDC(**dc_ae_config(size)).eval()
+    controlnet = SanaSprintControlNetModel.from_transformer(transformer).eval()
+    # A freshly "trained-from" ControlNet is a no-op (zero projections); give the random one non-zero
+    # projections so that strokes visibly change the picture, as a trained one would.
+    with torch.no_grad():
+        for projection in [controlnet.input_block, *controlnet.controlnet_blocks]:
+            projection.weight.normal_(0.0, 0.5 / projection.weight.shape[1] ** 0.5)
+    return text_encoder, transformer, vae, controlnet
 
 
 # --- Loading --------------------------------------------------------------------------------------------
@@ -173,7 +180,8 @@ def load_pipeline(
     if model in (settings.PREVIEW_MODEL, settings.RANDOM_FULL_MODEL):
         if controlnet is not None:
             raise ModelLoadError(f"--controlnet {controlnet!r} needs real weights, not --model {model}")
-        pipe = build_random_pipeline("preview" if model == settings.PREVIEW_MODEL else "full")
+        full = model == settings.RANDOM_FULL_MODEL
+        pipe = build_random_pipeline("full" if full else "preview", device=device if full else "cpu")
         report = None
     else:
         pipe = _load_sprint_weights(model, torch_dtype)

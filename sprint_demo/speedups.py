@@ -5,8 +5,8 @@
 * ``compile``: ``torch.compile`` of every transformer / ControlNet block and of the DC-AE encoder and decoder.
   Blocks, not whole models, are compiled so the same compiled code serves both the stock diffusers forward
   (text-to-image) and our ControlNet forward, and compile time stays one block's worth (the blocks repeat).
-* ``cuda_graphs``: with ``compile``, mode "reduce-overhead" (CUDA graphs) instead of "max-autotune-no-cudagraphs";
-  shapes must repeat, which they do for a fixed canvas size.
+* ``cuda_graphs``: with ``compile``, mode "reduce-overhead" (CUDA graphs) instead of the default mode; shapes
+  must repeat, which they do for a fixed canvas size. (No autotuning mode: minutes of start-up for a demo.)
 
 bf16 is the default dtype on CUDA (``models.parse_dtype``); fused attention is already what diffusers runs
 (SDPA for cross-attention, Sana's linear attention for self-attention), so there is no switch for it.
@@ -51,7 +51,7 @@ def apply_speedups(pipe, options: SpeedOptions) -> SpeedOptions:
     if options.channels_last:
         pipe.vae.to(memory_format=torch.channels_last)
     if options.compile:
-        mode = "reduce-overhead" if options.cuda_graphs else "max-autotune-no-cudagraphs"
+        mode = "reduce-overhead" if options.cuda_graphs else "default"
         blocks = list(pipe.transformer.transformer_blocks)
         if pipe.controlnet is not None:
             blocks += list(pipe.controlnet.transformer_blocks)

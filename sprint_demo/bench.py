@@ -1,0 +1,156 @@
+"""Frame benchmark: per-stage median and p90 through the same Engine the app uses.
+
+    python -m sprint_demo.bench --model preview --size 512 --steps 1,2,4 --mode t2i,controlnet --repeat 10
+
+Modes:
+  t2i              a new seed each frame, same prompt (the prompt cache is warm: text_encode ~ 0)
+  controlnet       a new stroke on the canvas each frame: a full control-map encode every frame
+                   ("model time" = control_encode + denoise + decode is the figure the issue asks for)
+  controlnet-warm  same canvas and prompt, a new seed each frame: text_encode and control_encode ~ 0
+
+Writes ``{"runs": [{"mode", "steps", "height", "width", "device", "model", "stages_ms", "total_ms",
+"p90_total_ms", ...}]}`` when ``--json`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from . import settings
+from .engine import STAGES, Engine, load_engine
+from .speedups import SpeedOptions
+
+MODES = ("t2i", "controlnet", "controlnet-warm")
+BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
+_new_strokes = itertools.count(3)  # every "controlnet" frame of the run draws a canvas no earlier frame had
+
+
+def stroke_canvas(size: int, strokes: int) -> Image.Image:
+    """A white canvas with ``strokes`` deterministic black strokes: each frame adds one, as a user would."""
+    canvas = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(strokes):
+        a = (i * 97) % size, (i * 193 + size // 3) % size
+        b = (i * 151 + size // 2) % size, (i * 61) % size
+        draw.line([a, b], fill="black", width=max(3, size // 128))
+    return canvas
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int) -> dict:
+    frames = []
+    for i in range(repeat + 1):  # the first frame of a case warms caches and allocator pools: not counted
+        if mode == "t2i":
+            frame = engine.text_to_image(BENCH_PROMPT, steps=steps, seed=1000 + i, width=size, height=size)
+        else:
+            strokes = next(_new_strokes) if mode == "controlnet" else 2
+            seed = 1000 + i if mode == "controlnet-warm" else 7
+            frame = engine.sketch_to_image(stroke_canvas(engine.size, strokes), BENCH_PROMPT, steps=steps,
+                                           seed=seed)
+        if i:
+            frames.append(frame.timings_ms)
+    stages = {stage: round(statistics.median(f[stage] for f in frames), 2) for stage in STAGES}
+    totals = [f["total"] for f in frames]
+    model = [f["control_encode"] + f["denoise"] + f["decode"] for f in frames]
+    return {
+        "mode": mode,
+        "steps": steps,
+        "height": size,
+        "width": size,
+        "device": device_name(engine),
+        "model": engine.model_name,
+        "stages_ms": stages,
+        "total_ms": round(statistics.median(totals), 2),
+        "p90_total_ms": round(percentile(totals, 90), 2),
+        "model_ms": round(statistics.median(model), 2),
+        "p90_stages_ms": {s: round(percentile([f[s] for f in frames], 90), 2) for s in STAGES},
+        "repeat": repeat,
+    }
+
+
+def device_name(engine: Engine) -> str:
+    device = engine.device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def format_table(runs: list[dict]) -> str:
+    header = ["mode", "steps", "size"] + [s for s in STAGES if s != "total"] + ["model", "total", "p90"]
+    rows = [header]
+    for run in runs:
+        rows.append([run["mode"], str(run["steps"]), f"{run['width']}x{run['height']}"]
+                    + [f"{run['stages_ms'][s]:.1f}" for s in STAGES if s != "total"]
+                    + [f"{run['model_ms']:.1f}", f"{run['total_ms']:.1f}", f"{run['p90_total_ms']:.1f}"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sprint_demo.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=settings.PREVIEW_MODEL, help="preview | random-full | weights id/folder")
+    parser.add_argument("--controlnet", default=None, help="ControlNet checkpoint for real weights")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    parser.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument("--size", type=int, default=None, help="square frame side (default: the engine's)")
+    parser.add_argument("--steps", default="1,2,4", help="comma-separated step counts")
+    parser.add_argument("--mode", default="t2i,controlnet", help=f"comma-separated, from {', '.join(MODES)}")
+    parser.add_argument("--repeat", type=int, default=10, help="timed frames per case (after one warm-up frame)")
+    parser.add_argument("--json", type=Path, default=None, help="write the runs here")
+    parser.add_argument("--compile", action="store_true", help="torch.compile blocks and the DC-AE")
+    parser.add_argument("--cuda-graphs", action="store_true", help="with --compile: CUDA graphs (reduce-overhead)")
+    parser.add_argument("--no-channels-last", action="store_true", help="keep the DC-AE in NCHW layout")
+    parser.add_argument("--no-tf32", action="store_true", help="disable TF32 matmuls")
+    args = parser.parse_args(argv)
+    args.steps = [int(s) for s in args.steps.split(",")]
+    args.mode = args.mode.split(",")
+    unknown = [m for m in args.mode if m not in MODES]
+    if unknown:
+        parser.error(f"unknown --mode {unknown}; choose from {MODES}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    speed = SpeedOptions(tf32=not args.no_tf32, channels_last=not args.no_channels_last, compile=args.compile,
+                         cuda_graphs=args.cuda_graphs)
+    began = time.perf_counter()
+    engine = load_engine(args.model, args.controlnet, args.device, args.dtype, warmup=False, speed=speed)
+    if args.size:
+        engine.size = args.size
+    loaded_s = time.perf_counter() - began
+    warmup_s = engine.warmup()
+    print(f"# {engine.model_name} on {device_name(engine)}, dtype {engine.pipe.transformer.dtype}, "
+          f"speed-ups: {engine.speed.describe()}; load {loaded_s:.1f} s, warm-up {warmup_s:.1f} s", flush=True)
+    runs = []
+    for mode in args.mode:
+        for steps in args.steps:
+            runs.append(run_case(engine, mode, steps, engine.size, args.repeat))
+            print(format_table(runs[-1:]).splitlines()[-1], flush=True)
+    print(format_table(runs))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"speedups": engine.speed.describe(), "dtype": str(engine.pipe.transformer.dtype),
+                "load_s": round(loaded_s, 1), "warmup_s": round(warmup_s, 1), "torch": torch.__version__}
+        args.json.write_text(json.dumps({"runs": runs, "meta": meta}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

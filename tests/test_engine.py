@@ -1,0 +1,120 @@
+"""The frame engine: caches, frame reuse, timings, validation, and the benchmark's smoke run."""
+
+from __future__ import annotations
+
+import json
+from unittest import mock
+
+import pytest
+from PIL import Image, ImageDraw
+
+from sprint_demo import bench, settings
+from sprint_demo.engine import STAGES, load_engine
+from sprint_demo.inputs import InputError
+
+
+def canvas(strokes: int, size: int = 512) -> Image.Image:
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    for i in range(strokes):
+        draw.line([(20 + 40 * i, 30), (300, 400 - 30 * i)], fill="black", width=6)
+    return image
+
+
+@pytest.fixture()
+def engine():
+    return load_engine("preview", device="cpu", warmup=False)
+
+
+def count_calls(module):
+    """Wraps module.forward so that real calls are counted (and still happen)."""
+    return mock.patch.object(module, "forward", wraps=module.forward)
+
+
+def test_same_prompt_and_canvas_do_not_call_the_text_encoder_or_vae_encoder_again(engine):
+    pipe = engine.pipe
+    with count_calls(pipe.text_encoder) as text_encoder, mock.patch.object(
+        pipe.vae, "encode", wraps=pipe.vae.encode
+    ) as vae_encode:
+        first = engine.sketch_to_image(canvas(2), "a castle", seed=1)
+        assert text_encoder.call_count == 1 and vae_encode.call_count == 1
+        second = engine.sketch_to_image(canvas(2), "a castle", seed=2)  # new seed: a new frame, same inputs
+        assert text_encoder.call_count == 1 and vae_encode.call_count == 1
+        assert not second.reused and second.image.tobytes() != first.image.tobytes()
+        assert second.timings_ms["text_encode"] < 1.0 and second.timings_ms["control_encode"] < 1.0
+        engine.sketch_to_image(canvas(3), "a castle", seed=2)  # a new stroke: one encode, no text
+        assert text_encoder.call_count == 1 and vae_encode.call_count == 2
+        engine.sketch_to_image(canvas(3), "a castle at night", seed=2)  # typing: text only
+        assert text_encoder.call_count == 2 and vae_encode.call_count == 2
+
+
+def test_identical_inputs_return_the_last_frame_without_work(engine):
+    first = engine.sketch_to_image(canvas(1), "a boat", seed=3)
+    with mock.patch.object(engine.pipe, "__call__", side_effect=AssertionError("no work expected")):
+        again = engine.sketch_to_image(canvas(1), "a boat", seed=3)
+    assert again.reused and again.image.tobytes() == first.image.tobytes()
+
+
+def test_frames_carry_every_stage_and_a_consistent_total(engine):
+    frame = engine.sketch_to_image(canvas(2), "a tree", seed=4)
+    assert set(frame.timings_ms) == set(STAGES)
+    parts = sum(v for k, v in frame.timings_ms.items() if k != "total")
+    assert 0 < parts <= frame.timings_ms["total"] + 1.0
+    assert frame.image.size == (engine.size, engine.size)
+    assert frame.control_map is not None and frame.control_map.size == frame.image.size
+
+
+def test_blank_canvas_means_no_control_and_matches_text_to_image(engine):
+    blank = engine.sketch_to_image(Image.new("RGB", (512, 512), "white"), "a tree", seed=5)
+    plain = engine.text_to_image("a tree", seed=5)
+    assert blank.control_map is None
+    assert blank.image.tobytes() == plain.image.tobytes()
+
+
+def test_strokes_change_the_image(engine):
+    a = engine.sketch_to_image(canvas(1), "a tree", seed=5)
+    b = engine.sketch_to_image(canvas(3), "a tree", seed=5)
+    assert a.image.tobytes() != b.image.tobytes()
+
+
+def test_text_to_image_sizes_and_prompt_token_notice(engine):
+    frame = engine.text_to_image("a dog", width=384, height=256)
+    assert frame.image.size == (384, 256)
+    long = engine.text_to_image("word " * 400)
+    assert any("300 tokens" in notice for notice in long.notices)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(steps=0), dict(steps=5), dict(seed=-1), dict(guidance_scale=float("nan")),
+               dict(control_strength=9.0), dict(thickness=0)]
+)
+def test_bad_values_are_refused_by_name_and_the_engine_keeps_working(engine, kwargs):
+    with pytest.raises(InputError):
+        engine.sketch_to_image(canvas(1), "x", **kwargs)
+    assert engine.sketch_to_image(canvas(1), "x").image.size == (engine.size, engine.size)
+
+
+def test_an_error_inside_the_model_releases_the_lock(engine):
+    with mock.patch.object(type(engine.pipe), "__call__", side_effect=RuntimeError("CUDA out of memory")):
+        with pytest.raises(RuntimeError):
+            engine.text_to_image("a cat", seed=11)
+    assert engine.text_to_image("a cat", seed=11).image is not None
+
+
+def test_benchmark_smoke(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--model", "preview", "--size", "256", "--steps", "1,2", "--mode",
+                       "t2i,controlnet,controlnet-warm", "--repeat", "2", "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["mode"], r["steps"]) for r in runs] == [
+        (m, s) for m in ("t2i", "controlnet", "controlnet-warm") for s in (1, 2)
+    ]
+    for run in runs:
+        assert {"mode", "steps", "height", "width", "device", "model", "stages_ms", "total_ms", "p90_total_ms"} <= set(run)
+        assert set(run["stages_ms"]) == set(STAGES) and run["height"] == run["width"] == 256
+        assert run["p90_total_ms"] >= run["total_ms"] > 0
+    new_canvas = [r for r in runs if r["mode"] == "controlnet"]
+    warm = [r for r in runs if r["mode"] == "controlnet-warm"]
+    assert all(r["stages_ms"]["control_encode"] > 0.5 for r in new_canvas)  # a real encode every frame
+    assert all(r["stages_ms"]["control_encode"] < 0.5 and r["stages_ms"]["text_encode"] < 0.5 for r in warm)
+    assert "control_encode" in capsys.readouterr().out
