@@ -9,6 +9,7 @@ Also a command-line tool that takes the README screenshot::
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import socket
@@ -56,6 +57,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@functools.lru_cache(maxsize=1)
+def preview_engine():
+    """One preview engine per test process (thread-safe), shared by the API and browser test modules."""
+    from sprint_demo import settings
+    from sprint_demo.engine import load_engine
+
+    return load_engine(settings.PREVIEW_MODEL)
+
+
 @contextlib.contextmanager
 def live_app(engine=None):
     """``create_demo(engine)`` launched in this process on a free loopback port; yields (url, engine, demo)."""
@@ -63,9 +73,7 @@ def live_app(engine=None):
     from sprint_demo.ui import CSS, create_demo
 
     if engine is None:
-        from sprint_demo.engine import load_engine
-
-        engine = load_engine(settings.PREVIEW_MODEL)
+        engine = preview_engine()
     demo = create_demo(engine)
     demo.queue(default_concurrency_limit=1, max_size=settings.QUEUE_SIZE)
     port = free_port()

@@ -174,3 +174,89 @@ def test_touch_stroke_draws_sends_and_does_not_scroll(chromium, live_app):
         assert page.evaluate("() => [window.scrollX, window.scrollY]") == scroll_before, "the page scrolled"
     finally:
         context.close()
+
+
+def _blank(data_url: str) -> bool:
+    from sprint_demo.inputs import decode_image, is_blank
+
+    return is_blank(decode_image(data_url))
+
+
+def _same_as_engine(page, src: str, frame) -> bool:
+    import io
+
+    from PIL import Image
+
+    expected = _pixels(Image.open(io.BytesIO(encode_frame(frame.image))))
+    shown = _pixels(helpers.fetch_image(page, src))
+    return shown.shape == expected.shape and bool(np.array_equal(shown, expected))
+
+
+def test_example_sketch_loads_and_undo_and_clear_work(chromium, live_app):
+    url, engine, _demo = live_app
+    examples = json.loads((helpers.REPO / "assets" / "examples.json").read_text())
+    context = _need(chromium).new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = helpers.open_app(context, url)
+        src = helpers.wait_idle(page)
+        page.locator("#sketch_examples img").nth(1).click()
+        helpers.wait_new_image(page, src)
+        loaded_src = helpers.wait_idle(page)
+        assert page.locator("#prompt textarea").input_value() == examples[1]["prompt"]
+        loaded_canvas = helpers.canvas_data_url(page)
+        assert not _blank(loaded_canvas)
+        helpers.draw_stroke(page, STROKES[1])
+        stroked_src = helpers.wait_new_image(page, loaded_src)
+        page.locator("#sketch .sc-undo").click()  # back to the example exactly: same pixels, same frame, same URL
+        assert helpers.wait_new_image(page, stroked_src) == loaded_src
+        assert helpers.canvas_data_url(page) == loaded_canvas
+        page.locator("#sketch .sc-clear").click()
+        cleared_src = helpers.wait_new_image(page, loaded_src)
+        assert _blank(helpers.canvas_data_url(page))
+        assert _same_as_engine(page, cleared_src, engine.sketch_to_image(None, examples[1]["prompt"]))
+    finally:
+        context.close()
+
+
+def test_photo_upload_replaces_the_sketch_until_cleared(chromium, live_app):
+    url, _engine, _demo = live_app
+    context = _need(chromium).new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = helpers.open_app(context, url)
+        src = helpers.wait_idle(page)
+        helpers.draw_stroke(page, STROKES[2])
+        sketch_src = helpers.wait_new_image(page, src)
+        page.get_by_text("Or start from a photo").click()
+        page.locator("#photo input[type=file]").set_input_files(str(helpers.REPO / "assets" / "example_photo.jpg"))
+        page.wait_for_selector("#photo_map img", timeout=60_000)
+        photo_src = helpers.wait_new_image(page, sketch_src)
+        assert "photo" in page.inner_text("#latency")
+        page.locator("#photo button[aria-label='Remove Image']").click()
+        assert helpers.wait_new_image(page, photo_src) == sketch_src  # the sketch's frame again
+        assert page.locator("#photo_map img").count() == 0
+    finally:
+        context.close()
+
+
+def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
+    from sprint_demo.ui import aspect_size
+
+    url, engine, _demo = live_app
+    prompt = "a red kite over the sea"
+    context = _need(chromium).new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = helpers.open_app(context, url)
+        page.get_by_role("tab", name="Playground").click()
+        page.wait_for_selector("#t2i_output img", timeout=60_000)
+        src = helpers.wait_idle(page, "t2i_output")
+        page.locator("#t2i_prompt textarea").click()
+        page.keyboard.type(prompt, delay=25)
+        typed_src = helpers.wait_idle(page, "t2i_output", quiet_ms=1500)
+        assert typed_src != src
+        assert _same_as_engine(page, typed_src, engine.text_to_image(prompt))
+        page.get_by_label("16:9").check()
+        wide_src = helpers.wait_new_image(page, typed_src, "t2i_output")
+        width, height = aspect_size("16:9", engine.size)
+        assert _same_as_engine(page, wide_src, engine.text_to_image(prompt, width=width, height=height))
+    finally:
+        context.close()
