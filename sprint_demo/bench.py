@@ -8,6 +8,8 @@ Modes:
                    ("model time" = control_encode + denoise + decode is the figure the issue asks for)
   controlnet-warm  same canvas and prompt, a new seed each frame: text_encode and control_encode ~ 0
 
+``--summarize A.json B.json ...`` prints one table over earlier runs with each case's ratio to the first.
+
 Writes ``{"runs": [{"mode", "steps", "height", "width", "device", "model", "stages_ms", "total_ms",
 "p90_total_ms", ...}]}`` when ``--json`` is given.
 """
@@ -101,6 +103,25 @@ def format_table(runs: list[dict]) -> str:
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
 
 
+def summarize(paths: list[Path]) -> str:
+    """One table over several JSON files (e.g. eager and compiled runs), with each case's speed-up against the
+    first file: the compile on/off ratio comes from runs of the same session on the same card."""
+    loaded = [(path.stem, json.loads(path.read_text())) for path in paths]
+    baseline = {(r["mode"], r["steps"]): r for r in loaded[0][1]["runs"]}
+    lines = [f"{'variant':>14} {'mode':>16} {'steps':>5} {'encode':>7} {'denoise':>8} {'decode':>7} "
+             f"{'model':>7} {'total':>7} {'p90':>7} {'x vs ' + loaded[0][0]:>12}"]
+    for name, data in loaded:
+        for r in data["runs"]:
+            base = baseline.get((r["mode"], r["steps"]))
+            ratio = f"{base['total_ms'] / r['total_ms']:.2f}" if base and r["total_ms"] else "-"
+            st = r["stages_ms"]
+            lines.append(f"{name:>14} {r['mode']:>16} {r['steps']:>5} {st['control_encode']:>7.1f} "
+                         f"{st['denoise']:>8.1f} {st['decode']:>7.1f} {r['model_ms']:>7.1f} {r['total_ms']:>7.1f} "
+                         f"{r['p90_total_ms']:>7.1f} {ratio:>12}")
+    device = loaded[0][1]["runs"][0]["device"] if loaded[0][1]["runs"] else "?"
+    return f"# {device}, {loaded[0][1]['runs'][0]['width']}px, times in ms (median; p90 of total)\n" + "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sprint_demo.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,6 +148,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--summarize"]:  # python -m sprint_demo.bench --summarize eager.json compiled.json ...
+        print(summarize([Path(p) for p in argv[1:]]))
+        return 0
     args = parse_args(argv)
     speed = SpeedOptions(tf32=not args.no_tf32, channels_last=not args.no_channels_last, compile=args.compile,
                          cuda_graphs=args.cuda_graphs)

@@ -56,7 +56,7 @@ def apply_speedups(pipe, options: SpeedOptions) -> SpeedOptions:
         if pipe.controlnet is not None:
             blocks += list(pipe.controlnet.transformer_blocks)
         for block in blocks:
-            block.compile(mode=mode, fullgraph=True, dynamic=False)
+            block.compile(mode=mode, dynamic=False)
         pipe.vae.decoder.compile(mode=mode, dynamic=False)
         pipe.vae.encoder.compile(mode=mode, dynamic=False)
         log.info("torch.compile (%s) on %d blocks and the DC-AE", mode, len(blocks))
