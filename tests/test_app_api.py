@@ -215,3 +215,21 @@ def test_readme_api_example_runs(live_app, capsys):
     exec(compile(code.replace('"http://127.0.0.1:7860"', repr(url)), "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert printed.count(".jpg") == 2 and printed.count("total") == 2, printed
+
+
+def test_zero_gpu_wraps_the_frame_functions_only_on_zero_gpu(monkeypatch):
+    import types
+
+    from sprint_demo import ui
+
+    def plain():
+        return "frame"
+
+    assert ui._on_gpu(plain) is plain  # not on ZeroGPU: untouched, `spaces` never imported
+    asked = []
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda duration: (lambda fn: asked.append(duration) or (lambda *a, **k: ("gpu", fn(*a, **k))))
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    monkeypatch.setattr(settings, "ZERO_GPU", True)
+    assert ui._on_gpu(plain)() == ("gpu", "frame")
+    assert asked == [settings.ZERO_GPU_DURATION_S]
