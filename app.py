@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--controlnet", default=settings.CONTROLNET,
                         help="ControlNet: hub id, diffusers folder or NVlabs .pth (default: the model's own choice; "
                              "env SPRINT_CONTROLNET)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: best available)")
+    parser.add_argument("--device", default=None, help="torch device: cuda, cuda:1, cpu (default: best available)")
     parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: the model's choice)")
     parser.add_argument("--host", default=settings.SPACES_HOST if settings.ON_SPACES else settings.HOST,
                         help="address to listen on (default: %(default)s; env SPRINT_HOST)")

@@ -53,24 +53,13 @@ CSS = """
 
 
 # --- Components -----------------------------------------------------------------------------------------
-class CheckedSlider(gr.Slider):
-    """A slider whose value the engine range-checks (``inputs.check_*``, messages that name the field and the
-    range). Gradio's own check would refuse first with "Value 9 is greater than maximum value 4.", naming
-    neither, and print a traceback; the value is passed through untouched instead."""
-
-    is_template = True  # the frontend and the API docs treat it as a plain Slider
-
-    def preprocess(self, payload: Any) -> Any:
-        return payload
-
-
-class CheckedNumber(gr.Number):
-    """A number box whose value the engine range-checks (see ``CheckedSlider``)."""
-
-    is_template = True
-
-    def preprocess(self, payload: Any) -> Any:
-        return payload
+def _engine_checked(component: Any) -> Any:
+    """Let the engine range-check this slider / number box (``inputs.check_*``: the message names the field and
+    the range). Gradio's own check would refuse first with "Value 9 is greater than maximum value 4.", naming
+    neither, and print a traceback; here the value is passed through untouched. Done per instance, not by
+    subclassing, because gradio writes a ``.pyi`` stub next to every module that subclasses a component."""
+    component.preprocess = lambda payload: payload
+    return component
 
 
 # --- Frames ---------------------------------------------------------------------------------------------
@@ -201,20 +190,20 @@ def create_demo(engine: Any) -> gr.Blocks:
                                           elem_id="sketch_output", height=size if size <= 640 else 640)
                         latency = gr.Markdown(label="Latency", elem_id="latency")
                 with gr.Row():
-                    steps = CheckedSlider(settings.MIN_STEPS, settings.MAX_STEPS, value=settings.DEFAULT_STEPS,
+                    steps = gr.Slider(settings.MIN_STEPS, settings.MAX_STEPS, value=settings.DEFAULT_STEPS,
                                       step=1, label="Steps", elem_id="steps")
                     with gr.Row():
-                        seed = CheckedNumber(value=settings.DEFAULT_SEED, precision=0, minimum=0,
+                        seed = gr.Number(value=settings.DEFAULT_SEED, precision=0, minimum=0,
                                          maximum=settings.MAX_SEED, label="Seed", elem_id="seed")
                         seed_random = gr.Button("🎲 Random seed", elem_id="seed_random", scale=0)
                 with gr.Row():
-                    guidance = CheckedSlider(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE,
+                    guidance = gr.Slider(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE,
                                          value=settings.DEFAULT_GUIDANCE, step=0.1, label="Guidance",
                                          elem_id="guidance")
-                    control_strength = CheckedSlider(settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH,
+                    control_strength = gr.Slider(settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH,
                                                  value=settings.DEFAULT_CONTROL_STRENGTH, step=0.05,
                                                  label="Control strength", elem_id="control_strength")
-                    thickness = CheckedSlider(settings.MIN_THICKNESS, settings.MAX_THICKNESS,
+                    thickness = gr.Slider(settings.MIN_THICKNESS, settings.MAX_THICKNESS,
                                           value=settings.DEFAULT_THICKNESS, step=1, label="Sketch thickness",
                                           elem_id="thickness")
                 with gr.Accordion("Or start from a photo (its edge map replaces the sketch)", open=False):
@@ -235,27 +224,31 @@ def create_demo(engine: Any) -> gr.Blocks:
                         t2i_prompt = gr.Textbox("", label="Prompt", elem_id="t2i_prompt", lines=3, max_lines=6,
                                                 max_length=settings.MAX_PROMPT_CHARS,
                                                 placeholder="type: the image refreshes as you write")
-                        t2i_steps = CheckedSlider(settings.MIN_STEPS, settings.MAX_STEPS, value=settings.DEFAULT_STEPS,
+                        t2i_steps = gr.Slider(settings.MIN_STEPS, settings.MAX_STEPS, value=settings.DEFAULT_STEPS,
                                               step=1, label="Steps", elem_id="t2i_steps")
                         with gr.Row():
-                            t2i_seed = CheckedNumber(value=settings.DEFAULT_SEED, precision=0, minimum=0,
+                            t2i_seed = gr.Number(value=settings.DEFAULT_SEED, precision=0, minimum=0,
                                                  maximum=settings.MAX_SEED, label="Seed", elem_id="t2i_seed")
                             t2i_seed_random = gr.Button("🎲 Random seed", elem_id="t2i_seed_random", scale=0)
-                        t2i_guidance = CheckedSlider(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE,
+                        t2i_guidance = gr.Slider(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE,
                                                  value=settings.DEFAULT_GUIDANCE, step=0.1, label="Guidance",
                                                  elem_id="t2i_guidance")
                         t2i_aspect = gr.Radio(list(settings.ASPECT_RATIOS), value=settings.ASPECT_RATIOS[0],
                                               label="Aspect", elem_id="t2i_aspect")
                         with gr.Row():
-                            t2i_width = CheckedSlider(settings.MIN_SIZE, settings.MAX_SIZE, value=size,
+                            t2i_width = gr.Slider(settings.MIN_SIZE, settings.MAX_SIZE, value=size,
                                                   step=settings.SIZE_MULTIPLE, label="Width", elem_id="t2i_width")
-                            t2i_height = CheckedSlider(settings.MIN_SIZE, settings.MAX_SIZE, value=size,
+                            t2i_height = gr.Slider(settings.MIN_SIZE, settings.MAX_SIZE, value=size,
                                                    step=settings.SIZE_MULTIPLE, label="Height",
                                                    elem_id="t2i_height")
                     with gr.Column():
                         t2i_output = gr.Image(label="Image", format="jpeg", type="filepath", interactive=False,
                                               elem_id="t2i_output")
                         t2i_latency = gr.Markdown(label="Latency", elem_id="t2i_latency")
+
+        for component in (steps, seed, guidance, control_strength, thickness, t2i_steps, t2i_seed, t2i_guidance,
+                          t2i_width, t2i_height):
+            _engine_checked(component)
 
         # --- Wiring: the sketch tab -------------------------------------------------------------------
         def sketch_to_image(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
