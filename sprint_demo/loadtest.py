@@ -268,6 +268,8 @@ class LoadReport:
     rss_end_mb: float | None = None
     rss_peak_mb: float | None = None
     rss_growth_mb: float | None = None  # end - after warm-up
+    rss_growth_second_half_mb: float | None = None  # end - middle of the measured part: a leak grows here too
+    rss_timeline_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the load, MB), ~5 s apart
     server_threads_after_warmup: int | None = None
     server_threads_end: int | None = None
 
@@ -308,7 +310,8 @@ class LoadReport:
             rows += [
                 ("server RSS warm / end / peak", f"{fmt(self.rss_after_warmup_mb)} / {fmt(self.rss_end_mb)} / "
                                                  f"{fmt(self.rss_peak_mb)} MB"),
-                ("server RSS growth", fmt(self.rss_growth_mb, " MB")),
+                ("server RSS growth (2nd half)", f"{fmt(self.rss_growth_mb, ' MB')} "
+                                                 f"({fmt(self.rss_growth_second_half_mb, ' MB')})"),
                 ("server threads warm / end", f"{fmt(self.server_threads_after_warmup)} / "
                                               f"{fmt(self.server_threads_end)}"),
             ]
@@ -429,6 +432,7 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
         threads = [threading.Thread(target=worker, args=(i,), name=f"loadtest-session{i}", daemon=True)
                    for i in range(sessions)]
         log(f"load: {sessions} sessions for {duration_s:.0f} s (warm-up {warmup_s:.0f} s)")
+        monitor.start()
         for thread in threads:
             thread.start()
         if warmup_s > 0:
@@ -436,7 +440,6 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
         warm = monitor.sample()
         if warm:
             report.rss_after_warmup_mb, report.server_threads_after_warmup = warm[0] / 2**20, warm[1]
-        monitor.start()
         for thread in threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()) + request_timeout_s + 10)
         report.duration_s = time.monotonic() - start
@@ -448,6 +451,16 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
             report.rss_end_mb, report.server_threads_end = end[0] / 2**20, end[1]
         if report.rss_after_warmup_mb is not None and report.rss_end_mb is not None:
             report.rss_growth_mb = report.rss_end_mb - report.rss_after_warmup_mb
+        samples = monitor.samples
+        if samples:
+            middle = min(samples, key=lambda s: abs(s[0] - (warm_at + (samples[-1][0] - warm_at) / 2)))
+            if report.rss_end_mb is not None and middle[0] > warm_at:
+                report.rss_growth_second_half_mb = report.rss_end_mb - middle[1] / 2**20
+            next_t = start
+            for t, rss, _ in samples:
+                if t >= next_t:
+                    report.rss_timeline_mb.append((round(t - start, 1), round(rss / 2**20, 1)))
+                    next_t = t + 5.0
         peak = monitor.peak_rss()
         report.rss_peak_mb = peak / 2**20 if peak is not None else None
         stuck = [t.name for t in threads if t.is_alive()]

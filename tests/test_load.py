@@ -1,0 +1,153 @@
+"""The served app under concurrent load, and a full queue.
+
+* ``test_eight_sessions_hold_for_a_minute``: ``python app.py --model preview`` in a subprocess (so the server's
+  memory is measured on its own process), 8 gradio_client sessions for 60 s through
+  ``sprint_demo.loadtest.run_load``: every answer is the image for the asker's own inputs, nothing fails, and the
+  server's RSS grows by less than 200 MB after a warm-up.
+* ``test_full_queue_refuses_clearly_and_keeps_serving``: a server whose queue holds 2 events
+  (``SPRINT_QUEUE_SIZE=2``) and whose frames take a second; a flood of requests: the refused ones carry a
+  "queue is full" message, and the server answers normally afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sprint_demo import loadtest, settings
+
+pytestmark = pytest.mark.slow
+
+LOAD_SESSIONS = 8
+LOAD_DURATION_S = 60.0
+LOAD_WARMUP_S = 10.0  # the first seconds of load settle caches and allocator pools before memory is taken
+MAX_RSS_GROWTH_MB = 200.0
+
+
+# --- A full queue ------------------------------------------------------------------------------------------
+QUEUE_SIZE = 2  # waiting events the tiny queue holds
+SLOW_FRAME_S = 1.0  # each frame of the slow server takes at least this long
+FLOOD = 10  # requests sent at once: 1 runs, QUEUE_SIZE wait, the rest must be refused
+
+# ``python -c`` launcher: app.main exactly as shipped, except that the engine it loads sleeps inside every
+# pipeline call (a slow GPU) and skips the warm-up. SPRINT_QUEUE_SIZE reaches app.py through settings.
+SLOW_APP = textwrap.dedent(f"""
+    import sys, time
+    import sprint_demo.engine as engine_module
+
+    class SlowPipe:
+        def __init__(self, pipe):
+            self._pipe = pipe
+        def __getattr__(self, name):
+            return getattr(self._pipe, name)
+        def __call__(self, *args, **kwargs):
+            time.sleep({SLOW_FRAME_S})
+            return self._pipe(*args, **kwargs)
+
+    real_load_engine = engine_module.load_engine
+    def slow_load_engine(*args, **kwargs):
+        engine = real_load_engine(*args, **{{**kwargs, "warmup": False}})
+        engine.pipe = SlowPipe(engine.pipe)
+        return engine
+    engine_module.load_engine = slow_load_engine
+
+    import app
+    sys.exit(app.main(sys.argv[1:]))
+""")
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    """The tiny-queue slow server, started first so its ~30 s start overlaps the load server's (both only import
+    and build models then); it idles during the load test and is used by the queue test."""
+    server = loadtest.ServerProcess(["--model", settings.PREVIEW_MODEL], script=["-c", SLOW_APP],
+                                    env={"SPRINT_QUEUE_SIZE": str(QUEUE_SIZE)})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- Load ---------------------------------------------------------------------------------------------------
+def test_eight_sessions_hold_for_a_minute(capsys, slow_server):
+    server = loadtest.suite_server()
+    report = loadtest.run_load(server.url, LOAD_SESSIONS, LOAD_DURATION_S, warmup_s=LOAD_WARMUP_S,
+                               server_pid=server.pid)
+    table = report.table()
+    out = Path(os.getenv("SPRINT_LOAD_JSON", Path(tempfile.gettempdir()) / "sprint_load_report.json"))
+    out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    with capsys.disabled():
+        print(f"\n{table}\n(full report: {out})")
+    details = "\n".join([table, *report.failure_samples, *report.mismatch_samples])
+    assert report.distinct_expected_images == 2 * LOAD_SESSIONS, (
+        "sessions must have distinct expected images, or cross-talk between them would go unseen\n" + details)
+    assert report.requests >= 2 * LOAD_SESSIONS, details  # every session got several answers
+    assert set(report.requests_by_endpoint) == {loadtest.SKETCH_ENDPOINT, loadtest.TEXT_ENDPOINT}, details
+    assert report.failures == {}, details
+    assert report.mismatches == 0, details
+    assert report.rss_growth_mb is not None and report.rss_growth_mb < MAX_RSS_GROWTH_MB, details
+
+
+def _text_call(seed: int) -> dict:
+    return dict(prompt="a lighthouse", seed=seed, width=settings.MIN_SIZE, height=settings.MIN_SIZE,
+                api_name=loadtest.TEXT_ENDPOINT)
+
+
+def test_full_queue_refuses_clearly_and_keeps_serving(slow_server):
+    from gradio_client import Client
+
+    server = slow_server.wait_ready()
+    clients = [Client(server.url, verbose=False, analytics_enabled=False) for _ in range(FLOOD)]
+    outcomes: list[tuple[str, str]] = [("", "")] * FLOOD
+
+    def ask(i: int) -> None:
+        try:
+            loadtest.read_pixels(clients[i].predict(**_text_call(seed=500 + i)))
+            outcomes[i] = ("ok", "")
+        except Exception as error:  # noqa: BLE001 - the outcome is what is checked
+            outcomes[i] = (type(error).__name__, str(error))
+
+    try:
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(FLOOD)]
+        for thread in threads:
+            thread.start()
+        # Once the queue is full, the raw HTTP answer to one more join says why, with a 503.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = httpx.get(server.url + "/gradio_api/queue/status", timeout=10).json()
+            if (status.get("queue_size") or 0) >= QUEUE_SIZE:
+                break
+            time.sleep(0.05)
+        fn_index = next(i for i, dep in enumerate(clients[0].config["dependencies"])
+                        if dep.get("api_name") == loadtest.TEXT_ENDPOINT.lstrip("/"))
+        raw = httpx.post(server.url + "/gradio_api/queue/join", timeout=10, json={
+            "data": ["a lighthouse", 1, 999, settings.DEFAULT_GUIDANCE, 256, 256], "fn_index": fn_index,
+            "session_hash": "queue-full-probe", "event_data": None, "trigger_id": None})
+        for thread in threads:
+            thread.join(timeout=120)
+        served = [o for o in outcomes if o[0] == "ok"]
+        refused = [o for o in outcomes if o[0] != "ok"]
+        assert raw.status_code == 503, (raw.status_code, raw.text)
+        assert "queue is full" in raw.json()["detail"].lower(), raw.text
+        assert f"max size is {QUEUE_SIZE}" in raw.json()["detail"].lower(), raw.text
+        assert refused, f"nothing was refused: {outcomes}"
+        print(f"queue flood: {len(served)} served, {len(refused)} refused: {refused[0] if refused else ''}")
+        assert len(served) >= QUEUE_SIZE, outcomes  # the running one and the waiting ones finish
+        for kind, message in refused:
+            assert "queue is full" in message.lower(), (kind, message)
+        # and afterwards the server serves as before, promptly
+        t0 = time.monotonic()
+        pixels = loadtest.read_pixels(clients[0].predict(**_text_call(seed=777)))
+        assert pixels.shape == (settings.MIN_SIZE, settings.MIN_SIZE, 3)
+        assert time.monotonic() - t0 < SLOW_FRAME_S + 15
+    finally:
+        for client in clients:
+            client.close()
