@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # GPU benchmark: random-full (real SANA-Sprint 0.6B + 7-block ControlNet + DC-AE + Gemma-2-2B shapes) at
-# 1024x1024, 1/2/4 steps, text-to-image and ControlNet, eager and torch.compile, in one run of < 8 minutes.
+# 1024x1024, 1/2/4 steps, text-to-image and ControlNet, eager, torch.compile and compile + CUDA graphs, in one
+# run of < 8 minutes.
 #
 #   scripts/gpu_bench.sh OUT_DIR [WHEEL_DIR]
 #
 # For a GPU machine that has torch but no diffusers and no network: the wheels in WHEEL_DIR (default .whl:
 # diffusers, transformers, regex, importlib_metadata; see docs/PERFORMANCE.md for the download command) are
-# installed into /tmp/site first. Writes gpu.txt, parity.txt, eager.json, compiled.json (+ logs) to OUT_DIR and
-# prints the summary table last.
+# installed into /tmp/site first. Writes gpu.txt, parity.txt, eager.json, compiled.json, cudagraphs.json (+ logs) to OUT_DIR and
+# prints the summary table last. A variant that fails or runs out of time leaves the others' results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu_bench.sh OUT_DIR [WHEEL_DIR]}
@@ -44,9 +45,11 @@ PY
 common=(--model random-full --size 1024 --steps 1,2,4 --mode t2i,controlnet,controlnet-warm --repeat 10)
 timeout $(( $(left) < 170 ? $(left) : 170 )) python3 -m sprint_demo.bench "${common[@]}" --json "$out/eager.json" 2>&1 \
   | grep -v Warning | tee "$out/eager.log"
-timeout $(( $(left) - 5 )) python3 -m sprint_demo.bench "${common[@]}" --compile --json "$out/compiled.json" 2>&1 \
+timeout $(( $(left) < 200 ? $(left) : 200 )) python3 -m sprint_demo.bench "${common[@]}" --compile --json "$out/compiled.json" 2>&1 \
   | grep -v Warning | tee "$out/compiled.log"
+timeout $(( $(left) - 5 )) python3 -m sprint_demo.bench "${common[@]}" --compile --cuda-graphs --json "$out/cudagraphs.json" 2>&1 \
+  | grep -v Warning | tee "$out/cudagraphs.log"
 files=()
-for f in eager compiled; do [ -s "$out/$f.json" ] && files+=("$out/$f.json"); done
+for f in eager compiled cudagraphs; do [ -s "$out/$f.json" ] && files+=("$out/$f.json"); done
 [ ${#files[@]} -gt 0 ] && python3 -m sprint_demo.bench --summarize "${files[@]}" | tee "$out/summary.txt"
 echo "elapsed ${SECONDS}s"

@@ -230,6 +230,8 @@ class Engine:
 
     def _render(self, request: _Request, control_map: Image.Image | None, notices: tuple[str, ...]) -> Frame:
         pipe = self.pipe
+        if self.speed.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # a new frame: earlier graph outputs may be reused
         watch = _Stopwatch(self.device)
         with torch.inference_mode():
             with watch.stage("text_encode"):
@@ -265,8 +267,7 @@ class Engine:
                     output_type="pt",
                 )
             with watch.stage("postprocess"):
-                image = pipe.image_processor.pt_to_numpy(pixels)
-                image = pipe.image_processor.numpy_to_pil(image)[0]
+                image = to_pil(pixels)
         return Frame(image=image, timings_ms=watch.finish(), notices=notices + prompt_notices,
                      control_map=control_map)
 
@@ -290,10 +291,18 @@ class Engine:
         cache_key = (key, height, width)
         latents = self._controls.get_or_none(cache_key)
         if latents is None:
-            latents = self.pipe.prepare_control_latents(control_map, height, width)
+            # clone: with CUDA graphs the encoder's output buffer is overwritten by its next replay
+            latents = self.pipe.prepare_control_latents(control_map, height, width).clone()
             self.counters["vae_encoder_calls"] += 1
             self._controls.put(cache_key, latents)
         return latents
+
+
+def to_pil(pixels: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) in [0, 1] -> PIL, rounding to uint8 on the device: a quarter of the bytes cross to the host.
+    The same arithmetic as diffusers' pt_to_numpy + numpy_to_pil (float32 x 255, round), so the same pixels."""
+    array = (pixels[0].float() * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)
 
 
 def _digest(image: Image.Image) -> str:

@@ -118,3 +118,15 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert all(r["stages_ms"]["control_encode"] > 0.5 for r in new_canvas)  # a real encode every frame
     assert all(r["stages_ms"]["control_encode"] < 0.5 and r["stages_ms"]["text_encode"] < 0.5 for r in warm)
     assert "control_encode" in capsys.readouterr().out
+
+
+def test_device_side_rounding_gives_diffusers_pixels(preview):
+    import torch
+
+    from sprint_demo.engine import to_pil
+
+    pixels = torch.rand(1, 3, 64, 48, generator=torch.Generator().manual_seed(0))
+    pixels[0, 0, 0, :4] = torch.tensor([0.0, 1.0, 0.5 / 255, 254.5 / 255])  # edges and rounding ties
+    processor = preview.pipe.image_processor
+    expected = processor.numpy_to_pil(processor.pt_to_numpy(pixels))[0]
+    assert to_pil(pixels).tobytes() == expected.tobytes()
