@@ -182,6 +182,12 @@ def _blank(data_url: str) -> bool:
     return is_blank(decode_image(data_url))
 
 
+def _ink(data_url: str) -> int:
+    from sprint_demo.inputs import decode_image
+
+    return int((np.asarray(decode_image(data_url).convert("L")) < 128).sum())
+
+
 def _same_as_engine(page, src: str, frame) -> bool:
     import io
 
@@ -210,8 +216,12 @@ def test_example_sketch_loads_and_undo_and_clear_work(chromium, live_app):
         page.locator("#sketch .sc-undo").click()  # back to the example exactly: same pixels, same frame, same URL
         assert helpers.wait_new_image(page, stroked_src) == loaded_src
         assert helpers.canvas_data_url(page) == loaded_canvas
+        page.locator("#sketch .sc-eraser").click()  # erasing paints paper: less ink, a new frame
+        helpers.draw_stroke(page, [(0.05, 0.5), (0.5, 0.45), (0.95, 0.5)])
+        erased_src = helpers.wait_new_image(page, loaded_src)
+        assert _ink(helpers.canvas_data_url(page)) < _ink(loaded_canvas)
         page.locator("#sketch .sc-clear").click()
-        cleared_src = helpers.wait_new_image(page, loaded_src)
+        cleared_src = helpers.wait_new_image(page, erased_src)
         assert _blank(helpers.canvas_data_url(page))
         assert _same_as_engine(page, cleared_src, engine.sketch_to_image(None, examples[1]["prompt"]))
     finally:
