@@ -51,6 +51,7 @@ SKETCH_SET_SIZE = 4  # distinct sketches; sessions cycle through them
 SEED_BASE = 1000  # session i uses seed SEED_BASE + i
 REQUEST_TIMEOUT_S = 120.0  # one request slower than this counts as a "timeout" failure
 MEMORY_SAMPLE_S = 0.5  # how often the server's RSS is sampled
+RSS_WINDOW_S = 5.0  # memory references (after warm-up, middle, end) are medians over this many seconds
 SKETCH_ENDPOINT = "/sketch_to_image"
 TEXT_ENDPOINT = "/text_to_image"
 PROMPT_SUBJECTS = (
@@ -237,6 +238,13 @@ class MemoryMonitor:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def window(self, t0: float, t1: float) -> tuple[int, int] | None:
+        """(median RSS, median thread count) of the samples taken between monotonic times t0 and t1."""
+        inside = [(rss, threads) for t, rss, threads in self.samples if t0 <= t <= t1]
+        if not inside:
+            return None
+        return int(np.median([r for r, _ in inside])), int(np.median([n for _, n in inside]))
+
     def peak_rss(self) -> int | None:
         return max((rss for _, rss, _ in self.samples), default=None)
 
@@ -264,14 +272,16 @@ class LoadReport:
     distinct_expected_images: int = 0  # < 2 * sessions means some cross-talk would go unseen
     server_pid: int | None = None
     rss_before_load_mb: float | None = None  # after the baseline calls
-    rss_after_warmup_mb: float | None = None
-    rss_end_mb: float | None = None
+    rss_after_warmup_mb: float | None = None  # median over the RSS_WINDOW_S after warm-up
+    rss_end_mb: float | None = None  # median over the last RSS_WINDOW_S of load
     rss_peak_mb: float | None = None
     rss_growth_mb: float | None = None  # end - after warm-up
     rss_growth_second_half_mb: float | None = None  # end - middle of the measured part: a leak grows here too
     rss_timeline_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the load, MB), ~5 s apart
     server_threads_after_warmup: int | None = None
     server_threads_end: int | None = None
+    rss_after_load_mb: float | None = None  # one sample, 2 s after every client closed
+    server_threads_after_load: int | None = None
 
     @property
     def failed(self) -> int:
@@ -312,8 +322,9 @@ class LoadReport:
                                                  f"{fmt(self.rss_peak_mb)} MB"),
                 ("server RSS growth (2nd half)", f"{fmt(self.rss_growth_mb, ' MB')} "
                                                  f"({fmt(self.rss_growth_second_half_mb, ' MB')})"),
-                ("server threads warm / end", f"{fmt(self.server_threads_after_warmup)} / "
-                                              f"{fmt(self.server_threads_end)}"),
+                ("server threads warm / end / after", f"{fmt(self.server_threads_after_warmup)} / "
+                                                      f"{fmt(self.server_threads_end)} / "
+                                                      f"{fmt(self.server_threads_after_load)}"),
             ]
         rows.append(("result", "PASS" if self.ok else "FAIL"))
         width = max(len(name) for name, _ in rows)
@@ -435,32 +446,37 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
         monitor.start()
         for thread in threads:
             thread.start()
-        if warmup_s > 0:
-            time.sleep(max(0.0, warm_at - time.monotonic()))
-        warm = monitor.sample()
-        if warm:
-            report.rss_after_warmup_mb, report.server_threads_after_warmup = warm[0] / 2**20, warm[1]
         for thread in threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()) + request_timeout_s + 10)
         report.duration_s = time.monotonic() - start
         monitor.stop()
         for client in clients:
             client.close()
-        end = monitor.sample()
+        time.sleep(2.0 if server_pid is not None else 0.0)  # let the server notice the clients left
+        settled = monitor.sample()
+        if settled:
+            report.rss_after_load_mb, report.server_threads_after_load = settled[0] / 2**20, settled[1]
+        # RSS swings by tens of MB within one frame (decoder activations come and go), so each reference is the
+        # median of the samples in a window, not one sample.
+        end_at = min(deadline, time.monotonic())
+        after_warmup = monitor.window(warm_at, warm_at + RSS_WINDOW_S)
+        middle_at = warm_at + (end_at - warm_at) / 2
+        middle = monitor.window(middle_at - RSS_WINDOW_S / 2, middle_at + RSS_WINDOW_S / 2)
+        end = monitor.window(end_at - RSS_WINDOW_S, end_at)
+        if after_warmup:
+            report.rss_after_warmup_mb = after_warmup[0] / 2**20
+            report.server_threads_after_warmup = after_warmup[1]
         if end:
             report.rss_end_mb, report.server_threads_end = end[0] / 2**20, end[1]
-        if report.rss_after_warmup_mb is not None and report.rss_end_mb is not None:
+        if after_warmup and end:
             report.rss_growth_mb = report.rss_end_mb - report.rss_after_warmup_mb
-        samples = monitor.samples
-        if samples:
-            middle = min(samples, key=lambda s: abs(s[0] - (warm_at + (samples[-1][0] - warm_at) / 2)))
-            if report.rss_end_mb is not None and middle[0] > warm_at:
-                report.rss_growth_second_half_mb = report.rss_end_mb - middle[1] / 2**20
-            next_t = start
-            for t, rss, _ in samples:
-                if t >= next_t:
-                    report.rss_timeline_mb.append((round(t - start, 1), round(rss / 2**20, 1)))
-                    next_t = t + 5.0
+        if middle and end:
+            report.rss_growth_second_half_mb = report.rss_end_mb - middle[0] / 2**20
+        next_t = start
+        for t, rss, _ in monitor.samples:
+            if t >= next_t:
+                report.rss_timeline_mb.append((round(t - start, 1), round(rss / 2**20, 1)))
+                next_t = t + 5.0
         peak = monitor.peak_rss()
         report.rss_peak_mb = peak / 2**20 if peak is not None else None
         stuck = [t.name for t in threads if t.is_alive()]
