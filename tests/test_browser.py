@@ -268,5 +268,25 @@ def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
         wide_src = helpers.wait_new_image(page, typed_src, "t2i_output")
         width, height = aspect_size("16:9", engine.size)
         assert _same_as_engine(page, wide_src, engine.text_to_image(prompt, width=width, height=height))
+        # dragging a slider refreshes during the drag, and the last frame is for the value it was let go at
+        box = page.locator("#t2i_guidance input[type=range]").bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.evaluate("() => { window.__probe.loads.t2i_output = []; }")
+        page.mouse.move(box["x"] + box["width"] * 0.3, y)
+        page.mouse.down()
+        for step in range(1, 21):
+            page.mouse.move(box["x"] + box["width"] * (0.3 + 0.02 * step), y)
+            page.wait_for_timeout(60)
+        page.mouse.up()
+        dragged_src = helpers.wait_idle(page, "t2i_output", quiet_ms=1500)
+        shown_during = len({load["src"] for load in page.evaluate("() => window.__probe.loads.t2i_output")})
+        assert shown_during >= 2, f"only {shown_during} frame(s) shown while dragging"
+        guidance = float(page.locator("#t2i_guidance input[type=number]").input_value())
+        assert _same_as_engine(page, dragged_src, engine.text_to_image(prompt, guidance_scale=guidance, width=width,
+                                                                       height=height))
+        seed_before = page.locator("#t2i_seed input").input_value()
+        page.locator("#t2i_seed_random").click()
+        helpers.wait_new_image(page, dragged_src, "t2i_output")
+        assert page.locator("#t2i_seed input").input_value() != seed_before
     finally:
         context.close()
