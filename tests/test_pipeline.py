@@ -124,3 +124,14 @@ def test_step_adaptive_schedule(preview):
     assert len(seen[1]) == 2 and len(seen[4]) == 5
     assert seen[2][1] == pytest.approx(settings.TWO_STEP_INTERMEDIATE_TIMESTEP)  # the 2-step intermediate time
     assert seen[2][0] == pytest.approx(settings.MAX_TIMESTEP)
+
+
+def test_accepts_every_keyword_of_sana_sprint_pipeline():
+    import inspect
+
+    from sprint_demo.pipeline import SanaSprintControlNetPipeline
+
+    theirs = set(inspect.signature(SanaSprintPipeline.__call__).parameters)
+    ours = inspect.signature(SanaSprintControlNetPipeline.__call__).parameters
+    assert theirs <= set(ours)
+    assert {"control_image", "control_latents", "controlnet_conditioning_scale"} <= set(ours)
