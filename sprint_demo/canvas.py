@@ -17,10 +17,12 @@ How it works (read from gradio 6.31 ``gradio/components/html.py`` and its fronte
 
 Drawing: pointer events (mouse, pen and touch alike) with pointer capture, ``touch-action: none`` so a finger
 draws instead of scrolling the page, coalesced events for fast pens, and strokes smoothed with quadratic curves
-through segment midpoints. The canvas keeps a fixed internal resolution (``size`` x ``size``, the model's frame
-side) whatever its CSS size or the screen's devicePixelRatio: pointer positions are mapped through the element's
-bounding box, so the PNG the model sees is the same on a phone and on a 4K monitor. History is a list of actions
-(stroke, clear, loaded image) replayed on undo, so undo costs no memory per step beyond the stroke's points.
+through segment midpoints. Two canvases: an off-screen one of fixed resolution (``size`` x ``size``, the model's
+frame side) whose PNG is the value, and the visible one, whose backing store follows its CSS size times the
+screen's devicePixelRatio (ResizeObserver) so strokes stay sharp on HiDPI screens. Both draw the same strokes in
+model coordinates (pointer positions mapped through the element's bounding box), so the PNG the model sees is the
+same on a phone and on a 4K monitor. History is a list of actions (stroke, clear, loaded image) replayed on undo
+or resize, so undo costs no memory per step beyond the stroke's points.
 """
 
 from __future__ import annotations
@@ -65,20 +67,26 @@ _CSS = """
 """
 
 _JS = """
-const canvas = element.querySelector('.sc-canvas');
-const ctx = canvas.getContext('2d', { willReadFrequently: false });
+const canvas = element.querySelector('.sc-canvas');  // what the user sees: backing store = CSS size x devicePixelRatio
 const brushInput = element.querySelector('.sc-brush');
 const penButton = element.querySelector('.sc-pen');
 const eraserButton = element.querySelector('.sc-eraser');
-const SIZE = canvas.width;
+const SIZE = Number(props.size) || canvas.width;      // the model's frame side: the value's fixed resolution
+const model = document.createElement('canvas');        // off-screen: what is sent, SIZE x SIZE whatever the screen
+model.width = SIZE;
+model.height = SIZE;
+const mctx = model.getContext('2d');
+const dctx = canvas.getContext('2d');
+const contexts = [mctx, dctx];                          // every drawing op runs on both, in model coordinates
 const ERASER_FACTOR = Number(props.eraser_factor) || 3;
+const MAX_DISPLAY = 4096;
 let tool = 'pen';
 let actions = [];          // {kind: 'stroke', points, width, color} | {kind: 'clear'} | {kind: 'image', img}
 let current = null;        // the stroke being drawn
 let activePointer = null;  // one pointer draws at a time; a second finger is ignored
 let lastSent = props.value || '';
 
-function paper() {
+function paper(ctx) {
   ctx.save();
   ctx.globalCompositeOperation = 'source-over';
   ctx.fillStyle = '#ffffff';
@@ -88,7 +96,7 @@ function paper() {
 
 function mid(a, b) { return { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 }; }
 
-function style(stroke) {
+function style(ctx, stroke) {
   ctx.strokeStyle = stroke.color;
   ctx.fillStyle = stroke.color;
   ctx.lineWidth = stroke.width;
@@ -98,9 +106,9 @@ function style(stroke) {
 
 // Segment k of a stroke: midpoint(k-2, k-1) -> curve through point k-1 -> midpoint(k-1, k). Drawing segments
 // one by one while the pointer moves gives the same pixels as the replay below.
-function drawSegment(stroke, k) {
+function drawSegment(ctx, stroke, k) {
   const p = stroke.points;
-  style(stroke);
+  style(ctx, stroke);
   ctx.beginPath();
   if (k === 0) {
     ctx.arc(p[0].x, p[0].y, stroke.width / 2, 0, 2 * Math.PI);
@@ -120,11 +128,11 @@ function drawSegment(stroke, k) {
   ctx.stroke();
 }
 
-function drawTail(stroke) {
+function drawTail(ctx, stroke) {
   const p = stroke.points;
   const n = p.length;
   if (n < 2) return;
-  style(stroke);
+  style(ctx, stroke);
   const a = mid(p[n - 2], p[n - 1]);
   ctx.beginPath();
   ctx.moveTo(a.x, a.y);
@@ -132,41 +140,65 @@ function drawTail(stroke) {
   ctx.stroke();
 }
 
-function drawAction(action) {
+function drawAction(ctx, action) {
   if (action.kind === 'clear') {
-    paper();
+    paper(ctx);
   } else if (action.kind === 'image') {
-    paper();
+    paper(ctx);
     ctx.drawImage(action.img, 0, 0, SIZE, SIZE);
   } else {
-    for (let k = 0; k < action.points.length; k++) drawSegment(action, k);
-    drawTail(action);
+    for (let k = 0; k < action.points.length; k++) drawSegment(ctx, action, k);
+    drawTail(ctx, action);
   }
 }
 
-function redraw() {
+function redraw(targets) {
   // Only what follows the last clear / loaded image is visible: replay from there.
   let start = 0;
   for (let i = actions.length - 1; i >= 0; i--) {
     if (actions[i].kind !== 'stroke') { start = i; break; }
   }
-  paper();
-  for (let i = start; i < actions.length; i++) drawAction(actions[i]);
+  for (const ctx of targets || contexts) {
+    paper(ctx);
+    for (let i = start; i < actions.length; i++) drawAction(ctx, actions[i]);
+    if (current !== null) drawAction(ctx, current);
+  }
+}
+
+// HiDPI: the display canvas gets one backing pixel per device pixel and draws in model coordinates through a
+// scale transform, so strokes are sharp on any screen while the value stays SIZE x SIZE.
+function fitDisplay(devicePixels) {
+  const side = Math.max(1, Math.min(MAX_DISPLAY, Math.round(devicePixels)));
+  if (side === canvas.width && side === canvas.height) return;
+  canvas.width = side;   // resets the context state, so the transform is set after
+  canvas.height = side;
+  dctx.setTransform(side / SIZE, 0, 0, side / SIZE, 0, 0);
+  redraw([dctx]);
+}
+dctx.setTransform(canvas.width / SIZE, 0, 0, canvas.width / SIZE, 0, 0);
+if (typeof ResizeObserver !== 'undefined') {
+  new ResizeObserver((entries) => {
+    // contentRect x devicePixelRatio, not devicePixelContentBoxSize: emulated scale factors (and some browsers)
+    // leave the latter in CSS pixels.
+    const px = entries[entries.length - 1].contentRect.width * (window.devicePixelRatio || 1);
+    if (px > 0) fitDisplay(px);  // 0 while the tab is hidden
+  }).observe(canvas);
 }
 
 function send() {
-  const url = canvas.toDataURL('image/png');
+  const url = model.toDataURL('image/png');
   if (url === lastSent) return;  // e.g. undo on an empty history
   lastSent = url;
   canvas.dataset.sent = String(Number(canvas.dataset.sent || 0) + 1);
   props.value = url;  // Gradio dispatches 'change' for the new value
 }
+canvas.sketchDataURL = () => model.toDataURL('image/png');  // the value as it would be sent now (tests, debugging)
 
-function toCanvas(event) {
-  const r = canvas.getBoundingClientRect();
+function toModel(event) {
+  const r = canvas.getBoundingClientRect();  // border box; the drawing is the content box inside the border
   return {
-    x: (event.clientX - r.left) * SIZE / r.width,
-    y: (event.clientY - r.top) * SIZE / r.height,
+    x: (event.clientX - r.left - canvas.clientLeft) * SIZE / canvas.clientWidth,
+    y: (event.clientY - r.top - canvas.clientTop) * SIZE / canvas.clientHeight,
   };
 }
 
@@ -184,9 +216,9 @@ canvas.addEventListener('pointerdown', (event) => {
   try { canvas.setPointerCapture(event.pointerId); } catch (e) { /* synthetic pointers have no capture */ }
   canvas.focus({ preventScroll: true });
   const width = Number(brushInput.value) * (tool === 'eraser' ? ERASER_FACTOR : 1);
-  current = { kind: 'stroke', points: [toCanvas(event)], width: width,
+  current = { kind: 'stroke', points: [toModel(event)], width: width,
               color: tool === 'eraser' ? '#ffffff' : '#000000' };
-  drawSegment(current, 0);
+  for (const ctx of contexts) drawSegment(ctx, current, 0);
 });
 
 canvas.addEventListener('pointermove', (event) => {
@@ -194,17 +226,17 @@ canvas.addEventListener('pointermove', (event) => {
   event.preventDefault();
   const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
   for (const e of (events.length ? events : [event])) {
-    const p = toCanvas(e);
+    const p = toModel(e);
     const last = current.points[current.points.length - 1];
     if (Math.abs(p.x - last.x) + Math.abs(p.y - last.y) < 0.5) continue;
     current.points.push(p);
-    drawSegment(current, current.points.length - 1);
+    for (const ctx of contexts) drawSegment(ctx, current, current.points.length - 1);
   }
 });
 
 function finish(event) {
   if (current === null || event.pointerId !== activePointer) return;
-  drawTail(current);
+  for (const ctx of contexts) drawTail(ctx, current);
   actions.push(current);
   current = null;
   activePointer = null;
@@ -241,20 +273,19 @@ canvas.addEventListener('keydown', (event) => {
 
 // A value set from Python (an example sketch, or a clear) is painted in as an undoable step.
 function load(url) {
+  lastSent = url;
   if (!url) {
     actions.push({ kind: 'clear' });
     redraw();
-    lastSent = url;
     return;
   }
   const img = new Image();
   img.onload = () => { actions.push({ kind: 'image', img: img }); redraw(); };
   img.src = url;
-  lastSent = url;
 }
 watch('value', () => { if ((props.value || '') !== lastSent) load(props.value || ''); });
 
-paper();
+redraw();
 if (props.value) load(props.value);
 """
 

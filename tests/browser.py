@@ -154,7 +154,8 @@ def draw_stroke(page, points: list[tuple[float, float]], steps: int = 4) -> None
 
 
 def canvas_data_url(page) -> str:
-    return page.evaluate("() => document.querySelector('#sketch canvas').toDataURL('image/png')")
+    """The canvas value as it would be sent now (the off-screen SIZE x SIZE canvas, not the display one)."""
+    return page.evaluate("() => document.querySelector('#sketch canvas').sketchDataURL()")
 
 
 def fetch_image(page, src: str):

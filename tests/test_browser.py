@@ -150,7 +150,7 @@ def test_fast_typing_ends_on_the_image_for_the_whole_prompt(chromium, live_app):
 
 
 def test_touch_stroke_draws_sends_and_does_not_scroll(chromium, live_app):
-    url, _engine, _demo = live_app
+    url, engine, _demo = live_app
     context = _need(chromium).new_context(viewport={"width": 412, "height": 700}, has_touch=True, is_mobile=True,
                                           device_scale_factor=2)
     try:
@@ -172,6 +172,13 @@ def test_touch_stroke_draws_sends_and_does_not_scroll(chromium, live_app):
         assert helpers.canvas_data_url(page) != before_value, "the touch stroke did not draw"
         assert page.evaluate("() => document.querySelector('#sketch canvas').dataset.sent") == "1"
         assert page.evaluate("() => [window.scrollX, window.scrollY]") == scroll_before, "the page scrolled"
+        # HiDPI: the visible canvas has a backing pixel per device pixel; the value keeps the model's resolution
+        backing, css = page.evaluate("() => { const c = document.querySelector('#sketch canvas'); "
+                                     "return [c.width, c.clientWidth]; }")  # clientWidth: no border
+        assert abs(backing - 2 * css) <= 2, (backing, css)
+        from sprint_demo.inputs import decode_image
+
+        assert decode_image(helpers.canvas_data_url(page)).size == (engine.size, engine.size)
     finally:
         context.close()
 
