@@ -43,6 +43,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 STAGES = ("text_encode", "control_prep", "control_encode", "denoise", "decode", "postprocess")
 GPU = "gpu"  # concurrency id shared by every event that runs the model: one GPU, one queue
 FRAME_FILES_KEPT = 256  # JPEGs kept in our own folder; Gradio copies each into its cache before we drop it
+OUTPUT_MAX_HEIGHT = 640  # CSS px of the output image box; the canvas's CSS max-width (canvas.py) matches it
 
 CSS = """
 #banner { background: #fff4d6; border: 1px solid #e6c35c; border-radius: 8px; padding: 4px 12px; }
@@ -187,7 +188,7 @@ def create_demo(engine: Any) -> gr.Blocks:
                             )
                     with gr.Column():
                         output = gr.Image(label="Image", format="jpeg", type="filepath", interactive=False,
-                                          elem_id="sketch_output", height=size if size <= 640 else 640)
+                                          elem_id="sketch_output", height=min(size, OUTPUT_MAX_HEIGHT))
                         latency = gr.Markdown(label="Latency", elem_id="latency")
                 with gr.Row():
                     steps = gr.Slider(settings.MIN_STEPS, settings.MAX_STEPS, value=settings.DEFAULT_STEPS,
