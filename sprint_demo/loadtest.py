@@ -579,11 +579,12 @@ _shared_servers: dict[tuple, ServerProcess] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_server(args: list[str], env: dict[str, str] | None = None) -> ServerProcess:
-    """One ready server per distinct (args, env) for the whole process, stopped at exit.
+def shared_server(args: list[str], env: dict[str, str] | None = None, wait: bool = True) -> ServerProcess:
+    """One server per distinct (args, env) for the whole process, stopped at exit; ready unless ``wait=False``.
 
-    The tests use it so that several test files share one ``python app.py`` start (about 20 s of imports on
-    2 cores) instead of paying for one each.
+    The tests use it so that several test files share one ``python app.py`` start (20-40 s of imports and
+    model building on 2 busy cores) instead of paying for one each; ``wait=False`` starts it early, in the
+    background.
     """
     import atexit
 
@@ -594,7 +595,7 @@ def shared_server(args: list[str], env: dict[str, str] | None = None) -> ServerP
             server = ServerProcess(args, env=env)
             _shared_servers[key] = server
             atexit.register(server.stop)
-    return server.wait_ready()
+    return server.wait_ready() if wait else server
 
 
 BLOCKED_TEST_WORD = "zyzzogeton"  # the stand-in safety checker below refuses prompts holding this word
@@ -613,11 +614,11 @@ def refuse_blocked_test_word(prompt: str) -> str | None:
 _canary = f"canary-{os.getpid()}-{time.time_ns()}"
 
 
-def suite_server() -> ServerProcess:
+def suite_server(wait: bool = True) -> ServerProcess:
     """The preview-model server the test files share: started as a user would (no --host, no --share), with
     the stand-in safety checker on and a canary value in its environment (to detect /proc/self/environ leaks).
     """
-    return shared_server(["--model", settings.PREVIEW_MODEL], env={
+    return shared_server(["--model", settings.PREVIEW_MODEL], wait=wait, env={
         "SPRINT_SAFETY_CHECKER": f"{__name__}:refuse_blocked_test_word",
         CANARY_ENV: _canary,
     })
