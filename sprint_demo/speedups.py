@@ -19,8 +19,6 @@ import logging
 import os
 from dataclasses import dataclass, replace
 
-import torch
-
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +40,7 @@ class SpeedOptions:
 
 def apply_speedups(pipe, options: SpeedOptions) -> SpeedOptions:
     """Applies what the device supports; returns the options actually in effect."""
+    import torch  # here, not at module level: app.py reads SpeedOptions before anything heavy is imported
     cuda = pipe._execution_device.type == "cuda"
     if not cuda:  # every switch here is a GPU switch; on the CPU they cost start-up time for nothing
         return SpeedOptions(tf32=False, channels_last=False, compile=False, cuda_graphs=False)
