@@ -169,6 +169,7 @@ def test_no_file_route_serves_anything_outside_the_app(server):
                 statuses[status] = statuses.get(status, 0) + 1
                 if status == 200 and marker in body:
                     leaks.append(f"{name}: GET {target} -> {status}, {len(body)} bytes")
+    print(f"file-route sweep: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}")
     assert not leaks, "\n".join(leaks)
     assert sum(statuses.values()) > 500, statuses  # the sweep really ran
 
@@ -199,5 +200,19 @@ def test_safety_hook_refuses_the_blocked_word_and_accepts_others(server):
             pixels = loadtest.read_pixels(client.predict(prompt="a horse in a field", seed=3, api_name=api_name,
                                                          **extra))
             assert pixels.ndim == 3
+    finally:
+        client.close()
+
+
+def test_sketch_string_is_never_read_as_a_file_path(server):
+    # The sketch parameter is a free string: it must be taken as a data URL only, never opened as a path or URL.
+    client = Client(server.url, verbose=False, analytics_enabled=False)
+    try:
+        for sketch in ("/etc/passwd", "file:///etc/passwd", "../../../../etc/passwd", str(REPO / "app.py"),
+                       "http://127.0.0.1:1/x.png"):
+            with pytest.raises(AppError) as refused:
+                client.predict(sketch=sketch, prompt="a house", seed=5, api_name=loadtest.SKETCH_ENDPOINT)
+            message = str(refused.value)
+            assert "data:image" in message and "root:" not in message, message
     finally:
         client.close()
