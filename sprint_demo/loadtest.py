@@ -500,7 +500,9 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
 
 # --- A server to test against (used by the tests; handy by hand too) ------------------------------------------
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVER_START_TIMEOUT_S = 180.0  # import + preview model build + warm-up on 2 busy cores
+SERVER_START_TIMEOUT_S = 180.0
+INHERIT_NOT = ("SPRINT_HOST", "SPRINT_PORT", "SPRINT_QUEUE_SIZE", "SPRINT_SAFETY_CHECKER", "SPACE_ID",
+               "SPACES_ZERO_GPU", "GRADIO_SERVER_NAME", "GRADIO_SHARE")  # import + preview model build + warm-up on 2 busy cores
 
 
 def free_port() -> int:
@@ -525,7 +527,10 @@ class ServerProcess:
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+        # A local launch as on a developer's machine: host and Spaces switches from this environment are not
+        # inherited (pass them in ``env`` to test them); no analytics, no hub traffic.
+        inherited = {k: v for k, v in os.environ.items() if k not in INHERIT_NOT}
+        full_env = {**inherited, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
                     "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log_path = Path(tempfile.mkstemp(prefix="sprint-server-", suffix=".log")[1])
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
