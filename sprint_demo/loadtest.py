@@ -306,7 +306,8 @@ class LoadReport:
             ("server", self.url),
             ("sessions", fmt(self.sessions)),
             ("duration (warm-up)", f"{self.duration_s:.1f} s ({self.warmup_s:.0f} s)"),
-            ("requests", f"{self.requests} ({', '.join(f'{k} {v}' for k, v in sorted(self.requests_by_endpoint.items()))})"),
+            ("requests", f"{self.requests} ("
+                         + ", ".join(f"{k} {v}" for k, v in sorted(self.requests_by_endpoint.items())) + ")"),
             ("throughput", fmt(self.throughput_rps, " req/s")),
             ("failures", f"{self.failed} {dict(sorted(self.failures.items())) if self.failures else ''}".strip()),
             ("mismatches", fmt(self.mismatches)),
@@ -500,9 +501,9 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
 
 # --- A server to test against (used by the tests; handy by hand too) ------------------------------------------
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVER_START_TIMEOUT_S = 180.0
+SERVER_START_TIMEOUT_S = 180.0  # import + preview model build + warm-up on 2 busy cores
 INHERIT_NOT = ("SPRINT_HOST", "SPRINT_PORT", "SPRINT_QUEUE_SIZE", "SPRINT_SAFETY_CHECKER", "SPACE_ID",
-               "SPACES_ZERO_GPU", "GRADIO_SERVER_NAME", "GRADIO_SHARE")  # import + preview model build + warm-up on 2 busy cores
+               "SPACES_ZERO_GPU", "GRADIO_SERVER_NAME", "GRADIO_SHARE")  # environment a test server does not inherit
 
 
 def free_port() -> int:

@@ -174,7 +174,7 @@ def test_client_cancel_mid_frame_leaks_nothing(live):
     client = Client(url, verbose=False, analytics_enabled=False)
     try:
         before = None
-        for round_ in range(1 + LEAVE_ROUNDS):  # round 0 warms thread pools; the rest are measured
+        for _round in range(1 + LEAVE_ROUNDS):  # round 0 warms thread pools; the rest are measured
             faults.sleep_s, faults.in_call = SLOW_FRAME_S, threading.Event()
             job = client.submit(**_text_kwargs())
             assert faults.in_call.wait(30), "the slow frame never started"
@@ -226,7 +226,7 @@ def test_http_stream_closed_mid_frame_leaks_nothing(live):
         fn_index = next(i for i, dep in enumerate(client.config["dependencies"])
                         if dep.get("api_name") == loadtest.TEXT_ENDPOINT.lstrip("/"))
         before = None
-        for round_ in range(1 + LEAVE_ROUNDS):  # round 0 warms thread pools; the rest are measured
+        for _round in range(1 + LEAVE_ROUNDS):  # round 0 warms thread pools; the rest are measured
             _leave_mid_frame(port, fn_index, faults)
             assert _lock_released(engine), "the engine lock is still held after the abandoned frame"
             t0 = time.monotonic()

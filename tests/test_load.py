@@ -24,8 +24,6 @@ import pytest
 
 from sprint_demo import loadtest, settings
 
-pytestmark = pytest.mark.slow
-
 LOAD_SESSIONS = 8
 LOAD_DURATION_S = 60.0
 LOAD_WARMUP_S = 10.0  # the first seconds of load settle caches and allocator pools before memory is taken
@@ -76,7 +74,33 @@ def slow_server():
         server.stop()
 
 
+# --- The load script's own pieces (fast) ----------------------------------------------------------------------
+def test_sessions_get_distinct_inputs():
+    calls = [call for i in range(LOAD_SESSIONS) for call in loadtest.session_calls(i)]
+    assert len({call.kwargs for call in calls}) == 2 * LOAD_SESSIONS
+    sketches = {loadtest.make_sketch(i).tobytes() for i in range(2 * loadtest.SKETCH_SET_SIZE)}
+    assert len(sketches) == 2 * loadtest.SKETCH_SET_SIZE
+    assert loadtest.make_sketch(3).tobytes() == loadtest.make_sketch(3).tobytes()  # deterministic
+
+
+def test_report_helpers(tmp_path):
+    assert loadtest.percentile([], 50) is None
+    assert loadtest.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
+    assert loadtest.percentile(list(range(1, 101)), 95) == 95
+    image = tmp_path / "frame.jpeg"
+    loadtest.make_sketch(0).save(image)
+    assert loadtest.find_image_path((str(image), "**12 ms** total")) == str(image)
+    assert loadtest.find_image_path({"path": str(image)}) == str(image)
+    assert loadtest.find_image_path(("not a file", None)) is None
+    from gradio_client.utils import QueueError
+
+    assert loadtest.classify_error(QueueError("Queue is full! Please try again.")) == "queue_full"
+    assert loadtest.classify_error(TimeoutError()) == "timeout"
+    assert loadtest.classify_error(ConnectionRefusedError()) == "connection"
+
+
 # --- Load ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_eight_sessions_hold_for_a_minute(capsys, slow_server):
     server = loadtest.suite_server()
     report = loadtest.run_load(server.url, LOAD_SESSIONS, LOAD_DURATION_S, warmup_s=LOAD_WARMUP_S,
@@ -101,6 +125,7 @@ def _text_call(seed: int) -> dict:
                 api_name=loadtest.TEXT_ENDPOINT)
 
 
+@pytest.mark.slow
 def test_full_queue_refuses_clearly_and_keeps_serving(slow_server):
     from gradio_client import Client
 

@@ -193,8 +193,9 @@ def test_uploaded_file_is_served_but_only_from_the_upload_folder(server):
 def test_safety_hook_refuses_the_blocked_word_and_accepts_others(server):
     client = Client(server.url, verbose=False, analytics_enabled=False)
     try:
-        for api_name, extra in ((loadtest.TEXT_ENDPOINT, dict(width=256, height=256)),
-                                (loadtest.SKETCH_ENDPOINT, dict(sketch=loadtest.png_data_url(loadtest.make_sketch(0))))):
+        sketch = loadtest.png_data_url(loadtest.make_sketch(0))
+        for api_name, extra in ((loadtest.TEXT_ENDPOINT, {"width": 256, "height": 256}),
+                                (loadtest.SKETCH_ENDPOINT, {"sketch": sketch})):
             with pytest.raises(AppError) as refused:
                 client.predict(prompt=f"a {loadtest.BLOCKED_TEST_WORD.upper()} in a field", seed=3,
                                api_name=api_name, **extra)
