@@ -222,7 +222,12 @@ class Engine:
                 self.counters["reused"] += 1
                 last = self._last[1]
                 return replace(last, reused=True, timings_ms=dict.fromkeys(STAGES, 0.0))
-            frame = self._render(request, control_map, notices)
+            try:
+                frame = self._render(request, control_map, notices)
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()  # hand the failed frame's blocks back so the next frame can fit
+                raise
             if remember:
                 self._last = (request, frame)
                 self.counters["frames"] += 1

@@ -83,7 +83,7 @@ def sprint_transformer_config(size: str) -> dict:
         mlp_ratio=2.5, attention_bias=False, sample_size=32, patch_size=1, norm_elementwise_affine=False,
         norm_eps=1e-6, interpolation_scale=None, qk_norm="rms_norm_across_heads", guidance_embeds=True,
         guidance_embeds_scale=0.1,
-    )
+    )  # (the DC-AE, at full image resolution, is what costs time on a CPU: see dc_ae_config)
 
 
 def dc_ae_config(size: str) -> dict:
@@ -102,7 +102,7 @@ def dc_ae_config(size: str) -> dict:
             encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
         )
     # preview: the real 6 stages (32x compression, 32 latent channels), a few channels each
-    channels = (8, 8, 16, 16, 32, 32)  # the last width must be a multiple of the 32 latent channels
+    channels = (4, 4, 8, 8, 16, 32)  # the last width must be a multiple of the 32 latent channels
     return common | dict(
         encoder_block_out_channels=channels, decoder_block_out_channels=channels,
         encoder_layers_per_block=(1, 1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1, 1),
@@ -246,6 +246,13 @@ def _hub_has_diffusers_config(repo_id: str) -> bool:
 
 
 def _offline_help(source: str, error: Exception, what: str) -> str:
+    if source.startswith(("/", "./", "../", "~")) or Path(source).suffix == ".pth":
+        state = "exists but could not be read" if Path(source).expanduser().exists() else "does not exist"
+        return (
+            f"could not load the {what} weights {source!r}: that local path {state} "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}). Pass a folder in "
+            f"diffusers format (or a .pth file for a ControlNet), a hub id, or --model {settings.PREVIEW_MODEL}."
+        )
     offline = os.getenv("HF_HUB_OFFLINE") == "1"
     tried = "a local folder/file and the Hugging Face cache" if offline else "a local folder/file, the cache and the hub"
     return (

@@ -133,7 +133,7 @@ def test_unreachable_weights_fail_with_a_message_that_says_what_to_do(monkeypatc
     message = str(error.value)
     assert settings.SPRINT_MODEL_ID in message and "tried" in message
     assert "--local-dir" in message and "--model preview" in message
-    with pytest.raises(ModelLoadError, match="nonexistent"):
+    with pytest.raises(ModelLoadError, match="'/nonexistent/sprint-weights': that local path does not exist"):
         load_pipeline("/nonexistent/sprint-weights", device="cpu")
 
 
