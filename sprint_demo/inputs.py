@@ -312,8 +312,8 @@ def _number(value: object, name: str, expected: str) -> float | int:
     return number
 
 
-def _integer(value: object, name: str, low: int, high: int) -> int:
-    expected = f"an integer from {low} to {high}"
+def _integer(value: object, name: str, low: int, high: int, expected: str | None = None) -> int:
+    expected = expected or f"an integer from {low} to {high}"
     number = _number(value, name, expected)
     if isinstance(number, float):
         if not number.is_integer():
@@ -360,13 +360,7 @@ def check_thickness(value: object) -> int:
 def _side(value: object, name: str) -> int:
     low, high, step = settings.MIN_SIZE, settings.MAX_SIZE, settings.SIZE_MULTIPLE
     expected = f"a multiple of {step} from {low} to {high}"
-    number = _number(value, name, expected)
-    if isinstance(number, float):
-        if not number.is_integer():
-            raise InputError(f"{name} must be {expected}, got {_show(value)}")
-        number = int(number)
-    if not low <= number <= high:
-        raise InputError(f"{name} must be {expected}, got {_show(value)}")
+    number = _integer(value, name, low, high, expected)
     if number % step:
         below = number // step * step  # low and high are multiples of step, so both neighbours are valid
         raise InputError(f"{name} must be {expected}, got {_show(value)} (nearest: {below} or {below + step})")
