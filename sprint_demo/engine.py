@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from . import conditioning, inputs, settings
-from .models import LoadedPipeline, ModelLoadError, load_pipeline
+from .models import LoadedPipeline, ModelLoadError, load_controlnet, load_pipeline
 from .speedups import SpeedOptions, apply_speedups
 
 log = logging.getLogger(__name__)
@@ -310,6 +310,17 @@ def to_pil(pixels: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
+def _attach_controlnet(loaded: LoadedPipeline, source: str) -> None:
+    pipe = loaded.pipe
+    try:
+        controlnet, report = load_controlnet(source, pipe.transformer.config, pipe.transformer.dtype)
+    except ModelLoadError as error:
+        log.warning("no ControlNet: %s", str(error).splitlines()[0])
+        return
+    pipe.register_modules(controlnet=controlnet.to(pipe.transformer.device))
+    loaded.controlnet_report = report
+
+
 def _digest(image: Image.Image) -> str:
     return hashlib.blake2b(image.tobytes() + repr((image.size, image.mode)).encode(), digest_size=16).hexdigest()
 
@@ -336,8 +347,7 @@ def load_engine(
     banner = None
     if model == "auto":
         try:
-            loaded = load_pipeline(settings.SPRINT_MODEL_ID, controlnet or settings.SANA10_HED_CONTROLNET_ID,
-                                   device, dtype)
+            loaded = load_pipeline(settings.SPRINT_MODEL_ID, None, device, dtype)
         except ModelLoadError as error:
             reason = str(error).splitlines()[0]
             log.warning("falling back to the offline preview model: %s", reason)
@@ -346,6 +356,8 @@ def load_engine(
                 "Preview mode: the SANA-Sprint weights could not be loaded here, so images come from a tiny "
                 f"random model that runs on any CPU (they will not look like anything). Reason: {reason[:200]}"
             )
+        else:  # real weights: a ControlNet that fails to load costs the sketch its steering, not the app
+            _attach_controlnet(loaded, controlnet or settings.SANA10_HED_CONTROLNET_ID)
     else:
         loaded = load_pipeline(model, controlnet, device, dtype)
         if loaded.is_preview:

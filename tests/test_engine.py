@@ -130,3 +130,26 @@ def test_device_side_rounding_gives_diffusers_pixels(preview):
     processor = preview.pipe.image_processor
     expected = processor.numpy_to_pil(processor.pt_to_numpy(pixels))[0]
     assert to_pil(pixels).tobytes() == expected.tobytes()
+
+
+def test_auto_uses_real_weights_and_survives_a_missing_controlnet(tmp_path, monkeypatch, preview):
+    """--model auto: real weights (a saved folder stands in for the hub repo); a ControlNet that cannot load
+    leaves the real model running without one, with a note, rather than falling back to the preview."""
+    import torch
+    from diffusers import SanaSprintPipeline
+
+    from sprint_demo.controlnet import diffusers_to_nvlabs_state_dict
+
+    pipe = preview.pipe
+    SanaSprintPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler).save_pretrained(
+        tmp_path / "sprint")
+    monkeypatch.setattr(settings, "SPRINT_MODEL_ID", str(tmp_path / "sprint"))
+    monkeypatch.setattr(settings, "SANA10_HED_CONTROLNET_ID", str(tmp_path / "missing.pth"))
+    engine = load_engine("auto", None, device="cpu", dtype="fp32", warmup=False)
+    assert engine.model_name == str(tmp_path / "sprint") and engine.banner is None
+    assert engine.pipe.controlnet is None and "No ControlNet" in engine.controlnet_note
+    assert engine.sketch_to_image(canvas(2), "a tree").image.size == (settings.DEFAULT_SIZE,) * 2
+
+    torch.save({"state_dict": diffusers_to_nvlabs_state_dict(pipe.controlnet.state_dict())}, tmp_path / "cn.pth")
+    engine = load_engine("auto", str(tmp_path / "cn.pth"), device="cpu", dtype="fp32", warmup=False)
+    assert engine.pipe.controlnet is not None and "Sprint-native ControlNet" in engine.controlnet_note
