@@ -217,7 +217,7 @@ def load_controlnet(
 def _load_sprint_weights(model: str, dtype: torch.dtype) -> SanaSprintControlNetPipeline:
     try:
         base = SanaSprintPipeline.from_pretrained(model, dtype=dtype)
-    except (OSError, ValueError, EnvironmentError) as error:
+    except (OSError, ValueError) as error:
         raise ModelLoadError(_offline_help(model, error, "SANA-Sprint")) from error
     components = {k: v for k, v in base.components.items() if k in ("tokenizer", "text_encoder", "vae",
                                                                         "transformer", "scheduler")}

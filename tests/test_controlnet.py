@@ -3,7 +3,6 @@ descriptions (FACTS.md section 4), and checkpoint loading."""
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
