@@ -29,7 +29,7 @@ from .speedups import SpeedOptions, apply_speedups
 
 log = logging.getLogger(__name__)
 
-STAGES = ("text_encode", "control_prep", "control_encode", "denoise", "decode", "postprocess", "total")
+STAGES = settings.FRAME_STAGES
 
 
 @dataclass

@@ -53,6 +53,10 @@ DEFAULT_BRUSH, MIN_BRUSH, MAX_BRUSH = 4, 1, 48  # canvas brush width in canvas p
 ERASER_BRUSH_FACTOR = 3  # the eraser is this many times wider than the brush
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")  # playground aspect choices; the long side is engine.size
 
+# --- Frame timings --------------------------------------------------------------------------------------
+# Stages of a frame, in order, as the engine times them and the UI and benchmark report them ("total" last).
+FRAME_STAGES = ("text_encode", "control_prep", "control_encode", "denoise", "decode", "postprocess", "total")
+
 # --- Serving --------------------------------------------------------------------------------------------
 HOST = os.getenv("SPRINT_HOST", "127.0.0.1")  # loopback unless told otherwise (Spaces set 0.0.0.0 below)
 PORT = int(os.getenv("SPRINT_PORT", "7860"))

@@ -40,7 +40,7 @@ from .inputs import InputError
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-STAGES = ("text_encode", "control_prep", "control_encode", "denoise", "decode", "postprocess")
+STAGES = tuple(stage for stage in settings.FRAME_STAGES if stage != "total")  # the split under the total
 GPU = "gpu"  # concurrency id shared by every event that runs the model: one GPU, one queue
 FRAME_FILES_KEPT = 256  # JPEGs kept in our own folder; Gradio copies each into its cache before we drop it
 OUTPUT_MAX_HEIGHT = 640  # CSS px of the output image box; the canvas's CSS max-width (canvas.py) matches it
