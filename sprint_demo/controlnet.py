@@ -335,6 +335,36 @@ _BLOCK_KEYS = {  # NVlabs copied_block suffix -> ours (inside transformer_blocks
 _BASE_ONLY = re.compile(r"^(blocks\.|final_layer\.|pos_embed|y_embedder\.y_embedding|logvar_linear\.)")
 
 
+# NVlabs fuses projections that diffusers keeps apart: (NVlabs suffix, our suffix pattern, parts), per block.
+_FUSED_KEYS = (
+    ("attn.qkv.weight", "attn1.to_{}.weight", "qkv"),
+    ("cross_attn.kv_linear.weight", "attn2.to_{}.weight", "kv"),
+    ("cross_attn.kv_linear.bias", "attn2.to_{}.bias", "kv"),
+)
+
+
+def _renames(depth: int, sprint: bool) -> list[tuple[str, str]]:
+    """(NVlabs name, our name) for every one-to-one key of a ``depth``-block ControlNet of either family."""
+    time_prefix = "time_embed." if sprint else "time_embed.emb."
+    pairs = list(_EMBEDDER_KEYS.items())
+    for layer, linear in (("0", "linear_1"), ("2", "linear_2")):
+        for kind in ("weight", "bias"):
+            pairs.append((f"t_embedder.mlp.{layer}.{kind}", f"{time_prefix}timestep_embedder.{linear}.{kind}"))
+            if sprint:
+                pairs.append((f"cfg_embedder.mlp.{layer}.{kind}", f"time_embed.guidance_embedder.{linear}.{kind}"))
+    for d in range(depth):
+        pairs += [(f"controlnet.{d}.copied_block.{t}", f"transformer_blocks.{d}.{o}") for t, o in _BLOCK_KEYS.items()]
+        pairs += [(f"controlnet.{d}.after_proj.{kind}", f"controlnet_blocks.{d}.{kind}") for kind in ("weight", "bias")]
+    return pairs
+
+
+def _count(state: dict, pattern: str) -> int:
+    depth = 0
+    while pattern.format(depth) in state:
+        depth += 1
+    return depth
+
+
 def nvlabs_to_diffusers_state_dict(nvlabs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Renames an NVlabs ControlNet state dict to this model's names. Returns (converted, ignored base keys).
 
@@ -343,34 +373,13 @@ def nvlabs_to_diffusers_state_dict(nvlabs: dict[str, torch.Tensor]) -> tuple[dic
     ignored = sorted(k for k in source if _BASE_ONLY.match(k))
     for key in ignored:
         source.pop(key)
-    sprint = "cfg_embedder.mlp.0.weight" in source
-    time_prefix = "time_embed." if sprint else "time_embed.emb."
-    out: dict[str, torch.Tensor] = {}
-    for theirs, ours in _EMBEDDER_KEYS.items():
-        if theirs in source:
-            out[ours] = source.pop(theirs)
-    for layer in ("0", "2"):
-        for kind in ("weight", "bias"):
-            linear = "linear_1" if layer == "0" else "linear_2"
-            if f"t_embedder.mlp.{layer}.{kind}" in source:
-                out[f"{time_prefix}timestep_embedder.{linear}.{kind}"] = source.pop(f"t_embedder.mlp.{layer}.{kind}")
-            if f"cfg_embedder.mlp.{layer}.{kind}" in source:
-                out[f"time_embed.guidance_embedder.{linear}.{kind}"] = source.pop(f"cfg_embedder.mlp.{layer}.{kind}")
-    depth = 0
-    while f"controlnet.{depth}.after_proj.weight" in source:
-        theirs, ours = f"controlnet.{depth}.copied_block.", f"transformer_blocks.{depth}."
-        q, k, v = torch.chunk(source.pop(theirs + "attn.qkv.weight"), 3, dim=0)
-        out.update({ours + "attn1.to_q.weight": q, ours + "attn1.to_k.weight": k, ours + "attn1.to_v.weight": v})
-        k, v = torch.chunk(source.pop(theirs + "cross_attn.kv_linear.weight"), 2, dim=0)
-        out.update({ours + "attn2.to_k.weight": k, ours + "attn2.to_v.weight": v})
-        k, v = torch.chunk(source.pop(theirs + "cross_attn.kv_linear.bias"), 2, dim=0)
-        out.update({ours + "attn2.to_k.bias": k, ours + "attn2.to_v.bias": v})
-        for their_suffix, our_suffix in _BLOCK_KEYS.items():
-            if theirs + their_suffix in source:
-                out[ours + our_suffix] = source.pop(theirs + their_suffix)
-        for kind in ("weight", "bias"):
-            out[f"controlnet_blocks.{depth}.{kind}"] = source.pop(f"controlnet.{depth}.after_proj.{kind}")
-        depth += 1
+    depth = _count(source, "controlnet.{}.after_proj.weight")
+    out = {ours: source.pop(theirs) for theirs, ours in _renames(depth, "cfg_embedder.mlp.0.weight" in source)
+           if theirs in source}
+    for d in range(depth):
+        for theirs, ours, parts in _FUSED_KEYS:
+            chunks = torch.chunk(source.pop(f"controlnet.{d}.copied_block.{theirs}"), len(parts), dim=0)
+            out.update({f"transformer_blocks.{d}.{ours.format(part)}": c for part, c in zip(parts, chunks)})
     if source:
         raise ValueError(f"unknown keys in the NVlabs ControlNet checkpoint: {sorted(source)[:10]}")
     return out, ignored
@@ -379,26 +388,13 @@ def nvlabs_to_diffusers_state_dict(nvlabs: dict[str, torch.Tensor]) -> tuple[dic
 def diffusers_to_nvlabs_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse renaming: writes our weights under NVlabs key names (for tests and for exporting)."""
     state = dict(state)
-    sprint = any(k.startswith("time_embed.guidance_embedder.") for k in state)
-    time_prefix = "time_embed." if sprint else "time_embed.emb."
-    out = {theirs: state.pop(ours) for theirs, ours in _EMBEDDER_KEYS.items() if ours in state}
-    for layer, linear in (("0", "linear_1"), ("2", "linear_2")):
-        for kind in ("weight", "bias"):
-            out[f"t_embedder.mlp.{layer}.{kind}"] = state.pop(f"{time_prefix}timestep_embedder.{linear}.{kind}")
-            if sprint:
-                out[f"cfg_embedder.mlp.{layer}.{kind}"] = state.pop(f"time_embed.guidance_embedder.{linear}.{kind}")
-    depth = 0
-    while f"controlnet_blocks.{depth}.weight" in state:
-        ours, theirs = f"transformer_blocks.{depth}.", f"controlnet.{depth}.copied_block."
-        out[theirs + "attn.qkv.weight"] = torch.cat([state.pop(ours + f"attn1.to_{n}.weight") for n in "qkv"])
-        out[theirs + "cross_attn.kv_linear.weight"] = torch.cat([state.pop(ours + f"attn2.to_{n}.weight") for n in "kv"])
-        out[theirs + "cross_attn.kv_linear.bias"] = torch.cat([state.pop(ours + f"attn2.to_{n}.bias") for n in "kv"])
-        for their_suffix, our_suffix in _BLOCK_KEYS.items():
-            if ours + our_suffix in state:
-                out[theirs + their_suffix] = state.pop(ours + our_suffix)
-        for kind in ("weight", "bias"):
-            out[f"controlnet.{depth}.after_proj.{kind}"] = state.pop(f"controlnet_blocks.{depth}.{kind}")
-        depth += 1
+    depth = _count(state, "controlnet_blocks.{}.weight")
+    sprint = "time_embed.guidance_embedder.linear_1.weight" in state
+    out = {theirs: state.pop(ours) for theirs, ours in _renames(depth, sprint) if ours in state}
+    for d in range(depth):
+        for theirs, ours, parts in _FUSED_KEYS:
+            fused = [state.pop(f"transformer_blocks.{d}.{ours.format(part)}") for part in parts]
+            out[f"controlnet.{d}.copied_block.{theirs}"] = torch.cat(fused)
     if state:
         raise ValueError(f"keys with no NVlabs name: {sorted(state)[:10]}")
     return out

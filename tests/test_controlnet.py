@@ -204,6 +204,39 @@ def test_diffusers_wiring_equals_stock_sana_controlnet_and_transformer():
     torch.testing.assert_close(ours_output, stock_output, rtol=0, atol=1e-6)
 
 
+# Key names of one NVlabs ControlNet block, written out from diffusers' convert_sana_controlnet_to_diffusers.py and
+# convert_sana_to_diffusers.py (the qk_norm keys exist for Sprint-native checkpoints only).
+NVLABS_BLOCK_KEYS = {
+    "scale_shift_table", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
+    "mlp.inverted_conv.conv.weight", "mlp.inverted_conv.conv.bias", "mlp.depth_conv.conv.weight",
+    "mlp.depth_conv.conv.bias", "mlp.point_conv.conv.weight", "cross_attn.q_linear.weight",
+    "cross_attn.q_linear.bias", "cross_attn.kv_linear.weight", "cross_attn.kv_linear.bias", "cross_attn.proj.weight",
+    "cross_attn.proj.bias",
+}
+NVLABS_QK_NORM_KEYS = {"attn.q_norm.weight", "attn.k_norm.weight", "cross_attn.q_norm.weight", "cross_attn.k_norm.weight"}
+NVLABS_EMBEDDER_KEYS = {
+    "x_embedder.proj.weight", "x_embedder.proj.bias", "y_embedder.y_proj.fc1.weight", "y_embedder.y_proj.fc1.bias",
+    "y_embedder.y_proj.fc2.weight", "y_embedder.y_proj.fc2.bias", "t_embedder.mlp.0.weight", "t_embedder.mlp.0.bias",
+    "t_embedder.mlp.2.weight", "t_embedder.mlp.2.bias", "t_block.1.weight", "t_block.1.bias",
+    "attention_y_norm.weight",
+}
+NVLABS_GUIDANCE_KEYS = {"cfg_embedder.mlp.0.weight", "cfg_embedder.mlp.0.bias", "cfg_embedder.mlp.2.weight",
+                        "cfg_embedder.mlp.2.bias"}
+
+
+def test_exported_nvlabs_names_are_exactly_the_published_ones():
+    for sprint in (True, False):
+        transformer = tiny_transformer() if sprint else tiny_transformer(qk_norm=None, guidance_embeds=False)
+        keys = set(diffusers_to_nvlabs_state_dict(SanaSprintControlNetModel.from_transformer(transformer).state_dict()))
+        block = NVLABS_BLOCK_KEYS | (NVLABS_QK_NORM_KEYS if sprint else set())
+        expected = NVLABS_EMBEDDER_KEYS | (NVLABS_GUIDANCE_KEYS if sprint else set())
+        expected |= {"controlnet.0.before_proj.weight", "controlnet.0.before_proj.bias"}
+        for d in range(7):
+            expected |= {f"controlnet.{d}.copied_block.{k}" for k in block}
+            expected |= {f"controlnet.{d}.after_proj.weight", f"controlnet.{d}.after_proj.bias"}
+        assert keys == expected
+
+
 def nvlabs_checkpoint(controlnet: SanaSprintControlNetModel, transformer) -> dict:
     """A synthetic NVlabs-format checkpoint with the real key names, base-model keys included (as NVlabs saves
     the whole SanaMSControlNet)."""
