@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 
 from sprint_demo import settings
-from sprint_demo.speedups import SpeedOptions
+from sprint_demo.speedups import COMPILE_SCOPES, SpeedOptions
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cuda-graphs", action="store_true", default=SpeedOptions().cuda_graphs,
                         help="with --compile: CUDA graphs, 2-3x faster frames again (env SPRINT_CUDA_GRAPHS=1); "
                              "see docs/PERFORMANCE.md")
+    parser.add_argument("--compile-scope", default=SpeedOptions().compile_scope, choices=COMPILE_SCOPES,
+                        help="with --compile: per block (measured) or per denoising step (env SPRINT_COMPILE_SCOPE)")
     parser.add_argument("--host", default=settings.SPACES_HOST if settings.ON_SPACES else settings.HOST,
                         help="address to listen on (default: %(default)s; env SPRINT_HOST)")
     parser.add_argument("--port", type=int, default=settings.PORT, help="port (default: %(default)s; env SPRINT_PORT)")
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     from sprint_demo.ui import CSS, create_demo
 
     try:
-        speed = replace(SpeedOptions(), compile=args.compile, cuda_graphs=args.cuda_graphs)
+        speed = replace(SpeedOptions(), compile=args.compile, cuda_graphs=args.cuda_graphs,
+                        compile_scope=args.compile_scope)
         engine = load_engine(args.model, args.controlnet, args.device, args.dtype, speed=speed)
     except (ModelLoadError, OSError, ValueError) as error:
         print(f"error: could not load model {args.model!r}: {error}", file=sys.stderr)

@@ -43,7 +43,8 @@ for steps in (1, 2, 4):
 PY
 
 common=(--model random-full --size 1024 --steps "${STEPS:-1,2,4}" --mode "${MODES:-t2i,controlnet,controlnet-warm}" --repeat 10)
-variants=${VARIANTS:-eager compiled cudagraphs}  # e.g. VARIANTS="eager cudagraphs" STEPS=1 for a short lease
+# eager | compiled (per block) | cudagraphs (per block) | step (compile + CUDA graphs, one region per denoise step)
+variants=${VARIANTS:-eager compiled cudagraphs}  # e.g. VARIANTS="eager cudagraphs step" STEPS=1 for a short lease
 run() { [[ " $variants " == *" $1 "* ]]; }
 run eager && timeout $(( $(left) < 170 ? $(left) : 170 )) python3 -m sprint_demo.bench "${common[@]}" \
   --json "$out/eager.json" 2>&1 | grep -v "Warning\|float32" | tee "$out/eager.log"
@@ -51,7 +52,9 @@ run compiled && timeout $(( $(left) < 200 ? $(left) : 200 )) python3 -m sprint_d
   --json "$out/compiled.json" 2>&1 | grep -v "Warning\|float32" | tee "$out/compiled.log"
 run cudagraphs && timeout $(( $(left) - 5 )) python3 -m sprint_demo.bench "${common[@]}" --compile --cuda-graphs \
   --json "$out/cudagraphs.json" 2>&1 | grep -v "Warning\|float32" | tee "$out/cudagraphs.log"
+run step && timeout $(( $(left) - 5 )) python3 -m sprint_demo.bench "${common[@]}" --compile --cuda-graphs \
+  --compile-scope step --json "$out/step.json" 2>&1 | grep -v "Warning\|float32" | tee "$out/step.log"
 files=()
-for f in eager compiled cudagraphs; do [ -s "$out/$f.json" ] && files+=("$out/$f.json"); done
+for f in eager compiled cudagraphs step; do [ -s "$out/$f.json" ] && files+=("$out/$f.json"); done
 [ ${#files[@]} -gt 0 ] && python3 -m sprint_demo.bench --summarize "${files[@]}" | tee "$out/summary.txt"
 echo "elapsed ${SECONDS}s"

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 
 from . import settings
 from .engine import STAGES, Engine, load_engine
-from .speedups import SpeedOptions
+from .speedups import COMPILE_SCOPES, SpeedOptions
 
 MODES = ("t2i", "controlnet", "controlnet-warm")
 BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
@@ -136,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="write the runs here")
     parser.add_argument("--compile", action="store_true", help="torch.compile blocks and the DC-AE")
     parser.add_argument("--cuda-graphs", action="store_true", help="with --compile: CUDA graphs (reduce-overhead)")
+    parser.add_argument("--compile-scope", default=SpeedOptions().compile_scope, choices=COMPILE_SCOPES,
+                        help="with --compile: one region per block (measured) or per denoising step (untimed yet)")
     parser.add_argument("--no-channels-last", action="store_true", help="keep the DC-AE in NCHW layout")
     parser.add_argument("--no-tf32", action="store_true", help="disable TF32 matmuls")
     args = parser.parse_args(argv)
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = parse_args(argv)
     speed = SpeedOptions(tf32=not args.no_tf32, channels_last=not args.no_channels_last, compile=args.compile,
-                         cuda_graphs=args.cuda_graphs)
+                         cuda_graphs=args.cuda_graphs, compile_scope=args.compile_scope)
     began = time.perf_counter()
     engine = load_engine(args.model, args.controlnet, args.device, args.dtype, warmup=False, speed=speed)
     if args.size:

@@ -36,6 +36,7 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
     def __init__(self, tokenizer, text_encoder, vae, transformer, scheduler, controlnet=None):
         super().__init__(tokenizer, text_encoder, vae, transformer, scheduler)
         self.register_modules(controlnet=controlnet)
+        self.controlled_forward = sana_transformer_forward  # the step with control; speedups may compile it
 
     # --- pieces callers cache ---------------------------------------------------------------------------
 
@@ -234,7 +235,7 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
                     attention_kwargs=self.attention_kwargs,
                 )[0]
             else:
-                noise_pred = sana_transformer_forward(
+                noise_pred = self.controlled_forward(
                     self.transformer, latent_model_input.to(dtype=transformer_dtype), **model_kwargs, control=control
                 )
             # Flow prediction -> TrigFlow velocity, then one SCM step.

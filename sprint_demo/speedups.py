@@ -7,6 +7,11 @@
   (text-to-image) and our ControlNet forward, and compile time stays one block's worth (the blocks repeat).
 * ``cuda_graphs``: with ``compile``, mode "reduce-overhead" (CUDA graphs) instead of the default mode; shapes
   must repeat, which they do for a fixed canvas size. (No autotuning mode: minutes of start-up for a demo.)
+* ``compile_scope``: ``"blocks"`` (measured, the default: see docs/PERFORMANCE.md) compiles each block apart;
+  ``"step"`` compiles the whole transformer forward, with the ControlNet branch, as one region per denoising
+  step, so that CUDA graphs replay one graph instead of 35 with Python between them. It is the candidate fix for
+  the H100 ControlNet frame (denoise 31.7 ms against 16.8 on the H200); tested for correctness on the CPU,
+  **not yet timed on a GPU**.
 
 bf16 is the default dtype on CUDA (``models.parse_dtype``); fused attention is already what diffusers runs
 (SDPA for cross-attention, Sana's linear attention for self-attention), so there is no switch for it.
@@ -22,6 +27,9 @@ from dataclasses import dataclass, replace
 log = logging.getLogger(__name__)
 
 
+COMPILE_SCOPES = ("blocks", "step")
+
+
 def _env_flag(name: str, default: bool) -> bool:
     return os.getenv(name, "1" if default else "0") == "1"
 
@@ -32,9 +40,12 @@ class SpeedOptions:
     channels_last: bool = _env_flag("SPRINT_CHANNELS_LAST", True)
     compile: bool = _env_flag("SPRINT_COMPILE", False)  # minutes of compile at start: opt in
     cuda_graphs: bool = _env_flag("SPRINT_CUDA_GRAPHS", False)
+    compile_scope: str = os.getenv("SPRINT_COMPILE_SCOPE", "blocks")  # blocks | step
 
     def describe(self) -> str:
-        on = [name for name, value in vars(self).items() if value]
+        on = [name for name, value in vars(self).items() if value is True]
+        if self.compile:
+            on.append(f"compile scope {self.compile_scope}")
         return ", ".join(on) if on else "none"
 
 
@@ -43,20 +54,33 @@ def apply_speedups(pipe, options: SpeedOptions) -> SpeedOptions:
     import torch  # here, not at module level: app.py reads SpeedOptions before anything heavy is imported
     cuda = pipe._execution_device.type == "cuda"
     if not cuda:  # every switch here is a GPU switch; on the CPU they cost start-up time for nothing
-        return SpeedOptions(tf32=False, channels_last=False, compile=False, cuda_graphs=False)
+        return replace(options, tf32=False, channels_last=False, compile=False, cuda_graphs=False)
     torch.backends.cuda.matmul.allow_tf32 = options.tf32
     torch.backends.cudnn.allow_tf32 = options.tf32
     torch.backends.cudnn.benchmark = True  # fixed canvas sizes: let cuDNN pick the fastest convolution once
     if options.channels_last:
         pipe.vae.to(memory_format=torch.channels_last)
     if options.compile:
-        mode = "reduce-overhead" if options.cuda_graphs else "default"
+        compile_models(pipe, options.compile_scope, "reduce-overhead" if options.cuda_graphs else "default")
+    return replace(options, cuda_graphs=options.cuda_graphs and options.compile)
+
+
+def compile_models(pipe, scope: str, mode: str = "default", backend: str = "inductor") -> None:
+    """torch.compile the denoiser (per block, or per step) and the DC-AE encoder and decoder, in place."""
+    import torch
+
+    if scope not in COMPILE_SCOPES:
+        raise ValueError(f"compile_scope must be one of {COMPILE_SCOPES}, got {scope!r}")
+    options = dict(backend=backend, dynamic=False) | ({"mode": mode} if backend == "inductor" else {})
+    if scope == "blocks":
         blocks = list(pipe.transformer.transformer_blocks)
         if pipe.controlnet is not None:
             blocks += list(pipe.controlnet.transformer_blocks)
         for block in blocks:
-            block.compile(mode=mode, dynamic=False)
-        pipe.vae.decoder.compile(mode=mode, dynamic=False)
-        pipe.vae.encoder.compile(mode=mode, dynamic=False)
-        log.info("torch.compile (%s) on %d blocks and the DC-AE", mode, len(blocks))
-    return replace(options, cuda_graphs=options.cuda_graphs and options.compile)
+            block.compile(**options)
+    else:  # one region per denoising step: the stock forward (text-to-image) and ours with the ControlNet
+        pipe.transformer.compile(**options)
+        pipe.controlled_forward = torch.compile(pipe.controlled_forward, **options)
+    pipe.vae.decoder.compile(**options)
+    pipe.vae.encoder.compile(**options)
+    log.info("torch.compile (%s, %s) per %s and the DC-AE", backend, mode, scope)
