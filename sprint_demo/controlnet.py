@@ -21,6 +21,7 @@ diffusers ``scripts/convert_sana_controlnet_to_diffusers.py`` / ``convert_sana_t
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,26 +126,9 @@ class SanaSprintControlNetModel(ModelMixin, ConfigMixin):
         base = transformer.config
         if num_layers > base.num_layers - 1:
             raise ValueError(f"num_layers must be below the base's {base.num_layers} layers, got {num_layers}")
-        controlnet = cls(
-            in_channels=base.in_channels,
-            num_attention_heads=base.num_attention_heads,
-            attention_head_dim=base.attention_head_dim,
-            num_layers=num_layers,
-            num_cross_attention_heads=base.num_cross_attention_heads,
-            cross_attention_head_dim=base.cross_attention_head_dim,
-            cross_attention_dim=base.cross_attention_dim,
-            caption_channels=base.caption_channels,
-            mlp_ratio=base.mlp_ratio,
-            attention_bias=base.attention_bias,
-            sample_size=base.sample_size,
-            patch_size=base.patch_size,
-            norm_elementwise_affine=base.norm_elementwise_affine,
-            norm_eps=base.norm_eps,
-            interpolation_scale=base.interpolation_scale,
-            qk_norm=base.qk_norm,
-            guidance_embeds=base.guidance_embeds,
-            wiring=wiring,
-        )
+        # every shape setting the two classes share comes from the base (the time scale included)
+        shared = {k: v for k, v in base.items() if k in inspect.signature(cls.__init__).parameters}
+        controlnet = cls(**(shared | dict(num_layers=num_layers, wiring=wiring)))
         for name in ("patch_embed", "time_embed", "caption_projection", "caption_norm"):
             getattr(controlnet, name).load_state_dict(getattr(transformer, name).state_dict())
         for block, base_block in zip(controlnet.transformer_blocks, transformer.transformer_blocks):

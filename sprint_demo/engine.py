@@ -21,10 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
+from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_1024_BIN
 from PIL import Image
 
 from . import conditioning, inputs, settings
-from .models import LoadedPipeline, ModelLoadError, load_controlnet, load_pipeline
+from .models import LoadedPipeline, ModelLoadError, attach_controlnet, load_pipeline
 from .speedups import SpeedOptions, apply_speedups
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,6 @@ class Engine:
         self._prompts = _LRU(settings.PROMPT_CACHE_SIZE)
         self._controls = _LRU(settings.CONTROL_CACHE_SIZE)
         self._last: tuple[_Request, Frame] | None = None
-        self.counters = {"text_encoder_calls": 0, "vae_encoder_calls": 0, "frames": 0, "reused": 0}
 
     def _controlnet_note(self) -> str | None:
         report = self.loaded.controlnet_report
@@ -219,7 +219,6 @@ class Engine:
         )
         with self._lock:
             if self._last is not None and self._last[0] == request:
-                self.counters["reused"] += 1
                 last = self._last[1]
                 return replace(last, reused=True, timings_ms=dict.fromkeys(STAGES, 0.0))
             try:
@@ -230,7 +229,6 @@ class Engine:
                 raise
             if remember:
                 self._last = (request, frame)
-                self.counters["frames"] += 1
             return frame
 
     def _render(self, request: _Request, control_map: Image.Image | None, notices: tuple[str, ...]) -> Frame:
@@ -244,7 +242,7 @@ class Engine:
             height, width = request.height, request.width
             if self.use_resolution_binning:
                 height, width = pipe.image_processor.classify_height_width_bin(
-                    height, width, ratios=_aspect_bins()
+                    height, width, ratios=ASPECT_RATIO_1024_BIN
                 )
             control_latents = None
             if control_map is not None and pipe.controlnet is not None:
@@ -287,7 +285,6 @@ class Engine:
                 prompt, device=self.device, max_sequence_length=settings.MAX_SEQUENCE_LENGTH,
                 complex_human_instruction=None,
             )
-            self.counters["text_encoder_calls"] += 1
             cached = (embeds, mask, notices)
             self._prompts.put(prompt, cached)
         return cached
@@ -298,7 +295,6 @@ class Engine:
         if latents is None:
             # clone: with CUDA graphs the encoder's output buffer is overwritten by its next replay
             latents = self.pipe.prepare_control_latents(control_map, height, width).clone()
-            self.counters["vae_encoder_calls"] += 1
             self._controls.put(cache_key, latents)
         return latents
 
@@ -310,25 +306,8 @@ def to_pil(pixels: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def _attach_controlnet(loaded: LoadedPipeline, source: str) -> None:
-    pipe = loaded.pipe
-    try:
-        controlnet, report = load_controlnet(source, pipe.transformer.config, pipe.transformer.dtype)
-    except ModelLoadError as error:
-        log.warning("no ControlNet: %s", str(error).splitlines()[0])
-        return
-    pipe.register_modules(controlnet=controlnet.to(pipe.transformer.device))
-    loaded.controlnet_report = report
-
-
 def _digest(image: Image.Image) -> str:
     return hashlib.blake2b(image.tobytes() + repr((image.size, image.mode)).encode(), digest_size=16).hexdigest()
-
-
-def _aspect_bins():
-    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_1024_BIN
-
-    return ASPECT_RATIO_1024_BIN
 
 
 def load_engine(
@@ -357,7 +336,10 @@ def load_engine(
                 f"random model that runs on any CPU (they will not look like anything). Reason: {reason[:200]}"
             )
         else:  # real weights: a ControlNet that fails to load costs the sketch its steering, not the app
-            _attach_controlnet(loaded, controlnet or settings.SANA10_HED_CONTROLNET_ID)
+            try:
+                attach_controlnet(loaded, controlnet or settings.SANA10_HED_CONTROLNET_ID)
+            except ModelLoadError as error:
+                log.warning("no ControlNet: %s", str(error).splitlines()[0])
     else:
         loaded = load_pipeline(model, controlnet, device, dtype)
         if loaded.is_preview:

@@ -182,18 +182,24 @@ def load_pipeline(
             raise ModelLoadError(f"--controlnet {controlnet!r} needs real weights, not --model {model}")
         full = model == settings.RANDOM_FULL_MODEL
         pipe = build_random_pipeline("full" if full else "preview", device=device if full else "cpu")
-        report = None
     else:
         pipe = _load_sprint_weights(model, torch_dtype)
-        report = None
-        if controlnet is not None:
-            cn, report = load_controlnet(controlnet, pipe.transformer.config, torch_dtype, controlnet_wiring)
-            pipe.register_modules(controlnet=cn)
     pipe = pipe.to(device)
     if pipe.transformer.dtype != torch_dtype:  # .to(dtype) on a model already in that dtype only warns
         pipe = pipe.to(torch_dtype)
     pipe.set_progress_bar_config(disable=True)
-    return LoadedPipeline(pipe=pipe, model_name=model, controlnet_report=report)
+    loaded = LoadedPipeline(pipe=pipe, model_name=model, controlnet_report=None)
+    if controlnet is not None:
+        attach_controlnet(loaded, controlnet, controlnet_wiring)
+    return loaded
+
+
+def attach_controlnet(loaded: LoadedPipeline, source: str, wiring: str | None = None) -> None:
+    """Loads a ControlNet in the pipeline's dtype, on its device, and plugs it in (raises ModelLoadError)."""
+    pipe = loaded.pipe
+    controlnet, report = load_controlnet(source, pipe.transformer.config, pipe.transformer.dtype, wiring)
+    pipe.register_modules(controlnet=controlnet.to(pipe.transformer.device))
+    loaded.controlnet_report = report
 
 
 def load_controlnet(
