@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
 from diffusers import SanaSprintPipeline
@@ -37,6 +38,7 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         super().__init__(tokenizer, text_encoder, vae, transformer, scheduler)
         self.register_modules(controlnet=controlnet)
         self.controlled_forward = sana_transformer_forward  # the step with control; speedups may compile it
+        self._pixel_levels: torch.Tensor | None = None  # uint8 -> model input table (control_image_to_tensor)
 
     # --- pieces callers cache ---------------------------------------------------------------------------
 
@@ -47,14 +49,30 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         """Control map (PIL RGB, white lines on black; or a (B, 3, H, W) tensor in [-1, 1]) -> (B, 32, H/32, W/32)
         latent, ``vae.encode(x).latent * scaling_factor``. Callers cache this per canvas: it is a full encode."""
         if isinstance(control_image, PIL.Image.Image):
-            image = self.image_processor.preprocess(control_image.convert("RGB"), height=height, width=width)
+            image = self.control_image_to_tensor(control_image, height, width)
         elif isinstance(control_image, torch.Tensor) and control_image.ndim == 4:
-            image = control_image
+            image = control_image.to(device=self._execution_device, dtype=self.vae.dtype)
         else:
             raise ValueError(f"control_image must be a PIL image or a (B, 3, H, W) tensor, got {control_image!r:.80}")
-        image = image.to(device=self._execution_device, dtype=self.vae.dtype)
         latents = self.vae.encode(image).latent * self.vae.config.scaling_factor
         return latents.repeat_interleave(batch_size // latents.shape[0], dim=0) if latents.shape[0] < batch_size else latents
+
+    def control_image_to_tensor(self, image: PIL.Image.Image, height: int, width: int) -> torch.Tensor:
+        """PIL -> (1, 3, H, W) in [-1, 1] on the execution device, in the VAE's dtype: the values of diffusers'
+        ``image_processor.preprocess`` (x / 255 * 2 - 1 in float32, then the cast), but the uint8 pixels cross to
+        the device and become floats there, through a 256-entry table built with that arithmetic. On a 1024 px
+        frame this saves the host's float conversion and 3/4 of the copy (the bulk of the H100's control encode,
+        docs/PERFORMANCE.md); ``torch.equal`` to preprocess (tests/test_pipeline.py)."""
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        if image.size != (width, height):
+            image = self.image_processor.resize(image, height, width)
+        device, dtype = self._execution_device, self.vae.dtype
+        if self._pixel_levels is None or self._pixel_levels.device != device or self._pixel_levels.dtype != dtype:
+            levels = torch.arange(256, dtype=torch.float32) / 255.0  # VaeImageProcessor.pil_to_numpy
+            self._pixel_levels = (2.0 * levels - 1.0).to(device=device, dtype=dtype)  # .normalize, then the cast
+        pixels = torch.from_numpy(np.array(image)).to(device)  # (H, W, 3) uint8
+        # HWC viewed as NCHW: the same channels-last strides preprocess hands the encoder
+        return torch.take(self._pixel_levels, pixels.long()).permute(2, 0, 1).unsqueeze(0)
 
     @torch.no_grad()
     def decode_latents(

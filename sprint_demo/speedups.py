@@ -80,7 +80,20 @@ def compile_models(pipe, scope: str, mode: str = "default", backend: str = "indu
             block.compile(**options)
     else:  # one region per denoising step: the stock forward (text-to-image) and ours with the ControlNet
         pipe.transformer.compile(**options)
-        pipe.controlled_forward = torch.compile(pipe.controlled_forward, **options)
+        pipe.controlled_forward = _strength_as_tensor(torch.compile(pipe.controlled_forward, **options))
     pipe.vae.decoder.compile(**options)
     pipe.vae.encoder.compile(**options)
     log.info("torch.compile (%s, %s) per %s and the DC-AE", backend, mode, scope)
+
+
+def _strength_as_tensor(compiled_forward):
+    """Dynamo specialises on Python floats: with the ControlNet strength inside the compiled step as a float,
+    every new slider position compiled the step again (tests/test_engine.py counts the graphs). As a 0-dim
+    tensor it is an input like the latents, and one graph serves every strength."""
+    import torch
+
+    def controlled_forward(transformer, hidden_states, *args, control, **kwargs):
+        scale = torch.tensor(control.scale, dtype=torch.float32, device=hidden_states.device)
+        return compiled_forward(transformer, hidden_states, *args, control=replace(control, scale=scale), **kwargs)
+
+    return controlled_forward

@@ -178,3 +178,24 @@ def test_compiled_denoiser_traces_and_gives_the_same_images(scope):
         torch.testing.assert_close(images[1], images[0], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="'sideways'"):
         compile_models(compiled, "sideways")
+
+
+@pytest.mark.parametrize("scope", ["blocks", "step"])
+def test_compiled_denoiser_does_not_recompile_when_the_user_moves_a_slider(scope):
+    """A recompile costs ~a minute on the GPU (and dynamo gives up after 8): after one frame with and one without
+    control, new strengths, step counts, guidance, seeds, prompts and canvases must reuse the compiled code."""
+    import torch
+
+    from sprint_demo.speedups import compile_models
+
+    torch._dynamo.reset()
+    engine = load_engine("preview", device="cpu", warmup=False)
+    compile_models(engine.pipe, scope, backend="eager")  # dynamo only: what recompiles is decided here
+    engine.sketch_to_image(canvas(1, 256), "a boat", control_strength=1.0)
+    engine.text_to_image("a boat")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for i, (strength, steps, guidance) in enumerate([(0.35, 1, 4.5), (0.8, 2, 4.5), (1.6, 4, 2.0)]):
+            engine.sketch_to_image(canvas(2 + i, 256), f"a boat {i}", steps=steps, seed=i, guidance_scale=guidance,
+                                   control_strength=strength)
+            engine.text_to_image(f"a boat {i}", steps=steps, seed=i, guidance_scale=guidance)
+    torch._dynamo.reset()

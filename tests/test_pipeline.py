@@ -76,6 +76,27 @@ def test_precomputed_prompt_embeddings_and_control_latents_give_identical_images
     assert torch.equal(cached, direct)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mode,size", [("RGB", (384, 256)), ("L", (384, 256)), ("RGBA", (300, 200))])
+def test_control_image_conversion_equals_diffusers_preprocess(preview, dtype, mode, size):
+    """Every uint8 level, colour and grey input, and a map that must be resized first: the same tensor as
+    diffusers' image_processor.preprocess (with the pipeline's own processor config), values and layout."""
+    pipe = preview.pipe
+    levels = torch.arange(256 * 3, dtype=torch.int64).remainder(256).to(torch.uint8)
+    pixels = levels.repeat(size[0] * size[1] * 3 // levels.numel() + 1)[: size[0] * size[1] * 3]
+    image = Image.fromarray(pixels.reshape(size[1], size[0], 3).numpy()).convert(mode)
+    expected = pipe.image_processor.preprocess(image.convert("RGB"), height=256, width=384).to(dtype)
+    old_dtype = pipe.vae.dtype
+    pipe.vae.to(dtype)
+    try:
+        got = pipe.control_image_to_tensor(image, 256, 384)
+    finally:
+        pipe.vae.to(old_dtype)
+    assert got.dtype == dtype and got.shape == (1, 3, 256, 384)
+    assert torch.equal(got, expected)
+    assert got.stride()[1:] == expected.stride()[1:]  # the encoder sees the same memory layout
+
+
 def test_resolution_binning_matches_diffusers(preview):
     pipe = preview.pipe
     kwargs = dict(prompt="a cat", num_inference_steps=1, height=320, width=448, output_type="pt",
