@@ -189,13 +189,18 @@ class Engine:
         return self._generate(prompt, steps, seed, guidance_scale, (width, height), None, 0.0)
 
     def warmup(self) -> float:
-        """One frame with and one without control at the default size: loads kernels, fills allocator pools and
-        runs compilation before the first user arrives. Returns seconds taken."""
+        """Frames with and without control at the canvas size: loads kernels, fills allocator pools and runs
+        compilation before the first user arrives. Compiled with CUDA graphs, every step count is warmed too: each
+        one is a new path of graphs to record (seconds), which the first user to move the steps slider would
+        otherwise wait for. Returns seconds taken."""
         began = time.perf_counter()
         blank = Image.new("RGB", (self.size, self.size), "black")
+        step_counts = range(settings.MIN_STEPS, settings.MAX_STEPS + 1) if self.speed.cuda_graphs else [
+            settings.DEFAULT_STEPS]
         for control in (None, blank) if self.pipe.controlnet is not None else (None,):
-            self._generate("warm-up", settings.DEFAULT_STEPS, 0, settings.DEFAULT_GUIDANCE,
-                           (self.size, self.size), control, 1.0, remember=False)
+            for steps in step_counts:
+                self._generate("warm-up", steps, 0, settings.DEFAULT_GUIDANCE, (self.size, self.size), control, 1.0,
+                               remember=False)
         with self._lock:
             self._prompts.clear()
             self._controls.clear()

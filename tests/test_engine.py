@@ -199,3 +199,20 @@ def test_compiled_denoiser_does_not_recompile_when_the_user_moves_a_slider(scope
                                    control_strength=strength)
             engine.text_to_image(f"a boat {i}", steps=steps, seed=i, guidance_scale=guidance)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, graphs):
+    """Without CUDA graphs: one frame with and one without control. With them (a new path of graphs to record per
+    step count): every step count for both. The warm-up's prompt and canvas leave nothing in the caches."""
+    from dataclasses import replace
+
+    engine.speed = replace(engine.speed, cuda_graphs=graphs)  # the CPU turns graphs off; the choice is tested
+    calls = []
+    real = engine._generate
+    with mock.patch.object(engine, "_generate",
+                           side_effect=lambda *a, **k: calls.append((a[1], a[5] is not None)) or real(*a, **k)):
+        assert engine.warmup() > 0
+    steps = range(settings.MIN_STEPS, settings.MAX_STEPS + 1) if graphs else [settings.DEFAULT_STEPS]
+    assert calls == [(s, False) for s in steps] + [(s, True) for s in steps]
+    assert not engine._prompts and not engine._controls and engine._last is None
