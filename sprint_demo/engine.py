@@ -125,6 +125,7 @@ class Engine:
         self._prompts = _LRU(settings.PROMPT_CACHE_SIZE)
         self._controls = _LRU(settings.CONTROL_CACHE_SIZE)
         self._last: tuple[_Request, Frame] | None = None
+        self._warm = False  # set by warmup(): from then on nothing compiles (see _generate)
 
     def _controlnet_note(self) -> str | None:
         report = self.loaded.controlnet_report
@@ -204,6 +205,7 @@ class Engine:
         with self._lock:
             self._prompts.clear()
             self._controls.clear()
+            self._warm = True
         return time.perf_counter() - began
 
     # --- the frame path ------------------------------------------------------------------------------------
@@ -226,8 +228,12 @@ class Engine:
             if self._last is not None and self._last[0] == request:
                 last = self._last[1]
                 return replace(last, reused=True, timings_ms=dict.fromkeys(STAGES, 0.0))
+            # Once warm, a compiled engine never compiles again: a size the warm-up did not see (an aspect preset,
+            # an API call) runs eagerly instead of holding the GPU lock for the minute a compile takes.
+            stance = "eager_on_recompile" if self._warm and self.speed.compile else "default"
             try:
-                frame = self._render(request, control_map, notices)
+                with torch.compiler.set_stance(stance):
+                    frame = self._render(request, control_map, notices)
             except torch.OutOfMemoryError:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()  # hand the failed frame's blocks back so the next frame can fit

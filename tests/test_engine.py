@@ -216,3 +216,33 @@ def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, gr
     steps = range(settings.MIN_STEPS, settings.MAX_STEPS + 1) if graphs else [settings.DEFAULT_STEPS]
     assert calls == [(s, False) for s in steps] + [(s, True) for s in steps]
     assert not engine._prompts and not engine._controls and engine._last is None
+
+
+def test_a_warm_compiled_engine_runs_new_sizes_eagerly_instead_of_compiling():
+    """After the warm-up (which compiles the canvas size), a frame at a size it did not see must not compile: on a
+    GPU that is a minute with the lock held and every user waiting. It runs eagerly and is still right."""
+    from dataclasses import replace
+
+    import torch
+    from torch._dynamo.utils import counters
+
+    from sprint_demo.speedups import compile_models
+
+    torch._dynamo.reset()
+    engine = load_engine("preview", device="cpu", warmup=False)
+    engine.size = 256
+    compile_models(engine.pipe, "step", backend="eager")
+    engine.speed = replace(engine.speed, compile=True)  # the CPU turns compile off; here it is on by hand
+    engine.warmup()
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0
+    wide = engine.text_to_image("a harbour", width=384, height=256)
+    assert wide.image.size == (384, 256)
+    engine.sketch_to_image(canvas(2, 256), "a harbour")  # the warmed size: compiled code, still no new graph
+    assert counters["stats"]["unique_graphs"] == graphs
+    with torch.compiler.set_stance("force_eager"):
+        eager = engine.pipe(prompt="a harbour", width=384, height=256, num_inference_steps=settings.DEFAULT_STEPS,
+                            generator=torch.Generator().manual_seed(settings.DEFAULT_SEED), output_type="pt",
+                            use_resolution_binning=False, complex_human_instruction=None).images
+    assert wide.image == Image.fromarray((eager[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+    torch._dynamo.reset()
