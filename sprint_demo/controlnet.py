@@ -208,7 +208,7 @@ class ControlInputs:
 
     controlnet: SanaSprintControlNetModel
     latents: torch.Tensor  # (B, C, h, w) VAE latent of the control map
-    scale: float = 1.0
+    scale: float | torch.Tensor = 1.0  # a 0-dim tensor under the per-step compile (speedups.py)
     trace: list[torch.Tensor] | None = field(default=None)  # when a list, block outputs are appended (tests)
 
 

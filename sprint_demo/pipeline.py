@@ -61,8 +61,8 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         """PIL -> (1, 3, H, W) in [-1, 1] on the execution device, in the VAE's dtype: the values of diffusers'
         ``image_processor.preprocess`` (x / 255 * 2 - 1 in float32, then the cast), but the uint8 pixels cross to
         the device and become floats there, through a 256-entry table built with that arithmetic. On a 1024 px
-        frame this saves the host's float conversion and 3/4 of the copy (the bulk of the H100's control encode,
-        docs/PERFORMANCE.md); ``torch.equal`` to preprocess (tests/test_pipeline.py)."""
+        frame this saves the host's float conversion and 3/4 of the copy (most likely the bulk of the H100's control
+        encode stage, docs/PERFORMANCE.md); ``torch.equal`` to preprocess (tests/test_pipeline.py)."""
         image = image if image.mode == "RGB" else image.convert("RGB")
         if image.size != (width, height):
             image = self.image_processor.resize(image, height, width)

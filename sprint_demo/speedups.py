@@ -88,7 +88,7 @@ def compile_models(pipe, scope: str, mode: str = "default", backend: str = "indu
 
 def _strength_as_tensor(compiled_forward):
     """Dynamo specialises on Python floats: with the ControlNet strength inside the compiled step as a float,
-    every new slider position compiled the step again (tests/test_engine.py counts the graphs). As a 0-dim
+    every new slider position compiled the step again (tests/test_engine.py fails on any recompile). As a 0-dim
     tensor it is an input like the latents, and one graph serves every strength."""
     import torch
 
