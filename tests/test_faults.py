@@ -169,31 +169,41 @@ def _settled_thread_count(settle_s: float = 1.0) -> int:
     return count
 
 
-def test_client_cancel_mid_frame_leaks_nothing(live):
-    url, faults, engine = live
-    client = Client(url, verbose=False, analytics_enabled=False)
+def _abandon_frames_and_check_nothing_leaks(client, engine, faults: Faults, abandon, what: str) -> None:
+    """Abandons a frame 1 + LEAVE_ROUNDS times (round 0 warms thread pools; the rest are measured). After each, the
+    engine lock must be free and the next request quick; over the measured rounds threads must not pile up."""
     try:
         before = None
-        for _round in range(1 + LEAVE_ROUNDS):  # round 0 warms thread pools; the rest are measured
-            faults.sleep_s, faults.in_call = SLOW_FRAME_S, threading.Event()
-            job = client.submit(**_text_kwargs())
-            assert faults.in_call.wait(30), "the slow frame never started"
-            job.cancel()
-            faults.sleep_s = 0.0
-            assert _lock_released(engine), "the engine lock is still held after the cancelled frame"
+        for _round in range(1 + LEAVE_ROUNDS):
+            abandon()
+            assert _lock_released(engine), f"the engine lock is still held after the {what}"
             t0 = time.monotonic()
             pixels = loadtest.read_pixels(client.predict(**_text_kwargs()))
             waited = time.monotonic() - t0
             assert pixels.shape == (256, 256, 3)
-            assert waited < NEXT_REQUEST_LIMIT_S, f"next request took {waited:.1f} s after a cancel"
+            assert waited < NEXT_REQUEST_LIMIT_S, f"next request took {waited:.1f} s after the {what}"
             if before is None:
                 before = _settled_thread_count()
         after = _settled_thread_count()
-        print(f"cancel mid-frame x{LEAVE_ROUNDS}: threads {before} -> {after}, last next-request {waited:.1f} s")
+        print(f"{what} x{LEAVE_ROUNDS}: threads {before} -> {after}, last next-request {waited:.1f} s")
         assert after <= before + THREAD_SLACK, (before, after)
     finally:
         faults.sleep_s = 0.0
         client.close()
+
+
+def test_client_cancel_mid_frame_leaks_nothing(live):
+    url, faults, engine = live
+    client = Client(url, verbose=False, analytics_enabled=False)
+
+    def cancel_mid_frame() -> None:
+        faults.sleep_s, faults.in_call = SLOW_FRAME_S, threading.Event()
+        job = client.submit(**_text_kwargs())
+        assert faults.in_call.wait(30), "the slow frame never started"
+        job.cancel()
+        faults.sleep_s = 0.0
+
+    _abandon_frames_and_check_nothing_leaks(client, engine, faults, cancel_mid_frame, "frame cancelled mid-way")
 
 
 def _leave_mid_frame(port: int, fn_index: int, faults: Faults) -> None:
@@ -222,27 +232,10 @@ def test_http_stream_closed_mid_frame_leaks_nothing(live):
     url, faults, engine = live
     port = int(url.rsplit(":", 1)[1])
     client = Client(url, verbose=False, analytics_enabled=False)
-    try:
-        fn_index = next(i for i, dep in enumerate(client.config["dependencies"])
-                        if dep.get("api_name") == loadtest.TEXT_ENDPOINT.lstrip("/"))
-        before = None
-        for _round in range(1 + LEAVE_ROUNDS):  # round 0 warms thread pools; the rest are measured
-            _leave_mid_frame(port, fn_index, faults)
-            assert _lock_released(engine), "the engine lock is still held after the abandoned frame"
-            t0 = time.monotonic()
-            pixels = loadtest.read_pixels(client.predict(**_text_kwargs()))
-            waited = time.monotonic() - t0
-            assert pixels.shape == (256, 256, 3)
-            assert waited < NEXT_REQUEST_LIMIT_S, f"next request took {waited:.1f} s after a closed stream"
-            if before is None:
-                before = _settled_thread_count()
-        after = _settled_thread_count()
-        print(f"stream closed mid-frame x{LEAVE_ROUNDS}: threads {before} -> {after}, "
-              f"last next-request {waited:.1f} s")
-        assert after <= before + THREAD_SLACK, (before, after)
-    finally:
-        faults.sleep_s = 0.0
-        client.close()
+    fn_index = next(i for i, dep in enumerate(client.config["dependencies"])
+                    if dep.get("api_name") == loadtest.TEXT_ENDPOINT.lstrip("/"))
+    _abandon_frames_and_check_nothing_leaks(client, engine, faults, lambda: _leave_mid_frame(port, fn_index, faults),
+                                            "event stream closed mid-frame")
 
 
 def test_model_that_fails_to_load_exits_with_a_clear_message(failing_start):
