@@ -18,6 +18,7 @@ import json
 import re
 import statistics
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,17 @@ def _need(chromium):
     return chromium
 
 
+@contextmanager
+def _app_page(chromium, url: str, **context_options):
+    """A page on the app (``helpers.open_app``) in a browser context of its own, closed afterwards; a desktop
+    window unless ``context_options`` say otherwise."""
+    context = _need(chromium).new_context(**({"viewport": {"width": 1280, "height": 1000}} | context_options))
+    try:
+        yield helpers.open_app(context, url)
+    finally:
+        context.close()
+
+
 def _pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
@@ -77,9 +89,7 @@ def _engine_total_ms(page) -> float:
 
 def test_five_mouse_strokes_each_show_a_new_image(chromium, live_app):
     url, engine, _demo = live_app
-    context = _need(chromium).new_context(viewport={"width": 1280, "height": 1000})
-    try:
-        page = helpers.open_app(context, url)
+    with _app_page(chromium, url) as page:
         src = helpers.wait_idle(page)
         seen, rows = {src}, []
         for index, stroke in enumerate(STROKES):
@@ -92,8 +102,6 @@ def test_five_mouse_strokes_each_show_a_new_image(chromium, live_app):
         # one value per stroke, not per pointer move
         assert page.evaluate("() => document.querySelector('#sketch canvas').dataset.sent") == str(len(STROKES))
         probe = page.evaluate("() => window.__probe")
-    finally:
-        context.close()
 
     ups, loads = probe["ups"], probe["loads"]["sketch_output"]
     assert len(ups) == len(STROKES), ups
@@ -115,9 +123,7 @@ def test_five_mouse_strokes_each_show_a_new_image(chromium, live_app):
 def test_fast_typing_ends_on_the_image_for_the_whole_prompt(chromium, live_app):
     url, engine, _demo = live_app
     prompt = "a lighthouse on a cliff at dusk"
-    context = _need(chromium).new_context(viewport={"width": 1280, "height": 1000})
-    try:
-        page = helpers.open_app(context, url)
+    with _app_page(chromium, url) as page:
         src = helpers.wait_idle(page)
         helpers.draw_stroke(page, STROKES[0])
         src = helpers.wait_new_image(page, src)
@@ -128,8 +134,6 @@ def test_fast_typing_ends_on_the_image_for_the_whole_prompt(chromium, live_app):
         assert page.locator("#prompt textarea").input_value() == prompt
         shown = _pixels(helpers.fetch_image(page, final_src))
         canvas = helpers.canvas_data_url(page)
-    finally:
-        context.close()
 
     def frame(text: str) -> np.ndarray:
         import io
@@ -151,10 +155,8 @@ def test_fast_typing_ends_on_the_image_for_the_whole_prompt(chromium, live_app):
 
 def test_touch_stroke_draws_sends_and_does_not_scroll(chromium, live_app):
     url, engine, _demo = live_app
-    context = _need(chromium).new_context(viewport={"width": 412, "height": 700}, has_touch=True, is_mobile=True,
-                                          device_scale_factor=2)
-    try:
-        page = helpers.open_app(context, url)
+    with _app_page(chromium, url, viewport={"width": 412, "height": 700}, has_touch=True, is_mobile=True,
+                   device_scale_factor=2) as page:
         src = helpers.wait_idle(page)
         box = helpers.canvas_box(page)
         before_value = helpers.canvas_data_url(page)
@@ -179,8 +181,6 @@ def test_touch_stroke_draws_sends_and_does_not_scroll(chromium, live_app):
         from sprint_demo.inputs import decode_image
 
         assert decode_image(helpers.canvas_data_url(page)).size == (engine.size, engine.size)
-    finally:
-        context.close()
 
 
 def _blank(data_url: str) -> bool:
@@ -208,9 +208,7 @@ def _same_as_engine(page, src: str, frame) -> bool:
 def test_example_sketch_loads_and_undo_and_clear_work(chromium, live_app):
     url, engine, _demo = live_app
     examples = json.loads((helpers.REPO / "assets" / "examples.json").read_text())
-    context = _need(chromium).new_context(viewport={"width": 1280, "height": 1000})
-    try:
-        page = helpers.open_app(context, url)
+    with _app_page(chromium, url) as page:
         src = helpers.wait_idle(page)
         page.locator("#sketch_examples img").nth(1).click()
         helpers.wait_new_image(page, src)
@@ -231,15 +229,11 @@ def test_example_sketch_loads_and_undo_and_clear_work(chromium, live_app):
         cleared_src = helpers.wait_new_image(page, erased_src)
         assert _blank(helpers.canvas_data_url(page))
         assert _same_as_engine(page, cleared_src, engine.sketch_to_image(None, examples[1]["prompt"]))
-    finally:
-        context.close()
 
 
 def test_photo_upload_replaces_the_sketch_until_cleared(chromium, live_app):
     url, _engine, _demo = live_app
-    context = _need(chromium).new_context(viewport={"width": 1280, "height": 1000})
-    try:
-        page = helpers.open_app(context, url)
+    with _app_page(chromium, url) as page:
         src = helpers.wait_idle(page)
         helpers.draw_stroke(page, STROKES[2])
         sketch_src = helpers.wait_new_image(page, src)
@@ -251,8 +245,6 @@ def test_photo_upload_replaces_the_sketch_until_cleared(chromium, live_app):
         page.locator("#photo button[aria-label='Remove Image']").click()
         assert helpers.wait_new_image(page, photo_src) == sketch_src  # the sketch's frame again
         assert page.locator("#photo_map img").count() == 0
-    finally:
-        context.close()
 
 
 def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
@@ -260,9 +252,7 @@ def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
 
     url, engine, _demo = live_app
     prompt = "a red kite over the sea"
-    context = _need(chromium).new_context(viewport={"width": 1280, "height": 1000})
-    try:
-        page = helpers.open_app(context, url)
+    with _app_page(chromium, url) as page:
         page.get_by_role("tab", name="Playground").click()
         page.wait_for_selector("#t2i_output img", timeout=60_000)
         src = helpers.wait_idle(page, "t2i_output")
@@ -295,5 +285,3 @@ def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
         page.locator("#t2i_seed_random").click()
         helpers.wait_new_image(page, dragged_src, "t2i_output")
         assert page.locator("#t2i_seed input").input_value() != seed_before
-    finally:
-        context.close()
