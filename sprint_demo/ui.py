@@ -152,6 +152,25 @@ def _examples(name: str) -> list[dict[str, str]]:
 
 
 # --- The interface --------------------------------------------------------------------------------------
+# The controls both tabs have, defined once; each tab gives its own element ids.
+def _steps_slider(elem_id: str) -> gr.Slider:
+    return gr.Slider(settings.MIN_STEPS, settings.MAX_STEPS, value=settings.DEFAULT_STEPS, step=1, label="Steps",
+                     elem_id=elem_id)
+
+
+def _seed_row(elem_id: str) -> tuple[gr.Number, gr.Button]:
+    """The seed box and its dice button (``<elem_id>_random``) side by side."""
+    with gr.Row():
+        seed = gr.Number(value=settings.DEFAULT_SEED, precision=0, minimum=0, maximum=settings.MAX_SEED,
+                         label="Seed", elem_id=elem_id)
+        return seed, gr.Button("🎲 Random seed", elem_id=f"{elem_id}_random", scale=0)
+
+
+def _guidance_slider(elem_id: str) -> gr.Slider:
+    return gr.Slider(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE, value=settings.DEFAULT_GUIDANCE, step=0.1,
+                     label="Guidance", elem_id=elem_id)
+
+
 def create_demo(engine: Any) -> gr.Blocks:
     """The whole app around one loaded engine (``sprint_demo.engine.Engine``)."""
     frames = _FrameFiles()
@@ -191,16 +210,10 @@ def create_demo(engine: Any) -> gr.Blocks:
                                           elem_id="sketch_output", height=min(size, OUTPUT_MAX_HEIGHT))
                         latency = gr.Markdown(label="Latency", elem_id="latency")
                 with gr.Row():
-                    steps = gr.Slider(settings.MIN_STEPS, settings.MAX_STEPS, value=settings.DEFAULT_STEPS,
-                                      step=1, label="Steps", elem_id="steps")
-                    with gr.Row():
-                        seed = gr.Number(value=settings.DEFAULT_SEED, precision=0, minimum=0,
-                                         maximum=settings.MAX_SEED, label="Seed", elem_id="seed")
-                        seed_random = gr.Button("🎲 Random seed", elem_id="seed_random", scale=0)
+                    steps = _steps_slider("steps")
+                    seed, seed_random = _seed_row("seed")
                 with gr.Row():
-                    guidance = gr.Slider(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE,
-                                         value=settings.DEFAULT_GUIDANCE, step=0.1, label="Guidance",
-                                         elem_id="guidance")
+                    guidance = _guidance_slider("guidance")
                     control_strength = gr.Slider(settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH,
                                                  value=settings.DEFAULT_CONTROL_STRENGTH, step=0.05,
                                                  label="Control strength", elem_id="control_strength")
@@ -225,15 +238,9 @@ def create_demo(engine: Any) -> gr.Blocks:
                         t2i_prompt = gr.Textbox("", label="Prompt", elem_id="t2i_prompt", lines=3, max_lines=6,
                                                 max_length=settings.MAX_PROMPT_CHARS,
                                                 placeholder="type: the image refreshes as you write")
-                        t2i_steps = gr.Slider(settings.MIN_STEPS, settings.MAX_STEPS, value=settings.DEFAULT_STEPS,
-                                              step=1, label="Steps", elem_id="t2i_steps")
-                        with gr.Row():
-                            t2i_seed = gr.Number(value=settings.DEFAULT_SEED, precision=0, minimum=0,
-                                                 maximum=settings.MAX_SEED, label="Seed", elem_id="t2i_seed")
-                            t2i_seed_random = gr.Button("🎲 Random seed", elem_id="t2i_seed_random", scale=0)
-                        t2i_guidance = gr.Slider(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE,
-                                                 value=settings.DEFAULT_GUIDANCE, step=0.1, label="Guidance",
-                                                 elem_id="t2i_guidance")
+                        t2i_steps = _steps_slider("t2i_steps")
+                        t2i_seed, t2i_seed_random = _seed_row("t2i_seed")
+                        t2i_guidance = _guidance_slider("t2i_guidance")
                         t2i_aspect = gr.Radio(list(settings.ASPECT_RATIOS), value=settings.ASPECT_RATIOS[0],
                                               label="Aspect", elem_id="t2i_aspect")
                         with gr.Row():
