@@ -7,10 +7,12 @@
 #
 # For a GPU machine that has torch but no diffusers and no network: the wheels in WHEEL_DIR (default .whl:
 # diffusers, transformers, regex, importlib_metadata; see docs/PERFORMANCE.md for the download command) are
-# installed into /tmp/site first. Writes gpu.txt, parity.txt and <variant>.json (+ .log) per variant to OUT_DIR
-# and prints the summary table last. A variant that fails or runs out of time leaves the others' results.
-# Environment: VARIANTS, STEPS, MODES, BUDGET_S (see below); MODEL, SIZE, REPEAT and PARITY=0 let the test suite
-# run the script on a CPU with the preview model (tests/test_engine.py).
+# installed into /tmp/site first. Writes gpu.txt, parity.txt and <variant>.json (+ .log, + .profile.txt for the
+# variants in PROFILE: a torch.profiler report of where each stage's time goes) to OUT_DIR and prints the summary
+# table last. A variant that fails or runs out of time leaves the others' results. PACK=FILE.tar.gz also packs
+# OUT_DIR into one file at the end (the device tool brings back at most 8 files).
+# Environment: VARIANTS, STEPS, MODES, BUDGET_S, PROFILE, PACK (see below); MODEL, SIZE, REPEAT and PARITY=0 let the
+# test suite run the script on a CPU with the preview model (tests/test_gpu_bench_script.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu_bench.sh OUT_DIR [WHEEL_DIR]}
@@ -57,16 +59,19 @@ declare -A flags=(
 )
 order="eager compiled cudagraphs step nchw fp16"
 variants=${VARIANTS:-eager compiled cudagraphs}  # e.g. VARIANTS="eager cudagraphs step" STEPS=1 for a short lease
+profiled=${PROFILE:-cudagraphs step}  # variants that also write a profiler report (a few seconds each)
 files=()
 for name in $order; do
   [[ " $variants " == *" $name "* ]] || continue
   [ "$(left)" -gt 30 ] || { echo "no time left for $name"; continue; }
   # eager gets at most 170 s so that the compiled variants keep most of the budget
   limit=$(( $(left) - 5 )); [ "$name" = eager ] && [ $limit -gt 170 ] && limit=170
+  profile=(); [[ " $profiled " == *" $name "* ]] && profile=(--profile "$out/$name.profile.txt")
   # shellcheck disable=SC2086  # the flags are words
-  timeout $limit python3 -m sprint_demo.bench "${common[@]}" ${flags[$name]} --json "$out/$name.json" 2>&1 \
+  timeout $limit python3 -m sprint_demo.bench "${common[@]}" ${flags[$name]} "${profile[@]}" --json "$out/$name.json" 2>&1 \
     | grep -v "Warning\|float32" | tee "$out/$name.log"
   [ -s "$out/$name.json" ] && files+=("$out/$name.json")
 done
 [ ${#files[@]} -gt 0 ] && python3 -m sprint_demo.bench --summarize "${files[@]}" | tee "$out/summary.txt"
 echo "elapsed ${SECONDS}s"
+[ -n "${PACK:-}" ] && tar -czf "$PACK" -C "$(dirname "$out")" "$(basename "$out")" && echo "packed into $PACK"

@@ -9,6 +9,9 @@ Modes:
   controlnet-warm  same canvas and prompt, a new seed each frame: text_encode and control_encode ~ 0
 
 ``--summarize A.json B.json ...`` prints one table over earlier runs with each case's ratio to the first.
+``--profile PATH`` then runs a few more frames of one case (ControlNet, new strokes, when asked for) under
+``torch.profiler`` and writes, per frame, each stage's wall time beside the device time spent in it, and the
+operators and kernels that took the most: where a stage's milliseconds go, from the same run.
 
 Writes ``{"runs": [{"mode", "steps", "height", "width", "device", "model", "stages_ms", "total_ms",
 "p90_total_ms", ...}]}`` when ``--json`` is given.
@@ -29,7 +32,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import settings
-from .engine import STAGES, Engine, load_engine
+from .engine import STAGE_LABEL, STAGES, Engine, load_engine
 from .speedups import COMPILE_SCOPES, SpeedOptions
 
 MODES = ("t2i", "controlnet", "controlnet-warm")
@@ -83,6 +86,31 @@ def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int) -> d
         "p90_stages_ms": {s: round(percentile([f[s] for f in frames], 90), 2) for s in STAGES},
         "repeat": repeat,
     }
+
+
+def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3) -> str:
+    """``frames`` frames of one case under torch.profiler -> a report. Stage rows: wall time of the stage's range
+    on the host and the device time of the kernels launched inside it (a stage whose device time is far below its
+    wall time waits on the host: Python, launches, copies). Then the operators and kernels with the most self
+    time on the device (on the host for a CPU run)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = engine.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        run_case(engine, mode, steps, engine.size, frames - 1)  # run_case adds one frame of its own
+    events = prof.key_averages()
+    title = (f"# torch.profiler: {frames} frames of {mode}, {steps} step(s), {engine.size}px on {device_name(engine)}, "
+             f"speed-ups: {engine.speed.describe()}")
+    lines = [title, f"{'stage':>16} {'wall ms/frame':>14} {'device ms/frame':>16}"]
+    for stage in STAGES[:-1]:
+        found = [e for e in events if e.key == STAGE_LABEL + stage]
+        if found:
+            wall, device = found[0].cpu_time_total / frames / 1000, found[0].device_time_total / frames / 1000
+            lines.append(f"{stage:>16} {wall:>14.2f} {f'{device:.2f}' if cuda else '-':>16}")
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    lines += ["", events.table(sort_by=sort, row_limit=30, max_name_column_width=70)]
+    return "\n".join(lines)
 
 
 def device_name(engine: Engine) -> str:
@@ -140,6 +168,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --compile: one region per block (measured) or per denoising step (untimed yet)")
     parser.add_argument("--no-channels-last", action="store_true", help="keep the DC-AE in NCHW layout")
     parser.add_argument("--no-tf32", action="store_true", help="disable TF32 matmuls")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="after the timed cases, write a torch.profiler report of a few frames here")
     args = parser.parse_args(argv)
     args.steps = [int(s) for s in args.steps.split(",")]
     args.mode = args.mode.split(",")
@@ -176,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"speedups": engine.speed.describe(), "dtype": str(engine.pipe.transformer.dtype),
                 "load_s": round(loaded_s, 1), "warmup_s": round(warmup_s, 1), "torch": torch.__version__}
         args.json.write_text(json.dumps({"runs": runs, "meta": meta}, indent=2))
+    if args.profile:  # after the JSON is written: a profiler failure must not cost the timings
+        mode = "controlnet" if "controlnet" in args.mode else args.mode[0]
+        report = profile_case(engine, mode, args.steps[0])
+        args.profile.parent.mkdir(parents=True, exist_ok=True)
+        args.profile.write_text(report + "\n")
+        print("\n".join(report.splitlines()[:len(STAGES) + 1]))
     return 0
 
 

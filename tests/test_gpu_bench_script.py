@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,27 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_gpu_bench_script_runs_each_variant_and_summarises(tmp_path):
+    out, pack = tmp_path / "run", tmp_path / "run.tar.gz"
     env = os.environ | {"VARIANTS": "eager step", "MODEL": "preview", "SIZE": "256", "STEPS": "1",
-                        "MODES": "controlnet", "REPEAT": "1", "PARITY": "0", "BUDGET_S": "300"}
-    done = subprocess.run(["bash", "scripts/gpu_bench.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                        "MODES": "t2i,controlnet", "REPEAT": "1", "PARITY": "0", "BUDGET_S": "300", "PROFILE": "step",
+                        "PACK": str(pack)}
+    done = subprocess.run(["bash", "scripts/gpu_bench.sh", str(out)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=400, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     for variant in ("eager", "step"):
-        runs = json.loads((tmp_path / f"{variant}.json").read_text())["runs"]
-        assert [(r["mode"], r["steps"], r["width"]) for r in runs] == [("controlnet", 1, 256)]
-        assert runs[0]["model_ms"] > 0
-    assert not (tmp_path / "compiled.json").exists()  # only the variants asked for
-    summary = (tmp_path / "summary.txt").read_text().splitlines()
-    assert [line.split()[0] for line in summary[2:]] == ["eager", "step"]
+        runs = json.loads((out / f"{variant}.json").read_text())["runs"]
+        assert [(r["mode"], r["steps"], r["width"]) for r in runs] == [("t2i", 1, 256), ("controlnet", 1, 256)]
+        assert all(r["model_ms"] > 0 for r in runs)
+    assert not (out / "compiled.json").exists()  # only the variants asked for
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert [line.split()[0] for line in summary[2:]] == ["eager", "eager", "step", "step"]
+    # the profiler report of the variant asked for: the ControlNet case, every model stage with its time
+    assert not (out / "eager.profile.txt").exists()
+    report = (out / "step.profile.txt").read_text().splitlines()
+    assert report[0].startswith("# torch.profiler: 3 frames of controlnet, 1 step(s), 256px")
+    stage_ms = {line.split()[0]: float(line.split()[1]) for line in report[2:7]}
+    assert set(stage_ms) == {"text_encode", "control_encode", "denoise", "decode", "postprocess"}
+    assert all(stage_ms[stage] > 0.5 for stage in ("control_encode", "denoise", "decode"))
+    assert "Self CPU" in "\n".join(report)  # the operator table follows
+    with tarfile.open(pack) as packed:  # one file for the device tool to bring back
+        assert {"run/step.json", "run/step.profile.txt", "run/summary.txt"} <= set(packed.getnames())
