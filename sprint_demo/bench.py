@@ -89,10 +89,12 @@ def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int) -> d
 
 
 def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3) -> str:
-    """``frames`` frames of one case under torch.profiler -> a report. Stage rows: wall time of the stage's range
-    on the host and the device time of the kernels launched inside it (a stage whose device time is far below its
-    wall time waits on the host: Python, launches, copies). Then the operators and kernels with the most self
-    time on the device (on the host for a CPU run)."""
+    """``frames`` frames of one case under torch.profiler -> a report. Per stage and frame: wall time on the host,
+    device busy time (the kernels launched inside the stage, summed) and device span (first to last of them). A
+    stage whose busy time is far below its wall time waits on the host (Python, launches, copies); one whose span
+    is far above its busy time has gaps between kernels. Then the operators and kernels with the most self time
+    on the device (on the host for a CPU run)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     cuda = engine.device.type == "cuda"
@@ -100,14 +102,20 @@ def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3) -> str:
     with profile(activities=activities) as prof:
         run_case(engine, mode, steps, engine.size, frames - 1)  # run_case adds one frame of its own
     events = prof.key_averages()
+    # A stage is two entries: its range on the host, and (CUDA) the same label on the device's timeline.
+    host = {e.key: e for e in events if e.key.startswith(STAGE_LABEL) and e.device_type == DeviceType.CPU}
+    device = {e.key: e for e in events if e.key.startswith(STAGE_LABEL) and e.device_type != DeviceType.CPU}
     title = (f"# torch.profiler: {frames} frames of {mode}, {steps} step(s), {engine.size}px on {device_name(engine)}, "
              f"speed-ups: {engine.speed.describe()}")
-    lines = [title, f"{'stage':>16} {'wall ms/frame':>14} {'device ms/frame':>16}"]
-    for stage in STAGES[:-1]:
-        found = [e for e in events if e.key == STAGE_LABEL + stage]
-        if found:
-            wall, device = found[0].cpu_time_total / frames / 1000, found[0].device_time_total / frames / 1000
-            lines.append(f"{stage:>16} {wall:>14.2f} {f'{device:.2f}' if cuda else '-':>16}")
+    lines = [title, f"{'stage':>16} {'wall ms/frame':>14} {'device busy':>12} {'device span':>12}"]
+    def per_frame(microseconds: float) -> str:
+        return f"{microseconds / frames / 1000:.2f}"
+
+    for label in [STAGE_LABEL + stage for stage in STAGES[:-1]]:
+        if label in host:
+            busy = per_frame(host[label].device_time_total) if cuda else "-"
+            span = per_frame(device[label].device_time_total) if label in device else "-"
+            lines.append(f"{label[len(STAGE_LABEL):]:>16} {per_frame(host[label].cpu_time_total):>14} {busy:>12} {span:>12}")
     sort = "self_device_time_total" if cuda else "self_cpu_time_total"
     lines += ["", events.table(sort_by=sort, row_limit=30, max_name_column_width=70)]
     return "\n".join(lines)
