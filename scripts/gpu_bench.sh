@@ -22,6 +22,21 @@ deadline=$((SECONDS + ${BUDGET_S:-470}))  # the whole run must end inside 8 minu
 left() { echo $((deadline - SECONDS)); }
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
+common=(--model "${MODEL:-random-full}" --size "${SIZE:-1024}" --steps "${STEPS:-1,2,4}"
+        --mode "${MODES:-t2i,controlnet,controlnet-warm}" --repeat "${REPEAT:-10}")
+# Each variant: the bench flags it adds. The speed-ups are measured against each other in the same run.
+declare -A flags=(
+  [eager]=""
+  [compiled]="--compile"                                   # torch.compile per block, no CUDA graphs
+  [cudagraphs]="--compile --cuda-graphs"                   # + CUDA graphs, per block
+  [step]="--compile --cuda-graphs --compile-scope step"    # + one region per denoising step
+  [nchw]="--compile --cuda-graphs --compile-scope step --no-channels-last"  # ablation: DC-AE without NHWC
+  [fp16]="--compile --cuda-graphs --compile-scope step --dtype fp16"       # ablation: fp16 instead of bf16
+)
+# Run in the order given: the one that matters most right after eager, so it is not the one the budget cuts.
+variants=${VARIANTS:-eager compiled cudagraphs}  # e.g. VARIANTS="eager step cudagraphs" STEPS=1 for a short lease
+for name in $variants; do [ -n "${flags[$name]+known}" ] || { echo "unknown variant $name (${!flags[*]})"; exit 2; }; done
+
 if ! python3 -c "import diffusers" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl || exit 1
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
@@ -46,23 +61,9 @@ for steps in (1, 2, 4):
     print(f"parity on cuda, {steps} step(s): torch.equal = {torch.equal(a, b)}")
 PY
 
-common=(--model "${MODEL:-random-full}" --size "${SIZE:-1024}" --steps "${STEPS:-1,2,4}"
-        --mode "${MODES:-t2i,controlnet,controlnet-warm}" --repeat "${REPEAT:-10}")
-# Each variant: the bench flags it adds. The speed-ups are measured against each other in the same run.
-declare -A flags=(
-  [eager]=""
-  [compiled]="--compile"                                   # torch.compile per block, no CUDA graphs
-  [cudagraphs]="--compile --cuda-graphs"                   # + CUDA graphs, per block
-  [step]="--compile --cuda-graphs --compile-scope step"    # + one region per denoising step
-  [nchw]="--compile --cuda-graphs --compile-scope step --no-channels-last"  # ablation: DC-AE without NHWC
-  [fp16]="--compile --cuda-graphs --compile-scope step --dtype fp16"       # ablation: fp16 instead of bf16
-)
-order="eager compiled cudagraphs step nchw fp16"
-variants=${VARIANTS:-eager compiled cudagraphs}  # e.g. VARIANTS="eager cudagraphs step" STEPS=1 for a short lease
 profiled=${PROFILE:-cudagraphs step}  # variants that also write a profiler report (a few seconds each)
 files=()
-for name in $order; do
-  [[ " $variants " == *" $name "* ]] || continue
+for name in $variants; do
   [ "$(left)" -gt 30 ] || { echo "no time left for $name"; continue; }
   # eager gets at most 170 s so that the compiled variants keep most of the budget
   limit=$(( $(left) - 5 )); [ "$name" = eager ] && [ $limit -gt 170 ] && limit=170

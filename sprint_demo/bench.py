@@ -14,7 +14,8 @@ Modes:
 operators and kernels that took the most: where a stage's milliseconds go, from the same run.
 
 Writes ``{"runs": [{"mode", "steps", "height", "width", "device", "model", "stages_ms", "total_ms",
-"p90_total_ms", ...}]}`` when ``--json`` is given.
+"p90_total_ms", ...}], "meta": {...}}`` when ``--json`` is given; ``meta.compiled_vs_eager`` compares one frame of
+the compiled engine with the same frame with torch.compile ignored.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
@@ -86,6 +88,24 @@ def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int) -> d
         "p90_stages_ms": {s: round(percentile([f[s] for f in frames], 90), 2) for s in STAGES},
         "repeat": repeat,
     }
+
+
+def compiled_vs_eager(engine: Engine) -> dict:
+    """The same ControlNet frame (new canvas, 1 step) through the engine as set up, then with torch.compile ignored:
+    pixel differences in uint8 levels. Compiled bf16 code may round differently; images that differ by more than
+    a few levels on average mean a compiled variant draws something else. (0 when nothing is compiled.)"""
+    sketch = stroke_canvas(engine.size, 5)
+    pixels = []
+    for eager in (False, True):
+        engine.clear_caches()  # a full frame both times: prompt, control encode, denoise, decode
+        engine.eager = eager
+        try:
+            frame = engine.sketch_to_image(sketch, BENCH_PROMPT, steps=1, seed=3)
+        finally:
+            engine.eager = False
+        pixels.append(np.asarray(frame.image, dtype=np.int16))
+    difference = np.abs(pixels[0] - pixels[1])
+    return {"max_levels": int(difference.max()), "mean_levels": round(float(difference.mean()), 3)}
 
 
 def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3) -> str:
@@ -209,10 +229,16 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run_case(engine, mode, steps, engine.size, args.repeat))
             print(format_table(runs[-1:]).splitlines()[-1], flush=True)
     print(format_table(runs))
+    try:  # a failed check is a finding to record, not a reason to lose the timings
+        check = compiled_vs_eager(engine)
+    except Exception as error:  # noqa: BLE001
+        check = {"error": f"{type(error).__name__}: {error}"[:500]}
+    print(f"# compiled vs eager, one ControlNet frame, uint8 levels: {check}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"speedups": engine.speed.describe(), "dtype": str(engine.pipe.transformer.dtype),
-                "load_s": round(loaded_s, 1), "warmup_s": round(warmup_s, 1), "torch": torch.__version__}
+                "load_s": round(loaded_s, 1), "warmup_s": round(warmup_s, 1), "torch": torch.__version__,
+                "compiled_vs_eager": check}
         args.json.write_text(json.dumps({"runs": runs, "meta": meta}, indent=2))
     if args.profile:  # after the JSON is written: a profiler failure must not cost the timings
         mode = "controlnet" if "controlnet" in args.mode else args.mode[0]

@@ -128,6 +128,7 @@ class Engine:
         self._controls = _LRU(settings.CONTROL_CACHE_SIZE)
         self._last: tuple[_Request, Frame] | None = None
         self._warm = False  # set by warmup(): from then on nothing compiles (see _generate)
+        self.eager = False  # True: frames ignore torch.compile (the benchmark's check of what compiled code draws)
 
     def _controlnet_note(self) -> str | None:
         report = self.loaded.controlnet_report
@@ -204,11 +205,16 @@ class Engine:
             for steps in step_counts:
                 self._generate("warm-up", steps, 0, settings.DEFAULT_GUIDANCE, (self.size, self.size), control, 1.0,
                                remember=False)
+        self.clear_caches()
+        self._warm = True
+        return time.perf_counter() - began
+
+    def clear_caches(self) -> None:
+        """Forgets cached prompts, control latents and the last frame: the next frame does all its work."""
         with self._lock:
             self._prompts.clear()
             self._controls.clear()
-            self._warm = True
-        return time.perf_counter() - began
+            self._last = None
 
     # --- the frame path ------------------------------------------------------------------------------------
 
@@ -233,6 +239,7 @@ class Engine:
             # Once warm, a compiled engine never compiles again: a size the warm-up did not see (an aspect preset,
             # an API call) runs eagerly instead of holding the GPU lock for the minute a compile takes.
             stance = "eager_on_recompile" if self._warm and self.speed.compile else "default"
+            stance = "force_eager" if self.eager else stance
             try:
                 with torch.compiler.set_stance(stance):
                     frame = self._render(request, control_map, notices)

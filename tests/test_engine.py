@@ -118,6 +118,38 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert all(r["stages_ms"]["control_encode"] > 0.5 for r in new_canvas)  # a real encode every frame
     assert all(r["stages_ms"]["control_encode"] < 0.5 and r["stages_ms"]["text_encode"] < 0.5 for r in warm)
     assert "control_encode" in capsys.readouterr().out
+    assert json.loads(out.read_text())["meta"]["compiled_vs_eager"] == {"max_levels": 0, "mean_levels": 0.0}
+
+
+def test_an_eager_engine_bypasses_compiled_code_and_draws_what_it_draws():
+    """The benchmark's correctness check of compiled variants (``bench.compiled_vs_eager``) relies on
+    ``Engine.eager`` running frames without the compiled code, even on a warm engine (whose frames otherwise run
+    under the "eager_on_recompile" stance)."""
+    from dataclasses import replace
+
+    import torch
+
+    from sprint_demo.speedups import compile_models
+
+    calls = []
+
+    def counting(graph_module, example_inputs):
+        def run(*args):
+            calls.append(1)
+            return graph_module.forward(*args)
+        return run
+
+    torch._dynamo.reset()
+    engine = load_engine("preview", device="cpu", warmup=False)
+    engine.size = 256
+    compile_models(engine.pipe, "step", backend=counting)
+    engine.speed = replace(engine.speed, compile=True)  # the CPU turns compile off; here it is on by hand
+    engine.warmup()
+    calls.clear()
+    assert bench.compiled_vs_eager(engine) == {"max_levels": 0, "mean_levels": 0.0}  # the eager backend: same
+    assert len(calls) == 3  # the compiled frame: control encode, step, decode; the eager frame: none
+    assert not engine.eager
+    torch._dynamo.reset()
 
 
 def test_device_side_rounding_gives_diffusers_pixels(preview):

@@ -29,7 +29,8 @@ def test_gpu_bench_script_runs_each_variant_and_summarises(tmp_path):
         assert all(r["model_ms"] > 0 for r in runs)
     assert not (out / "compiled.json").exists()  # only the variants asked for
     summary = (out / "summary.txt").read_text().splitlines()
-    assert [line.split()[0] for line in summary[2:]] == ["eager", "eager", "step", "step"]
+    assert [line.split()[0] for line in summary[2:]] == ["eager", "eager", "step", "step"]  # in the order asked
+    assert json.loads((out / "step.json").read_text())["meta"]["compiled_vs_eager"]["max_levels"] == 0
     # the profiler report of the variant asked for: the ControlNet case, every model stage with its time
     assert not (out / "eager.profile.txt").exists()
     report = (out / "step.profile.txt").read_text().splitlines()
@@ -40,3 +41,11 @@ def test_gpu_bench_script_runs_each_variant_and_summarises(tmp_path):
     assert "Self CPU" in "\n".join(report)  # the operator table follows
     with tarfile.open(pack) as packed:  # one file for the device tool to bring back
         assert {"run/step.json", "run/step.profile.txt", "run/summary.txt"} <= set(packed.getnames())
+
+
+def test_gpu_bench_script_refuses_an_unknown_variant_before_spending_the_lease(tmp_path):
+    env = os.environ | {"VARIANTS": "eager stepp", "MODEL": "preview", "PARITY": "0"}
+    done = subprocess.run(["bash", "scripts/gpu_bench.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "unknown variant stepp" in done.stdout
+    assert not list(tmp_path.iterdir())  # nothing ran
