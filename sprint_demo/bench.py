@@ -128,6 +128,7 @@ def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3) -> str:
     title = (f"# torch.profiler: {frames} frames of {mode}, {steps} step(s), {engine.size}px on {device_name(engine)}, "
              f"speed-ups: {engine.speed.describe()}")
     lines = [title, f"{'stage':>16} {'wall ms/frame':>14} {'device busy':>12} {'device span':>12}"]
+
     def per_frame(microseconds: float) -> str:
         return f"{microseconds / frames / 1000:.2f}"
 

@@ -98,8 +98,8 @@ def _nested_region_class(block_class: type) -> type:
     step, dynamo and inductor compile a block once and reuse that code for every block of the same shapes (a no-op
     outside torch.compile). A subclass, not a per-instance wrapper: a region bound to each block with
     ``types.MethodType`` gave every block the first block's weights under torch 2.14 (2.11 got it right): wrong
-    images. As a method of the class, each block's parameters are inputs of the shared region in both. Same name as the base class, which
-    diffusers and accelerate look blocks up by."""
+    images. As a method of the class, each block's parameters are inputs of the shared region in both. The
+    subclass keeps the base class's name, which diffusers and accelerate look blocks up by."""
     import torch
 
     if block_class not in _NESTED_REGION_CLASSES:
