@@ -125,18 +125,20 @@ def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3) -> str:
     # A stage is two entries: its range on the host, and (CUDA) the same label on the device's timeline.
     host = {e.key: e for e in events if e.key.startswith(STAGE_LABEL) and e.device_type == DeviceType.CPU}
     device = {e.key: e for e in events if e.key.startswith(STAGE_LABEL) and e.device_type != DeviceType.CPU}
-    title = (f"# torch.profiler: {frames} frames of {mode}, {steps} step(s), {engine.size}px on {device_name(engine)}, "
-             f"speed-ups: {engine.speed.describe()}")
+    title = (f"# torch.profiler: {frames} frames of {mode}, {steps} step(s), {engine.size}px on "
+             f"{device_name(engine)}, speed-ups: {engine.speed.describe()}")
     lines = [title, f"{'stage':>16} {'wall ms/frame':>14} {'device busy':>12} {'device span':>12}"]
 
     def per_frame(microseconds: float) -> str:
         return f"{microseconds / frames / 1000:.2f}"
 
-    for label in [STAGE_LABEL + stage for stage in STAGES[:-1]]:
+    for stage in STAGES[:-1]:
+        label = STAGE_LABEL + stage
         if label in host:
+            wall = per_frame(host[label].cpu_time_total)
             busy = per_frame(host[label].device_time_total) if cuda else "-"
             span = per_frame(device[label].device_time_total) if label in device else "-"
-            lines.append(f"{label[len(STAGE_LABEL):]:>16} {per_frame(host[label].cpu_time_total):>14} {busy:>12} {span:>12}")
+            lines.append(f"{stage:>16} {wall:>14} {busy:>12} {span:>12}")
     sort = "self_device_time_total" if cuda else "self_cpu_time_total"
     lines += ["", events.table(sort_by=sort, row_limit=30, max_name_column_width=70)]
     return "\n".join(lines)

@@ -236,10 +236,14 @@ class Engine:
             if self._last is not None and self._last[0] == request:
                 last = self._last[1]
                 return replace(last, reused=True, timings_ms=dict.fromkeys(STAGES, 0.0))
-            # Once warm, a compiled engine never compiles again: a size the warm-up did not see (an aspect preset,
-            # an API call) runs eagerly instead of holding the GPU lock for the minute a compile takes.
-            stance = "eager_on_recompile" if self._warm and self.speed.compile else "default"
-            stance = "force_eager" if self.eager else stance
+            if self.eager:
+                stance = "force_eager"
+            elif self._warm and self.speed.compile:
+                # Once warm, a compiled engine never compiles again: a size the warm-up did not see (an aspect
+                # preset, an API call) runs eagerly instead of holding the GPU lock for the minute a compile takes.
+                stance = "eager_on_recompile"
+            else:
+                stance = "default"
             try:
                 with torch.compiler.set_stance(stance):
                     frame = self._render(request, control_map, notices)

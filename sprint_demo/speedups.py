@@ -22,6 +22,7 @@ Settings come from the environment (``SPRINT_COMPILE=1`` ...) or the command lin
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -90,9 +91,7 @@ def compile_models(pipe, scope: str, mode: str = "default", backend: str = "indu
     log.info("torch.compile (%s, %s) per %s and the DC-AE", backend, mode, scope)
 
 
-_NESTED_REGION_CLASSES: dict[type, type] = {}
-
-
+@functools.cache  # one subclass per block class: the region is shared by every block of that class
 def _nested_region_class(block_class: type) -> type:
     """A subclass of ``block_class`` whose forward is a ``torch.compiler.nested_compile_region``: within a compiled
     step, dynamo and inductor compile a block once and reuse that code for every block of the same shapes (a no-op
@@ -102,11 +101,8 @@ def _nested_region_class(block_class: type) -> type:
     subclass keeps the base class's name, which diffusers and accelerate look blocks up by."""
     import torch
 
-    if block_class not in _NESTED_REGION_CLASSES:
-        forward = torch.compiler.nested_compile_region(block_class.forward)
-        _NESTED_REGION_CLASSES[block_class] = type(block_class.__name__, (block_class,),
-                                                   {"forward": forward, "__qualname__": block_class.__qualname__})
-    return _NESTED_REGION_CLASSES[block_class]
+    forward = torch.compiler.nested_compile_region(block_class.forward)
+    return type(block_class.__name__, (block_class,), {"forward": forward, "__qualname__": block_class.__qualname__})
 
 
 def _strength_as_tensor(compiled_forward):
