@@ -125,11 +125,7 @@ def test_an_eager_engine_bypasses_compiled_code_and_draws_what_it_draws():
     """The benchmark's correctness check of compiled variants (``bench.compiled_vs_eager``) relies on
     ``Engine.eager`` running frames without the compiled code, even on a warm engine (whose frames otherwise run
     under the "eager_on_recompile" stance)."""
-    from dataclasses import replace
-
     import torch
-
-    from sprint_demo.speedups import compile_models
 
     calls = []
 
@@ -139,12 +135,7 @@ def test_an_eager_engine_bypasses_compiled_code_and_draws_what_it_draws():
             return graph_module.forward(*args)
         return run
 
-    torch._dynamo.reset()
-    engine = load_engine("preview", device="cpu", warmup=False)
-    engine.size = 256
-    compile_models(engine.pipe, "step", backend=counting)
-    engine.speed = replace(engine.speed, compile=True)  # the CPU turns compile off; here it is on by hand
-    engine.warmup()
+    engine = _warm_compiled_engine(backend=counting)
     calls.clear()
     assert bench.compiled_vs_eager(engine) == {"max_levels": 0, "mean_levels": 0.0}  # the eager backend: same
     assert len(calls) == 3  # the compiled frame: control encode, step, decode; the eager frame: none
@@ -214,8 +205,9 @@ def test_compiled_denoiser_traces_and_gives_the_same_images(scope):
 
 def test_the_step_scope_traces_a_block_once_and_reuses_it_for_the_others():
     """Compile time of the one-graph-per-step scope: every block of the transformer and of the ControlNet inlined
-    took 122 s for the real transformer alone (inductor, torch 2.14, 2 cores), a nested compile region per block 43 s. The
-    graphs dynamo hands the compiler must call one shared block subgraph for (all but at most one of) the blocks."""
+    took 122 s for the real transformer alone (inductor, torch 2.14, 2 cores), a nested compile region per block
+    43 s. The graphs dynamo hands the compiler must call one shared block subgraph for (all but at most one of) the
+    blocks."""
     import torch
 
     from sprint_demo.models import build_random_pipeline
@@ -283,19 +275,10 @@ def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, gr
 def test_a_warm_compiled_engine_runs_new_sizes_eagerly_instead_of_compiling():
     """After the warm-up (which compiles the canvas size), a frame at a size it did not see must not compile: on a
     GPU that is a minute with the lock held and every user waiting. It runs eagerly and is still right."""
-    from dataclasses import replace
-
     import torch
     from torch._dynamo.utils import counters
 
-    from sprint_demo.speedups import compile_models
-
-    torch._dynamo.reset()
-    engine = load_engine("preview", device="cpu", warmup=False)
-    engine.size = 256
-    compile_models(engine.pipe, "step", backend="eager")
-    engine.speed = replace(engine.speed, compile=True)  # the CPU turns compile off; here it is on by hand
-    engine.warmup()
+    engine = _warm_compiled_engine(backend="eager")
     graphs = counters["stats"]["unique_graphs"]
     assert graphs > 0
     wide = engine.text_to_image("a harbour", width=384, height=256)
@@ -308,3 +291,20 @@ def test_a_warm_compiled_engine_runs_new_sizes_eagerly_instead_of_compiling():
                             use_resolution_binning=False, complex_human_instruction=None).images
     assert wide.image == Image.fromarray((eager[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
     torch._dynamo.reset()
+
+
+def _warm_compiled_engine(backend):
+    """A preview engine at 256 px, compiled per step with ``backend`` and warmed up as the app does on a GPU."""
+    from dataclasses import replace
+
+    import torch
+
+    from sprint_demo.speedups import compile_models
+
+    torch._dynamo.reset()
+    engine = load_engine("preview", device="cpu", warmup=False)
+    engine.size = 256
+    compile_models(engine.pipe, "step", backend=backend)
+    engine.speed = replace(engine.speed, compile=True)  # the CPU turns compile off; here it is on by hand
+    engine.warmup()
+    return engine
