@@ -50,6 +50,11 @@ CSS = """
 #controlnet_note { color: #7a5b00; font-size: 0.9em; }
 #latency, #t2i_latency { font-family: ui-monospace, monospace; font-size: 0.85em; min-height: 3em; }
 #sketch_output img, #t2i_output img { object-fit: contain; }
+/* The example gallery: Gradio gives a gallery without a pixel height a box of at least 320 px (450 px on wide
+   screens), most of it empty under one row of thumbnails; here the box follows its thumbnails, which wrap into
+   rows on a narrow screen instead of scrolling sideways, below the gallery's label rather than under it. */
+#sketch_examples .grid-wrap { min-height: 0; max-height: none; overflow-y: auto; }
+#sketch_examples .grid-container { grid-template-columns: repeat(auto-fit, minmax(88px, 1fr)); padding-top: 24px; }
 """
 
 
