@@ -1,9 +1,9 @@
 """A light drawing canvas for Gradio: a ``gr.HTML`` subclass around a plain ``<canvas>``.
 
-Why not ``gr.Sketchpad``: it exports and uploads background, composite and layers as PNG files on every change
-(FACTS.md section 7: a median 1.27 s from mouse-up to a new image). This component keeps everything in the
-browser and sends one PNG data URL per finished stroke, as the component's value (a string); nothing is
-uploaded.
+Why not ``gr.Sketchpad``: it exports and uploads background, composite and layers as PNG files on every change;
+measured in headless Chromium against a 150 ms stand-in model, that is a median 1.27 s from mouse-up to a new
+image, against 225 ms for this component. This component keeps everything in the browser and sends one PNG data
+URL per finished stroke, as the component's value (a string); nothing is uploaded.
 
 How it works (read from gradio 6.31 ``gradio/components/html.py`` and its frontend ``HTML-*.js``, not copied):
 

@@ -1,6 +1,7 @@
 """The Gradio interface: ``create_demo(engine) -> gr.Blocks`` with a Sketch tab and a Playground tab.
 
-Refresh semantics (FACTS.md section 7): every input of a tab feeds ONE ``gr.on`` with
+Refresh semantics (measured in headless Chromium: ``trigger_mode="once"`` left stale final images, ``"multiple"``
+fell over a second behind): every input of a tab feeds ONE ``gr.on`` with
 ``trigger_mode="always_last"``, hidden progress and the shared ``"gpu"`` concurrency id (limit 1). So at most one
 frame per tab is in flight, inputs that arrive meanwhile collapse into the newest one, and the final image is
 always made from the final inputs. Identical inputs cost nothing: the engine returns its previous frame
