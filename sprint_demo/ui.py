@@ -177,8 +177,9 @@ def _guidance_slider(elem_id: str) -> gr.Slider:
                      label="Guidance", elem_id=elem_id)
 
 
-def create_demo(engine: Any) -> gr.Blocks:
-    """The whole app around one loaded engine (``sprint_demo.engine.Engine``)."""
+def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
+    """The whole app around one loaded engine (``sprint_demo.engine.Engine``). ``concurrency_limit``: frames in
+    flight at once over all users (1: one GPU; ``serve_ray.RayEngine.concurrency`` for replicas)."""
     frames = _FrameFiles()
     sketch_frame = _on_gpu(engine.sketch_to_image)
     text_frame = _on_gpu(engine.text_to_image)
@@ -282,7 +283,8 @@ def create_demo(engine: Any) -> gr.Blocks:
             outputs=[output, latency],
             api_name="sketch_to_image",
             api_description="Sketch (PNG data URL) + prompt -> (JPEG image, latency markdown).",
-            trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id=GPU,
+            trigger_mode="always_last", show_progress="hidden", concurrency_id=GPU,
+            concurrency_limit=concurrency_limit,
         )
 
         def photo_to_map(photo, thickness):
@@ -294,7 +296,7 @@ def create_demo(engine: Any) -> gr.Blocks:
         # Upload, clear, example click and thickness all recompute (or drop) the map; its change re-renders.
         gr.on(triggers=[photo.change, thickness.change], fn=photo_to_map, inputs=[photo, thickness],
               outputs=[photo_map_view, photo_map], api_visibility="private", trigger_mode="always_last",
-              show_progress="minimal", concurrency_limit=1, concurrency_id=GPU)
+              show_progress="minimal", concurrency_limit=concurrency_limit, concurrency_id=GPU)
 
         if sketch_examples:
             def load_example(event: gr.SelectData):
@@ -321,7 +323,8 @@ def create_demo(engine: Any) -> gr.Blocks:
             outputs=[t2i_output, t2i_latency],
             api_name="text_to_image",
             api_description="Prompt -> (JPEG image of width x height, latency markdown).",
-            trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id=GPU,
+            trigger_mode="always_last", show_progress="hidden", concurrency_id=GPU,
+            concurrency_limit=concurrency_limit,
         )
         t2i_aspect.change(lambda aspect: aspect_size(aspect, size), inputs=t2i_aspect,
                           outputs=[t2i_width, t2i_height], api_visibility="private", queue=False)
