@@ -165,3 +165,19 @@ def test_bad_flags_are_named(data, tmp_path):
     with pytest.raises(ValueError, match="no same-named .txt"):
         (tmp_path / "lonely.png").write_bytes((data["small"] / "shape_00000.png").read_bytes())
         tc.FolderDataset(tmp_path, tc.ControlPairs(256, 2, "classical", None))
+
+
+def test_a_sana10_controlnet_is_adapted_to_sprint(preview):
+    transformer = preview.pipe.transformer
+    shapes = {k: transformer.config[k] for k in ("num_attention_heads", "attention_head_dim",
+                                                  "num_cross_attention_heads", "cross_attention_head_dim",
+                                                  "cross_attention_dim", "caption_channels")}
+    sana10 = tc.SanaSprintControlNetModel(**shapes, qk_norm=None, guidance_embeds=False, timestep_scale=1000.0)
+    torch.nn.init.normal_(sana10.controlnet_blocks[0].weight)
+    adapted, note = tc.adapt_to_sprint(sana10, transformer)
+    assert adapted.config.guidance_embeds and adapted.config.qk_norm == transformer.config.qk_norm
+    assert adapted.config.timestep_scale == 1.0 and "adapted to Sprint" in note
+    assert torch.equal(adapted.controlnet_blocks[0].weight, sana10.controlnet_blocks[0].weight)  # its own weights
+    base_norm = transformer.transformer_blocks[0].attn1.norm_q.weight
+    assert torch.equal(adapted.transformer_blocks[0].attn1.norm_q.weight, base_norm)  # qk norms from the base
+    assert tc.adapt_to_sprint(adapted, transformer)[1] == "kept as is (Sprint-native)"
