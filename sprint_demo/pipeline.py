@@ -18,9 +18,9 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import SanaSprintPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_1024_BIN
 from diffusers.pipelines.sana.pipeline_output import SanaPipelineOutput
-from diffusers.pipelines.sana.pipeline_sana_sprint import retrieve_timesteps
 
 from . import settings
 from .controlnet import ControlInputs, SanaSprintControlNetModel, sana_transformer_forward
@@ -146,7 +146,11 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
 
         Step-adaptive: ``intermediate_timesteps`` at its default is used for 2 steps and dropped for 1, 3 or 4; a
         different value with a step count other than 2 is an error. ``complex_human_instruction`` defaults to None
-        here (SanaSprintPipeline prepends a long instruction by default; pass its list to match it)."""
+        here (SanaSprintPipeline prepends a long instruction by default; pass its list to match it). Custom
+        ``timesteps`` (``num_inference_steps + 1`` values, with ``max_timesteps=None``) work here, where
+        SanaSprintPipeline raises a TypeError."""
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         # 1. Step-adaptive schedule and our own checks.
         self.check_control_inputs(
             num_inference_steps, guidance_scale, control_image, control_latents, controlnet_conditioning_scale
@@ -190,18 +194,19 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
             clean_caption=clean_caption,
             max_sequence_length=max_sequence_length,
             complex_human_instruction=complex_human_instruction,
+            lora_scale=attention_kwargs.get("scale") if attention_kwargs is not None else None,  # text encoder LoRA
         )
 
-        # 4. Timesteps.
-        timesteps, num_inference_steps = retrieve_timesteps(
-            self.scheduler,
+        # 4. Timesteps. Called directly: diffusers' retrieve_timesteps drops num_inference_steps when custom
+        # timesteps are given, which SCMScheduler.set_timesteps requires (a TypeError in SanaSprintPipeline).
+        self.scheduler.set_timesteps(
             num_inference_steps,
-            device,
             timesteps,
-            sigmas=None,
+            device,
             max_timesteps=max_timesteps,
             intermediate_timesteps=intermediate_timesteps,
         )
+        timesteps = self.scheduler.timesteps
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
 
@@ -235,6 +240,8 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         transformer_dtype = self.transformer.dtype
         denoised = latents
         for i, t in enumerate(timesteps):
+            if self.interrupt:  # set by a step callback: the rest of the steps are skipped, as in diffusers
+                continue
             timestep = t.expand(latents.shape[0])
             scm_timestep = torch.sin(timestep) / (torch.cos(timestep) + torch.sin(timestep))  # TrigFlow -> [0, 1]
             s = scm_timestep.view(-1, 1, 1, 1)
@@ -263,7 +270,9 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
             noise_pred = noise_pred.float() * sigma_data
             latents, denoised = self.scheduler.step(noise_pred, timestep, latents, **extra_step_kwargs, return_dict=False)
             if callback_on_step_end is not None:
-                callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                # named explicitly: on Python 3.11 locals() in a comprehension does not see the loop variables
+                step_tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
+                callback_kwargs = {k: step_tensors[k] for k in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 latents = callback_outputs.pop("latents", latents)
                 prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
