@@ -7,7 +7,7 @@ import torch
 from diffusers import SanaSprintPipeline
 from PIL import Image, ImageDraw
 
-from sprint_demo import settings
+from sprint_demo.pipeline import MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
 
 SIZES = [(256, 256), (256, 384)]  # (height, width): square and non-square
 
@@ -47,7 +47,7 @@ def test_matches_diffusers_without_control_and_at_scale_zero(preview, steps, hei
     pipe = preview.pipe
     # diffusers needs intermediate_timesteps=None for any step count but 2; ours drops it by itself.
     expected = run(reference_pipeline(pipe), steps, height, width,
-                   intermediate_timesteps=settings.TWO_STEP_INTERMEDIATE_TIMESTEP if steps == 2 else None)
+                   intermediate_timesteps=TWO_STEP_INTERMEDIATE_TIMESTEPS if steps == 2 else None)
     assert torch.equal(run(pipe, steps, height, width), expected)
     at_zero = run(pipe, steps, height, width, control_image=sketch(width, height), controlnet_conditioning_scale=0.0)
     assert torch.equal(at_zero, expected)
@@ -112,7 +112,7 @@ def test_resolution_binning_matches_diffusers(preview):
     "kwargs,needle",
     [
         (dict(num_inference_steps=0), "num_inference_steps"),
-        (dict(num_inference_steps=5), "got 5"),
+        (dict(num_inference_steps=-1), "got -1"),
         (dict(num_inference_steps=2.0), "got 2.0"),
         (dict(num_inference_steps=True), "got True"),
         (dict(guidance_scale=float("nan")), "guidance_scale"),
@@ -143,8 +143,8 @@ def test_step_adaptive_schedule(preview):
              output_type="latent", complex_human_instruction=None)
         seen[steps] = pipe.scheduler.timesteps.tolist()
     assert len(seen[1]) == 2 and len(seen[4]) == 5
-    assert seen[2][1] == pytest.approx(settings.TWO_STEP_INTERMEDIATE_TIMESTEP)  # the 2-step intermediate time
-    assert seen[2][0] == pytest.approx(settings.MAX_TIMESTEP)
+    assert seen[2][1] == pytest.approx(TWO_STEP_INTERMEDIATE_TIMESTEPS)  # the 2-step intermediate time
+    assert seen[2][0] == pytest.approx(MAX_TIMESTEPS)
 
 
 def test_accepts_every_keyword_of_sana_sprint_pipeline():
