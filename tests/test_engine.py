@@ -150,6 +150,13 @@ def test_the_photo_edge_detector_runs_on_the_engine_device(engine, monkeypatch):
     assert events == [("to", torch.device("cuda", 3)), ("run",)]
 
 
+def test_photo_values_are_refused_by_name(engine):
+    with pytest.raises(InputError, match="photo is empty"):
+        engine.photo_to_control_map(None)
+    with pytest.raises(InputError, match="thickness"):
+        engine.photo_to_control_map(Image.new("RGB", (64, 64)), thickness=9)
+
+
 def test_the_tiny_decoder_is_reserved(engine):
     with pytest.raises(InputError, match="tiny decoder not available"):
         engine.text_to_image("a cat", decoder="tiny")

@@ -76,6 +76,27 @@ def test_precomputed_prompt_embeddings_and_control_latents_give_identical_images
     assert torch.equal(cached, direct)
 
 
+@torch.no_grad()
+def test_denoise_runs_a_batch_of_rows_each_with_its_own_values(preview):
+    """The denoise stage over a batch: each row has its own prompt, seed, guidance and control strength (per-row
+    tensors), and gives what that row gives alone. Batched kernels may round differently, hence the tolerance."""
+    pipe = preview.pipe
+    prompts, seeds, guidance, strength = ["a red house", "a blue boat"], [1, 2], [2.0, 6.0], [0.3, 1.2]
+    embeds, mask = pipe.encode_prompt(prompts, device="cpu", complex_human_instruction=None)
+    control = pipe.prepare_control_latents(sketch(256, 256), 256, 256)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    batch = pipe.denoise(pipe.prepare_initial_latents(2, 256, 256, generators), embeds, mask, pipe.prepare_timesteps(2),
+                         torch.tensor(guidance), control_latents=control,
+                         controlnet_conditioning_scale=torch.tensor(strength), generator=generators)
+    for row in range(2):
+        generator = torch.Generator().manual_seed(seeds[row])
+        alone = pipe.denoise(pipe.prepare_initial_latents(1, 256, 256, generator), embeds[row:row + 1],
+                             mask[row:row + 1], pipe.prepare_timesteps(2), guidance[row], control_latents=control,
+                             controlnet_conditioning_scale=strength[row], generator=generator)
+        torch.testing.assert_close(batch[row:row + 1], alone, rtol=1e-4, atol=1e-4)
+    assert (batch[0] - batch[1]).abs().mean() > 1e-3
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("mode,size", [("RGB", (384, 256)), ("L", (384, 256)), ("RGBA", (300, 200))])
 def test_control_image_conversion_equals_diffusers_preprocess(preview, dtype, mode, size):
