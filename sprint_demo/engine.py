@@ -176,7 +176,7 @@ class Engine:
 
     def render(self, request: FrameRequest, control_prep_ms: float = 0.0) -> Frame:
         """The one way a frame is made. ``request`` is clean (``sprint_demo.inputs``); ``control_prep_ms`` is what
-        making its control map took at the boundary, reported as that stage."""
+        building it took at the boundary (decoding the sketch, making its control map), reported as that stage."""
         if request.decoder != "full":
             raise inputs.InputError(f"{request.decoder} decoder not available")
         with self._lock:

@@ -104,7 +104,7 @@ def test_an_error_inside_the_model_releases_the_lock(engine):
     assert engine.text_to_image("a cat", seed=11).image is not None
 
 
-@pytest.mark.parametrize("binning", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("binning", [False, True])
 @pytest.mark.parametrize("control", [False, True])
 def test_an_engine_frame_is_the_pipeline_call_for_the_same_inputs(engine, binning, control):
     """One frame path: the engine runs the pipeline's own stages, so a frame is ``__call__``'s image for the same
@@ -164,6 +164,7 @@ def test_the_tiny_decoder_is_reserved(engine):
         engine.sketch_to_image(canvas(1), "a cat", decoder="huge")
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--model", "preview", "--size", "256", "--steps", "1,2", "--mode",
@@ -184,6 +185,7 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert json.loads(out.read_text())["meta"]["compiled_vs_eager"] == {"max_levels": 0, "mean_levels": 0.0}
 
 
+@pytest.mark.slow
 def test_an_eager_engine_bypasses_compiled_code_and_draws_what_it_draws():
     """The benchmark's correctness check of compiled variants (``bench.compiled_vs_eager``) relies on
     ``Engine.eager`` running frames without the compiled code, even on a warm engine (whose frames otherwise run
@@ -239,6 +241,7 @@ def test_auto_uses_real_weights_and_survives_a_missing_controlnet(tmp_path, monk
     assert engine.pipe.controlnet is not None and "Sprint-native ControlNet" in engine.controlnet_note
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scope", ["blocks", "step"])
 def test_compiled_denoiser_traces_and_gives_the_same_images(scope):
     """torch.compile per block or per denoising step (dynamo + AOT autograd, no code generation, so it runs in
@@ -264,6 +267,7 @@ def test_compiled_denoiser_traces_and_gives_the_same_images(scope):
         compile_models(compiled, "sideways")
 
 
+@pytest.mark.slow
 def test_the_step_scope_traces_a_block_once_and_reuses_it_for_the_others():
     """Compile time of the one-graph-per-step scope: every block of the transformer and of the ControlNet inlined
     took 122 s for the real transformer alone (inductor, torch 2.14, 2 cores), a nested compile region per block
@@ -295,6 +299,7 @@ def test_the_step_scope_traces_a_block_once_and_reuses_it_for_the_others():
     torch._dynamo.reset()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scope", ["blocks", "step"])
 def test_compiled_denoiser_does_not_recompile_when_the_user_moves_a_slider(scope):
     """A recompile costs ~a minute on the GPU (and dynamo gives up after 8): after one frame with and one without
@@ -337,6 +342,7 @@ def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, gr
     assert not engine._prompts and not engine._controls and engine._last is None
 
 
+@pytest.mark.slow
 def test_a_warm_compiled_engine_runs_new_sizes_eagerly_instead_of_compiling():
     """After the warm-up (which compiles the canvas size), a frame at a size it did not see must not compile: on a
     GPU that is a minute with the lock held and every user waiting. It runs eagerly and is still right."""
