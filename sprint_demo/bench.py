@@ -115,7 +115,7 @@ def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3) -> str:
     def per_frame(microseconds: float) -> str:
         return f"{microseconds / frames / 1000:.2f}"
 
-    for stage in STAGES[:-1]:
+    for stage in STAGES:
         label = STAGE_LABEL + stage
         if label in host:
             wall = per_frame(host[label].cpu_time_total)
@@ -135,11 +135,11 @@ def device_name(engine: Engine) -> str:
 
 
 def format_table(runs: list[dict]) -> str:
-    header = ["mode", "steps", "size"] + [s for s in STAGES if s != "total"] + ["model", "total", "p90"]
+    header = ["mode", "steps", "size", *STAGES, "model", "total", "p90"]
     rows = [header]
     for run in runs:
         rows.append([run["mode"], str(run["steps"]), f"{run['width']}x{run['height']}"]
-                    + [f"{run['stages_ms'][s]:.1f}" for s in STAGES if s != "total"]
+                    + [f"{run['stages_ms'][s]:.1f}" for s in STAGES]
                     + [f"{run['model_ms']:.1f}", f"{run['total_ms']:.1f}", f"{run['p90_total_ms']:.1f}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
