@@ -65,6 +65,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from . import settings
 from .conditioning import load_hed_detector, photo_to_control_map
 from .controlnet import ControlInputs, SanaSprintControlNetModel, sana_transformer_forward
+from .pipeline import MAX_SEQUENCE_LENGTH, MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CHECKPOINTS = "checkpoints"  # under --output: step_000100/ ... (accelerator.save_state folders)
@@ -152,7 +153,7 @@ def encode_batch(pipe, batch: dict, cache: dict | None = None) -> tuple[torch.Te
     new_captions = sorted({c for c in captions if ("caption", c) not in cache})
     if new_captions:
         embeds, mask = pipe.encode_prompt(
-            new_captions, device=device, max_sequence_length=settings.MAX_SEQUENCE_LENGTH,
+            new_captions, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH,
             complex_human_instruction=None,  # as the app's engine encodes prompts
         )
         for n, caption in enumerate(new_captions):
@@ -167,7 +168,7 @@ def predict_batch(
     controlnet: SanaSprintControlNetModel | _Branch,
     batch: dict,
     keys: Sequence[int],
-    times: Sequence[float] = (settings.MAX_TIMESTEP, settings.TWO_STEP_INTERMEDIATE_TIMESTEP),
+    times: Sequence[float] = (MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS),
     probs: Sequence[float] | None = None,
     guidance_scale: float = settings.DEFAULT_GUIDANCE,
     shuffle_control: bool = False,
@@ -543,7 +544,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None,
                    help="default: what `accelerate config` says (no when unset)")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--times", default=f"{settings.MAX_TIMESTEP},{settings.TWO_STEP_INTERMEDIATE_TIMESTEP}",
+    p.add_argument("--times", default=f"{MAX_TIMESTEPS},{TWO_STEP_INTERMEDIATE_TIMESTEPS}",
                    help="TrigFlow times trained on (comma list); default the 1-step and 2-step times")
     p.add_argument("--time-probs", default=None, help="probabilities of --times (comma list; default equal)")
     p.add_argument("--guidance-scale", type=float, default=settings.DEFAULT_GUIDANCE)
@@ -572,8 +573,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if len(args.time_probs) != len(args.times) or min(args.time_probs) < 0 or sum(args.time_probs) <= 0:
         p.error(f"--time-probs {args.time_probs} must be {len(args.times)} non-negative numbers, not all zero")
     for t in args.times:
-        if not 0 < t <= settings.MAX_TIMESTEP:
-            p.error(f"--times values must be in (0, {settings.MAX_TIMESTEP}], got {t}")
+        if not 0 < t <= MAX_TIMESTEPS:
+            p.error(f"--times values must be in (0, {MAX_TIMESTEPS}], got {t}")
     for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
