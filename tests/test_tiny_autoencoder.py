@@ -275,4 +275,7 @@ def test_benchmark_components_times_both_autoencoders(tmp_path, capsys):
     assert all(v > 0 for v in result["median_ms"].values())
     assert result["speedup"]["encode"] == pytest.approx(
         result["median_ms"]["dc_ae_encode"] / result["median_ms"]["tiny_encode"], abs=0.06)
-    assert "speed-up" in capsys.readouterr().out
+    assert set(result["median_cpu_ms"]) == set(result["median_ms"])  # CPU runs also report CPU time
+    assert result["speedup_cpu_time"]["decode"] == pytest.approx(
+        result["median_cpu_ms"]["dc_ae_decode"] / result["median_cpu_ms"]["tiny_decode"], abs=0.06)
+    assert "CPU-time ratio" in capsys.readouterr().out
