@@ -240,7 +240,8 @@ def build_random_tiny_autoencoder(size: str, seed: int = PREVIEW_SEED) -> TinyAu
     """``TinyAutoencoder.build_random(size)`` with its output layers rescaled to a trained one's ranges: as drawn,
     its latents spread about 0.05 (a trained encoder's about 1) and its images sit at 0 +- 0.08 in [0, 1], black
     once mapped to [-1, 1] and clamped. Rescaled on fixed inputs, latents spread about 1 (strokes reach the
-    ControlNet as strongly as in the full lane) and each colour of an image about mid-grey +- 0.2. Deterministic for a seed."""
+    ControlNet as strongly as in the full lane) and each colour of an image about mid-grey +- 0.2.
+    Deterministic for a seed."""
     tiny = TinyAutoencoder.build_random(size, seed)
     generator = torch.Generator().manual_seed(seed)
     image = torch.rand(1, 3, 256, 256, generator=generator) * 2 - 1
