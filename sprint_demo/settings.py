@@ -24,7 +24,7 @@ PREVIEW_MODEL = "preview"  # tiny random model built in code: runs anywhere, off
 RANDOM_FULL_MODEL = "random-full"  # real shapes, random weights: for GPU benchmarks
 # The tiny autoencoder of the "tiny" decoder lane: auto (random weights for preview / random-full, the published
 # TAESANA files, downloaded once, for real weights) | off | "ENCODER,DECODER" (paths or URLs of the two .pth files)
-TINY_AUTOENCODER = os.getenv("SPRINT_TINY_AUTOENCODER", "auto")
+TINY_AUTOENCODER = os.getenv("SPRINT_TINY_AUTOENCODER") or "auto"
 VAE_LITE = os.getenv("SPRINT_VAE_LITE") or None  # DC-AE-Lite (hub id or diffusers folder): its decoder, full lane
 
 # --- Sampling (the schedule's own constants live in sprint_demo/pipeline.py) ----------------------------
