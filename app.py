@@ -41,11 +41,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "see docs/PERFORMANCE.md")
     parser.add_argument("--compile-scope", default=SpeedOptions().compile_scope, choices=COMPILE_SCOPES,
                         help="with --compile: per block (measured) or per denoising step (env SPRINT_COMPILE_SCOPE)")
+    parser.add_argument("--max-batch-size", type=int, default=settings.MAX_BATCH_SIZE,
+                        help="frames of different users made in one batch at most; 1: one frame at a time "
+                             "(default: %(default)s; env SPRINT_MAX_BATCH_SIZE)")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on (default: %(default)s; env SPRINT_HOST)")
     parser.add_argument("--port", type=int, default=settings.PORT, help="port (default: %(default)s; env SPRINT_PORT)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.max_batch_size < 1:
+        parser.error(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,14 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         speed = replace(SpeedOptions(), compile=args.compile, cuda_graphs=args.cuda_graphs,
                         compile_scope=args.compile_scope)
-        engine = load_engine(args.model, args.controlnet, args.device, args.dtype, speed=speed)
+        engine = load_engine(args.model, args.controlnet, args.device, args.dtype, speed=speed,
+                             max_batch_size=args.max_batch_size)
     except (ModelLoadError, OSError, ValueError) as error:
         print(f"error: could not load model {args.model!r}: {error}", file=sys.stderr)
         return 2
     if engine.banner:
         log.warning("%s", engine.banner)
-    log.info("model %s on %s, frame size %d, speed-ups: %s", engine.model_name, engine.device, engine.size,
-             engine.speed.describe())
+    log.info("model %s on %s, frame size %d, batches of up to %d, speed-ups: %s", engine.model_name, engine.device,
+             engine.size, engine.max_batch_size, engine.speed.describe())
 
     launch(engine, host=args.host, port=args.port, share=args.share)
     return 0

@@ -8,7 +8,15 @@ engine is the only place that knows about caches, the GPU lock and timings:
 
 * prompt embeddings are cached (LRU): typing re-encodes, strokes do not;
 * the control latent is cached per control-map content: a new prompt or seed does not re-encode the canvas;
-* a request equal to the previous frame's returns that frame without any work (``Frame.reused``);
+* a request equal to one of the last ``max_batch_size`` frames' returns that frame without any work
+  (``Frame.reused``): equal requests give equal pixels, so whoever asked first, the answer is the same;
+* frames of different users that wait at the same time with the same size, steps and decoder (``batch_key``) run
+  as one batch of up to ``max_batch_size`` rows, each row from its own prompt, seed, guidance, control latent and
+  strength (a row without control gets strength 0 and a zero latent), so a row does not depend on the others;
+  the first caller to find the engine idle leads: it waits up to ``settings.BATCH_WINDOW_MS`` after the oldest
+  waiting frame arrived for others to join, runs the batch and hands every caller its frame (or the batch's
+  error); callers that arrive while a batch runs wait and form the next one. ``max_batch_size=1`` takes the lock
+  and runs the one frame, with no window;
 * one lock serialises all model work (one GPU, shared by every user through the app's queue);
 * each frame carries per-stage timings in milliseconds (``STAGES``, and "total"), the GPU synchronised at stage
   edges.
@@ -22,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from PIL import Image
@@ -38,7 +46,29 @@ log = logging.getLogger(__name__)
 STAGES = settings.FRAME_STAGES
 STAGE_LABEL = "stage:"  # prefix of each stage's range in a torch.profiler trace
 
-__all__ = ["Engine", "Frame", "FrameRequest", "STAGES", "load_engine", "to_pil"]
+__all__ = ["Engine", "Frame", "FrameRequest", "STAGES", "batch_key", "load_engine", "to_pil"]
+
+
+def batch_key(request: FrameRequest) -> tuple[int, int, int, str]:
+    """Frames share a batch only when these agree: one latent shape, one schedule, one autoencoder."""
+    return request.width, request.height, request.steps, request.decoder
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """One caller's frame on its way through the batcher: set once, by the batch that ran it."""
+
+    request: FrameRequest
+    control_prep_ms: float
+    arrived: float = field(default_factory=time.perf_counter)
+    frame: Frame | None = None
+    error: BaseException | None = None
+    done: bool = False  # set under the queue's condition once frame or error is
+
+    def result(self) -> Frame:
+        if self.error is not None:
+            raise self.error
+        return self.frame
 
 
 class _LRU(OrderedDict):
@@ -60,13 +90,11 @@ class _LRU(OrderedDict):
 
 
 class _Stopwatch:
-    """Per-stage wall time; synchronises the GPU at stage edges so the split is honest. ``before_ms`` are stages
-    timed before the frame reached the engine (the control map made at the boundary)."""
+    """Per-stage wall time; synchronises the GPU at stage edges so the split is honest."""
 
-    def __init__(self, device: torch.device, before_ms: dict[str, float]):
+    def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.ms = dict.fromkeys(STAGES, 0.0) | before_ms
-        self.before = sum(before_ms.values())
+        self.ms = dict.fromkeys(STAGES, 0.0)
         self.start = time.perf_counter()
 
     @contextmanager
@@ -79,7 +107,7 @@ class _Stopwatch:
         self.ms[name] += (time.perf_counter() - began) * 1000
 
     def finish(self) -> dict[str, float]:
-        total = self.before + (time.perf_counter() - self.start) * 1000
+        total = (time.perf_counter() - self.start) * 1000
         return {k: round(v, 2) for k, v in (self.ms | {"total": total}).items()}
 
 
@@ -97,6 +125,7 @@ class Engine:
         banner: str | None = None,
         speed: SpeedOptions | None = None,
         size: int | None = None,
+        max_batch_size: int = settings.MAX_BATCH_SIZE,
     ):
         self.loaded = loaded
         self.pipe = loaded.pipe
@@ -112,9 +141,25 @@ class Engine:
         self._lock = threading.Lock()
         self._prompts = _LRU(settings.PROMPT_CACHE_SIZE)
         self._controls = _LRU(settings.CONTROL_CACHE_SIZE)
-        self._last: tuple[FrameRequest, Frame] | None = None
+        self._frames = _LRU(1)  # request -> (frame, its prompt notices): the frames reuse may hand out
+        self.max_batch_size = max_batch_size
+        self.batch_window_s = settings.BATCH_WINDOW_MS / 1000
+        self._waiting: list[_Waiting] = []  # callers whose frames no batch has taken yet, oldest first
+        self._queue = threading.Condition()  # guards _waiting, _leading and every _Waiting.done
+        self._leading = False  # a caller is gathering or running a batch
         self._warm = False  # set by warmup(): from then on nothing compiles (see render)
         self.eager = False  # True: frames ignore torch.compile (the benchmark's check of what compiled code draws)
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._max_batch_size
+
+    @max_batch_size.setter
+    def max_batch_size(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_batch_size must be a positive integer, got {value!r}")
+        self._max_batch_size = value
+        self._frames.capacity = value  # the last batch's frames (1: the previous frame)
 
     def _controlnet_note(self) -> str | None:
         report = self.loaded.controlnet_report
@@ -179,26 +224,13 @@ class Engine:
         building it took at the boundary (decoding the sketch, making its control map), reported as that stage."""
         if request.decoder != "full":
             raise inputs.InputError(f"{request.decoder} decoder not available")
-        with self._lock:
-            if self._last is not None and self._last[0] == request:
-                return replace(self._last[1], reused=True, timings_ms=dict.fromkeys((*STAGES, "total"), 0.0))
-            if self.eager:
-                stance = "force_eager"
-            elif self._warm and self.speed.compile:
-                # Once warm, a compiled engine never compiles again: a size the warm-up did not see (an aspect
-                # preset, an API call) runs eagerly instead of holding the GPU lock for the minute a compile takes.
-                stance = "eager_on_recompile"
-            else:
-                stance = "default"
-            try:
-                with torch.compiler.set_stance(stance):
-                    frame = self._render(request, control_prep_ms)
-            except torch.OutOfMemoryError:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()  # hand the failed frame's blocks back so the next frame can fit
-                raise
-            self._last = (request, frame)
-            return frame
+        waiting = _Waiting(request, control_prep_ms)
+        if self.max_batch_size == 1:
+            with self._lock:
+                self._run([waiting])
+        else:
+            self._join_batch(waiting)
+        return waiting.result()
 
     def warmup(self) -> float:
         """Frames with and without control at the canvas size: loads kernels, fills allocator pools and runs
@@ -221,41 +253,135 @@ class Engine:
         with self._lock:
             self._prompts.clear()
             self._controls.clear()
-            self._last = None
+            self._frames.clear()
+
+    # --- batches -------------------------------------------------------------------------------------------
+
+    def _join_batch(self, waiting: _Waiting) -> None:
+        """Wait until a batch has made ``waiting``'s frame; lead the batches while no one else does."""
+        with self._queue:
+            self._waiting.append(waiting)
+            self._queue.notify_all()
+            while True:
+                while self._leading and not waiting.done:
+                    self._queue.wait()
+                if waiting.done:
+                    return
+                self._leading = True
+                batch = self._gather()
+                self._queue.release()  # model work without the queue's lock: others keep joining meanwhile
+                try:
+                    with self._lock:
+                        self._run(batch)
+                finally:
+                    self._queue.acquire()
+                    for member in batch:
+                        member.done = True
+                    self._leading = False
+                    self._queue.notify_all()
+
+    def _gather(self) -> list[_Waiting]:
+        """(Queue lock held.) The oldest waiting frame and those of the same ``batch_key``, up to max_batch_size,
+        after waiting until the batch is full or the oldest has waited ``batch_window_s``."""
+        key = batch_key(self._waiting[0].request)
+        deadline = self._waiting[0].arrived + self.batch_window_s
+
+        def same() -> list[_Waiting]:
+            return [w for w in self._waiting if batch_key(w.request) == key][: self.max_batch_size]
+
+        while len(same()) < self.max_batch_size and (left := deadline - time.perf_counter()) > 0:
+            self._queue.wait(left)
+        batch = same()
+        self._waiting = [w for w in self._waiting if w not in batch]
+        return batch
+
+    def _run(self, batch: list[_Waiting]) -> None:
+        """(GPU lock held.) Gives every member its frame or the error that stopped the batch; never raises an
+        Exception (a caller's thread may be the one running other callers' frames)."""
+        todo: dict[FrameRequest, float] = {}  # distinct requests to make -> control prep time (equal: made once)
+        for member in batch:
+            cached = self._frames.get_or_none(member.request)
+            if cached is not None:
+                frame, prompt_notices = cached
+                member.frame = replace(frame, reused=True, timings_ms=dict.fromkeys((*STAGES, "total"), 0.0),
+                                       notices=member.request.notices + prompt_notices,
+                                       control_map=member.request.control_map)
+            else:
+                todo.setdefault(member.request, member.control_prep_ms)
+        if not todo:
+            return
+        if self.eager:
+            stance = "force_eager"
+        elif self._warm and self.speed.compile:
+            # Once warm, a compiled engine never compiles again: a size the warm-up did not see (an aspect preset,
+            # an API call) runs eagerly instead of holding the GPU lock for the minute a compile takes.
+            stance = "eager_on_recompile"
+        else:
+            stance = "default"
+        try:
+            with torch.compiler.set_stance(stance):
+                made = self._render(list(todo), list(todo.values()))
+        except BaseException as error:
+            if isinstance(error, torch.OutOfMemoryError) and self.device.type == "cuda":
+                torch.cuda.empty_cache()  # hand the failed frame's blocks back so the next frame can fit
+            for member in batch:
+                if member.frame is None:
+                    member.error = error
+            if not isinstance(error, Exception):
+                raise
+            return
+        frames = dict(zip(todo, made))
+        for request, made_frame in frames.items():
+            self._frames.put(request, made_frame)
+        for member in batch:
+            if member.frame is None:
+                frame, prompt_notices = frames[member.request]
+                member.frame = replace(frame, notices=member.request.notices + prompt_notices)
 
     # --- the frame path ------------------------------------------------------------------------------------
 
-    def _render(self, request: FrameRequest, control_prep_ms: float) -> Frame:
-        pipe = self.pipe
+    def _render(self, requests: list[FrameRequest], prep_ms: list[float]) -> list[tuple[Frame, tuple[str, ...]]]:
+        """Requests of one ``batch_key`` -> (frame, prompt notices) each, through the pipeline's stages with one
+        row per request. One request runs exactly as a frame alone always has (numbers, not per-row tensors)."""
+        pipe, first, rows = self.pipe, requests[0], len(requests)
         if self.speed.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new frame: earlier graph outputs may be reused
-        watch = _Stopwatch(self.device, {"control_prep": control_prep_ms})
+        watch = _Stopwatch(self.device)
         with torch.inference_mode():
             with watch.stage("text_encode"):
-                embeds, mask, prompt_notices = self._prompt_embeddings(request.prompt)
-            height, width = pipe.resolution(request.height, request.width, self.use_resolution_binning)
-            control_latents = None
-            if request.control_map is not None and pipe.controlnet is not None:
+                prompts = [self._prompt_embeddings(r.prompt) for r in requests]
+            height, width = pipe.resolution(first.height, first.width, self.use_resolution_binning)
+            controls: list[torch.Tensor | None] = [None] * rows
+            if pipe.controlnet is not None and any(r.control_map is not None for r in requests):
                 with watch.stage("control_encode"):
-                    control_latents = self._control_latents(request, height, width)
+                    controls = [None if r.control_map is None else self._control_latents(r, height, width)
+                                for r in requests]
             with watch.stage("denoise"):
-                generator = torch.Generator("cpu").manual_seed(request.seed)
+                generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+                control_latents, strength = _control_rows(controls, [r.control_strength for r in requests])
+                guidance = first.guidance_scale if rows == 1 else torch.tensor([r.guidance_scale for r in requests])
+                generator = generators[0] if rows == 1 else generators  # a list: each row draws its own noise
                 latents = pipe.denoise(
-                    pipe.prepare_initial_latents(1, height, width, generator),
-                    embeds,
-                    mask,
-                    pipe.prepare_timesteps(request.steps),
-                    request.guidance_scale,
+                    pipe.prepare_initial_latents(rows, height, width, generator),
+                    torch.cat([p[0] for p in prompts]),
+                    torch.cat([p[1] for p in prompts]),
+                    pipe.prepare_timesteps(first.steps),
+                    guidance,
                     control_latents=control_latents,
-                    controlnet_conditioning_scale=request.control_strength,
+                    controlnet_conditioning_scale=strength,
                     generator=generator,
                 )
             with watch.stage("decode"):
-                pixels = pipe.decode_latents(latents, request.height, request.width, output_type="pt")
+                pixels = pipe.decode_latents(latents, first.height, first.width, output_type="pt")
             with watch.stage("postprocess"):
-                image = to_pil(pixels)
-        return Frame(image=image, timings_ms=watch.finish(), notices=request.notices + prompt_notices,
-                     control_map=request.control_map)
+                images = [to_pil(pixels[i : i + 1]) for i in range(rows)]
+        timings = watch.finish()
+        return [
+            (Frame(image=image, timings_ms=timings | {"control_prep": round(prep, 2),
+                                                      "total": round(timings["total"] + prep, 2)},
+                   control_map=request.control_map, batch_size=rows), notices)
+            for image, request, prep, (_, _, notices) in zip(images, requests, prep_ms, prompts)
+        ]
 
     def _prompt_embeddings(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
         cached = self._prompts.get_or_none(prompt)
@@ -280,6 +406,22 @@ class Engine:
         return latents
 
 
+def _control_rows(
+    controls: list[torch.Tensor | None], strengths: list[float]
+) -> tuple[torch.Tensor | None, float | torch.Tensor]:
+    """Per-row control latents (1, C, h, w) or None -> what ``denoise`` takes: None when no row has control; one
+    row as it is; several as one (B, C, h, w) latent with a (B,) strength, where a row without control gets a zero
+    latent and strength 0 (its residuals are multiplied by 0 and add nothing)."""
+    present = [c for c in controls if c is not None]
+    if not present:
+        return None, 0.0
+    if len(controls) == 1:
+        return controls[0], strengths[0]
+    zero = torch.zeros_like(present[0])
+    latents = torch.cat([zero if c is None else c for c in controls])
+    return latents, torch.tensor([0.0 if c is None else s for c, s in zip(controls, strengths)])
+
+
 def to_pil(pixels: torch.Tensor) -> Image.Image:
     """(1, 3, H, W) in [0, 1] -> PIL, rounding to uint8 on the device: a quarter of the bytes cross to the host.
     The same arithmetic as diffusers' pt_to_numpy + numpy_to_pil (float32 x 255, round), so the same pixels."""
@@ -294,6 +436,7 @@ def load_engine(
     dtype: str | None = None,
     warmup: bool = True,
     speed: SpeedOptions | None = None,
+    max_batch_size: int = settings.MAX_BATCH_SIZE,
 ) -> Engine:
     """Loads the pipeline (``sprint_demo.models.load_pipeline``) and wraps it in an Engine.
 
@@ -323,7 +466,7 @@ def load_engine(
             banner = "Preview model: tiny random weights for trying the app anywhere; images are not meaningful."
         elif model == settings.RANDOM_FULL_MODEL:
             banner = "Benchmark model: real SANA-Sprint shapes with random weights; images are not meaningful."
-    engine = Engine(loaded, banner=banner, speed=speed)
+    engine = Engine(loaded, banner=banner, speed=speed, max_batch_size=max_batch_size)
     if warmup:
         log.info("warm-up took %.1f s", engine.warmup())
     return engine

@@ -142,9 +142,13 @@ def test_format_latency_lists_every_stage_and_notice():
                       "decode": 50.0, "postprocess": 4.0, "total": 100.0}
         notices = ("prompt cut to 2000 characters",)
         reused = False
+        batch_size = 1
 
     text = format_latency(FakeFrame(), ("extra note",))
-    assert text.startswith("**100 ms** total")
+    assert text.startswith("**100 ms** total") and "batch" not in text
+    batched = FakeFrame()
+    batched.batch_size = 3
+    assert "batch of 3" in format_latency(batched)
     for stage in FakeFrame.timings_ms:
         assert stage in text
     assert "prompt cut" in text and "extra note" in text
