@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 STAGES = settings.FRAME_STAGES
 STAGE_LABEL = "stage:"  # prefix of each stage's range in a torch.profiler trace
 
-__all__ = ["Engine", "Frame", "FrameRequest", "STAGES", "batch_key", "load_engine", "to_pil"]
+__all__ = ["STAGES", "Engine", "Frame", "FrameRequest", "batch_key", "load_engine", "to_pil"]
 
 
 def batch_key(request: FrameRequest) -> tuple[int, int, int, str]:

@@ -6,10 +6,11 @@ Usage, against a server that is already running (``python app.py --model preview
         --json load.json --server-pid $(pgrep -n -f "app.py --model preview")
 
 or against servers it starts itself, one after the other, to compare settings (each ``--serve`` is
-``python app.py ARGS`` on a free loopback port, its pid measured, stopped after its run)::
+``python app.py ARGS`` on a free loopback port, its pid measured, stopped after its run); the report gives each
+server's frames/s as a ratio to the first's, e.g. batches of frames across users against one frame at a time::
 
-    python -m sprint_demo.loadtest --sessions 8 --duration 60 --serve "--model preview" \
-        --serve "SPRINT_QUEUE_SIZE=8 --model preview"
+    python -m sprint_demo.loadtest --sessions 8 --duration 60 --serve "--model preview --max-batch-size 1" \
+        --serve "--model preview"
 
 What it does:
 
@@ -21,7 +22,8 @@ What it does:
 3. Load: N threads, each with its own ``gradio_client.Client`` (its own session hash), alternate
    ``/sketch_to_image`` and ``/text_to_image`` at small sizes until the time is up, and compare every returned
    image with the expected one.
-4. Report: requests, failures by kind, mismatches, p50/p95 latency, and (with ``--server-pid`` or ``--serve``) the
+4. Report: requests, frames/s over all sessions and per session (right images only), failures by kind,
+   mismatches, p50/p95 latency, and (with ``--server-pid`` or ``--serve``) the
    server's resident memory after warm-up and at the end, the growth between, and its thread count.
 
 Only loopback or a server you operate should be targeted: the script sends requests as fast as the server
@@ -243,6 +245,8 @@ class LoadResult:
     latency_max_ms: float | None = None
     latency_by_endpoint_ms: dict[str, dict[str, float | None]] = field(default_factory=dict)
     throughput_rps: float | None = None
+    frames_per_s: float | None = None  # right images per second, all sessions together
+    session_frames_per_s: list[float] = field(default_factory=list)  # right images per second, each session
     baseline_requests: int = 0
     distinct_expected_images: int = 0  # < 2 * sessions means some cross-talk would go unseen
     server_pid: int | None = None
@@ -278,6 +282,7 @@ class LoadResult:
                 return "n/a"
             return f"{value:.1f}{unit}" if isinstance(value, float) else f"{value}{unit}"
 
+        per_session = self.session_frames_per_s
         rows = [
             ("server", self.url if self.served is None else f"{self.url} (python app.py {self.served})"),
             ("sessions", fmt(self.sessions)),
@@ -285,6 +290,9 @@ class LoadResult:
             ("requests", f"{self.requests} ("
                          + ", ".join(f"{k} {v}" for k, v in sorted(self.requests_by_endpoint.items())) + ")"),
             ("throughput", fmt(self.throughput_rps, " req/s")),
+            ("frames/s all sessions", fmt(self.frames_per_s)),
+            ("frames/s per session", f"min {min(per_session):.2f} / median {np.median(per_session):.2f} / "
+                                     f"max {max(per_session):.2f}" if per_session else "n/a"),
             ("failures", f"{self.failed} {dict(sorted(self.failures.items())) if self.failures else ''}".strip()),
             ("mismatches", fmt(self.mismatches)),
             ("distinct expected images", f"{self.distinct_expected_images} of {2 * self.sessions}"),
@@ -347,6 +355,7 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
     latencies: dict[str, list[float]] = {SKETCH_ENDPOINT: [], TEXT_ENDPOINT: []}
     failures: Counter[str] = Counter()
     by_endpoint: Counter[str] = Counter()
+    right_by_session: Counter[int] = Counter()
 
     try:
         # 1. Baseline: the expected image of every distinct input, one call at a time.
@@ -409,6 +418,7 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
                     latencies[call.api_name].append(elapsed_ms)
                     if match:
                         report.successes += 1
+                        right_by_session[index] += 1
                     else:
                         report.mismatches += 1
                         if len(report.mismatch_samples) < 10:
@@ -468,8 +478,23 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
     report.latency_p50_ms, report.latency_p95_ms = overall["p50"], overall["p95"]
     report.latency_max_ms = overall["max"]
     report.latency_by_endpoint_ms = {name: latency_summary(values) for name, values in latencies.items()}
-    report.throughput_rps = report.requests / report.duration_s if report.duration_s else None
+    if report.duration_s:
+        report.throughput_rps = report.requests / report.duration_s
+        report.frames_per_s = report.successes / report.duration_s
+        report.session_frames_per_s = [right_by_session[i] / report.duration_s for i in range(sessions)]
     return report
+
+
+def compare(results: list[LoadResult]) -> str:
+    """One line per server: frames/s, p50 / p95 latency and frames/s as a ratio to the first server's."""
+    first = results[0].frames_per_s
+    lines = []
+    for result in results:
+        ratio = f"{result.frames_per_s / first:.2f}x" if first and result.frames_per_s is not None else "n/a"
+        p50, p95 = (f"{v:.0f}" if v is not None else "n/a" for v in (result.latency_p50_ms, result.latency_p95_ms))
+        lines.append(f"{result.served or result.url}: {result.frames_per_s or 0:.2f} frames/s, "
+                     f"p50 / p95 {p50} / {p95} ms, {ratio} the first")
+    return "\n".join(lines)
 
 
 # --- Servers of its own (--serve) -----------------------------------------------------------------------------
@@ -534,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         print(result.table())
         for sample in result.failure_samples + result.mismatch_samples:
             print("  " + sample)
+    if len(results) > 1:
+        print(compare(results))
     if args.json is not None:
         data = [result.to_json() for result in results]
         args.json.write_text(json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n")

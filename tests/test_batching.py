@@ -165,3 +165,25 @@ def test_a_batch_size_of_one_runs_each_frame_at_once_without_the_batcher(engine)
     assert frame.batch_size == 1
     with pytest.raises(ValueError, match="max_batch_size must be a positive integer, got 0"):
         engine.max_batch_size = 0
+
+
+@pytest.mark.slow
+def test_the_users_benchmark_compares_batch_sizes_in_one_run(tmp_path, capsys):
+    """``bench --mode users``, the GPU check's command, on the preview model: one run per batch size, batches
+    formed only where allowed, and each user's last batched frame within the bound of the same request alone."""
+    import json
+
+    from sprint_demo import bench
+
+    out = tmp_path / "users.json"
+    assert bench.main(["--mode", "users", "--model", "preview", "--size", "256", "--steps", "1", "--users", "4",
+                       "--max-batch-size", "1,4", "--duration", "4", "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["decoder"], r["max_batch_size"]) for r in runs] == [("full", 1), ("full", 4)]
+    single, batched = runs
+    assert single["mean_batch_size"] == 1.0 and single["batched_vs_alone_max_levels"] == 0
+    assert batched["mean_batch_size"] > 1.0 and batched["batched_vs_alone_max_levels"] <= ALONE_TOLERANCE_LEVELS
+    for run in runs:
+        assert run["frames"] >= run["users"] and len(run["user_frames_per_s"]) == run["users"]
+        assert run["latency_p95_ms"] >= run["latency_p50_ms"] > 0
+    assert "mean batch" in capsys.readouterr().out
