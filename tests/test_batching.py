@@ -15,6 +15,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
+import support
 from sprint_demo import inputs
 from sprint_demo.engine import Engine, batch_key, load_engine
 from sprint_demo.frames import Frame, FrameRequest
@@ -23,11 +24,7 @@ from sprint_demo.sketches import stroke_sketch
 SIZE = 256
 SESSIONS = 8
 LONG_WINDOW_S = 120.0  # "until the batch is full": the threads all call within it, however busy the machine
-# A batched row is not bit-identical to the same request alone on the CPU: a batch runs other matrix and
-# convolution kernels (blocked over more rows), whose float32 sums differ in the last bits (measured: 1e-6 after
-# denoising, 1e-5 after decoding, on a 0..1 pixel scale). A uint8 level is 1/255 = 0.004, so such a difference
-# moves a pixel only where its value lies that close to a rounding boundary, and then by one level.
-ALONE_TOLERANCE_LEVELS = 1
+ALONE_TOLERANCE_LEVELS = support.BATCHED_ROW_TOLERANCE_LEVELS  # why: see tests/support.py
 
 
 @pytest.fixture()
