@@ -13,10 +13,10 @@ engine is the only place that knows about caches, the GPU lock and timings:
 * frames of different users that wait at the same time with the same size, steps and decoder (``batch_key``) run
   as one batch of up to ``max_batch_size`` rows, each row from its own prompt, seed, guidance, control latent and
   strength (a row without control gets strength 0 and a zero latent), so a row does not depend on the others;
-  the first caller to find the engine idle leads: it waits up to ``settings.BATCH_WINDOW_MS`` after the oldest
-  waiting frame arrived for others to join, runs the batch and hands every caller its frame (or the batch's
-  error); callers that arrive while a batch runs wait and form the next one. ``max_batch_size=1`` takes the lock
-  and runs the one frame, with no window;
+  one engine thread makes the batches: it waits up to ``settings.BATCH_WINDOW_MS`` after the oldest waiting
+  frame arrived for others of its key to join, runs the batch and hands every caller its frame (or the batch's
+  error); callers that arrive while a batch runs wait and form the next one. ``max_batch_size=1`` runs each
+  frame in its caller's thread under the lock, with no window;
 * one lock serialises all model work (one GPU, shared by every user through the app's queue);
 * each frame carries per-stage timings in milliseconds (``STAGES``, and "total"), the GPU synchronised at stage
   edges.
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 STAGES = settings.FRAME_STAGES
 STAGE_LABEL = "stage:"  # prefix of each stage's range in a torch.profiler trace
+BATCHER_IDLE_S = 5.0  # the batch thread ends after this long without frames (a later frame starts another)
 
 __all__ = ["STAGES", "Engine", "Frame", "FrameRequest", "batch_key", "load_engine", "to_pil"]
 
@@ -145,8 +146,8 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.batch_window_s = settings.BATCH_WINDOW_MS / 1000
         self._waiting: list[_Waiting] = []  # callers whose frames no batch has taken yet, oldest first
-        self._queue = threading.Condition()  # guards _waiting, _leading and every _Waiting.done
-        self._leading = False  # a caller is gathering or running a batch
+        self._queue = threading.Condition()  # guards _waiting, _batcher and every _Waiting.done
+        self._batcher: threading.Thread | None = None  # runs the batches (max_batch_size > 1) while there is work
         self._warm = False  # set by warmup(): from then on nothing compiles (see render)
         self.eager = False  # True: frames ignore torch.compile (the benchmark's check of what compiled code draws)
 
@@ -258,26 +259,37 @@ class Engine:
     # --- batches -------------------------------------------------------------------------------------------
 
     def _join_batch(self, waiting: _Waiting) -> None:
-        """Wait until a batch has made ``waiting``'s frame; lead the batches while no one else does."""
+        """Queue ``waiting`` for the batch thread and wait until a batch has made its frame (or failed)."""
         with self._queue:
             self._waiting.append(waiting)
             self._queue.notify_all()
-            while True:
-                while self._leading and not waiting.done:
-                    self._queue.wait()
-                if waiting.done:
+            while not waiting.done:
+                if self._batcher is None:
+                    self._batcher = threading.Thread(target=self._make_batches, name="engine-batches", daemon=True)
+                    self._batcher.start()
+                self._queue.wait()
+
+    def _make_batches(self) -> None:
+        """The batch thread: gathers and runs batches while frames wait; ends after BATCHER_IDLE_S without any.
+        One thread does all batched model work, so its allocations stay in one thread's heap arena and, compiled with
+        CUDA graphs, one thread's graph trees serve every frame (torch keeps them per thread)."""
+        while True:
+            with self._queue:
+                if not self._waiting and not self._queue.wait_for(lambda: self._waiting, timeout=BATCHER_IDLE_S):
+                    self._batcher = None
                     return
-                self._leading = True
                 batch = self._gather()
-                self._queue.release()  # model work without the queue's lock: others keep joining meanwhile
-                try:
-                    with self._lock:
-                        self._run(batch)
-                finally:
-                    self._queue.acquire()
+            ending = True  # until _run returns: it raises only what ends a thread (KeyboardInterrupt, SystemExit)
+            try:
+                with self._lock:
+                    self._run(batch)
+                ending = False
+            finally:
+                with self._queue:
                     for member in batch:
                         member.done = True
-                    self._leading = False
+                    if ending:
+                        self._batcher = None  # a waiting caller starts another
                     self._queue.notify_all()
 
     def _gather(self) -> list[_Waiting]:

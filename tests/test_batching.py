@@ -2,7 +2,7 @@
 image of its own inputs, equal to the same request made alone within ``ALONE_TOLERANCE_LEVELS``, different sizes
 and step counts never share a batch, and one caller's bad input or a model fault does not leave the engine stuck.
 
-The tests make batches deterministic with a long window: the batch's leader waits until ``max_batch_size`` frames
+The tests make batches deterministic with a long window: the batch thread waits until ``max_batch_size`` frames
 of its key have arrived (which they do as soon as every thread has called), so no assertion depends on timing.
 """
 
@@ -136,7 +136,7 @@ def test_a_model_fault_fails_its_batch_and_the_engine_keeps_serving(engine):
     assert all(isinstance(r, RuntimeError) and "kernel failed" in str(r) for r in results), results
     frames = concurrently([lambda r=r: engine.render(r) for r in requests])  # the same frames, now made
     assert all(isinstance(f, Frame) and f.batch_size == 3 and not f.reused for f in frames), frames
-    assert not engine._waiting and not engine._leading
+    assert not engine._waiting
 
 
 def test_an_equal_request_gets_the_equal_frame_and_equal_callers_cost_one_row(engine):
