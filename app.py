@@ -18,6 +18,7 @@ import sys
 from dataclasses import replace
 
 from sprint_demo import settings
+from sprint_demo.inputs import InputError, check_size
 from sprint_demo.launch import DEFAULT_HOST, launch
 from sprint_demo.speedups import COMPILE_SCOPES, SpeedOptions
 
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "see docs/PERFORMANCE.md")
     parser.add_argument("--compile-scope", default=SpeedOptions().compile_scope, choices=COMPILE_SCOPES,
                         help="with --compile: per block (measured) or per denoising step (env SPRINT_COMPILE_SCOPE)")
+    parser.add_argument("--size", type=int, default=None,
+                        help=f"side of the sketch canvas and its frames in pixels (default: {settings.DEFAULT_SIZE}, "
+                             f"{settings.PREVIEW_SIZE} for the preview model)")
     parser.add_argument("--max-batch-size", type=int, default=settings.MAX_BATCH_SIZE,
                         help="frames of different users made in one batch at most; 1: one frame at a time "
                              "(default: %(default)s; env SPRINT_MAX_BATCH_SIZE)")
@@ -51,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.max_batch_size < 1:
         parser.error(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
+    if args.size is not None:
+        try:
+            args.size = check_size(args.size, args.size)[0]
+        except InputError as error:
+            parser.error(str(error).replace("width", "--size", 1))
     return args
 
 
@@ -66,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         speed = replace(SpeedOptions(), compile=args.compile, cuda_graphs=args.cuda_graphs,
                         compile_scope=args.compile_scope)
         engine = load_engine(args.model, args.controlnet, args.device, args.dtype, speed=speed,
-                             max_batch_size=args.max_batch_size)
+                             max_batch_size=args.max_batch_size, size=args.size)
     except (ModelLoadError, OSError, ValueError) as error:
         print(f"error: could not load model {args.model!r}: {error}", file=sys.stderr)
         return 2

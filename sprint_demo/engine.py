@@ -449,12 +449,14 @@ def load_engine(
     warmup: bool = True,
     speed: SpeedOptions | None = None,
     max_batch_size: int = settings.MAX_BATCH_SIZE,
+    size: int | None = None,
 ) -> Engine:
     """Loads the pipeline (``sprint_demo.models.load_pipeline``) and wraps it in an Engine.
 
     ``model="auto"``: the real SANA-Sprint weights (with the experimental Sana 1.0 HED ControlNet unless
     ``controlnet`` names another) when they load; otherwise the offline preview model, with a banner and a log
-    line saying why. Any other model that fails to load raises ``ModelLoadError``."""
+    line saying why. Any other model that fails to load raises ``ModelLoadError``. ``size``: the canvas's frame side
+    (default: the model's own, ``Engine``)."""
     banner = None
     if model == "auto":
         try:
@@ -478,7 +480,7 @@ def load_engine(
             banner = "Preview model: tiny random weights for trying the app anywhere; images are not meaningful."
         elif model == settings.RANDOM_FULL_MODEL:
             banner = "Benchmark model: real SANA-Sprint shapes with random weights; images are not meaningful."
-    engine = Engine(loaded, banner=banner, speed=speed, max_batch_size=max_batch_size)
+    engine = Engine(loaded, banner=banner, speed=speed, size=size, max_batch_size=max_batch_size)
     if warmup:
         log.info("warm-up took %.1f s", engine.warmup())
     return engine
