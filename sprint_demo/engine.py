@@ -222,7 +222,9 @@ class Engine:
 
     def render(self, request: FrameRequest, control_prep_ms: float = 0.0) -> Frame:
         """The one way a frame is made. ``request`` is clean (``sprint_demo.inputs``); ``control_prep_ms`` is what
-        building it took at the boundary (decoding the sketch, making its control map), reported as that stage."""
+        building it took at the boundary (decoding the sketch, making its control map), reported as that stage.
+        Thread-safe: with ``max_batch_size > 1`` concurrent callers' frames may be made in one batch
+        (``Frame.batch_size``); a model fault in a batch is raised to each of its callers."""
         if request.decoder != "full":
             raise inputs.InputError(f"{request.decoder} decoder not available")
         waiting = _Waiting(request, control_prep_ms)

@@ -36,6 +36,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -256,6 +257,7 @@ class LoadResult:
     throughput_rps: float | None = None
     frames_per_s: float | None = None  # right images per second, all sessions together
     session_frames_per_s: list[float] = field(default_factory=list)  # right images per second, each session
+    mean_batch_size: float | None = None  # frames made together with each right answer (its readout), mean
     baseline_requests: int = 0
     distinct_expected_images: int = 0  # < 2 * sessions means some cross-talk would go unseen
     server_pid: int | None = None
@@ -302,6 +304,7 @@ class LoadResult:
             ("frames/s all sessions", fmt(self.frames_per_s)),
             ("frames/s per session", f"min {min(per_session):.2f} / median {np.median(per_session):.2f} / "
                                      f"max {max(per_session):.2f}" if per_session else "n/a"),
+            ("mean batch size", fmt(self.mean_batch_size)),
             ("failures", f"{self.failed} {dict(sorted(self.failures.items())) if self.failures else ''}".strip()),
             ("mismatches", fmt(self.mismatches)),
             ("largest difference from expected", fmt(self.largest_difference_levels, " levels")),
@@ -333,14 +336,22 @@ def _client(url: str, download_dir: str):
     return Client(url, verbose=False, download_files=download_dir, analytics_enabled=False)
 
 
-def _call(client, call: Call, timeout_s: float) -> np.ndarray:
+def batch_size_of(result: Any) -> int:
+    """How many frames the server made together with this one: "batch of N" in the readout, else 1."""
+    for part in result if isinstance(result, (list, tuple)) else [result]:
+        if isinstance(part, str) and (found := re.search(r"batch of (\d+)", part)):
+            return int(found.group(1))
+    return 1
+
+
+def _call(client, call: Call, timeout_s: float) -> tuple[np.ndarray, int]:
     job = client.submit(api_name=call.api_name, **dict(call.kwargs))
     try:
         result = job.result(timeout=timeout_s)
     except TimeoutError:
         job.cancel()
         raise
-    return read_pixels(result)
+    return read_pixels(result), batch_size_of(result)
 
 
 def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.0, server_pid: int | None = None,
@@ -366,6 +377,7 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
     failures: Counter[str] = Counter()
     by_endpoint: Counter[str] = Counter()
     right_by_session: Counter[int] = Counter()
+    batch_sizes: list[int] = []  # of the right answers, from their readouts
 
     try:
         # 1. Baseline: the expected image of every distinct input, one call at a time.
@@ -375,7 +387,7 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
         try:
             for session_pair in calls.values():
                 for call in session_pair:
-                    expected[call.key] = _call(baseline_client, call, request_timeout_s)
+                    expected[call.key] = _call(baseline_client, call, request_timeout_s)[0]
                     report.baseline_requests += 1
         finally:
             baseline_client.close()
@@ -415,7 +427,7 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
                 k += 1
                 t0 = time.perf_counter()
                 try:
-                    pixels = _call(client, call, request_timeout_s)
+                    pixels, batch_size = _call(client, call, request_timeout_s)
                 except Exception as error:  # noqa: BLE001 - every failure is counted by kind
                     kind = classify_error(error)
                     with lock:
@@ -439,6 +451,7 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
                     if match:
                         report.successes += 1
                         right_by_session[index] += 1
+                        batch_sizes.append(batch_size)
                     else:
                         report.mismatches += 1
                         if len(report.mismatch_samples) < 10:
@@ -502,6 +515,7 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
         report.throughput_rps = report.requests / report.duration_s
         report.frames_per_s = report.successes / report.duration_s
         report.session_frames_per_s = [right_by_session[i] / report.duration_s for i in range(sessions)]
+    report.mean_batch_size = float(np.mean(batch_sizes)) if batch_sizes else None
     return report
 
 

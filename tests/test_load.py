@@ -106,6 +106,8 @@ def test_report_helpers(tmp_path):
     one, batched = (loadtest.LoadResult(url="u", sessions=2, duration_s=10.0, warmup_s=0.0, frames_per_s=fps,
                                          served=served) for fps, served in ((2.0, "--max-batch-size 1"), (3.0, "")))
     assert loadtest.compare([one, batched]).splitlines()[1].endswith("1.50x the first")
+    assert loadtest.batch_size_of((str(image), "**9 ms** total (batch of 3: made together with ...)")) == 3
+    assert loadtest.batch_size_of((str(image), "**9 ms** total")) == 1
 
 
 # --- Load ---------------------------------------------------------------------------------------------------
