@@ -4,7 +4,7 @@ Refresh semantics (measured in headless Chromium: ``trigger_mode="once"`` left s
 fell over a second behind): every input of a tab feeds ONE ``gr.on`` with ``trigger_mode="always_last"``, hidden
 progress and the shared ``"gpu"`` concurrency id. So at most one frame per tab is in flight, inputs that arrive
 meanwhile collapse into the newest one (Gradio then runs only the latest pending event), and the final image is
-always made from the final inputs. Identical inputs cost nothing: the engine returns its previous frame
+always made from the final inputs. Identical inputs cost nothing: the engine returns its recent frame for them
 (``Frame.reused``), and an identical JPEG keeps the same URL, so the browser does not even reload it.
 
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
@@ -111,7 +111,9 @@ def format_latency(frame: Any, extra_notices: tuple[str, ...] = ()) -> str:
     timings = frame.timings_ms
     head = f"**{timings.get('total', 0.0):.0f} ms** total · decoder: {frame.decoder}"
     if frame.reused:
-        head += " (same inputs as the previous frame: reused, no model work)"
+        head += " (same inputs as a recent frame: reused, no model work)"
+    elif frame.batch_size > 1:
+        head += f" (batch of {frame.batch_size}: made together with frames of other users)"
     split = " · ".join(f"{stage} {timings[stage]:.1f}" for stage in settings.FRAME_STAGES if stage in timings)
     lines = [head, f"{split} (ms)" if split else ""]
     lines += [f"ℹ️ {notice}" for notice in (*frame.notices, *extra_notices)]
@@ -194,7 +196,8 @@ def _decoder_radio(engine: Any, elem_id: str) -> gr.Radio:
 
 def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
     """The whole app around one loaded engine (``sprint_demo.engine.Engine``). ``concurrency_limit``: frames in
-    flight at once over all users (1: one GPU; ``serve_ray.RayEngine.concurrency`` for replicas)."""
+    flight at once over all users (the engine's ``max_batch_size`` on one GPU, so a batch can fill;
+    ``serve_ray.RayEngine.concurrency`` for replicas)."""
     frames = _FrameFiles()
     sketch_frame = _on_gpu(engine.sketch_to_image)
     text_frame = _on_gpu(engine.text_to_image)
