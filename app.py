@@ -4,9 +4,10 @@
     python app.py --model preview      # tiny random model: runs on any CPU, offline
     python app.py --help
 
-Importing this module does nothing but define functions (tests import it); everything runs from ``main``.
-On Hugging Face Spaces (``settings.ON_SPACES``) it listens on all interfaces; on ZeroGPU the frame functions
-are wrapped with ``spaces.GPU`` (see ``sprint_demo.ui``).
+Importing this module does nothing but define functions (tests import it); everything runs from ``main``, which
+loads the engine and hands it to ``sprint_demo.launch.launch`` (queue, upload limit, page CSS). On Hugging Face
+Spaces (``settings.ON_SPACES``) it listens on all interfaces; on ZeroGPU the frame functions are wrapped with
+``spaces.GPU`` (see ``sprint_demo.ui``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from dataclasses import replace
 
 from sprint_demo import settings
+from sprint_demo.launch import DEFAULT_HOST, launch
 from sprint_demo.speedups import COMPILE_SCOPES, SpeedOptions
 
 
@@ -32,13 +34,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="torch device: cuda, cuda:1, cpu (default: best available)")
     parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: the model's choice)")
     parser.add_argument("--compile", action="store_true", default=SpeedOptions().compile,
-                        help="torch.compile the model blocks and the DC-AE on a GPU (40-60 s at start; env SPRINT_COMPILE=1)")
+                        help="torch.compile the model blocks and the DC-AE on a GPU (40-60 s at start; "
+                             "env SPRINT_COMPILE=1)")
     parser.add_argument("--cuda-graphs", action="store_true", default=SpeedOptions().cuda_graphs,
                         help="with --compile: CUDA graphs, 2-3x faster frames again (env SPRINT_CUDA_GRAPHS=1); "
                              "see docs/PERFORMANCE.md")
     parser.add_argument("--compile-scope", default=SpeedOptions().compile_scope, choices=COMPILE_SCOPES,
                         help="with --compile: per block (measured) or per denoising step (env SPRINT_COMPILE_SCOPE)")
-    parser.add_argument("--host", default=settings.SPACES_HOST if settings.ON_SPACES else settings.HOST,
+    parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on (default: %(default)s; env SPRINT_HOST)")
     parser.add_argument("--port", type=int, default=settings.PORT, help="port (default: %(default)s; env SPRINT_PORT)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
@@ -52,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from sprint_demo.engine import load_engine
     from sprint_demo.models import ModelLoadError
-    from sprint_demo.ui import CSS, create_demo
 
     try:
         speed = replace(SpeedOptions(), compile=args.compile, cuda_graphs=args.cuda_graphs,
@@ -66,10 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("model %s on %s, frame size %d, speed-ups: %s", engine.model_name, engine.device, engine.size,
              engine.speed.describe())
 
-    demo = create_demo(engine)
-    demo.queue(default_concurrency_limit=1, max_size=settings.QUEUE_SIZE)  # one GPU, one queue for everyone
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS)
+    launch(engine, host=args.host, port=args.port, share=args.share)
     return 0
 
 

@@ -31,32 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from . import settings
 from .engine import STAGE_LABEL, STAGES, Engine, load_engine
+from .sketches import stroke_sketch
 from .speedups import COMPILE_SCOPES, SpeedOptions
 
 MODES = ("t2i", "controlnet", "controlnet-warm")
 BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
 _new_strokes = itertools.count(3)  # every "controlnet" frame of the run draws a canvas no earlier frame had
-
-
-def stroke_canvas(size: int, strokes: int) -> Image.Image:
-    """A white canvas with ``strokes`` deterministic black strokes: each frame adds one, as a user would."""
-    canvas = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i in range(strokes):
-        a = (i * 97) % size, (i * 193 + size // 3) % size
-        b = (i * 151 + size // 2) % size, (i * 61) % size
-        draw.line([a, b], fill="black", width=max(3, size // 128))
-    return canvas
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int) -> dict:
@@ -67,7 +50,7 @@ def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int) -> d
         else:
             strokes = next(_new_strokes) if mode == "controlnet" else 2
             seed = 1000 + i if mode == "controlnet-warm" else 7
-            frame = engine.sketch_to_image(stroke_canvas(engine.size, strokes), BENCH_PROMPT, steps=steps,
+            frame = engine.sketch_to_image(stroke_sketch(engine.size, strokes), BENCH_PROMPT, steps=steps,
                                            seed=seed)
         if i:
             frames.append(frame.timings_ms)
@@ -83,9 +66,9 @@ def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int) -> d
         "model": engine.model_name,
         "stages_ms": stages,
         "total_ms": round(statistics.median(totals), 2),
-        "p90_total_ms": round(percentile(totals, 90), 2),
+        "p90_total_ms": round(float(np.percentile(totals, 90)), 2),
         "model_ms": round(statistics.median(model), 2),
-        "p90_stages_ms": {s: round(percentile([f[s] for f in frames], 90), 2) for s in STAGES},
+        "p90_stages_ms": {s: round(float(np.percentile([f[s] for f in frames], 90)), 2) for s in STAGES},
         "repeat": repeat,
     }
 
@@ -94,7 +77,7 @@ def compiled_vs_eager(engine: Engine) -> dict:
     """The same ControlNet frame (new canvas, 1 step) through the engine as set up, then with torch.compile ignored:
     pixel differences in uint8 levels. Compiled bf16 code may round differently; images that differ by more than
     a few levels on average mean a compiled variant draws something else. (0 when nothing is compiled.)"""
-    sketch = stroke_canvas(engine.size, 5)
+    sketch = stroke_sketch(engine.size, 5)
     pixels = []
     for eager in (False, True):
         engine.clear_caches()  # a full frame both times: prompt, control encode, denoise, decode

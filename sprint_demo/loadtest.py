@@ -1,9 +1,15 @@
 """Hold concurrent load against a running demo server and check that every answer belongs to its asker.
 
-Usage (the server must already be running; start one with ``python app.py --model preview``)::
+Usage, against a server that is already running (``python app.py --model preview``)::
 
     python -m sprint_demo.loadtest --url http://127.0.0.1:7860 --sessions 8 --duration 60 \
         --json load.json --server-pid $(pgrep -n -f "app.py --model preview")
+
+or against servers it starts itself, one after the other, to compare settings (each ``--serve`` is
+``python app.py ARGS`` on a free loopback port, its pid measured, stopped after its run)::
+
+    python -m sprint_demo.loadtest --sessions 8 --duration 60 --serve "--model preview" \
+        --serve "SPRINT_QUEUE_SIZE=8 --model preview"
 
 What it does:
 
@@ -15,8 +21,8 @@ What it does:
 3. Load: N threads, each with its own ``gradio_client.Client`` (its own session hash), alternate
    ``/sketch_to_image`` and ``/text_to_image`` at small sizes until the time is up, and compare every returned
    image with the expected one.
-4. Report: requests, failures by kind, mismatches, p50/p95 latency, and (with ``--server-pid``) the server's
-   resident memory after warm-up and at the end, the growth between, and its thread count.
+4. Report: requests, failures by kind, mismatches, p50/p95 latency, and (with ``--server-pid`` or ``--serve``) the
+   server's resident memory after warm-up and at the end, the growth between, and its thread count.
 
 Only loopback or a server you operate should be targeted: the script sends requests as fast as the server
 answers them.
@@ -25,31 +31,34 @@ answers them.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
-import io
 import json
-import math
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from . import settings
+from .launch import AppProcess
+from .sketches import png_data_url, stroke_sketch
 
 LOAD_SIZE = settings.MIN_SIZE  # small frames: the load test measures the serving path, not the model
 SKETCH_SET_SIZE = 4  # distinct sketches; sessions cycle through them
+FIRST_SKETCH_STROKES = 3  # the set's sketches hold 3, 4, 5 and 6 strokes
 SEED_BASE = 1000  # session i uses seed SEED_BASE + i
 REQUEST_TIMEOUT_S = 120.0  # one request slower than this counts as a "timeout" failure
+SERVE_START_TIMEOUT_S = 900.0  # --serve: a real model may download weights and compile before it answers
 MEMORY_SAMPLE_S = 0.5  # how often the server's RSS is sampled
 RSS_WINDOW_S = 5.0  # memory references (after warm-up, middle, end) are medians over this many seconds
 SKETCH_ENDPOINT = "/sketch_to_image"
@@ -67,44 +76,6 @@ PROMPT_SUBJECTS = (
 
 
 # --- Inputs -------------------------------------------------------------------------------------------------
-def make_sketch(index: int, size: int = LOAD_SIZE) -> Image.Image:
-    """A deterministic black-on-white line drawing, different for each ``index`` (modulo nothing)."""
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    s = size
-    w = max(2, size // 64)  # stroke width, like a brush of a few pixels
-    kind = index % 4
-    if kind == 0:  # a house
-        draw.rectangle([s * 0.25, s * 0.45, s * 0.75, s * 0.85], outline="black", width=w)
-        draw.line([s * 0.2, s * 0.48, s * 0.5, s * 0.2, s * 0.8, s * 0.48], fill="black", width=w)
-    elif kind == 1:  # a face
-        draw.ellipse([s * 0.2, s * 0.2, s * 0.8, s * 0.8], outline="black", width=w)
-        draw.ellipse([s * 0.35, s * 0.38, s * 0.42, s * 0.45], fill="black")
-        draw.ellipse([s * 0.58, s * 0.38, s * 0.65, s * 0.45], fill="black")
-        draw.arc([s * 0.35, s * 0.45, s * 0.65, s * 0.68], 20, 160, fill="black", width=w)
-    elif kind == 2:  # hills and a sun
-        draw.arc([-s * 0.2, s * 0.5, s * 0.6, s * 1.2], 180, 360, fill="black", width=w)
-        draw.arc([s * 0.4, s * 0.55, s * 1.2, s * 1.3], 180, 360, fill="black", width=w)
-        draw.ellipse([s * 0.65, s * 0.1, s * 0.85, s * 0.3], outline="black", width=w)
-    else:  # a zig-zag and a diagonal
-        points = [(s * (0.1 + 0.1 * k), s * (0.3 if k % 2 else 0.6)) for k in range(9)]
-        draw.line(points, fill="black", width=w)
-        draw.line([s * 0.1, s * 0.9, s * 0.9, s * 0.75], fill="black", width=w)
-    # Later sets differ by a dot in a position set by the index, so index 4 != index 0.
-    dot = index // 4
-    if dot:
-        x = s * (0.05 + 0.9 * ((dot * 37) % 100) / 100)
-        draw.ellipse([x, s * 0.05, x + s * 0.04, s * 0.09], fill="black")
-    return image
-
-
-def png_data_url(image: Image.Image) -> str:
-    """The wire format the canvas sends: ``data:image/png;base64,...``."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 @dataclass(frozen=True)
 class Call:
     """One distinct request: the endpoint and its keyword arguments."""
@@ -118,11 +89,16 @@ class Call:
         return f"s{self.session}{self.api_name}"
 
 
+def session_sketch(session: int, size: int = LOAD_SIZE) -> Image.Image:
+    """Session ``session``'s sketch: one of SKETCH_SET_SIZE distinct stroke drawings, the same on every call."""
+    return stroke_sketch(size, FIRST_SKETCH_STROKES + session % SKETCH_SET_SIZE)
+
+
 def session_calls(session: int, size: int = LOAD_SIZE, steps: int = settings.DEFAULT_STEPS) -> tuple[Call, Call]:
     """The two distinct requests session ``session`` alternates between (its own prompt, seed and sketch)."""
     prompt = f"{PROMPT_SUBJECTS[session % len(PROMPT_SUBJECTS)]}, session {session}"
     seed = SEED_BASE + session
-    sketch = png_data_url(make_sketch(session % SKETCH_SET_SIZE, size))
+    sketch = png_data_url(session_sketch(session, size))
     sketch_kwargs = dict(sketch=sketch, prompt=prompt, steps=steps, seed=seed,
                          guidance_scale=settings.DEFAULT_GUIDANCE,
                          control_strength=settings.DEFAULT_CONTROL_STRENGTH, thickness=settings.DEFAULT_THICKNESS)
@@ -188,13 +164,12 @@ def classify_error(error: BaseException) -> str:
     return name
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of ``values``; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+def latency_summary(values_ms: list[float]) -> dict[str, float | None]:
+    """p50, p95 (numpy's percentile, linear between ranks) and max of ``values_ms``; all None when empty."""
+    if not values_ms:
+        return {"p50": None, "p95": None, "max": None}
+    p50, p95 = np.percentile(values_ms, [50, 95])
+    return {"p50": float(p50), "p95": float(p95), "max": float(max(values_ms))}
 
 
 # --- Server memory ------------------------------------------------------------------------------------------
@@ -251,7 +226,7 @@ class MemoryMonitor:
 
 # --- Report -------------------------------------------------------------------------------------------------
 @dataclass
-class LoadReport:
+class LoadResult:
     url: str
     sessions: int
     duration_s: float  # the load phase as measured, warm-up included
@@ -282,6 +257,7 @@ class LoadReport:
     server_threads_end: int | None = None
     rss_after_load_mb: float | None = None  # one sample, 2 s after every client closed
     server_threads_after_load: int | None = None
+    served: str | None = None  # the app.py arguments of a server started by --serve
 
     @property
     def failed(self) -> int:
@@ -303,7 +279,7 @@ class LoadReport:
             return f"{value:.1f}{unit}" if isinstance(value, float) else f"{value}{unit}"
 
         rows = [
-            ("server", self.url),
+            ("server", self.url if self.served is None else f"{self.url} (python app.py {self.served})"),
             ("sessions", fmt(self.sessions)),
             ("duration (warm-up)", f"{self.duration_s:.1f} s ({self.warmup_s:.0f} s)"),
             ("requests", f"{self.requests} ("
@@ -351,7 +327,7 @@ def _call(client, call: Call, timeout_s: float) -> np.ndarray:
 
 def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.0, server_pid: int | None = None,
              size: int = LOAD_SIZE, steps: int = settings.DEFAULT_STEPS, request_timeout_s: float = REQUEST_TIMEOUT_S,
-             tolerance: int = 0, log=None) -> LoadReport:
+             tolerance: int = 0, log=None) -> LoadResult:
     """Run the baseline and then ``sessions`` concurrent clients for ``duration_s`` seconds against ``url``.
 
     ``warmup_s`` of the load phase pass before the server's memory is taken as the reference for growth (the
@@ -363,7 +339,7 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
     if not 0 <= warmup_s < duration_s:
         raise ValueError(f"warmup_s must be in [0, duration_s), got {warmup_s} with duration_s={duration_s}")
     log = log or (lambda *_: None)
-    report = LoadReport(url=url, sessions=sessions, duration_s=0.0, warmup_s=warmup_s, server_pid=server_pid)
+    report = LoadResult(url=url, sessions=sessions, duration_s=0.0, warmup_s=warmup_s, server_pid=server_pid)
     monitor = MemoryMonitor(server_pid)
     download_root = tempfile.mkdtemp(prefix="sprint-loadtest-")
     calls = {i: session_calls(i, size, steps) for i in range(sessions)}
@@ -486,148 +462,42 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
     finally:
         shutil.rmtree(download_root, ignore_errors=True)
 
-    all_latencies = [ms for values in latencies.values() for ms in values]
+    overall = latency_summary([ms for values in latencies.values() for ms in values])
     report.failures = dict(failures)
     report.requests_by_endpoint = dict(by_endpoint)
-    report.latency_p50_ms = percentile(all_latencies, 50)
-    report.latency_p95_ms = percentile(all_latencies, 95)
-    report.latency_max_ms = max(all_latencies) if all_latencies else None
-    report.latency_by_endpoint_ms = {
-        name: {"p50": percentile(values, 50), "p95": percentile(values, 95)} for name, values in latencies.items()
-    }
+    report.latency_p50_ms, report.latency_p95_ms = overall["p50"], overall["p95"]
+    report.latency_max_ms = overall["max"]
+    report.latency_by_endpoint_ms = {name: latency_summary(values) for name, values in latencies.items()}
     report.throughput_rps = report.requests / report.duration_s if report.duration_s else None
     return report
 
 
-# --- A server to test against (used by the tests; handy by hand too) ------------------------------------------
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVER_START_TIMEOUT_S = 180.0  # import + preview model build + warm-up on 2 busy cores
-INHERIT_NOT = ("SPRINT_HOST", "SPRINT_PORT", "SPRINT_QUEUE_SIZE", "SPRINT_SAFETY_CHECKER", "SPACE_ID",
-               "SPACES_ZERO_GPU", "GRADIO_SERVER_NAME", "GRADIO_SHARE")  # environment a test server does not inherit
+# --- Servers of its own (--serve) -----------------------------------------------------------------------------
+def split_serve_args(app_args: str) -> tuple[dict[str, str], list[str]]:
+    """``"NAME=value ... --flag x"`` -> ({NAME: value, ...}, ["--flag", "x"]): the environment, then app.py's args."""
+    words = shlex.split(app_args)
+    env = {}
+    while words and not words[0].startswith("-") and "=" in words[0]:
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    return env, words
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
+def serve_and_load(app_args: str, load: Callable[[str, int], LoadResult], log: Callable[[str], None],
+                   start_timeout_s: float = SERVE_START_TIMEOUT_S) -> LoadResult:
+    """Start ``python app.py APP_ARGS`` on a free loopback port, run ``load(url, pid)`` against it, stop it.
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    """``python app.py ARGS`` in a subprocess, its output in a log file; a context manager that stops it.
-
-    ``wait_ready`` polls ``url`` until the server answers; ``stop`` terminates this process (by its own pid)
-    and waits for it.
+    Leading ``NAME=value`` words of ``app_args`` set the server's environment (``SPRINT_QUEUE_SIZE=8 --model
+    preview``), so settings that have no flag can be compared too.
     """
-
-    def __init__(self, args: list[str], port: int | None = None, env: dict[str, str] | None = None,
-                 python: str = sys.executable, script: str | list[str] = "app.py", cwd: Path = REPO_ROOT):
-        import subprocess
-
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # A local launch as on a developer's machine: host and Spaces switches from this environment are not
-        # inherited (pass them in ``env`` to test them); no analytics, no hub traffic.
-        inherited = {k: v for k, v in os.environ.items() if k not in INHERIT_NOT}
-        full_env = {**inherited, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-                    "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.log_path = Path(tempfile.mkstemp(prefix="sprint-server-", suffix=".log")[1])
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        command = [python, *([script] if isinstance(script, str) else script), *args]
-        if "--port" not in args:
-            command += ["--port", str(self.port)]
-        self.command = command
-        self.process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
-        self.pid = self.process.pid
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout_s: float = SERVER_START_TIMEOUT_S) -> ServerProcess:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/gradio_api/info", timeout=5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"server not ready after {timeout_s:.0f} s:\n{self.log()[-3000:]}")
-
-    def stop(self, timeout_s: float = 15.0) -> int | None:
-        import subprocess
-
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout_s)
-        self._log.close()
-        return self.process.returncode
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-
-_shared_servers: dict[tuple, ServerProcess] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_server(args: list[str], env: dict[str, str] | None = None, wait: bool = True) -> ServerProcess:
-    """One server per distinct (args, env) for the whole process, stopped at exit; ready unless ``wait=False``.
-
-    The tests use it so that several test files share one ``python app.py`` start (20-40 s of imports and
-    model building on 2 busy cores) instead of paying for one each; ``wait=False`` starts it early, in the
-    background.
-    """
-    import atexit
-
-    key = (tuple(args), tuple(sorted((env or {}).items())))
-    with _shared_lock:
-        server = _shared_servers.get(key)
-        if server is None or server.process.poll() is not None:
-            server = ServerProcess(args, env=env)
-            _shared_servers[key] = server
-            atexit.register(server.stop)
-    return server.wait_ready() if wait else server
-
-
-BLOCKED_TEST_WORD = "zyzzogeton"  # the stand-in safety checker below refuses prompts holding this word
-CANARY_ENV = "SPRINT_TEST_CANARY"  # a secret-like value put in the test server's environment
-
-
-def refuse_blocked_test_word(prompt: str) -> str | None:
-    """Stand-in safety checker (``SPRINT_SAFETY_CHECKER=sprint_demo.loadtest:refuse_blocked_test_word``).
-
-    Refuses prompts that contain ``BLOCKED_TEST_WORD`` and accepts everything else, so the tests can check the
-    hook end to end without a real classifier.
-    """
-    return f"contains the blocked test word {BLOCKED_TEST_WORD!r}" if BLOCKED_TEST_WORD in prompt.lower() else None
-
-
-_canary = f"canary-{os.getpid()}-{time.time_ns()}"
-
-
-def suite_server(wait: bool = True) -> ServerProcess:
-    """The preview-model server the test files share: started as a user would (no --host, no --share), with
-    the stand-in safety checker on and a canary value in its environment (to detect /proc/self/environ leaks).
-    """
-    return shared_server(["--model", settings.PREVIEW_MODEL], wait=wait, env={
-        "SPRINT_SAFETY_CHECKER": f"{__name__}:refuse_blocked_test_word",
-        CANARY_ENV: _canary,
-    })
+    env, words = split_serve_args(app_args)
+    with AppProcess(words, env=env) as server:
+        log(f"starting {' '.join(f'{k}={v}' for k, v in env.items())} {' '.join(server.command)} "
+            f"(log: {server.log_path})")
+        server.wait_ready(start_timeout_s)
+        result = load(server.url, server.pid)
+    result.served = app_args
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -642,16 +512,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT_S, help="per-request limit, seconds")
     parser.add_argument("--tolerance", type=int, default=0, help="largest pixel difference still 'the same image'")
     parser.add_argument("--json", type=Path, default=None, help="write the full report here")
+    parser.add_argument("--serve", action="append", default=None, metavar="APP_ARGS",
+                        help="start 'python app.py APP_ARGS' on a free loopback port, load it and stop it, instead of "
+                             "--url and --server-pid; repeat to compare settings; leading NAME=value words set the "
+                             "server's environment, e.g. --serve 'SPRINT_QUEUE_SIZE=8 --model preview'")
     args = parser.parse_args(argv)
-    report = run_load(args.url, args.sessions, args.duration, warmup_s=args.warmup, server_pid=args.server_pid,
-                      size=args.size, steps=args.steps, request_timeout_s=args.timeout, tolerance=args.tolerance,
-                      log=lambda message: print(message, file=sys.stderr, flush=True))
-    print(report.table())
-    for sample in report.failure_samples + report.mismatch_samples:
-        print("  " + sample)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def load(url: str, server_pid: int | None) -> LoadResult:
+        return run_load(url, args.sessions, args.duration, warmup_s=args.warmup, server_pid=server_pid,
+                        size=args.size, steps=args.steps, request_timeout_s=args.timeout, tolerance=args.tolerance,
+                        log=log)
+
+    if args.serve:
+        results = [serve_and_load(app_args, load, log) for app_args in args.serve]
+    else:
+        results = [load(args.url, args.server_pid)]
+    for result in results:
+        print(result.table())
+        for sample in result.failure_samples + result.mismatch_samples:
+            print("  " + sample)
     if args.json is not None:
-        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    return 0 if report.ok else 1
+        data = [result.to_json() for result in results]
+        args.json.write_text(json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n")
+    return 0 if all(result.ok for result in results) else 1
 
 
 if __name__ == "__main__":

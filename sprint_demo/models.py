@@ -178,7 +178,7 @@ def load_pipeline(
     device = device or default_device()
     torch_dtype = parse_dtype(dtype, device)
     if model in (settings.PREVIEW_MODEL, settings.RANDOM_FULL_MODEL):
-        if controlnet is not None:
+        if controlnet is not None and model == settings.RANDOM_FULL_MODEL:
             raise ModelLoadError(f"--controlnet {controlnet!r} needs real weights, not --model {model}")
         full = model == settings.RANDOM_FULL_MODEL
         pipe = build_random_pipeline("full" if full else "preview", device=device if full else "cpu")
@@ -198,6 +198,11 @@ def attach_controlnet(loaded: LoadedPipeline, source: str, wiring: str | None = 
     """Loads a ControlNet in the pipeline's dtype, on its device, and plugs it in (raises ModelLoadError)."""
     pipe = loaded.pipe
     controlnet, report = load_controlnet(source, pipe.transformer.config, pipe.transformer.dtype, wiring)
+    base, config = pipe.transformer.config, controlnet.config  # e.g. one trained on the preview (train_controlnet)
+    if (config.num_attention_heads * config.attention_head_dim, config.caption_channels) != (
+        base.num_attention_heads * base.attention_head_dim, base.caption_channels
+    ):
+        raise ModelLoadError(f"the ControlNet {source!r} does not fit the {loaded.model_name} transformer's shapes")
     pipe.register_modules(controlnet=controlnet.to(pipe.transformer.device))
     loaded.controlnet_report = report
 

@@ -1,6 +1,7 @@
 """The Gradio interface: ``create_demo(engine) -> gr.Blocks`` with a Sketch tab and a Playground tab.
 
-Refresh semantics (FACTS.md section 7): every input of a tab feeds ONE ``gr.on`` with
+Refresh semantics (measured in headless Chromium: ``trigger_mode="once"`` left stale final images, ``"multiple"``
+fell over a second behind): every input of a tab feeds ONE ``gr.on`` with
 ``trigger_mode="always_last"``, hidden progress and the shared ``"gpu"`` concurrency id (limit 1). So at most one
 frame per tab is in flight, inputs that arrive meanwhile collapse into the newest one, and the final image is
 always made from the final inputs. Identical inputs cost nothing: the engine returns its previous frame
@@ -64,6 +65,11 @@ CSS = """
 #controlnet_note { color: #7a5b00; font-size: 0.9em; }
 #latency, #t2i_latency { font-family: ui-monospace, monospace; font-size: 0.85em; min-height: 3em; }
 #sketch_output img, #t2i_output img { object-fit: contain; }
+/* The example gallery: Gradio gives a gallery without a pixel height a box of at least 320 px (450 px on wide
+   screens), most of it empty under one row of thumbnails; here the box follows its thumbnails, which wrap into
+   rows on a narrow screen instead of scrolling sideways, below the gallery's label rather than under it. */
+#sketch_examples .grid-wrap { min-height: 0; max-height: none; overflow-y: auto; }
+#sketch_examples .grid-container { grid-template-columns: repeat(auto-fit, minmax(88px, 1fr)); padding-top: 24px; }
 /* Phones: the picture sits above the canvas and stays pinned at the top of the screen while the canvas is in
    view, at most 36% of the screen high, so a person drawing sees it change. */
 @media (max-width: NARROW_PXpx) {
@@ -202,8 +208,9 @@ def _guidance_slider(elem_id: str) -> gr.Slider:
                      label="Guidance", elem_id=elem_id)
 
 
-def create_demo(engine: Any) -> gr.Blocks:
-    """The whole app around one loaded engine (``sprint_demo.engine.Engine``)."""
+def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
+    """The whole app around one loaded engine (``sprint_demo.engine.Engine``). ``concurrency_limit``: frames in
+    flight at once over all users (1: one GPU; ``serve_ray.RayEngine.concurrency`` for replicas)."""
     frames = _FrameFiles()
     sketch_frame = _on_gpu(engine.sketch_to_image)
     gate = DraftGate(settings.MAX_WAITING_DRAFTS)
@@ -358,7 +365,7 @@ def create_demo(engine: Any) -> gr.Blocks:
             inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness, photo_map],
             outputs=[output, latency],
             api_visibility="private",
-            trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id=GPU,
+            trigger_mode="always_last", show_progress="hidden", concurrency_limit=concurrency_limit, concurrency_id=GPU,
         )
         gr.on(
             triggers=[demo.load, prompt.change, steps.change, seed.change, guidance.change, control_strength.change,
@@ -380,7 +387,7 @@ def create_demo(engine: Any) -> gr.Blocks:
             outputs=[api_image, api_latency],
             api_name="sketch_to_image",
             api_description="Sketch (PNG data URL) + prompt -> (JPEG image, latency markdown).",
-            concurrency_limit=1, concurrency_id=GPU,
+            concurrency_id=GPU, concurrency_limit=concurrency_limit,
         )
 
         def photo_to_map(photo, thickness):
@@ -392,7 +399,7 @@ def create_demo(engine: Any) -> gr.Blocks:
         # Upload, clear, example click and thickness all recompute (or drop) the map; its change re-renders.
         gr.on(triggers=[photo.change, thickness.change], fn=photo_to_map, inputs=[photo, thickness],
               outputs=[photo_map_view, photo_map], api_visibility="private", trigger_mode="always_last",
-              show_progress="minimal", concurrency_limit=1, concurrency_id=GPU)
+              show_progress="minimal", concurrency_limit=concurrency_limit, concurrency_id=GPU)
 
         if sketch_examples:
             def load_example(event: gr.SelectData):
@@ -419,7 +426,8 @@ def create_demo(engine: Any) -> gr.Blocks:
             outputs=[t2i_output, t2i_latency],
             api_name="text_to_image",
             api_description="Prompt -> (JPEG image of width x height, latency markdown).",
-            trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id=GPU,
+            trigger_mode="always_last", show_progress="hidden", concurrency_id=GPU,
+            concurrency_limit=concurrency_limit,
         )
         t2i_aspect.change(lambda aspect: aspect_size(aspect, size), inputs=t2i_aspect,
                           outputs=[t2i_width, t2i_height], api_visibility="private", queue=False)

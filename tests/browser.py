@@ -1,4 +1,5 @@
-"""Helpers for driving the app in Debian's chromium through Playwright (sync API), and for serving it in-process.
+"""Helpers for driving the app in Debian's chromium through Playwright (sync API); the app itself is served by
+``support.live_app``.
 
 Never runs ``playwright install``: the browser is ``/usr/bin/chromium`` (``apt-get install -y chromium``).
 Also a command-line tool that takes the README screenshot::
@@ -9,18 +10,19 @@ Also a command-line tool that takes the README screenshot::
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # also as a script: support.py and sprint_demo import
+from support import live_app  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-REPO = Path(__file__).resolve().parent.parent
 
 # In-page probe: timestamps of every pointerup and of every new image shown in an output, so latency is measured
 # inside the page (no Playwright round trips in the numbers).
@@ -49,40 +51,6 @@ def require_chromium() -> str:
         raise AssertionError(f"{CHROMIUM} is missing: install Debian's chromium with `apt-get install -y chromium` "
                              f"(never `playwright install`)")
     return CHROMIUM
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@functools.lru_cache(maxsize=1)
-def preview_engine():
-    """One preview engine per test process (thread-safe), shared by the API and browser test modules."""
-    from sprint_demo import settings
-    from sprint_demo.engine import load_engine
-
-    return load_engine(settings.PREVIEW_MODEL)
-
-
-@contextlib.contextmanager
-def live_app(engine=None):
-    """``create_demo(engine)`` launched in this process on a free loopback port; yields (url, engine, demo)."""
-    from sprint_demo import settings
-    from sprint_demo.ui import CSS, create_demo
-
-    if engine is None:
-        engine = preview_engine()
-    demo = create_demo(engine)
-    demo.queue(default_concurrency_limit=1, max_size=settings.QUEUE_SIZE)
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS)
-    try:
-        yield f"http://127.0.0.1:{port}", engine, demo
-    finally:
-        demo.close()
 
 
 @contextlib.contextmanager
@@ -190,7 +158,6 @@ def take_screenshot(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     if len(sys.argv) == 3 and sys.argv[1] == "screenshot":
         take_screenshot(Path(sys.argv[2]))
     else:

@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from PIL import Image, ImageDraw
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import browser as helpers  # noqa: E402  (tests/browser.py: live_app)
+import support  # noqa: E402  (tests/support.py: live_app)
 
 from sprint_demo import settings  # noqa: E402
-from sprint_demo.canvas import png_data_url, sketch_value  # noqa: E402
+from sprint_demo.canvas import sketch_value  # noqa: E402
+from sprint_demo.sketches import png_data_url, stroke_sketch  # noqa: E402
 from sprint_demo.ui import aspect_size, encode_frame, format_latency  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ TEXT_PARAMS = ["prompt", "steps", "seed", "guidance_scale", "width", "height"]
 
 @pytest.fixture(scope="module")
 def live_app():
-    with helpers.live_app() as app:
+    with support.live_app() as app:
         yield app
 
 
@@ -45,14 +46,6 @@ def client(live_app):
     client = Client(url, verbose=False, analytics_enabled=False)
     yield client
     client.close()
-
-
-def _sketch(size: int) -> Image.Image:
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((size * 0.2, size * 0.2, size * 0.8, size * 0.8), outline="black", width=4)
-    draw.line((size * 0.1, size * 0.9, size * 0.9, size * 0.1), fill="black", width=4)
-    return image
 
 
 def _pixels(path_or_image) -> np.ndarray:
@@ -79,7 +72,7 @@ def test_named_endpoints_and_parameter_names(client):
 # --- Frames -------------------------------------------------------------------------------------------------
 def test_sketch_to_image_equals_the_engine_frame(client, live_app):
     _url, engine, _demo = live_app
-    sketch = png_data_url(_sketch(engine.size))
+    sketch = png_data_url(stroke_sketch(engine.size, 4))
     args = dict(sketch=sketch, prompt="a round window in a brick wall", steps=2, seed=5, guidance_scale=3.5,
                 control_strength=0.8, thickness=3)
     path, latency = client.predict(**args, api_name="/sketch_to_image")
@@ -123,7 +116,7 @@ def test_bad_input_is_a_clear_error_and_the_next_call_succeeds(client, live_app,
     _url, engine, _demo = live_app
     good = dict(prompt="a kite", seed=3)
     if api_name == "/sketch_to_image":
-        good["sketch"] = png_data_url(_sketch(engine.size))
+        good["sketch"] = png_data_url(stroke_sketch(engine.size, 4))
     with pytest.raises(AppError) as refused:
         client.predict(**{**good, **bad}, api_name=api_name)
     message = str(refused.value)

@@ -26,6 +26,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser as helpers  # noqa: E402  (tests/browser.py)
+import support  # noqa: E402  (tests/support.py)
 
 from sprint_demo.ui import encode_frame  # noqa: E402
 
@@ -43,7 +44,7 @@ STROKES = [  # five strokes, as fractions of the canvas box
 
 @pytest.fixture(scope="module")
 def live_app():
-    with helpers.live_app() as app:
+    with support.live_app() as app:
         yield app
 
 
@@ -207,7 +208,7 @@ def _same_as_engine(page, src: str, frame) -> bool:
 
 def test_example_sketch_loads_and_undo_and_clear_work(chromium, live_app):
     url, engine, _demo = live_app
-    examples = json.loads((helpers.REPO / "assets" / "examples.json").read_text())
+    examples = json.loads((support.REPO / "assets" / "examples.json").read_text())
     with _app_page(chromium, url) as page:
         src = helpers.wait_idle(page)
         page.locator("#sketch_examples img").nth(1).click()
@@ -238,7 +239,7 @@ def test_photo_upload_replaces_the_sketch_until_cleared(chromium, live_app):
         helpers.draw_stroke(page, STROKES[2])
         sketch_src = helpers.wait_new_image(page, src)
         page.get_by_text("Or start from a photo").click()
-        page.locator("#photo input[type=file]").set_input_files(str(helpers.REPO / "assets" / "example_photo.jpg"))
+        page.locator("#photo input[type=file]").set_input_files(str(support.REPO / "assets" / "example_photo.jpg"))
         page.wait_for_selector("#photo_map img", timeout=60_000)
         photo_src = helpers.wait_new_image(page, sketch_src)
         assert "photo" in page.inner_text("#latency")
@@ -285,3 +286,44 @@ def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
         page.locator("#t2i_seed_random").click()
         helpers.wait_new_image(page, dragged_src, "t2i_output")
         assert page.locator("#t2i_seed input").input_value() != seed_before
+
+
+GALLERY_SLACK_PX = 24  # padding and border the example gallery may have under its last row of thumbnails
+GALLERY_BOX_JS = """() => {
+  const box = document.querySelector('#sketch_examples').getBoundingClientRect();
+  const thumbs = [...document.querySelectorAll('#sketch_examples img')].map((i) => i.getBoundingClientRect());
+  return { bottom: box.bottom, right: box.right, count: thumbs.length, thumbHeight: thumbs[0].height,
+           thumbsBottom: Math.max(...thumbs.map((t) => t.bottom)),
+           thumbsRight: Math.max(...thumbs.map((t) => t.right)) };
+}"""
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1400, "height": 1000}, {"width": 390, "height": 844}],
+                         ids=["desktop", "phone"])
+def test_example_gallery_box_fits_its_thumbnails(chromium, live_app, viewport):
+    url, _engine, _demo = live_app
+    examples = json.loads((support.REPO / "assets" / "examples.json").read_text())
+    with _app_page(chromium, url, viewport=viewport) as page:
+        page.wait_for_function("() => [...document.querySelectorAll('#sketch_examples img')]"
+                               ".every((i) => i.complete && i.naturalWidth > 0)", timeout=60_000)
+        box = page.evaluate(GALLERY_BOX_JS)
+    assert box["count"] == len(examples), box
+    assert box["thumbHeight"] > 50, box  # thumbnails are shown, not collapsed
+    empty_below = box["bottom"] - box["thumbsBottom"]
+    assert 0 <= empty_below <= GALLERY_SLACK_PX, f"{empty_below:.0f} px of empty gallery under the thumbnails: {box}"
+    assert box["thumbsRight"] <= box["right"], f"thumbnails run past the gallery's right edge: {box}"
+
+
+def test_canvas_script_compiles_in_chromium(chromium):
+    """canvas.js as Gradio runs it (the body of a function of its six arguments): a syntax error would otherwise
+    only show as a canvas that does not draw, with the error in the browser console."""
+    source = (support.REPO / "sprint_demo" / "canvas.js").read_text(encoding="utf-8")
+    context = _need(chromium).new_context()
+    try:
+        page = context.new_page()
+        error = page.evaluate("""(source) => {
+            try { new Function('element', 'trigger', 'props', 'server', 'upload', 'watch', source); return null; }
+            catch (e) { return e.name + ': ' + e.message; } }""", source)
+    finally:
+        context.close()
+    assert error is None, f"sprint_demo/canvas.js does not compile: {error}"

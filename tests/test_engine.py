@@ -6,19 +6,16 @@ import json
 from unittest import mock
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from sprint_demo import bench, settings
 from sprint_demo.engine import STAGES, load_engine
 from sprint_demo.inputs import InputError
+from sprint_demo.sketches import stroke_sketch
 
 
 def canvas(strokes: int, size: int = 512) -> Image.Image:
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    for i in range(strokes):
-        draw.line([(20 + 40 * i, 30), (300, 400 - 30 * i)], fill="black", width=6)
-    return image
+    return stroke_sketch(size, strokes)
 
 
 @pytest.fixture()

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,7 +23,9 @@ import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+import support
 from sprint_demo import loadtest, settings
+from sprint_demo.launch import AppProcess
 
 pytestmark = pytest.mark.slow
 GENERIC_GRADIO_ERROR = "has not enabled verbose error reporting"
@@ -72,23 +71,15 @@ class PipeWithFaults:
 
 @pytest.fixture(scope="module")
 def live():
-    """The app as ``app.main`` assembles it (same queue and launch settings), in this process, on the preview
-    engine whose pipeline call goes through a fault switch. Yields (url, faults, engine)."""
+    """The app as ``app.main`` serves it (``sprint_demo.launch.launch``), in this process, on the preview engine
+    whose pipeline call goes through a fault switch. Yields (url, faults, engine)."""
     from sprint_demo.engine import load_engine
-    from sprint_demo.ui import CSS, create_demo
 
     engine = load_engine(settings.PREVIEW_MODEL, None, warmup=False)
     faults = Faults()
     engine.pipe = PipeWithFaults(engine.pipe, faults)
-    demo = create_demo(engine)
-    demo.queue(default_concurrency_limit=1, max_size=settings.QUEUE_SIZE)
-    port = loadtest.free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS,
-                prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}", faults, engine
-    finally:
-        demo.close()
+    with support.live_app(engine) as (url, _engine, _demo):
+        yield url, faults, engine
 
 
 _seeds = iter(range(10_000, 20_000))
@@ -133,20 +124,15 @@ def test_error_inside_the_generator_gives_a_clear_message_and_the_next_request_s
 def early_suite_server():
     """Start the preview server that test_load / test_security share now: it builds its model while the tests
     here mostly wait on injected slow frames."""
-    loadtest.suite_server(wait=False)
+    support.suite_server(wait=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def failing_start():
     """``python app.py --model /nonexistent/folder``, started with the module: its ~20 s of imports overlap the
     in-process tests instead of adding to them."""
-    process = subprocess.Popen([sys.executable, "app.py", "--model", "/nonexistent/folder"], cwd=loadtest.REPO_ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    yield process
-    if process.poll() is None:
-        process.kill()
-        process.communicate()
+    with AppProcess(["--model", "/nonexistent/folder"]) as process:
+        yield process
 
 
 def _lock_released(engine, timeout_s: float = SLOW_FRAME_S + 10) -> bool:
@@ -239,8 +225,9 @@ def test_http_stream_closed_mid_frame_leaks_nothing(live):
 
 
 def test_model_that_fails_to_load_exits_with_a_clear_message(failing_start):
-    output, _ = failing_start.communicate(timeout=180)
-    assert failing_start.returncode != 0, output[-2000:]
+    returncode = failing_start.process.wait(timeout=180)
+    output = failing_start.log()
+    assert returncode != 0, output[-2000:]
     assert "/nonexistent/folder" in output, output[-2000:]
     assert "Traceback" not in output, output[-3000:]
     last = output.strip().splitlines()

@@ -4,6 +4,8 @@
   memory is measured on its own process), 8 gradio_client sessions for 60 s through
   ``sprint_demo.loadtest.run_load``: every answer is the image for the asker's own inputs, nothing fails, and the
   server's RSS grows by less than 200 MB after a warm-up.
+* ``test_serve_starts_loads_and_stops_its_own_server``: ``python -m sprint_demo.loadtest --serve ...`` starts its
+  own ``app.py``, loads it, measures its memory and stops it.
 * ``test_full_queue_refuses_clearly_and_keeps_serving``: a server whose queue holds 2 events
   (``SPRINT_QUEUE_SIZE=2``) and whose frames take a second; a flood of requests: the refused ones carry a
   "queue is full" message, and the server answers normally afterwards.
@@ -20,8 +22,10 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
+import support
 from sprint_demo import loadtest, settings
 
 LOAD_SESSIONS = 8
@@ -66,8 +70,8 @@ SLOW_APP = textwrap.dedent(f"""
 def slow_server():
     """The tiny-queue slow server, started first so its ~30 s start overlaps the load server's (both only import
     and build models then); it idles during the load test and is used by the queue test."""
-    server = loadtest.ServerProcess(["--model", settings.PREVIEW_MODEL], script=["-c", SLOW_APP],
-                                    env={"SPRINT_QUEUE_SIZE": str(QUEUE_SIZE)})
+    server = support.start_app(["--model", settings.PREVIEW_MODEL], script=["-c", SLOW_APP],
+                               env={"SPRINT_QUEUE_SIZE": str(QUEUE_SIZE)})
     try:
         yield server
     finally:
@@ -78,17 +82,17 @@ def slow_server():
 def test_sessions_get_distinct_inputs():
     calls = [call for i in range(LOAD_SESSIONS) for call in loadtest.session_calls(i)]
     assert len({call.kwargs for call in calls}) == 2 * LOAD_SESSIONS
-    sketches = {loadtest.make_sketch(i).tobytes() for i in range(2 * loadtest.SKETCH_SET_SIZE)}
-    assert len(sketches) == 2 * loadtest.SKETCH_SET_SIZE
-    assert loadtest.make_sketch(3).tobytes() == loadtest.make_sketch(3).tobytes()  # deterministic
+    sketches = {loadtest.session_sketch(i).tobytes() for i in range(LOAD_SESSIONS)}
+    assert len(sketches) == loadtest.SKETCH_SET_SIZE  # sessions cycle through the set; prompt and seed differ
+    assert loadtest.session_sketch(3).tobytes() == loadtest.session_sketch(3).tobytes()  # deterministic
 
 
 def test_report_helpers(tmp_path):
-    assert loadtest.percentile([], 50) is None
-    assert loadtest.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
-    assert loadtest.percentile(list(range(1, 101)), 95) == 95
+    assert loadtest.latency_summary([]) == {"p50": None, "p95": None, "max": None}
+    assert loadtest.latency_summary([5.0, 1.0, 3.0, 2.0, 4.0]) == {"p50": 3.0, "p95": 4.8, "max": 5.0}
+    assert loadtest.latency_summary(list(range(1, 101)))["p95"] == 95.05  # numpy's rule: linear between ranks
     image = tmp_path / "frame.jpeg"
-    loadtest.make_sketch(0).save(image)
+    loadtest.session_sketch(0).save(image)
     assert loadtest.find_image_path((str(image), "**12 ms** total")) == str(image)
     assert loadtest.find_image_path({"path": str(image)}) == str(image)
     assert loadtest.find_image_path(("not a file", None)) is None
@@ -97,12 +101,14 @@ def test_report_helpers(tmp_path):
     assert loadtest.classify_error(QueueError("Queue is full! Please try again.")) == "queue_full"
     assert loadtest.classify_error(TimeoutError()) == "timeout"
     assert loadtest.classify_error(ConnectionRefusedError()) == "connection"
+    assert loadtest.split_serve_args("SPRINT_QUEUE_SIZE=8 A=b --model 'my model'") == (
+        {"SPRINT_QUEUE_SIZE": "8", "A": "b"}, ["--model", "my model"])
 
 
 # --- Load ---------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_eight_sessions_hold_for_a_minute(capsys, slow_server):
-    server = loadtest.suite_server()
+    server = support.suite_server()
     report = loadtest.run_load(server.url, LOAD_SESSIONS, LOAD_DURATION_S, warmup_s=LOAD_WARMUP_S,
                                server_pid=server.pid)
     table = report.table()
@@ -118,6 +124,19 @@ def test_eight_sessions_hold_for_a_minute(capsys, slow_server):
     assert report.failures == {}, details
     assert report.mismatches == 0, details
     assert report.rss_growth_mb is not None and report.rss_growth_mb < MAX_RSS_GROWTH_MB, details
+
+
+@pytest.mark.slow
+def test_serve_starts_loads_and_stops_its_own_server(tmp_path):
+    out = tmp_path / "served.json"
+    app_args = f"HF_HUB_OFFLINE=1 --model {settings.PREVIEW_MODEL}"
+    status = loadtest.main(["--serve", app_args, "--sessions", "2", "--duration", "4", "--json", str(out)])
+    result = json.loads(out.read_text())
+    details = json.dumps(result, indent=1)[:3000]
+    assert status == 0 and result["ok"], details
+    assert result["served"] == app_args and result["requests"] >= 2, details
+    assert result["rss_peak_mb"] is not None, details  # the started server's own pid was measured
+    assert not psutil.pid_exists(result["server_pid"]), "the started server is still running"
 
 
 def _text_call(seed: int) -> dict:

@@ -147,4 +147,4 @@ def test_bad_dtype_and_controlnet_on_random_models_are_refused():
     with pytest.raises(ValueError, match="'fp12'"):
         load_pipeline("preview", dtype="fp12")
     with pytest.raises(ModelLoadError, match="needs real weights"):
-        load_pipeline("preview", controlnet="x.pth")
+        load_pipeline("random-full", controlnet="x.pth")

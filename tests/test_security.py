@@ -1,7 +1,7 @@
 """What the served app exposes: where it listens, share links, upload limits, file routes, the safety hook.
 
 All checks run against ``python app.py --model preview`` started as a user would (no ``--host``, no ``--share``),
-shared with the load test (``sprint_demo.loadtest.suite_server``). Requests go to 127.0.0.1 only.
+shared with the load test (``support.suite_server``). Requests go to 127.0.0.1 only.
 
 The file-route list comes from reading gradio 6.31's ``gradio/routes.py``: every GET route that takes a path or
 a name from the URL (``/gradio_api/file=``, ``/gradio_api/file/``, ``/static/``, ``/assets/``, ``/svelte/``,
@@ -26,15 +26,17 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+import support
 from sprint_demo import loadtest, settings
+from sprint_demo.sketches import png_data_url
 
 pytestmark = pytest.mark.slow
-REPO = loadtest.REPO_ROOT
+REPO = support.REPO
 
 
 @pytest.fixture(scope="module")
 def server():
-    return loadtest.suite_server()
+    return support.suite_server()
 
 
 # --- Where it listens --------------------------------------------------------------------------------------
@@ -116,7 +118,7 @@ def _targets(server) -> dict[str, tuple[str, bytes]]:
     """name -> (absolute path, bytes whose presence in a body proves a leak)."""
     targets = {
         "passwd": ("/etc/passwd", Path("/etc/passwd").read_bytes().splitlines()[0]),
-        "environ": ("/proc/self/environ", loadtest._canary.encode()),
+        "environ": ("/proc/self/environ", support.CANARY.encode()),
         "app source": (str(REPO / "app.py"), (REPO / "app.py").read_bytes()[:80]),
         "settings source": (str(REPO / "sprint_demo" / "settings.py"),
                             (REPO / "sprint_demo" / "settings.py").read_bytes()[:80]),
@@ -193,14 +195,14 @@ def test_uploaded_file_is_served_but_only_from_the_upload_folder(server):
 def test_safety_hook_refuses_the_blocked_word_and_accepts_others(server):
     client = Client(server.url, verbose=False, analytics_enabled=False)
     try:
-        sketch = loadtest.png_data_url(loadtest.make_sketch(0))
+        sketch = png_data_url(loadtest.session_sketch(0))
         for api_name, extra in ((loadtest.TEXT_ENDPOINT, {"width": 256, "height": 256}),
                                 (loadtest.SKETCH_ENDPOINT, {"sketch": sketch})):
             with pytest.raises(AppError) as refused:
-                client.predict(prompt=f"a {loadtest.BLOCKED_TEST_WORD.upper()} in a field", seed=3,
+                client.predict(prompt=f"a {support.BLOCKED_TEST_WORD.upper()} in a field", seed=3,
                                api_name=api_name, **extra)
             message = str(refused.value)
-            assert "safety" in message.lower() and loadtest.BLOCKED_TEST_WORD in message, message
+            assert "safety" in message.lower() and support.BLOCKED_TEST_WORD in message, message
             assert "Traceback" not in message
             pixels = loadtest.read_pixels(client.predict(prompt="a horse in a field", seed=3, api_name=api_name,
                                                          **extra))

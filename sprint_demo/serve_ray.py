@@ -1,0 +1,367 @@
+"""The same app with N engine replicas on Ray Serve: one GPU each when there are GPUs, one Gradio UI in front.
+
+    python -m sprint_demo.serve_ray --replicas 8 --model auto        # a multi-GPU machine: one replica per GPU
+    python -m sprint_demo.serve_ray --replicas 2 --model preview     # two CPU replicas of the preview model
+    python -m sprint_demo.serve_ray --ray-address auto ...           # an existing Ray cluster (``ray start``)
+
+Pieces (docs/SCALING.md has the picture and the cluster recipe):
+
+* ``EngineReplica``: a Ray Serve deployment; each replica is one Ray actor process that loads its own engine
+  (``sprint_demo.engine.load_engine``) and answers the engine's frame methods. Each frame it makes carries a
+  notice naming the replica (``REPLICA_NOTICE``; ``replica_of(frame)`` reads it back).
+* ``RayEngine``: what ``ui.create_demo`` gets instead of an ``Engine``. It has the same attributes the UI reads
+  and the same frame methods, and forwards each call through a ``DeploymentHandle``; frames (PIL images and
+  timings) come back through Ray's object store. Serve's router spreads calls over the replicas.
+* Errors: an ``InputError`` raised in a replica is raised again here with the same message (the UI shows it
+  as a ``gr.Error`` naming the value); a model fault is raised again as the replica's own exception; a replica
+  whose process dies mid-frame costs that frame one retry (Serve's router sends it to a live replica) and, if
+  that fails too, ``ReplicaFault``, which the UI reports as a model fault to try again. Serve starts a
+  replacement replica by itself.
+* Addresses: without ``--ray-address`` a private single-machine Ray instance is started whose every socket is
+  on 127.0.0.1 (``start_local_ray``), and Serve runs without its HTTP proxy (``proxy_location="Disabled"``):
+  the only listening socket for users is Gradio's. With ``--ray-address`` the cluster's own binding applies.
+
+This module imports Ray only inside functions, so importing it is cheap and the single-GPU app never loads
+Ray. The Ray defaults below are used only here, so they are written here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+from . import settings
+from .inputs import InputError
+from .speedups import COMPILE_SCOPES, SpeedOptions
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "sprint"  # the Serve application
+DEPLOYMENT_NAME = "EngineReplica"
+REPLICA_NOTICE = "made by Ray Serve replica"  # frame notice prefix; the replica id follows
+# Frames one replica accepts at once. More than 1 lets the next frame wait inside the replica (no round trip
+# between frames) and lets an engine that batches across users see several frames together.
+MAX_ONGOING_REQUESTS = int(os.getenv("SPRINT_RAY_MAX_ONGOING", "2"))
+REPLICA_CPUS = 1.0  # Ray's CPU reservation per replica (a scheduling unit; Ray also sets OMP_NUM_THREADS to it)
+FRAME_TIMEOUT_S = 120.0  # a frame that takes longer is reported as a fault (first frames of a real model: < 10 s)
+HEALTH_CHECK_PERIOD_S = 5.0
+HEALTH_CHECK_TIMEOUT_S = 30.0
+UNHEALTHY_AFTER_FAULTS = 3  # consecutive model faults after which a replica reports itself unhealthy
+# Ray treats a machine as a single-node cluster bound to 127.0.0.1 when this is 0 (its default on macOS and
+# Windows); on Linux it otherwise binds its gRPC servers to every interface and advertises the LAN address.
+RAY_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK = "127.0.0.1"
+
+
+class ReplicaFault(RuntimeError):
+    """A replica stopped (its process died) while making a frame, twice in a row; trying again may succeed."""
+
+
+# --- The deployment: one engine per replica -----------------------------------------------------------------
+class EngineReplica:
+    """One engine in one Ray actor process. Wrapped by ``serve.deployment`` in ``deploy`` (not with the decorator
+    here, so that importing this module does not import Ray)."""
+
+    def __init__(self, model: str, controlnet: str | None, device: str | None, dtype: str | None,
+                 speed: SpeedOptions | None) -> None:
+        from ray import serve
+
+        from .engine import load_engine
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _keep_replica_port_on_loopback()
+        self.engine = load_engine(model, controlnet, device, dtype, speed=speed)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self._faults = 0  # consecutive model faults (InputErrors are the caller's, not the replica's)
+        self._faults_lock = threading.Lock()
+
+    def info(self) -> dict[str, Any]:
+        """What the UI and the proxy need to know about this replica's engine."""
+        engine = self.engine
+        return {
+            "replica": self.replica_id, "pid": os.getpid(), "size": engine.size, "banner": engine.banner,
+            "controlnet_note": engine.controlnet_note, "model_name": engine.model_name,
+            "is_preview": engine.is_preview, "device": str(engine.device), "speed": engine.speed.describe(),
+        }
+
+    def pid(self) -> tuple[str, int]:
+        """(replica id, process id): tests kill a replica's process with it."""
+        return self.replica_id, os.getpid()
+
+    def sketch_to_image(self, *args: Any, **kwargs: Any):
+        return self._frame(self.engine.sketch_to_image, args, kwargs)
+
+    def text_to_image(self, *args: Any, **kwargs: Any):
+        return self._frame(self.engine.text_to_image, args, kwargs)
+
+    def photo_to_control_map(self, *args: Any, **kwargs: Any):
+        return self._counted(self.engine.photo_to_control_map, args, kwargs)
+
+    def check_health(self) -> None:
+        """Serve calls this every ``HEALTH_CHECK_PERIOD_S``; raising makes it replace the replica. A process that
+        died fails it anyway; this also catches an engine whose every frame fails (e.g. a broken CUDA context)."""
+        if self._faults >= UNHEALTHY_AFTER_FAULTS:
+            raise RuntimeError(f"replica {self.replica_id}: the last {self._faults} frames failed")
+
+    def _frame(self, method, args, kwargs):
+        frame = self._counted(method, args, kwargs)
+        return replace(frame, notices=(*frame.notices, f"{REPLICA_NOTICE} {self.replica_id}"))
+
+    def _counted(self, method, args, kwargs):
+        try:
+            result = method(*args, **kwargs)
+        except InputError:
+            raise
+        except Exception:
+            with self._faults_lock:
+                self._faults += 1
+            raise
+        with self._faults_lock:
+            self._faults = 0
+        return result
+
+
+def _keep_replica_port_on_loopback() -> None:
+    """On a loopback-only node, bind this replica's internal gRPC port to 127.0.0.1 too.
+
+    Serve 2.60 opens that port (used for handle calls only with ``RAY_SERVE_USE_GRPC_BY_DEFAULT=1``) on every
+    interface, ``"[::]:0"``, with no setting to change it (ray-project/ray issue 64544). It is opened after the
+    deployment's constructor returns, so the constructor swaps in this address. tests/test_serve_ray.py checks
+    every listening socket of the Ray processes; a Ray version that moves this code fails that test."""
+    import ray
+    from ray.serve._private import replica
+
+    if ray.util.get_node_ip_address() != LOOPBACK:
+        return
+    add_port = replica.add_port_to_grpc_server
+    if getattr(add_port, "loopback", False):
+        return
+
+    def add_port_on_loopback(server, address: str) -> int:
+        return add_port(server, f"{LOOPBACK}:0" if address == "[::]:0" else address)
+
+    add_port_on_loopback.loopback = True
+    replica.add_port_to_grpc_server = add_port_on_loopback
+
+
+def replica_of(frame: Any) -> str | None:
+    """The id of the replica that made ``frame`` (from its notice), or None for a frame made in this process."""
+    for notice in frame.notices:
+        if notice.startswith(REPLICA_NOTICE):
+            return notice[len(REPLICA_NOTICE):].strip()
+    return None
+
+
+# --- Starting Ray and Serve -------------------------------------------------------------------------------
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """A private Ray instance on this machine with every socket on 127.0.0.1 and no dashboard.
+
+    Ray on Linux would otherwise bind its gRPC servers to all interfaces and advertise the machine's LAN address
+    even when given ``_node_ip_address="127.0.0.1"``. Its single-node switch (``RAY_SINGLE_NODE_ENV=0``) must be
+    in the environment before ``ray`` is imported; raylet and workers inherit it."""
+    already = "ray" in sys.modules
+    os.environ[RAY_SINGLE_NODE_ENV] = "0"
+    import ray
+    from ray._private import ray_constants  # read-only: tells whether the switch above took effect
+
+    if already and ray_constants.ENABLE_RAY_CLUSTER:
+        raise RuntimeError(f"ray was imported before start_local_ray: set {RAY_SINGLE_NODE_ENV}=0 before "
+                           "importing it, or Ray binds to every interface")
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
+             runtime_env=_runtime_env(), log_to_driver=False, configure_logging=False)
+    bound = ray.util.get_node_ip_address()
+    if bound != LOOPBACK:
+        ray.shutdown()
+        raise RuntimeError(f"Ray bound to {bound}, not {LOOPBACK}")
+
+
+def connect_ray(address: str) -> None:
+    """Joins an existing cluster (``ray start --head`` on one node, ``ray start --address`` on the others)."""
+    import ray
+
+    ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=False, configure_logging=False)
+
+
+def _runtime_env() -> dict[str, Any]:
+    """This package travels to every worker (Ray zips it into its object store): workers need the dependencies
+    installed, not this checkout on their path."""
+    import sprint_demo
+
+    return {"py_modules": [sprint_demo]}
+
+
+def cluster_gpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def deploy(replicas: int, model: str = settings.MODEL, controlnet: str | None = settings.CONTROLNET,
+           device: str | None = None, dtype: str | None = None, speed: SpeedOptions | None = None,
+           gpus: bool | None = None, max_ongoing_requests: int = MAX_ONGOING_REQUESTS) -> RayEngine:
+    """Starts Serve (no HTTP proxy) and ``replicas`` replicas of ``EngineReplica``; returns the proxy engine once
+    every replica has loaded its model. ``gpus``: one GPU per replica (default: when the cluster has GPUs and
+    ``device`` is not the CPU)."""
+    from ray import serve
+
+    if gpus is None:
+        gpus = cluster_gpus() > 0 and (device or "").split(":")[0] != "cpu"
+    serve.start(proxy_location="Disabled")  # handles only: no HTTP or gRPC port
+    deployment = serve.deployment(
+        EngineReplica,
+        name=DEPLOYMENT_NAME,
+        num_replicas=replicas,
+        ray_actor_options={"num_gpus": 1 if gpus else 0, "num_cpus": REPLICA_CPUS},
+        max_ongoing_requests=max_ongoing_requests,
+        health_check_period_s=HEALTH_CHECK_PERIOD_S,
+        health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
+    )
+    handle = serve.run(deployment.bind(model, controlnet, device, dtype, speed), name=APP_NAME, route_prefix=None)
+    return RayEngine(handle, replicas, max_ongoing_requests)
+
+
+def shutdown(local: bool) -> None:
+    """Removes the app; a private Ray instance (``start_local_ray``) is stopped with it."""
+    import ray
+    from ray import serve
+
+    if local:
+        serve.shutdown()
+        ray.shutdown()
+    else:  # a shared cluster may serve other apps
+        serve.delete(APP_NAME)
+
+
+# --- The proxy the UI talks to ----------------------------------------------------------------------------
+class RayEngine:
+    """Stands in for ``engine.Engine`` in ``ui.create_demo``: the same attributes, every frame made by a replica.
+
+    ``concurrency`` is how many frames may be in flight at once (replicas x frames each replica accepts); give it
+    to ``create_demo`` so the UI's queue lets that many through. ``retries`` counts frames that were sent again
+    because their replica died."""
+
+    def __init__(self, handle: Any, replicas: int, max_ongoing_requests: int = MAX_ONGOING_REQUESTS) -> None:
+        self._handle = handle
+        self.replica_count = replicas
+        self.concurrency = replicas * max_ongoing_requests
+        self.retries = 0
+        self._retries_lock = threading.Lock()
+        info = self._call("info")
+        self.size: int = info["size"]
+        self.banner: str | None = info["banner"]
+        self.controlnet_note: str | None = info["controlnet_note"]
+        self.model_name: str = info["model_name"]
+        self.is_preview: bool = info["is_preview"]
+        self.device: str = info["device"]  # as a replica sees it (each replica its own GPU)
+        self.speed: str = info["speed"]
+
+    # The engine's frame methods, forwarded as called: the defaults and checks stay the engine's own.
+    def sketch_to_image(self, *args: Any, **kwargs: Any):
+        return self._call("sketch_to_image", *args, **kwargs)
+
+    def text_to_image(self, *args: Any, **kwargs: Any):
+        return self._call("text_to_image", *args, **kwargs)
+
+    def photo_to_control_map(self, *args: Any, **kwargs: Any):
+        return self._call("photo_to_control_map", *args, **kwargs)
+
+    def replica_pids(self, timeout_s: float = 60.0) -> dict[str, int]:
+        """{replica id: process id} of every live replica. The router picks replicas itself, so this asks
+        repeatedly until it has heard from ``replica_count`` distinct replicas (or the time is up)."""
+        seen: dict[str, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(seen) < self.replica_count and time.monotonic() < deadline:
+            for replica, pid in [response.result(timeout_s=timeout_s) for response in
+                                 [self._handle.pid.remote() for _ in range(2 * self.replica_count)]]:
+                seen[replica] = pid
+        return seen
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        for attempt in range(2):
+            try:
+                return getattr(self._handle, method).remote(*args, **kwargs).result(timeout_s=FRAME_TIMEOUT_S)
+            except RayTaskError as error:  # raised by the engine inside the replica
+                cause = error.cause
+                if isinstance(cause, InputError):
+                    raise InputError(str(cause)) from None
+                raise cause from None
+            except RayActorError as error:  # the replica's process died (killed, out of memory, crashed)
+                if attempt == 1:
+                    raise ReplicaFault(f"the model replica stopped twice while making this frame: {error}") from None
+                log.warning("replica died during %s; sending it to another replica", method)
+                with self._retries_lock:
+                    self.retries += 1
+        raise AssertionError("unreachable")
+
+
+# --- Command line ---------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sprint_demo.serve_ray",
+                                     description="SANA-Sprint Live Sketch with N engine replicas on Ray Serve "
+                                                 "(model flags as in `python app.py --help`).")
+    parser.add_argument("--replicas", type=int, default=None,
+                        help="engine replicas (default: one per GPU in the Ray cluster, 1 without GPUs)")
+    parser.add_argument("--ray-address", default=None,
+                        help="an existing Ray cluster ('auto' or host:port); default: a private Ray instance on "
+                             "this machine, bound to 127.0.0.1")
+    parser.add_argument("--max-ongoing-requests", type=int, default=MAX_ONGOING_REQUESTS,
+                        help="frames one replica accepts at once (default: %(default)s; env SPRINT_RAY_MAX_ONGOING)")
+    parser.add_argument("--model", default=settings.MODEL, help="as app.py (default: %(default)s)")
+    parser.add_argument("--controlnet", default=settings.CONTROLNET, help="as app.py")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: each replica's GPU if it has one)")
+    parser.add_argument("--dtype", default=None, help="as app.py")
+    parser.add_argument("--compile", action="store_true", default=SpeedOptions().compile, help="as app.py")
+    parser.add_argument("--cuda-graphs", action="store_true", default=SpeedOptions().cuda_graphs, help="as app.py")
+    parser.add_argument("--compile-scope", default=SpeedOptions().compile_scope, choices=COMPILE_SCOPES,
+                        help="as app.py")
+    parser.add_argument("--host", default=settings.HOST, help="address Gradio listens on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=settings.PORT, help="Gradio's port (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.replicas is not None and args.replicas < 1:
+        parser.error(f"--replicas must be at least 1, got {args.replicas}")
+    if args.max_ongoing_requests < 1:
+        parser.error(f"--max-ongoing-requests must be at least 1, got {args.max_ongoing_requests}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    local = args.ray_address is None
+    if local:
+        start_local_ray()
+    else:
+        connect_ray(args.ray_address)
+    try:
+        replicas = args.replicas or max(1, cluster_gpus())
+        speed = replace(SpeedOptions(), compile=args.compile, cuda_graphs=args.cuda_graphs,
+                        compile_scope=args.compile_scope)
+        log.info("starting %d replica(s) of %s", replicas, args.model)
+        engine = deploy(replicas, args.model, args.controlnet, args.device, args.dtype, speed,
+                        max_ongoing_requests=args.max_ongoing_requests)
+        if engine.banner:
+            log.warning("%s", engine.banner)
+        log.info("model %s, %d replica(s) on %s, frame size %d, speed-ups: %s", engine.model_name, replicas,
+                 engine.device, engine.size, engine.speed)
+
+        from .ui import CSS, create_demo
+
+        demo = create_demo(engine, concurrency_limit=engine.concurrency)
+        demo.queue(max_size=settings.QUEUE_SIZE)
+        demo.launch(server_name=args.host, server_port=args.port, max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS)
+    finally:
+        shutdown(local)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Ray Serve: two CPU replicas of the preview model behind ``RayEngine`` and the Gradio app.
+
+The slow tests share one private Ray instance (loopback only, ``serve_ray.start_local_ray``) and one two-replica deployment serve the
+whole module; the kill test runs last because it replaces a replica. Every frame that comes back is compared
+pixel for pixel with the frame a local engine makes from the same inputs: the replicas run the same deterministic
+preview model, so any difference would be a frame answered with another session's inputs (cross-talk).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import browser as helpers  # noqa: E402  (tests/browser.py: free_port)
+
+from sprint_demo import serve_ray, settings  # noqa: E402
+from sprint_demo.inputs import InputError  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+REPLICAS = 2
+SESSIONS = 6  # more sessions than the replicas take at once (REPLICAS x MAX_ONGOING_REQUESTS = 4)
+CALLS_PER_SESSION = 3
+RECOVERY_TIMEOUT_S = 300.0  # a replacement replica starts a process and loads the model on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def served():
+    serve_ray.start_local_ray()
+    try:
+        yield serve_ray.deploy(REPLICAS, settings.PREVIEW_MODEL, device="cpu")
+    finally:
+        serve_ray.shutdown(local=True)
+
+
+def _sketch(session: int, size: int) -> Image.Image:
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    inset = size * (0.1 + 0.05 * session)
+    draw.ellipse((inset, inset, size - inset, size * 0.8), outline="black", width=4)
+    draw.line((size * 0.1, size * (0.9 - 0.1 * session), size * 0.9, size * 0.1), fill="black", width=4)
+    return image
+
+
+def _session_inputs(session: int, call: int, size: int) -> dict:
+    """Every session has its own sketch, prompt and seeds; consecutive calls alternate two seeds."""
+    return {"sketch": _sketch(session, size), "prompt": f"session {session}: a house by a lake",
+            "seed": 1000 * session + call % 2}
+
+
+def _pixels(frame) -> np.ndarray:
+    return np.asarray(frame.image.convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def expected(served, preview_engine):
+    """The local engine's pixels for every (session, seed) the tests send."""
+    frames = {}
+    for session in range(SESSIONS):
+        for call in range(2):
+            inputs = _session_inputs(session, call, served.size)
+            frames[session, inputs["seed"]] = _pixels(preview_engine.sketch_to_image(**inputs))
+    digests = {frame.tobytes() for frame in frames.values()}
+    assert len(digests) == len(frames), "two sessions' expected images coincide: cross-talk would go unseen"
+    return frames
+
+
+def _run_sessions(engine, expected: dict, stop: threading.Event | None = None, max_calls: int = CALLS_PER_SESSION):
+    """SESSIONS threads, each calling ``engine.sketch_to_image`` up to ``max_calls`` times (or until ``stop``).
+    Returns (answered: list of (session, replica id, matches expected), failures: list of repr, threads)."""
+    answered: list[tuple[int, str | None, bool]] = []
+    failures: list[str] = []
+
+    def session_loop(session: int) -> None:
+        for call in range(max_calls):
+            if stop is not None and stop.is_set():
+                return
+            inputs = _session_inputs(session, call, engine.size)
+            try:
+                frame = engine.sketch_to_image(**inputs)
+            except Exception as error:  # counted, never raised: the test asserts on the count
+                failures.append(repr(error))
+                continue
+            same = np.array_equal(_pixels(frame), expected[session, inputs["seed"]])
+            answered.append((session, serve_ray.replica_of(frame), same))
+
+    threads = [threading.Thread(target=session_loop, args=(session,), daemon=True) for session in range(SESSIONS)]
+    for thread in threads:
+        thread.start()
+    return answered, failures, threads
+
+
+@pytest.mark.slow
+def test_replicas_are_separate_processes_on_loopback(served):
+    import ray
+
+    pids = served.replica_pids()
+    assert len(pids) == REPLICAS and len(set(pids.values())) == REPLICAS, pids
+    assert os.getpid() not in pids.values()
+    assert ray.util.get_node_ip_address() == serve_ray.LOOPBACK
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {serve_ray.LOOPBACK}
+    # Every socket this process and the Ray processes it started (GCS, raylet, workers) listen on is loopback.
+    family = {proc.pid for proc in psutil.Process().children(recursive=True)} | {os.getpid()}
+    listening = [conn for conn in psutil.net_connections(kind="inet")
+                 if conn.status == psutil.CONN_LISTEN and conn.pid in family]
+    assert listening and {conn.laddr.ip for conn in listening} <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
+    assert (served.size, served.model_name, served.device) == (settings.PREVIEW_SIZE, settings.PREVIEW_MODEL, "cpu")
+    assert served.concurrency == REPLICAS * serve_ray.MAX_ONGOING_REQUESTS
+
+
+@pytest.mark.slow
+def test_concurrent_sessions_are_answered_by_both_replicas_without_cross_talk(served, expected):
+    answered, failures, threads = _run_sessions(served, expected)
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not failures, failures
+    assert len(answered) == SESSIONS * CALLS_PER_SESSION
+    assert all(same for _, _, same in answered), [(s, r) for s, r, same in answered if not same]
+    replicas = Counter(replica for _, replica, _ in answered)
+    assert set(replicas) == set(served.replica_pids()), replicas  # both replicas made frames, each named
+
+
+@pytest.mark.slow
+def test_input_error_in_a_replica_reaches_the_caller_with_the_engines_message(served, preview_engine):
+    with pytest.raises(InputError) as local:
+        preview_engine.sketch_to_image(None, "x", steps=9)
+    with pytest.raises(InputError) as remote:
+        served.sketch_to_image(None, "x", steps=9)
+    assert str(remote.value) == str(local.value) and "9" in str(remote.value)
+    with pytest.raises(InputError, match="photo is empty"):
+        served.photo_to_control_map(None)
+
+
+@pytest.mark.slow
+def test_gradio_app_serves_frames_from_the_replicas(served, preview_engine):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from sprint_demo.canvas import png_data_url
+    from sprint_demo.ui import CSS, create_demo, encode_frame
+
+    demo = create_demo(served, concurrency_limit=served.concurrency)
+    demo.queue(max_size=settings.QUEUE_SIZE)
+    port = helpers.free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS)
+    try:
+        client = Client(f"http://127.0.0.1:{port}", verbose=False, analytics_enabled=False)
+        sketch = _sketch(0, served.size)
+        image_path, readout = client.predict(png_data_url(sketch), "a boat", 1, 7, settings.DEFAULT_GUIDANCE,
+                                             settings.DEFAULT_CONTROL_STRENGTH, settings.DEFAULT_THICKNESS,
+                                             api_name="/sketch_to_image")
+        local = preview_engine.sketch_to_image(sketch, "a boat", steps=1, seed=7)
+        with Image.open(image_path) as served_image:
+            assert np.array_equal(np.asarray(served_image.convert("RGB")),
+                                  np.asarray(Image.open(io.BytesIO(encode_frame(local.image)))))
+        assert serve_ray.REPLICA_NOTICE in readout
+        with pytest.raises(AppError, match="steps must be .* got 9"):
+            client.predict("", "a boat", 9, 7, api_name="/sketch_to_image")
+        client.close()
+    finally:
+        demo.close()
+
+
+@pytest.mark.slow
+def test_killed_replica_mid_load_costs_no_frame_and_is_replaced(served, expected):
+    from ray import serve
+
+    before = served.replica_pids()
+    victim_replica, victim_pid = min(before.items())
+    retries_before = served.retries
+    stop = threading.Event()
+    answered, failures, threads = _run_sessions(served, expected, stop=stop, max_calls=40)
+    deadline = time.monotonic() + 300
+    while len(answered) < SESSIONS and time.monotonic() < deadline:  # every session busy: the replicas are full
+        time.sleep(0.05)
+    answered_at_kill = len(answered)
+    os.kill(victim_pid, signal.SIGKILL)
+    while len(answered) < answered_at_kill + 2 * SESSIONS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=300)
+
+    # Frames in flight on the killed replica were sent again (the proxy's one retry) and answered by the other.
+    assert not failures, failures
+    assert len(answered) >= answered_at_kill + 2 * SESSIONS
+    assert all(same for _, _, same in answered)
+    assert served.retries > retries_before, "nothing was in flight on the killed replica: the kill proved nothing"
+
+    # Serve starts a replacement: two healthy replicas again, one of them a new process.
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = serve.status().applications[serve_ray.APP_NAME].deployments[serve_ray.DEPLOYMENT_NAME]
+        if status.replica_states.get("RUNNING") == REPLICAS and len(status.replica_states) == 1:
+            break
+        time.sleep(1)
+    assert status.replica_states == {"RUNNING": REPLICAS}, status
+    after = served.replica_pids()
+    assert len(after) == REPLICAS and victim_pid not in after.values() and victim_replica not in after, after
+    frame = served.text_to_image("after the restart", seed=3)
+    assert serve_ray.replica_of(frame) in after
+
+
+@pytest.mark.slow
+def test_the_single_gpu_app_never_imports_ray():
+    code = ("import sys, app, sprint_demo.engine, sprint_demo.ui, sprint_demo.serve_ray; "
+            "app.parse_args([]); sys.exit(int('ray' in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:] or "ray was imported"
+
+
+# --- Error translation and the health signal, without starting Ray --------------------------------------------
+class _FakeHandle:
+    """Stands in for a DeploymentHandle: every call answers with the next outcome (a value or an exception)."""
+
+    def __init__(self, *outcomes):
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    def __getattr__(self, method):
+        handle = self
+
+        class _Method:
+            def remote(self, *args, **kwargs):
+                return self
+
+            def result(self, timeout_s=None):
+                handle.calls += 1
+                outcome = handle.outcomes.pop(0)
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                return outcome
+
+        return _Method()
+
+
+def _proxy(*outcomes) -> serve_ray.RayEngine:
+    info = {"size": 512, "banner": None, "controlnet_note": None, "model_name": "preview", "is_preview": True,
+            "device": "cpu", "speed": "none"}
+    return serve_ray.RayEngine(_FakeHandle(info, *outcomes), replicas=2)
+
+
+def test_proxy_turns_replica_errors_into_the_engines_errors():
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    def raised_in_replica(error: Exception) -> RayTaskError:
+        return RayTaskError("sketch_to_image", "Traceback (in the replica) ...", error)
+
+    with pytest.raises(InputError) as bad_input:
+        _proxy(raised_in_replica(InputError("steps must be an integer from 1 to 4, got 9"))).sketch_to_image()
+    assert str(bad_input.value) == "steps must be an integer from 1 to 4, got 9"  # no traceback in the message
+
+    with pytest.raises(MemoryError, match="out of memory"):  # a model fault keeps its type for the UI's message
+        _proxy(raised_in_replica(MemoryError("out of memory"))).text_to_image("x")
+
+    once = _proxy(ActorDiedError(), "frame")  # the replica died: sent again once, answered
+    assert once.sketch_to_image() == "frame" and once.retries == 1
+
+    twice = _proxy(ActorDiedError(), ActorDiedError(), "never asked")
+    with pytest.raises(serve_ray.ReplicaFault):
+        twice.sketch_to_image()
+    assert twice.retries == 1 and twice._handle.calls == 3  # info + two tries
+
+
+def test_replica_reports_unhealthy_after_consecutive_model_faults():
+    from sprint_demo.engine import Frame
+
+    class _Engine:
+        fail = True
+
+        def text_to_image(self, prompt):
+            if prompt == "bad input":
+                raise InputError("prompt refused")
+            if self.fail:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return Frame(image=None, timings_ms={})
+
+    replica = serve_ray.EngineReplica.__new__(serve_ray.EngineReplica)  # no Ray: the constructor loads a model
+    replica.engine, replica.replica_id, replica._faults, replica._faults_lock = _Engine(), "r1", 0, threading.Lock()
+    for _ in range(serve_ray.UNHEALTHY_AFTER_FAULTS - 1):
+        with pytest.raises(RuntimeError):
+            replica.text_to_image("x")
+        with pytest.raises(InputError):  # the caller's mistake: neither a fault nor a success
+            replica.text_to_image("bad input")
+    replica.check_health()  # still healthy one fault short
+    with pytest.raises(RuntimeError):
+        replica.text_to_image("x")
+    with pytest.raises(RuntimeError, match=f"last {serve_ray.UNHEALTHY_AFTER_FAULTS} frames failed"):
+        replica.check_health()
+    replica.engine.fail = False
+    frame = replica.text_to_image("x")  # one good frame: healthy again, and the frame names its replica
+    replica.check_health()
+    assert serve_ray.replica_of(frame) == "r1"
