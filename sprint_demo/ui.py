@@ -70,14 +70,24 @@ CSS = """
    rows on a narrow screen instead of scrolling sideways, below the gallery's label rather than under it. */
 #sketch_examples .grid-wrap { min-height: 0; max-height: none; overflow-y: auto; }
 #sketch_examples .grid-container { grid-template-columns: repeat(auto-fit, minmax(88px, 1fr)); padding-top: 24px; }
-/* Phones: the picture sits above the canvas and stays pinned at the top of the screen while the canvas is in
-   view, at most 36% of the screen high, so a person drawing sees it change. */
+/* Phones: one column, the picture first and pinned to the top of the screen (at most 36% of its height) while the
+   canvas is in view, so a person drawing sees it change; the readout, switch and examples below the canvas, so
+   nothing above the canvas changes height (the page would jump under the finger). The columns dissolve
+   (display: contents) so their blocks can be ordered. The Gradio container clips its overflow instead of hiding
+   it: "hidden" makes it a scroll box, and the pinned picture would stick to it instead of to the screen (a rule
+   at the top level: Gradio keeps those as written, rules inside @media only under its own container). */
+.gradio-container { overflow: clip !important; }
 @media (max-width: NARROW_PXpx) {
-  #sketch_row { flex-direction: column-reverse; flex-wrap: nowrap; }
-  #sketch_view { position: sticky; top: 0; z-index: 10; background: var(--body-background-fill, #fff);
-                 padding-bottom: 4px; }
+  #sketch_row { flex-direction: column; flex-wrap: nowrap; }
+  #sketch_view, #sketch_draw { display: contents; }
+  #sketch_output { order: -1; position: sticky; top: 0; z-index: 10; padding: 4px 0;
+                   background: var(--background-fill-primary, #fff); }
   #sketch_output .lv-img { max-height: 36vh !important; }
-  #latency { min-height: 0; }
+  #sketch .sc-canvas { scroll-margin-top: calc(36vh + 96px); }  /* scrolled into view: below the picture + tools */
+  #sketch { order: 0; }
+  #live_drafts { order: 1; }
+  #latency { order: 2; min-height: 0; }
+  #sketch_examples { order: 3; }
 }
 """.replace("NARROW_PX", str(NARROW_PX))
 

@@ -2,9 +2,11 @@
 ``support.live_app``.
 
 Never runs ``playwright install``: the browser is ``/usr/bin/chromium`` (``apt-get install -y chromium``).
-Also a command-line tool that takes the README screenshot::
+Also a command-line tool that takes the README screenshot, and one that measures the browser round trip of
+strokes (the benchmark in docs/PERFORMANCE.md; it asserts nothing)::
 
     python3 tests/browser.py screenshot docs/screenshot.png
+    python3 tests/browser.py measure-transit [strokes]
 """
 
 from __future__ import annotations
@@ -25,22 +27,29 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
 # In-page probe: timestamps of every pointerup and of every new image shown in an output, so latency is measured
-# inside the page (no Playwright round trips in the numbers).
+# inside the page (no Playwright round trips in the numbers); each load says whether it was a draft or a final frame
+# (``kind``, the Sketch tab's output only). ``frames``: every frame the Sketch tab's output showed (kind, digest of
+# the canvas it drew, request number). ``drafts``: one entry per draft the canvas sent; with ``probe.sample`` set,
+# each holds the canvas picture at that moment (what the draft carries), for checking frames against it.
 PROBE_JS = """
 () => {
   if (window.__probe) return;
-  const probe = window.__probe = { ups: [], loads: {} };
+  const probe = window.__probe = { ups: [], loads: {}, frames: [], drafts: [], sample: false };
   window.addEventListener('pointerup', () => probe.ups.push(performance.now()), true);
   document.addEventListener('load', (event) => {
     const img = event.target;
     if (!(img instanceof HTMLImageElement)) return;
     for (let el = img; el; el = el.parentElement) {
       if (el.id === 'sketch_output' || el.id === 't2i_output') {
-        (probe.loads[el.id] = probe.loads[el.id] || []).push({ src: img.currentSrc || img.src, t: performance.now() });
+        (probe.loads[el.id] = probe.loads[el.id] || []).push({ src: img.currentSrc || img.src, t: performance.now(),
+                                                               kind: img.dataset.kind || null });
         break;
       }
     }
   }, true);
+  document.addEventListener('live-frame', (event) => probe.frames.push(event.detail), true);
+  document.addEventListener('sketch-draft', (event) => probe.drafts.push({
+    seq: event.detail.seq, t: performance.now(), png: probe.sample ? event.target.sketchDataURL() : null }), true);
 }
 """
 
@@ -82,11 +91,12 @@ def output_src(page, elem_id: str = "sketch_output") -> str | None:
 
 
 def wait_new_image(page, old_src: str | None, elem_id: str = "sketch_output", timeout_ms: float = 30_000) -> str:
-    """Wait until the output shows a loaded image whose src differs from ``old_src``; returns the new src."""
+    """Wait until the output shows a loaded image whose src differs from ``old_src`` and that is not a draft (the
+    Sketch tab's output marks drafts and final frames); returns the new src."""
     page.wait_for_function(
         """([id, old]) => { const i = document.querySelector('#' + id + ' img');
              return i && (i.currentSrc || i.src) && (i.currentSrc || i.src) !== old && i.complete
-                    && i.naturalWidth > 0; }""",
+                    && i.naturalWidth > 0 && i.dataset.kind !== 'draft'; }""",
         arg=[elem_id, old_src], timeout=timeout_ms, polling="raf")
     return output_src(page, elem_id)
 
@@ -127,10 +137,16 @@ def canvas_data_url(page) -> str:
 
 
 def fetch_image(page, src: str):
-    """The served image bytes behind ``src`` -> RGB PIL image (decoded by PIL, not by the browser)."""
+    """The image bytes behind ``src`` (a served file or an inline data URL) -> RGB PIL image (decoded by PIL, not by
+    the browser)."""
+    import base64
+
     from PIL import Image
 
-    body = page.request.get(src).body()
+    if src.startswith("data:"):
+        body = base64.b64decode(src.split(",", 1)[1])
+    else:
+        body = page.request.get(src).body()
     with Image.open(io.BytesIO(body)) as image:
         return image.convert("RGB")
 
