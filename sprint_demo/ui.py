@@ -183,10 +183,9 @@ def aspect_size(aspect: str, long_side: int) -> tuple[int, int]:
 
 
 def _banner_html(banner: str) -> str:
-    """One line (the banner's first sentence); the whole text, reason included, behind a disclosure."""
+    """One line (the banner's first sentence, cut to the width by CSS); the whole text, reason included, behind a
+    disclosure."""
     headline = banner.split(". ")[0].rstrip(".")
-    if headline == banner.rstrip("."):
-        return f"<div>⚠️ {html.escape(banner)}</div>"
     return f"<details><summary>⚠️ {html.escape(headline)}</summary><p>{html.escape(banner)}</p></details>"
 
 
