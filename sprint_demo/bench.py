@@ -8,6 +8,10 @@ Modes:
                    ("model time" = control_encode + denoise + decode is the figure the issue asks for)
   controlnet-warm  same canvas and prompt, a new seed each frame: text_encode and control_encode ~ 0
 
+``--mode components`` (alone) times the autoencoders instead: the full-size DC-AE against the full-size tiny
+autoencoder (both random weights), encode and decode at ``--size`` (default 512), same run, with their ratio and
+GFLOP (``sprint_demo.tiny_autoencoder.benchmark_components``).
+
 ``--summarize A.json B.json ...`` prints one table over earlier runs with each case's ratio to the first.
 ``--profile PATH`` then runs a few more frames of one case (ControlNet, new strokes, when asked for) under
 ``torch.profiler`` and writes, per frame, each stage's wall time beside the device time spent in it, and the
@@ -38,6 +42,7 @@ from .sketches import stroke_sketch
 from .speedups import COMPILE_SCOPES, SpeedOptions
 
 MODES = ("t2i", "controlnet", "controlnet-warm")
+COMPONENTS_MODE = "components"  # the autoencoders alone, no engine
 BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
 _new_strokes = itertools.count(3)  # every "controlnet" frame of the run draws a canvas no earlier frame had
 
@@ -115,7 +120,7 @@ def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3) -> str:
     def per_frame(microseconds: float) -> str:
         return f"{microseconds / frames / 1000:.2f}"
 
-    for stage in STAGES[:-1]:
+    for stage in STAGES:
         label = STAGE_LABEL + stage
         if label in host:
             wall = per_frame(host[label].cpu_time_total)
@@ -135,11 +140,11 @@ def device_name(engine: Engine) -> str:
 
 
 def format_table(runs: list[dict]) -> str:
-    header = ["mode", "steps", "size"] + [s for s in STAGES if s != "total"] + ["model", "total", "p90"]
+    header = ["mode", "steps", "size", *STAGES, "model", "total", "p90"]
     rows = [header]
     for run in runs:
         rows.append([run["mode"], str(run["steps"]), f"{run['width']}x{run['height']}"]
-                    + [f"{run['stages_ms'][s]:.1f}" for s in STAGES if s != "total"]
+                    + [f"{run['stages_ms'][s]:.1f}" for s in STAGES]
                     + [f"{run['model_ms']:.1f}", f"{run['total_ms']:.1f}", f"{run['p90_total_ms']:.1f}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows)
@@ -174,7 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=None, help="square frame side (default: the engine's)")
     parser.add_argument("--steps", default="1,2,4", help="comma-separated step counts")
     parser.add_argument("--mode", default="t2i,controlnet", help=f"comma-separated, from {', '.join(MODES)}")
-    parser.add_argument("--repeat", type=int, default=10, help="timed frames per case (after one warm-up frame)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed frames per case, after one warm-up frame (default 10; 3 calls for components)")
     parser.add_argument("--json", type=Path, default=None, help="write the runs here")
     parser.add_argument("--compile", action="store_true", help="torch.compile blocks and the DC-AE")
     parser.add_argument("--cuda-graphs", action="store_true", help="with --compile: CUDA graphs (reduce-overhead)")
@@ -187,10 +193,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.steps = [int(s) for s in args.steps.split(",")]
     args.mode = args.mode.split(",")
-    unknown = [m for m in args.mode if m not in MODES]
+    unknown = [m for m in args.mode if m not in (*MODES, COMPONENTS_MODE)]
     if unknown:
-        parser.error(f"unknown --mode {unknown}; choose from {MODES}")
+        parser.error(f"unknown --mode {unknown}; choose from {(*MODES, COMPONENTS_MODE)}")
+    if COMPONENTS_MODE in args.mode and len(args.mode) > 1:
+        parser.error(f"--mode {COMPONENTS_MODE} runs alone (it times the autoencoders, not frames), got {args.mode}")
+    if args.repeat is None:
+        args.repeat = 3 if args.mode == [COMPONENTS_MODE] else 10
     return args
+
+
+def run_components(args: argparse.Namespace) -> int:
+    from .tiny_autoencoder import benchmark_components, format_components
+
+    result = benchmark_components(args.size or 512, args.device, args.dtype, args.repeat)
+    print(format_components(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"components": result, "meta": {"torch": torch.__version__}}, indent=2))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         print(summarize([Path(p) for p in argv[1:]]))
         return 0
     args = parse_args(argv)
+    if args.mode == [COMPONENTS_MODE]:
+        return run_components(args)
     speed = SpeedOptions(tf32=not args.no_tf32, channels_last=not args.no_channels_last, compile=args.compile,
                          cuda_graphs=args.cuda_graphs, compile_scope=args.compile_scope)
     began = time.perf_counter()

@@ -2,7 +2,9 @@
 
 Both functions return an **RGB** PIL image of exactly the requested ``size`` (width, height), every pixel 0 or
 255 and the three channels equal: the ControlNet pipeline VAE-encodes a 3-channel image, so the map is handed
-over ready to use (the single-channel map costs well under a millisecond to expand).
+over ready to use (the single-channel map costs well under a millisecond to expand). They take clean values (a
+PIL image, a thickness and size in range): the boundary (``sprint_demo.inputs``, ``Engine.photo_to_control_map``)
+checks them once. ``to_rgb`` is the one conversion of any PIL mode to RGB, shared with the input decoding.
 
 The recipe follows NVlabs ``tools/controlnet/utils.py`` (``get_scribble_map``) and ``app/app_sana_controlnet_hed.py``
 (read, not copied; this is our own code): soft edges -> thin-line non-maximum suppression -> Gaussian blur
@@ -53,12 +55,11 @@ import numpy as np
 from PIL import Image
 
 from . import settings
-from .inputs import InputError, check_size, check_thickness, to_rgb
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ClassicalEdgeDetector", "EdgeDetector", "HedEdgeDetector", "load_hed_detector", "photo_to_control_map",
-           "sketch_to_control_map"]
+           "sketch_to_control_map", "to_rgb"]
 
 
 # --- Shared steps -----------------------------------------------------------------------------------------
@@ -135,20 +136,33 @@ def _to_map(lines: np.ndarray | None, size: tuple[int, int], box: tuple[int, int
     return Image.merge("RGB", (grey, grey, grey))  # the cheapest way to 3 equal channels (< 1 ms at 1024 px)
 
 
-def _check_image(image: object, what: str) -> Image.Image:
-    if not isinstance(image, Image.Image):
-        raise InputError(f"{what} must be a PIL image, got {type(image).__name__}")
-    return image
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB: transparency composited on white, 16/32-bit grey scaled (not clipped) to 8 bits."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # PIL's convert("L") clips these at 255 instead of scaling. PNG/TIFF decoders give 16-bit grey as
+        # I;16 or I with values 0..65535, so 65535 is white for both.
+        grey = np.asarray(image, dtype=np.float64).clip(0, 65535) / 257.0
+        return Image.fromarray(np.round(grey).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "F":
+        grey = np.nan_to_num(np.asarray(image, dtype=np.float64)).clip(0, 255)  # float greys are 0..255 in PIL
+        return Image.fromarray(np.round(grey).astype(np.uint8), "L").convert("RGB")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode in ("P", "L", "RGB", "1") and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
 # --- Sketches ---------------------------------------------------------------------------------------------
 def sketch_to_control_map(sketch: Image.Image | None, thickness: int, size: tuple[int, int]) -> Image.Image:
     """Dark strokes on light paper -> white lines on black, RGB, exactly `size` (width, height); see module doc."""
-    thickness = check_thickness(thickness)
-    size = check_size(*size)
     if sketch is None:
         return _to_map(None, size, (0, 0, 0, 0))
-    grey = np.asarray(to_rgb(_check_image(sketch, "sketch")).convert("L"))  # (H, W) uint8, transparent = white
+    grey = np.asarray(to_rgb(sketch).convert("L"))  # (H, W) uint8, transparent = white
     box = _letterbox(grey.shape[1], grey.shape[0], size)
     # ink (grey < SKETCH_INK_LEVEL) -> 255, paper -> 0: THRESH_BINARY_INV sends values > thr to 0. Thresholded
     # before resizing: shrinking first would average a thin stroke into grey paper and lose it.
@@ -168,6 +182,10 @@ class EdgeDetector(Protocol):
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (H, W) uint8 edge map (soft or binary), same size."""
+        ...
+
+    def to(self, device) -> EdgeDetector:
+        """Run on ``device`` (the engine's); a detector without a network ignores it."""
         ...
 
 
@@ -191,6 +209,9 @@ class ClassicalEdgeDetector:
         high = float(np.clip(np.percentile(magnitude[::2, ::2], self.EDGE_PERCENTILE), self.MIN_HIGH, self.MAX_HIGH))
         return cv2.Canny(smooth, self.LOW_RATIO * high, high, L2gradient=True)
 
+    def to(self, device) -> ClassicalEdgeDetector:
+        return self  # OpenCV on the host: nothing to move
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
 
@@ -205,8 +226,8 @@ class HedEdgeDetector:
         self.net = net  # a ControlNetHED_Apache2 module
         self.source = source  # where the weights came from, for logs
 
-    def to(self, device: str) -> HedEdgeDetector:
-        self.net.to(device)
+    def to(self, device) -> HedEdgeDetector:
+        self.net.to(device)  # a no-op when the net is there already
         return self
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
@@ -324,9 +345,7 @@ def load_hed_detector(mode: str | None = None) -> EdgeDetector:
 def photo_to_control_map(photo: Image.Image, thickness: int, size: tuple[int, int],
                          detector: EdgeDetector | None = None) -> Image.Image:
     """A photo -> edge lines (white on black), RGB, exactly `size` (width, height), letterboxed; see module doc."""
-    thickness = check_thickness(thickness)
-    size = check_size(*size)
-    rgb = np.asarray(to_rgb(_check_image(photo, "photo")))  # (H, W, 3) uint8
+    rgb = np.asarray(to_rgb(photo))  # (H, W, 3) uint8
     detector = load_hed_detector() if detector is None else detector
     box = _letterbox(rgb.shape[1], rgb.shape[0], size)
     rgb = _resize(rgb, box[0], box[1])

@@ -1,4 +1,4 @@
-"""A ControlNet for the SANA-Sprint transformer, with both published wirings and NVlabs checkpoint conversion.
+"""A ControlNet for the SANA-Sprint transformer, with both published wirings (checkpoints: ``checkpoints.py``).
 
 diffusers ships ``SanaControlNetModel`` for the Sana 1.0 bases only: its blocks have no qk_norm and its time
 embedding has no guidance term, so a Sprint-native ControlNet cannot load into it. This model keeps the
@@ -6,7 +6,7 @@ diffusers parameter names (so diffusers-format ControlNet folders load unchanged
 
 * ``qk_norm`` and the Sprint time embedding (SCM time in [0, 1] plus the guidance embedding), or the Sana 1.0
   time embedding (flow time on 0..1000 via ``timestep_scale=1000``, no guidance) for the released HED models;
-* ``wiring``: which of the two published ways the residuals enter the base transformer (FACTS.md section 4):
+* ``wiring``: which of the two published ways the residuals enter the base transformer:
 
   - ``"nvlabs"`` (NVlabs ``diffusion/model/nets/sana_multi_scale_controlnet.py``, what the released HED
     checkpoints were trained with): base block 0 runs first; the control branch starts from its output plus
@@ -15,17 +15,16 @@ diffusers parameter names (so diffusers-format ControlNet folders load unchanged
     ``patch_embed(x) + input_block(patch_embed(control))``; residual ``i`` is added *after* base block
     ``i + 1``.
 
-Adapted from: NVlabs/Sana ``sana_multi_scale_controlnet.py`` (wiring, zero-initialised projections) and
-diffusers ``scripts/convert_sana_controlnet_to_diffusers.py`` / ``convert_sana_to_diffusers.py`` (key names).
+The two differ only in where the branch starts and where each residual lands; the released Sana 1.0 HED
+checkpoints were trained with the NVlabs one, so running them with the diffusers wiring shifts every residual by
+one block. Adapted from: NVlabs/Sana ``sana_multi_scale_controlnet.py`` (wiring, zero-initialised projections).
 """
 
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from diffusers import SanaTransformer2DModel
@@ -39,9 +38,8 @@ from diffusers.models.transformers.sana_transformer import (
 )
 from torch import nn
 
-from . import settings
-
 WIRINGS = ("nvlabs", "diffusers")
+NUM_LAYERS = 7  # the released HED ControlNets copy base blocks 0..6
 SANA10_TIMESTEP_SCALE = 1000.0  # Sana 1.0 flow models take t in 0..1000; Sprint's SCM time is s in [0, 1]
 
 
@@ -57,7 +55,7 @@ class SanaSprintControlNetModel(ModelMixin, ConfigMixin):
         in_channels: int = 32,
         num_attention_heads: int = 36,
         attention_head_dim: int = 32,
-        num_layers: int = settings.CONTROLNET_LAYERS,
+        num_layers: int = NUM_LAYERS,
         num_cross_attention_heads: int = 16,
         cross_attention_head_dim: int = 72,
         cross_attention_dim: int = 1152,
@@ -118,7 +116,7 @@ class SanaSprintControlNetModel(ModelMixin, ConfigMixin):
     def from_transformer(
         cls,
         transformer: SanaTransformer2DModel,
-        num_layers: int = settings.CONTROLNET_LAYERS,
+        num_layers: int = NUM_LAYERS,
         wiring: str = "nvlabs",
     ) -> SanaSprintControlNetModel:
         """Start a ControlNet the way they are trained: blocks 0..num_layers-1 and the embeddings copied from the
@@ -208,8 +206,7 @@ class ControlInputs:
 
     controlnet: SanaSprintControlNetModel
     latents: torch.Tensor  # (B, C, h, w) VAE latent of the control map
-    scale: float | torch.Tensor = 1.0  # a 0-dim tensor under the per-step compile (speedups.py)
-    trace: list[torch.Tensor] | None = field(default=None)  # when a list, block outputs are appended (tests)
+    scale: float | torch.Tensor = 1.0  # a 0-dim tensor under the per-step compile (speedups.py), (B, 1, 1) per row
 
 
 def sana_transformer_forward(
@@ -242,8 +239,6 @@ def sana_transformer_forward(
     for index, block in enumerate(transformer.transformer_blocks):
         hidden = block(hidden, None, captions, mask_bias, time_mod, post_h, post_w)
         hidden = add_residual(index, hidden)
-        if control is not None and control.trace is not None:
-            control.trace.append(hidden)
 
     hidden = transformer.norm_out(hidden, embedded_timestep, transformer.scale_shift_table)
     hidden = transformer.proj_out(hidden)
@@ -280,207 +275,3 @@ def _residual_schedule(
         return hidden + residuals[index] if index < len(residuals) else hidden
 
     return add_nvlabs
-
-
-# --- Checkpoint conversion (NVlabs .pth -> this model) --------------------------------------------------
-
-_EMBEDDER_KEYS = {  # NVlabs name -> ours; time-embedding names depend on the family (Sprint or Sana 1.0)
-    "x_embedder.proj.weight": "patch_embed.proj.weight",
-    "x_embedder.proj.bias": "patch_embed.proj.bias",
-    "y_embedder.y_proj.fc1.weight": "caption_projection.linear_1.weight",
-    "y_embedder.y_proj.fc1.bias": "caption_projection.linear_1.bias",
-    "y_embedder.y_proj.fc2.weight": "caption_projection.linear_2.weight",
-    "y_embedder.y_proj.fc2.bias": "caption_projection.linear_2.bias",
-    "t_block.1.weight": "time_embed.linear.weight",
-    "t_block.1.bias": "time_embed.linear.bias",
-    "attention_y_norm.weight": "caption_norm.weight",
-    "controlnet.0.before_proj.weight": "input_block.weight",
-    "controlnet.0.before_proj.bias": "input_block.bias",
-}
-_BLOCK_KEYS = {  # NVlabs copied_block suffix -> ours (inside transformer_blocks.{i}); q/k/v splits handled apart
-    "scale_shift_table": "scale_shift_table",
-    "attn.proj.weight": "attn1.to_out.0.weight",
-    "attn.proj.bias": "attn1.to_out.0.bias",
-    "attn.q_norm.weight": "attn1.norm_q.weight",
-    "attn.k_norm.weight": "attn1.norm_k.weight",
-    "mlp.inverted_conv.conv.weight": "ff.conv_inverted.weight",
-    "mlp.inverted_conv.conv.bias": "ff.conv_inverted.bias",
-    "mlp.depth_conv.conv.weight": "ff.conv_depth.weight",
-    "mlp.depth_conv.conv.bias": "ff.conv_depth.bias",
-    "mlp.point_conv.conv.weight": "ff.conv_point.weight",
-    "cross_attn.q_linear.weight": "attn2.to_q.weight",
-    "cross_attn.q_linear.bias": "attn2.to_q.bias",
-    "cross_attn.q_norm.weight": "attn2.norm_q.weight",
-    "cross_attn.k_norm.weight": "attn2.norm_k.weight",
-    "cross_attn.proj.weight": "attn2.to_out.0.weight",
-    "cross_attn.proj.bias": "attn2.to_out.0.bias",
-}
-# Keys of the base model that an NVlabs ControlNet checkpoint also carries; they are not ControlNet weights.
-_BASE_ONLY = re.compile(r"^(blocks\.|final_layer\.|pos_embed|y_embedder\.y_embedding|logvar_linear\.)")
-
-
-# NVlabs fuses projections that diffusers keeps apart: (NVlabs suffix, our suffix pattern, parts), per block.
-_FUSED_KEYS = (
-    ("attn.qkv.weight", "attn1.to_{}.weight", "qkv"),
-    ("cross_attn.kv_linear.weight", "attn2.to_{}.weight", "kv"),
-    ("cross_attn.kv_linear.bias", "attn2.to_{}.bias", "kv"),
-)
-
-
-def _renames(depth: int, sprint: bool) -> list[tuple[str, str]]:
-    """(NVlabs name, our name) for every one-to-one key of a ``depth``-block ControlNet of either family."""
-    time_prefix = "time_embed." if sprint else "time_embed.emb."
-    pairs = list(_EMBEDDER_KEYS.items())
-    for layer, linear in (("0", "linear_1"), ("2", "linear_2")):
-        for kind in ("weight", "bias"):
-            pairs.append((f"t_embedder.mlp.{layer}.{kind}", f"{time_prefix}timestep_embedder.{linear}.{kind}"))
-            if sprint:
-                pairs.append((f"cfg_embedder.mlp.{layer}.{kind}", f"time_embed.guidance_embedder.{linear}.{kind}"))
-    for d in range(depth):
-        pairs += [(f"controlnet.{d}.copied_block.{t}", f"transformer_blocks.{d}.{o}") for t, o in _BLOCK_KEYS.items()]
-        pairs += [(f"controlnet.{d}.after_proj.{kind}", f"controlnet_blocks.{d}.{kind}") for kind in ("weight", "bias")]
-    return pairs
-
-
-def _count(state: dict, pattern: str) -> int:
-    depth = 0
-    while pattern.format(depth) in state:
-        depth += 1
-    return depth
-
-
-def nvlabs_to_diffusers_state_dict(nvlabs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Renames an NVlabs ControlNet state dict to this model's names. Returns (converted, ignored base keys).
-
-    Raises ValueError naming any key it does not know, so a format change cannot load silently wrong."""
-    source = dict(nvlabs)
-    ignored = sorted(k for k in source if _BASE_ONLY.match(k))
-    for key in ignored:
-        source.pop(key)
-    depth = _count(source, "controlnet.{}.after_proj.weight")
-    out = {ours: source.pop(theirs) for theirs, ours in _renames(depth, "cfg_embedder.mlp.0.weight" in source)
-           if theirs in source}
-    for d in range(depth):
-        for theirs, ours, parts in _FUSED_KEYS:
-            chunks = torch.chunk(source.pop(f"controlnet.{d}.copied_block.{theirs}"), len(parts), dim=0)
-            out.update({f"transformer_blocks.{d}.{ours.format(part)}": c for part, c in zip(parts, chunks)})
-    if source:
-        raise ValueError(f"unknown keys in the NVlabs ControlNet checkpoint: {sorted(source)[:10]}")
-    return out, ignored
-
-
-def diffusers_to_nvlabs_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse renaming: writes our weights under NVlabs key names (for tests and for exporting)."""
-    state = dict(state)
-    depth = _count(state, "controlnet_blocks.{}.weight")
-    sprint = "time_embed.guidance_embedder.linear_1.weight" in state
-    out = {theirs: state.pop(ours) for theirs, ours in _renames(depth, sprint) if ours in state}
-    for d in range(depth):
-        for theirs, ours, parts in _FUSED_KEYS:
-            fused = [state.pop(f"transformer_blocks.{d}.{ours.format(part)}") for part in parts]
-            out[f"controlnet.{d}.copied_block.{theirs}"] = torch.cat(fused)
-    if state:
-        raise ValueError(f"keys with no NVlabs name: {sorted(state)[:10]}")
-    return out
-
-
-def config_from_nvlabs(state: dict[str, torch.Tensor], base_config: dict | None = None) -> dict:
-    """Infers the ControlNet config from converted weights (+ the base transformer's head layout)."""
-    inner_dim, in_channels = state["patch_embed.proj.weight"].shape[:2]
-    num_layers = sum(1 for k in state if k.startswith("controlnet_blocks.") and k.endswith(".weight"))
-    sprint = "time_embed.guidance_embedder.linear_1.weight" in state
-    base = dict(base_config or {})
-    head_dim = base.get("attention_head_dim", 32)  # Sana's linear attention uses 32-wide heads
-    cross_heads = base.get("num_cross_attention_heads") or {1152: 16, 2240: 20}.get(inner_dim, inner_dim // 72)
-    return dict(
-        in_channels=in_channels,
-        num_attention_heads=inner_dim // head_dim,
-        attention_head_dim=head_dim,
-        num_layers=num_layers,
-        num_cross_attention_heads=cross_heads,
-        cross_attention_head_dim=inner_dim // cross_heads,
-        cross_attention_dim=inner_dim,
-        caption_channels=state["caption_projection.linear_1.weight"].shape[1],
-        sample_size=base.get("sample_size", 32),
-        qk_norm="rms_norm_across_heads" if "transformer_blocks.0.attn1.norm_q.weight" in state else None,
-        guidance_embeds=sprint,
-        timestep_scale=1.0 if sprint else SANA10_TIMESTEP_SCALE,
-        wiring="nvlabs",
-    )
-
-
-@dataclass
-class LoadReport:
-    """What loading a ControlNet checkpoint did; the UI shows ``description``."""
-
-    source: str
-    family: str  # "sprint" or "sana-1.0"
-    wiring: str
-    missing_keys: list[str]
-    unexpected_keys: list[str]
-    ignored_base_keys: list[str] = field(default_factory=list)
-
-    @property
-    def description(self) -> str:
-        if self.family == "sprint":
-            return f"Sprint-native ControlNet ({self.wiring} wiring) from {self.source}"
-        return (
-            f"experimental: Sana 1.0 HED ControlNet ({self.wiring} wiring) from {self.source}, paired with the "
-            "Sprint base it was not trained with; no Sprint ControlNet checkpoint is public"
-        )
-
-
-def load_nvlabs_checkpoint(
-    path: str | Path, base_config: dict | None = None, dtype: torch.dtype | None = None, wiring: str = "nvlabs"
-) -> tuple[SanaSprintControlNetModel, LoadReport]:
-    """Loads an NVlabs ``.pth`` ControlNet (Sprint-native or Sana 1.0 HED), converting names on load. NVlabs
-    checkpoints were trained with the NVlabs wiring; ``wiring`` exists only for experiments."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    nvlabs = checkpoint.get("state_dict", checkpoint)
-    state, ignored = nvlabs_to_diffusers_state_dict(nvlabs)
-    config = config_from_nvlabs(state, base_config) | {"wiring": wiring}
-    model = SanaSprintControlNetModel(**config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: ControlNet weights do not fit: missing {missing[:8]}, unexpected {unexpected[:8]}")
-    if dtype is not None:
-        model = model.to(dtype)
-    report = LoadReport(
-        source=str(path),
-        family="sprint" if config["guidance_embeds"] else "sana-1.0",
-        wiring=wiring,
-        missing_keys=list(missing),
-        unexpected_keys=list(unexpected),
-        ignored_base_keys=ignored,
-    )
-    return model.eval(), report
-
-
-def load_diffusers_controlnet(
-    path_or_id: str, dtype: torch.dtype | None = None, wiring: str | None = None, **hub_kwargs
-) -> tuple[SanaSprintControlNetModel, LoadReport]:
-    """Loads a diffusers-format ControlNet folder or hub repo: ours, or a stock ``SanaControlNetModel`` (Sana 1.0
-    shapes, run with the diffusers wiring that diffusers' own SanaControlNetPipeline uses)."""
-    config = SanaSprintControlNetModel.load_config(path_or_id, **hub_kwargs)
-    stock = config.get("_class_name") == "SanaControlNetModel"
-    overrides = {}
-    if stock:
-        overrides = dict(qk_norm=None, guidance_embeds=False, timestep_scale=SANA10_TIMESTEP_SCALE, wiring="diffusers")
-    if wiring is not None:
-        overrides["wiring"] = wiring
-    model, info = SanaSprintControlNetModel.from_pretrained(
-        path_or_id, dtype=dtype, output_loading_info=True, **overrides, **hub_kwargs
-    )
-    if info["missing_keys"] or info["unexpected_keys"]:
-        raise ValueError(
-            f"{path_or_id}: ControlNet weights do not fit: missing {info['missing_keys'][:8]}, "
-            f"unexpected {info['unexpected_keys'][:8]}"
-        )
-    report = LoadReport(
-        source=path_or_id,
-        family="sprint" if model.config.guidance_embeds else "sana-1.0",
-        wiring=model.config.wiring,
-        missing_keys=[],
-        unexpected_keys=[],
-    )
-    return model.eval(), report

@@ -1,31 +1,36 @@
-"""The frame engine: one object per process that owns the loaded pipeline and turns inputs into frames.
+"""The frame engine: one object per process that owns the loaded pipeline and turns requests into frames.
 
-It is the only place that knows about caches, the GPU lock and timings:
+One submission path: ``Engine.render(FrameRequest) -> Frame`` (``sketch_to_image`` / ``text_to_image`` build the
+request at the boundary, ``sprint_demo.inputs``, and call it). A frame runs the pipeline's own stages
+(``SanaSprintControlNetPipeline``: resolution, encode_prompt, prepare_control_latents, prepare_timesteps,
+prepare_initial_latents, denoise, decode_latents), so the binning and crop rules live in the pipeline only. The
+engine is the only place that knows about caches, the GPU lock and timings:
 
 * prompt embeddings are cached (LRU): typing re-encodes, strokes do not;
 * the control latent is cached per control-map content: a new prompt or seed does not re-encode the canvas;
 * a request equal to the previous frame's returns that frame without any work (``Frame.reused``);
 * one lock serialises all model work (one GPU, shared by every user through the app's queue);
-* each frame carries per-stage timings in milliseconds (``STAGES``), the GPU synchronised at stage edges.
+* each frame carries per-stage timings in milliseconds (``STAGES``, and "total"), the GPU synchronised at stage
+  edges.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
-from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_1024_BIN
 from PIL import Image
 
 from . import conditioning, inputs, settings
+from .frames import Frame, FrameRequest
 from .models import LoadedPipeline, ModelLoadError, attach_controlnet, load_pipeline
+from .pipeline import MAX_SEQUENCE_LENGTH
 from .speedups import SpeedOptions, apply_speedups
 
 log = logging.getLogger(__name__)
@@ -33,30 +38,7 @@ log = logging.getLogger(__name__)
 STAGES = settings.FRAME_STAGES
 STAGE_LABEL = "stage:"  # prefix of each stage's range in a torch.profiler trace
 
-
-@dataclass
-class Frame:
-    """One generated image and how it was made."""
-
-    image: Image.Image
-    timings_ms: dict[str, float]  # every name in STAGES
-    notices: tuple[str, ...] = ()  # things the user should know, e.g. "prompt cut to 300 tokens"
-    reused: bool = False  # True when the inputs equalled the previous frame's and no work was done
-    control_map: Image.Image | None = None  # the map the ControlNet saw (white lines on black), if any
-
-
-@dataclass(frozen=True)
-class _Request:
-    """Everything that determines a frame's pixels; equal requests give equal frames."""
-
-    prompt: str
-    steps: int
-    seed: int
-    guidance_scale: float
-    width: int
-    height: int
-    control_key: str | None = None  # digest of the control map, None for no control
-    control_strength: float = 0.0
+__all__ = ["Engine", "Frame", "FrameRequest", "STAGES", "load_engine", "to_pil"]
 
 
 class _LRU(OrderedDict):
@@ -78,11 +60,13 @@ class _LRU(OrderedDict):
 
 
 class _Stopwatch:
-    """Per-stage wall time; synchronises the GPU at stage edges so the split is honest."""
+    """Per-stage wall time; synchronises the GPU at stage edges so the split is honest. ``before_ms`` are stages
+    timed before the frame reached the engine (the control map made at the boundary)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, before_ms: dict[str, float]):
         self.cuda = device.type == "cuda"
-        self.ms = dict.fromkeys(STAGES, 0.0)
+        self.ms = dict.fromkeys(STAGES, 0.0) | before_ms
+        self.before = sum(before_ms.values())
         self.start = time.perf_counter()
 
     @contextmanager
@@ -95,15 +79,17 @@ class _Stopwatch:
         self.ms[name] += (time.perf_counter() - began) * 1000
 
     def finish(self) -> dict[str, float]:
-        self.ms["total"] = (time.perf_counter() - self.start) * 1000
-        return {k: round(v, 2) for k, v in self.ms.items()}
+        total = self.before + (time.perf_counter() - self.start) * 1000
+        return {k: round(v, 2) for k, v in (self.ms | {"total": total}).items()}
 
 
 class Engine:
     """Owns the pipeline, its device, caches and the GPU lock. Thread-safe.
 
-    Every public method validates its arguments (``sprint_demo.inputs``) and raises ``inputs.InputError``
-    naming the bad value; model failures propagate as they are (the UI turns them into messages)."""
+    ``render`` takes a clean ``FrameRequest``; the keyword conveniences (``sketch_to_image``, ``text_to_image``,
+    ``photo_to_control_map``) take raw values, build the request through ``sprint_demo.inputs`` and raise
+    ``inputs.InputError`` naming a bad value. Model failures propagate as they are (the UI turns them into
+    messages)."""
 
     def __init__(
         self,
@@ -126,8 +112,8 @@ class Engine:
         self._lock = threading.Lock()
         self._prompts = _LRU(settings.PROMPT_CACHE_SIZE)
         self._controls = _LRU(settings.CONTROL_CACHE_SIZE)
-        self._last: tuple[_Request, Frame] | None = None
-        self._warm = False  # set by warmup(): from then on nothing compiles (see _generate)
+        self._last: tuple[FrameRequest, Frame] | None = None
+        self._warm = False  # set by warmup(): from then on nothing compiles (see render)
         self.eager = False  # True: frames ignore torch.compile (the benchmark's check of what compiled code draws)
 
     def _controlnet_note(self) -> str | None:
@@ -152,33 +138,16 @@ class Engine:
         control_strength: float = settings.DEFAULT_CONTROL_STRENGTH,
         thickness: int = settings.DEFAULT_THICKNESS,
         control_map: Image.Image | None = None,
+        decoder: str = "full",
     ) -> Frame:
-        """Sketch (dark strokes on light; None or blank = no control) or a ready control map -> frame."""
+        """Sketch (dark strokes on light; None or blank = no control) or a ready control map -> frame at the
+        engine's size. Raw values are fine: ``inputs.sketch_request`` checks them (InputError naming the value)."""
         started = time.perf_counter()
-        control_strength = inputs.check_control_strength(control_strength)
-        thickness = inputs.check_thickness(thickness)
-        size = (self.size, self.size)
-        if control_map is not None:
-            control_map = inputs.decode_image(control_map, what="control map")
-            control_map = control_map if control_map.size == size else control_map.resize(size, Image.BILINEAR)
-        else:
-            sketch = inputs.decode_image(sketch, what="sketch")
-            if sketch is not None and not inputs.is_blank(sketch):
-                control_map = conditioning.sketch_to_control_map(sketch, thickness, size)
-        prep_ms = (time.perf_counter() - started) * 1000
-        frame = self._generate(prompt, steps, seed, guidance_scale, size, control_map, control_strength)
-        if not frame.reused:
-            frame.timings_ms["control_prep"] = round(prep_ms, 2)
-            frame.timings_ms["total"] = round(frame.timings_ms["total"] + prep_ms, 2)
-        return frame
-
-    def photo_to_control_map(self, photo: Image.Image | str | bytes, thickness: int = settings.DEFAULT_THICKNESS):
-        """An uploaded photo -> HED edge map (white lines on black) at the engine's frame size."""
-        photo = inputs.decode_image(photo, what="photo")
-        if photo is None:
-            raise inputs.InputError("photo is empty: upload an image")
-        with self._lock:  # the HED net may share the GPU
-            return conditioning.photo_to_control_map(photo, thickness, (self.size, self.size))
+        request = inputs.sketch_request(
+            sketch, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale, control_strength=control_strength,
+            thickness=thickness, size=(self.size, self.size), control_map=control_map, decoder=decoder,
+        )
+        return self.render(request, control_prep_ms=(time.perf_counter() - started) * 1000)
 
     def text_to_image(
         self,
@@ -188,9 +157,48 @@ class Engine:
         guidance_scale: float = settings.DEFAULT_GUIDANCE,
         width: int | None = None,
         height: int | None = None,
+        decoder: str = "full",
     ) -> Frame:
-        width, height = inputs.check_size(width or self.size, height or self.size)
-        return self._generate(prompt, steps, seed, guidance_scale, (width, height), None, 0.0)
+        """Prompt -> frame of width x height (default: the engine's size); values checked by inputs.text_request."""
+        request = inputs.text_request(prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
+                                      width=width or self.size, height=height or self.size, decoder=decoder)
+        return self.render(request)
+
+    def photo_to_control_map(self, photo: Image.Image | str | bytes, thickness: int = settings.DEFAULT_THICKNESS):
+        """An uploaded photo -> HED edge map (white lines on black) at the engine's frame size."""
+        photo = inputs.decode_image(photo, what="photo")
+        if photo is None:
+            raise inputs.InputError("photo is empty: upload an image")
+        thickness = inputs.check_thickness(thickness)
+        with self._lock:  # the HED net shares the GPU
+            detector = conditioning.load_hed_detector().to(self.device)
+            return conditioning.photo_to_control_map(photo, thickness, (self.size, self.size), detector=detector)
+
+    def render(self, request: FrameRequest, control_prep_ms: float = 0.0) -> Frame:
+        """The one way a frame is made. ``request`` is clean (``sprint_demo.inputs``); ``control_prep_ms`` is what
+        building it took at the boundary (decoding the sketch, making its control map), reported as that stage."""
+        if request.decoder != "full":
+            raise inputs.InputError(f"{request.decoder} decoder not available")
+        with self._lock:
+            if self._last is not None and self._last[0] == request:
+                return replace(self._last[1], reused=True, timings_ms=dict.fromkeys((*STAGES, "total"), 0.0))
+            if self.eager:
+                stance = "force_eager"
+            elif self._warm and self.speed.compile:
+                # Once warm, a compiled engine never compiles again: a size the warm-up did not see (an aspect
+                # preset, an API call) runs eagerly instead of holding the GPU lock for the minute a compile takes.
+                stance = "eager_on_recompile"
+            else:
+                stance = "default"
+            try:
+                with torch.compiler.set_stance(stance):
+                    frame = self._render(request, control_prep_ms)
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()  # hand the failed frame's blocks back so the next frame can fit
+                raise
+            self._last = (request, frame)
+            return frame
 
     def warmup(self) -> float:
         """Frames with and without control at the canvas size: loads kernels, fills allocator pools and runs
@@ -203,8 +211,7 @@ class Engine:
             settings.DEFAULT_STEPS]
         for control in (None, blank) if self.pipe.controlnet is not None else (None,):
             for steps in step_counts:
-                self._generate("warm-up", steps, 0, settings.DEFAULT_GUIDANCE, (self.size, self.size), control, 1.0,
-                               remember=False)
+                self.sketch_to_image(None, "warm-up", steps=steps, seed=0, control_strength=1.0, control_map=control)
         self.clear_caches()
         self._warm = True
         return time.perf_counter() - began
@@ -218,107 +225,57 @@ class Engine:
 
     # --- the frame path ------------------------------------------------------------------------------------
 
-    def _generate(self, prompt, steps, seed, guidance_scale, size, control_map, control_strength,
-                  remember: bool = True) -> Frame:
-        prompt, notices = inputs.clean_prompt(prompt)
-        inputs.check_safety(prompt)
-        request = _Request(
-            prompt=prompt,
-            steps=inputs.check_steps(steps),
-            seed=inputs.check_seed(seed),
-            guidance_scale=inputs.check_guidance(guidance_scale),
-            width=size[0],
-            height=size[1],
-            control_key=_digest(control_map) if control_map is not None else None,
-            control_strength=control_strength if control_map is not None else 0.0,
-        )
-        with self._lock:
-            if self._last is not None and self._last[0] == request:
-                last = self._last[1]
-                return replace(last, reused=True, timings_ms=dict.fromkeys(STAGES, 0.0))
-            if self.eager:
-                stance = "force_eager"
-            elif self._warm and self.speed.compile:
-                # Once warm, a compiled engine never compiles again: a size the warm-up did not see (an aspect
-                # preset, an API call) runs eagerly instead of holding the GPU lock for the minute a compile takes.
-                stance = "eager_on_recompile"
-            else:
-                stance = "default"
-            try:
-                with torch.compiler.set_stance(stance):
-                    frame = self._render(request, control_map, notices)
-            except torch.OutOfMemoryError:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()  # hand the failed frame's blocks back so the next frame can fit
-                raise
-            if remember:
-                self._last = (request, frame)
-            return frame
-
-    def _render(self, request: _Request, control_map: Image.Image | None, notices: tuple[str, ...]) -> Frame:
+    def _render(self, request: FrameRequest, control_prep_ms: float) -> Frame:
         pipe = self.pipe
         if self.speed.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new frame: earlier graph outputs may be reused
-        watch = _Stopwatch(self.device)
+        watch = _Stopwatch(self.device, {"control_prep": control_prep_ms})
         with torch.inference_mode():
             with watch.stage("text_encode"):
                 embeds, mask, prompt_notices = self._prompt_embeddings(request.prompt)
-            height, width = request.height, request.width
-            if self.use_resolution_binning:
-                height, width = pipe.image_processor.classify_height_width_bin(
-                    height, width, ratios=ASPECT_RATIO_1024_BIN
-                )
+            height, width = pipe.resolution(request.height, request.width, self.use_resolution_binning)
             control_latents = None
-            if control_map is not None and pipe.controlnet is not None:
+            if request.control_map is not None and pipe.controlnet is not None:
                 with watch.stage("control_encode"):
-                    control_latents = self._control_latents(request.control_key, control_map, height, width)
+                    control_latents = self._control_latents(request, height, width)
             with watch.stage("denoise"):
-                latents = pipe(
-                    prompt_embeds=embeds,
-                    prompt_attention_mask=mask,
-                    num_inference_steps=request.steps,
-                    guidance_scale=request.guidance_scale,
-                    height=height,
-                    width=width,
-                    generator=torch.Generator("cpu").manual_seed(request.seed),
+                generator = torch.Generator("cpu").manual_seed(request.seed)
+                latents = pipe.denoise(
+                    pipe.prepare_initial_latents(1, height, width, generator),
+                    embeds,
+                    mask,
+                    pipe.prepare_timesteps(request.steps),
+                    request.guidance_scale,
                     control_latents=control_latents,
                     controlnet_conditioning_scale=request.control_strength,
-                    use_resolution_binning=False,
-                    output_type="latent",
-                ).images
-            with watch.stage("decode"):
-                pixels = pipe.decode_latents(
-                    latents,
-                    request.height if self.use_resolution_binning else None,
-                    request.width if self.use_resolution_binning else None,
-                    output_type="pt",
+                    generator=generator,
                 )
+            with watch.stage("decode"):
+                pixels = pipe.decode_latents(latents, request.height, request.width, output_type="pt")
             with watch.stage("postprocess"):
                 image = to_pil(pixels)
-        return Frame(image=image, timings_ms=watch.finish(), notices=notices + prompt_notices,
-                     control_map=control_map)
+        return Frame(image=image, timings_ms=watch.finish(), notices=request.notices + prompt_notices,
+                     control_map=request.control_map)
 
     def _prompt_embeddings(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
         cached = self._prompts.get_or_none(prompt)
         if cached is None:
             notices = ()
             tokens = len(self.pipe.tokenizer(prompt).input_ids)
-            if tokens > settings.MAX_SEQUENCE_LENGTH:
-                notices = (f"prompt cut to the text encoder's {settings.MAX_SEQUENCE_LENGTH} tokens (it had {tokens})",)
-            embeds, mask = self.pipe.encode_prompt(
-                prompt, device=self.device, max_sequence_length=settings.MAX_SEQUENCE_LENGTH,
-                complex_human_instruction=None,
-            )
+            if tokens > MAX_SEQUENCE_LENGTH:
+                notices = (f"prompt cut to the text encoder's {MAX_SEQUENCE_LENGTH} tokens (it had {tokens})",)
+            embeds, mask = self.pipe.encode_prompt(prompt, device=self.device, max_sequence_length=MAX_SEQUENCE_LENGTH,
+                                                   complex_human_instruction=None)
             cached = (embeds, mask, notices)
             self._prompts.put(prompt, cached)
         return cached
 
-    def _control_latents(self, key: str, control_map: Image.Image, height: int, width: int) -> torch.Tensor:
-        cache_key = (key, height, width)
+    def _control_latents(self, request: FrameRequest, height: int, width: int) -> torch.Tensor:
+        cache_key = (request.control_key, height, width)
         latents = self._controls.get_or_none(cache_key)
         if latents is None:
             # clone: with CUDA graphs the encoder's output buffer is overwritten by its next replay
-            latents = self.pipe.prepare_control_latents(control_map, height, width).clone()
+            latents = self.pipe.prepare_control_latents(request.control_map, height, width).clone()
             self._controls.put(cache_key, latents)
         return latents
 
@@ -328,10 +285,6 @@ def to_pil(pixels: torch.Tensor) -> Image.Image:
     The same arithmetic as diffusers' pt_to_numpy + numpy_to_pil (float32 x 255, round), so the same pixels."""
     array = (pixels[0].float() * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array)
-
-
-def _digest(image: Image.Image) -> str:
-    return hashlib.blake2b(image.tobytes() + repr((image.size, image.mode)).encode(), digest_size=16).hexdigest()
 
 
 def load_engine(

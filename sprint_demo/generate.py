@@ -46,10 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.sketch or args.photo:
             source = (args.sketch or args.photo).read_bytes()
             control_map = engine.photo_to_control_map(source, args.thickness) if args.photo else None
-            frame = engine.sketch_to_image(None if args.photo else source, args.prompt, args.steps, args.seed,
-                                           args.guidance, args.strength, args.thickness, control_map=control_map)
+            frame = engine.sketch_to_image(
+                None if args.photo else source, args.prompt, steps=args.steps, seed=args.seed,
+                guidance_scale=args.guidance, control_strength=args.strength, thickness=args.thickness,
+                control_map=control_map,
+            )
         else:
-            frame = engine.text_to_image(args.prompt, args.steps, args.seed, args.guidance, args.width, args.height)
+            frame = engine.text_to_image(args.prompt, steps=args.steps, seed=args.seed, guidance_scale=args.guidance,
+                                         width=args.width, height=args.height)
     except (InputError, ModelLoadError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,9 +1,10 @@
-"""Server-side parsing and validation of everything a user or an API caller can send.
+"""Server-side parsing and validation of everything a user or an API caller can send: the boundary.
 
-The UI and the engine both call these functions: the sliders of the UI are a convenience, the server re-checks
-every value because the API can be called without the UI. Every check either returns a clean value or raises
-``InputError`` (a ``ValueError``) whose message names the field, the allowed range and the bad value (cut to
-``settings.SHOWN_VALUE_CHARS`` characters).
+``sketch_request`` and ``text_request`` turn raw values (from the UI, the API or the command line) into one
+clean ``FrameRequest``; the engine and everything under it take that request as it is and check nothing again.
+The sliders of the UI are a convenience: the server checks every value because the API can be called without
+the UI. Every check either returns a clean value or raises ``InputError`` (a ``ValueError``) whose message names
+the field, the allowed range and the bad value (cut to ``settings.SHOWN_VALUE_CHARS`` characters).
 
 Decisions, written once here:
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import importlib
 import io
 import logging
@@ -49,6 +51,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from . import settings
+from .conditioning import sketch_to_control_map, to_rgb
+from .frames import DECODERS, FrameRequest
 
 logger = logging.getLogger(__name__)
 
@@ -162,27 +166,6 @@ def _check_pixels(size: tuple[int, int], what: str) -> None:
     if width * height > settings.MAX_UPLOAD_PIXELS:
         raise InputError(f"{what} is {width}x{height} = {width * height} pixels; "
                          f"the limit is {settings.MAX_UPLOAD_PIXELS} pixels")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB: transparency composited on white, 16/32-bit grey scaled (not clipped) to 8 bits."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # PIL's convert("L") clips these at 255 instead of scaling. PNG/TIFF decoders give 16-bit grey as
-        # I;16 or I with values 0..65535, so 65535 is white for both.
-        grey = np.asarray(image, dtype=np.float64).clip(0, 65535) / 257.0
-        return Image.fromarray(np.round(grey).astype(np.uint8), "L").convert("RGB")
-    if image.mode == "F":
-        grey = np.nan_to_num(np.asarray(image, dtype=np.float64)).clip(0, 255)  # float greys are 0..255 in PIL
-        return Image.fromarray(np.round(grey).astype(np.uint8), "L").convert("RGB")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode in ("P", "L", "RGB", "1") and "transparency" in image.info)
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(paper, rgba).convert("RGB")
-    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
 def decode_image(data: str | bytes | Image.Image | None, *, what: str = "sketch") -> Image.Image | None:
@@ -371,3 +354,60 @@ def check_size(width: object, height: object) -> tuple[int, int]:
     """Frame size: each side a multiple of settings.SIZE_MULTIPLE from settings.MIN_SIZE to MAX_SIZE (refused,
     not snapped, otherwise)."""
     return _side(width, "width"), _side(height, "height")
+
+
+def check_decoder(value: object) -> str:
+    """Which autoencoder decodes the frame: one of ``frames.DECODERS``."""
+    if value not in DECODERS:
+        raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {_show(value)}")
+    return value
+
+
+# --- Requests ---------------------------------------------------------------------------------------------
+def text_request(prompt: object, steps: object, seed: object, guidance_scale: object, width: object,
+                 height: object, decoder: object = "full") -> FrameRequest:
+    """Raw text-to-image values -> a clean FrameRequest (InputError naming the first bad value)."""
+    return _request(prompt, steps, seed, guidance_scale, check_size(width, height), decoder)
+
+
+def sketch_request(sketch: object, prompt: object, steps: object, seed: object, guidance_scale: object,
+                   control_strength: object, thickness: object, size: tuple[int, int], control_map: object = None,
+                   decoder: object = "full") -> FrameRequest:
+    """Raw sketch values -> a clean FrameRequest at ``size`` (the engine's frame, already valid).
+
+    ``control_map`` (a ready map, e.g. a photo's edges) wins over ``sketch`` and is resized to ``size`` when it
+    differs; otherwise the sketch (dark strokes on light) becomes the map, and a blank or missing sketch means no
+    control (the same request as text-to-image)."""
+    control_strength = check_control_strength(control_strength)
+    thickness = check_thickness(thickness)
+    if control_map is not None:
+        control_map = decode_image(control_map, what="control map")
+        control_map = control_map if control_map.size == size else control_map.resize(size, Image.BILINEAR)
+    else:
+        sketch = decode_image(sketch, what="sketch")
+        if sketch is not None and not is_blank(sketch):
+            control_map = sketch_to_control_map(sketch, thickness, size)
+    return _request(prompt, steps, seed, guidance_scale, size, decoder, control_map, control_strength)
+
+
+def _request(prompt: object, steps: object, seed: object, guidance_scale: object, size: tuple[int, int],
+             decoder: object, control_map: Image.Image | None = None, control_strength: float = 0.0) -> FrameRequest:
+    prompt, notices = clean_prompt(prompt)
+    check_safety(prompt)
+    return FrameRequest(
+        prompt=prompt,
+        steps=check_steps(steps),
+        seed=check_seed(seed),
+        guidance_scale=check_guidance(guidance_scale),
+        width=size[0],
+        height=size[1],
+        control_map=control_map,
+        control_key=None if control_map is None else _digest(control_map),
+        control_strength=0.0 if control_map is None else control_strength,
+        decoder=check_decoder(decoder),
+        notices=notices,
+    )
+
+
+def _digest(image: Image.Image) -> str:
+    return hashlib.blake2b(image.tobytes() + repr((image.size, image.mode)).encode(), digest_size=16).hexdigest()

@@ -4,9 +4,9 @@
 
 * ``"preview"``: tiny random components built in code (tokenizer included), deterministic, fast on a CPU.
 * ``"random-full"``: the real SANA-Sprint 0.6B / 7-block ControlNet / DC-AE f32c32 / Gemma-2-2B shapes with
-  random weights, for GPU benchmarks (shapes from FACTS.md section 2 and the hub configs).
+  random weights, for GPU benchmarks (shapes from the models' published hub configs).
 * anything else: a hub id or local folder of the Sprint weights in diffusers format, with ``controlnet`` a hub
-  id, a diffusers folder, or an NVlabs ``.pth`` converted on load.
+  id, a diffusers folder, or an NVlabs ``.pth`` converted on load (``sprint_demo.checkpoints``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import torch
 from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
 from transformers import Gemma2Config, Gemma2Model, GemmaTokenizer
 
-from . import settings
-from .controlnet import LoadReport, SanaSprintControlNetModel, load_diffusers_controlnet, load_nvlabs_checkpoint
+from . import checkpoints, settings
+from .checkpoints import LoadReport
+from .controlnet import SanaSprintControlNetModel
 from .pipeline import SanaSprintControlNetPipeline
 
 log = logging.getLogger(__name__)
@@ -210,17 +211,10 @@ def attach_controlnet(loaded: LoadedPipeline, source: str, wiring: str | None = 
 def load_controlnet(
     source: str, base_config, dtype: torch.dtype, wiring: str | None = None
 ) -> tuple[SanaSprintControlNetModel, LoadReport]:
-    """An NVlabs ``.pth`` file, a diffusers folder, or a hub id (a repo holding either)."""
+    """``checkpoints.load_controlnet`` (an NVlabs ``.pth``, a diffusers folder or a hub id), its failures turned
+    into a ModelLoadError that says what to do."""
     try:
-        if source.endswith(".pth"):
-            path = source if Path(source).exists() else _hub_file(source)
-            return load_nvlabs_checkpoint(path, dict(base_config), dtype, wiring or "nvlabs")
-        if Path(source).is_dir() or _hub_has_diffusers_config(source):
-            return load_diffusers_controlnet(source, dtype, wiring)
-        path = _hub_file(f"{source}/{Path(settings.SANA10_HED_CONTROLNET_FILE)}")  # NVlabs repos hold a .pth
-        return load_nvlabs_checkpoint(path, dict(base_config), dtype, wiring or "nvlabs")
-    except ModelLoadError:
-        raise
+        return checkpoints.load_controlnet(source, dict(base_config), dtype, wiring)
     except (OSError, ValueError) as error:
         raise ModelLoadError(_offline_help(source, error, "ControlNet")) from error
 
@@ -234,26 +228,6 @@ def _load_sprint_weights(model: str, dtype: torch.dtype) -> SanaSprintControlNet
                                                                         "transformer", "scheduler")}
     components["tokenizer"].padding_side = "right"  # Sana pads Gemma prompts on the right
     return SanaSprintControlNetPipeline(**components)
-
-
-def _hub_file(spec: str) -> str:
-    """"owner/repo/path/in/repo.pth" -> local path, downloaded (or found in the cache)."""
-    from huggingface_hub import hf_hub_download
-
-    owner, repo, *rest = spec.split("/")
-    if not rest:
-        raise ModelLoadError(f"{spec!r}: expected owner/repo/path/to/file.pth or a local file")
-    return hf_hub_download(f"{owner}/{repo}", "/".join(rest))
-
-
-def _hub_has_diffusers_config(repo_id: str) -> bool:
-    from huggingface_hub import hf_hub_download
-
-    try:
-        hf_hub_download(repo_id, "config.json")
-        return True
-    except Exception:  # offline, missing repo or missing file: fall through to the NVlabs layout
-        return False
 
 
 def _offline_help(source: str, error: Exception, what: str) -> str:

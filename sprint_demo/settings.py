@@ -23,16 +23,13 @@ CONTROLNET = os.getenv("SPRINT_CONTROLNET") or None  # hub id, diffusers folder 
 PREVIEW_MODEL = "preview"  # tiny random model built in code: runs anywhere, offline
 RANDOM_FULL_MODEL = "random-full"  # real shapes, random weights: for GPU benchmarks
 
-# --- Sampling (SANA-Sprint, diffusers pipeline_sana_sprint.py) -------------------------------------------
-MIN_STEPS, MAX_STEPS = 1, 4  # Sprint is step-adaptive over 1-4 steps
+# --- Sampling (the schedule's own constants live in sprint_demo/pipeline.py) ----------------------------
+MIN_STEPS, MAX_STEPS = 1, 4  # Sprint is step-adaptive over 1-4 steps; the app offers that range
 DEFAULT_STEPS = 1  # one step: the live canvas refreshes on every stroke
-MAX_TIMESTEP = 1.57080  # pi/2 in TrigFlow time
-TWO_STEP_INTERMEDIATE_TIMESTEP = 1.3  # only the 2-step schedule uses an intermediate timestep
-DEFAULT_GUIDANCE = 4.5  # enters the transformer as guidance * guidance_embeds_scale
+DEFAULT_GUIDANCE = 4.5  # the slider's start; enters the transformer as guidance * guidance_embeds_scale
 MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 10.0
 DEFAULT_SEED = 233  # NVlabs HED demo's seed
 MAX_SEED = 2**32 - 1  # torch generators take any 64-bit value; 32 bits keeps the UI slider sane
-MAX_SEQUENCE_LENGTH = 300  # tokens the text encoder keeps (diffusers' max_sequence_length)
 MAX_PROMPT_CHARS = 2000  # longer prompts are cut (and the user told) before tokenising
 
 # --- ControlNet conditioning ----------------------------------------------------------------------------
@@ -40,7 +37,6 @@ DEFAULT_CONTROL_STRENGTH = 1.0  # controlnet_conditioning_scale
 MIN_CONTROL_STRENGTH, MAX_CONTROL_STRENGTH = 0.0, 2.0
 DEFAULT_THICKNESS = 2  # NVlabs HED demo: line thickness 1-4, default 2
 MIN_THICKNESS, MAX_THICKNESS = 1, 4
-CONTROLNET_LAYERS = 7  # the ControlNet copies base blocks 0..6
 
 # --- Image sizes ----------------------------------------------------------------------------------------
 SIZE_MULTIPLE = 32  # DC-AE compresses 32x; the transformer patch size is 1
@@ -54,8 +50,9 @@ ERASER_BRUSH_FACTOR = 3  # the eraser is this many times wider than the brush
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")  # playground aspect choices; the long side is engine.size
 
 # --- Frame timings --------------------------------------------------------------------------------------
-# Stages of a frame, in order, as the engine times them and the UI and benchmark report them ("total" last).
-FRAME_STAGES = ("text_encode", "control_prep", "control_encode", "denoise", "decode", "postprocess", "total")
+# Stages of a frame, in order, as the engine times them and the UI and benchmark report them. A frame's
+# timings_ms holds these and "total" (the frame's wall time, which also covers the gaps between stages).
+FRAME_STAGES = ("text_encode", "control_prep", "control_encode", "denoise", "decode", "postprocess")
 
 # --- Serving --------------------------------------------------------------------------------------------
 HOST = os.getenv("SPRINT_HOST", "127.0.0.1")  # loopback unless told otherwise (Spaces set 0.0.0.0 below)

@@ -112,7 +112,7 @@ def _strength_as_tensor(compiled_forward):
     import torch
 
     def controlled_forward(transformer, hidden_states, *args, control, **kwargs):
-        scale = torch.tensor(control.scale, dtype=torch.float32, device=hidden_states.device)
+        scale = torch.as_tensor(control.scale, dtype=torch.float32, device=hidden_states.device)
         return compiled_forward(transformer, hidden_states, *args, control=replace(control, scale=scale), **kwargs)
 
     return controlled_forward

@@ -16,9 +16,10 @@ so this script trains against the **frozen Sprint student itself, at the times i
   2-step schedule's intermediate time), drawn per sample with ``--time-probs`` (default equal);
 * noising: ``x0 = sigma_data * vae_latent`` (the pipeline works in that scale: it starts from
   ``randn * sigma_data`` and decodes ``denoised / sigma_data``), ``x_t = cos t * x0 + sin t * sigma_data * z``;
-* prediction: exactly one SCM step of the pipeline (``predict_clean_latent``): model input
+* prediction: exactly one SCM step of the pipeline (``predict_clean_latent``, through the pipeline's own
+  ``predict_velocity``, the model evaluation its sampling loop uses): model input
   ``x_t / sigma_data * sqrt(s^2 + (1-s)^2)`` at ``s = sin t / (cos t + sin t)``, the transformer with the
-  ControlNet's residuals (``sana_transformer_forward``), the flow output mapped to a TrigFlow velocity ``F``,
+  ControlNet's residuals, the flow output mapped to a TrigFlow velocity ``F``,
   ``x0_hat = cos t * x_t - sin t * F`` (SCMScheduler's trigflow step);
 * loss: ``mean((x0_hat - x0)^2) / sigma_data^2`` (MSE in VAE-latent units), optionally plus
   ``--decoded-loss-weight`` times an L1 or LPIPS term on decoded images (off by default: it backpropagates
@@ -64,7 +65,8 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from . import settings
 from .conditioning import load_hed_detector, photo_to_control_map
-from .controlnet import ControlInputs, SanaSprintControlNetModel, sana_transformer_forward
+from .controlnet import ControlInputs, SanaSprintControlNetModel
+from .pipeline import MAX_SEQUENCE_LENGTH, MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CHECKPOINTS = "checkpoints"  # under --output: step_000100/ ... (accelerator.save_state folders)
@@ -76,32 +78,20 @@ SUMMARY_FILE = "train_summary.json"
 # --- The one-step prediction ------------------------------------------------------------------------------
 
 def predict_clean_latent(
-    transformer,
+    pipe,
     x_t: torch.Tensor,
     t: torch.Tensor,
-    sigma_data: float,
     prompt_embeds: torch.Tensor,
     prompt_attention_mask: torch.Tensor,
     guidance: torch.Tensor | None,
     control: ControlInputs | None,
 ) -> torch.Tensor:
-    """One SCM step of ``SanaSprintControlNetPipeline.__call__`` without its ``no_grad``: TrigFlow latent ``x_t``
-    (B, C, h, w) at TrigFlow times ``t`` (B,) -> predicted clean latent (TrigFlow scale, float32)."""
-    s = (torch.sin(t) / (torch.cos(t) + torch.sin(t))).view(-1, 1, 1, 1)  # TrigFlow -> SCM time in [0, 1]
-    norm = torch.sqrt(s**2 + (1 - s) ** 2)
-    model_input = x_t / sigma_data * norm
-    flow = sana_transformer_forward(
-        transformer,
-        model_input.to(transformer.dtype),
-        encoder_hidden_states=prompt_embeds.to(transformer.dtype),
-        timestep=s.flatten().to(prompt_embeds.dtype),
-        guidance=guidance,
-        encoder_attention_mask=prompt_attention_mask,
-        control=control,
-    )
-    velocity = ((1 - 2 * s) * model_input + (1 - 2 * s + 2 * s**2) * flow) / norm * sigma_data
+    """TrigFlow latent ``x_t`` (B, C, h, w) at TrigFlow times ``t`` (B,) -> predicted clean latent (TrigFlow scale,
+    float32): the pipeline's own model evaluation (``predict_velocity``, which carries no ``no_grad``) and
+    SCMScheduler's trigflow estimate ``cos t * x_t - sin t * velocity``."""
+    velocity = pipe.predict_velocity(x_t, t, prompt_embeds, prompt_attention_mask, guidance, control)
     t = t.view(-1, 1, 1, 1)
-    return torch.cos(t) * x_t - torch.sin(t) * velocity.float()
+    return torch.cos(t) * x_t - torch.sin(t) * velocity
 
 
 class _Branch:
@@ -152,7 +142,7 @@ def encode_batch(pipe, batch: dict, cache: dict | None = None) -> tuple[torch.Te
     new_captions = sorted({c for c in captions if ("caption", c) not in cache})
     if new_captions:
         embeds, mask = pipe.encode_prompt(
-            new_captions, device=device, max_sequence_length=settings.MAX_SEQUENCE_LENGTH,
+            new_captions, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH,
             complex_human_instruction=None,  # as the app's engine encodes prompts
         )
         for n, caption in enumerate(new_captions):
@@ -167,7 +157,7 @@ def predict_batch(
     controlnet: SanaSprintControlNetModel | _Branch,
     batch: dict,
     keys: Sequence[int],
-    times: Sequence[float] = (settings.MAX_TIMESTEP, settings.TWO_STEP_INTERMEDIATE_TIMESTEP),
+    times: Sequence[float] = (MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS),
     probs: Sequence[float] | None = None,
     guidance_scale: float = settings.DEFAULT_GUIDANCE,
     shuffle_control: bool = False,
@@ -190,7 +180,7 @@ def predict_batch(
         guidance = torch.full((x0.shape[0],), guidance_scale, device=device, dtype=embeds.dtype)
         guidance = guidance * pipe.transformer.config.guidance_embeds_scale
     control = ControlInputs(controlnet, control_latents, 1.0)
-    return predict_clean_latent(pipe.transformer, x_t, t, sigma_data, embeds, mask, guidance, control), x0
+    return predict_clean_latent(pipe, x_t, t, embeds, mask, guidance, control), x0
 
 
 def latent_loss(prediction: torch.Tensor, target: torch.Tensor, sigma_data: float, per_sample: bool = False):
@@ -543,7 +533,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None,
                    help="default: what `accelerate config` says (no when unset)")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--times", default=f"{settings.MAX_TIMESTEP},{settings.TWO_STEP_INTERMEDIATE_TIMESTEP}",
+    p.add_argument("--times", default=f"{MAX_TIMESTEPS},{TWO_STEP_INTERMEDIATE_TIMESTEPS}",
                    help="TrigFlow times trained on (comma list); default the 1-step and 2-step times")
     p.add_argument("--time-probs", default=None, help="probabilities of --times (comma list; default equal)")
     p.add_argument("--guidance-scale", type=float, default=settings.DEFAULT_GUIDANCE)
@@ -572,8 +562,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if len(args.time_probs) != len(args.times) or min(args.time_probs) < 0 or sum(args.time_probs) <= 0:
         p.error(f"--time-probs {args.time_probs} must be {len(args.times)} non-negative numbers, not all zero")
     for t in args.times:
-        if not 0 < t <= settings.MAX_TIMESTEP:
-            p.error(f"--times values must be in (0, {settings.MAX_TIMESTEP}], got {t}")
+        if not 0 < t <= MAX_TIMESTEPS:
+            p.error(f"--times values must be in (0, {MAX_TIMESTEPS}], got {t}")
     for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

@@ -1,9 +1,9 @@
 """The Gradio interface: ``create_demo(engine) -> gr.Blocks`` with a Sketch tab and a Playground tab.
 
 Refresh semantics (measured in headless Chromium: ``trigger_mode="once"`` left stale final images, ``"multiple"``
-fell over a second behind): every input of a tab feeds ONE ``gr.on`` with
-``trigger_mode="always_last"``, hidden progress and the shared ``"gpu"`` concurrency id (limit 1). So at most one
-frame per tab is in flight, inputs that arrive meanwhile collapse into the newest one, and the final image is
+fell over a second behind): every input of a tab feeds ONE ``gr.on`` with ``trigger_mode="always_last"``, hidden
+progress and the shared ``"gpu"`` concurrency id. So at most one frame per tab is in flight, inputs that arrive
+meanwhile collapse into the newest one (Gradio then runs only the latest pending event), and the final image is
 always made from the final inputs. Identical inputs cost nothing: the engine returns its previous frame
 (``Frame.reused``), and an identical JPEG keeps the same URL, so the browser does not even reload it.
 
@@ -44,7 +44,6 @@ from .live import DraftGate, LiveImage, encode_jpeg, frame_value, jpeg_data_url,
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-STAGES = tuple(stage for stage in settings.FRAME_STAGES if stage != "total")  # the split under the total
 GPU = "gpu"  # concurrency id shared by every event that runs the model: one GPU, one queue
 FRAME_FILES_KEPT = 256  # JPEGs kept in our own folder; Gradio copies each into its cache before we drop it
 OUTPUT_MAX_HEIGHT = 640  # CSS px of the output image box; the canvas's CSS max-width (canvas.py) matches it
@@ -139,7 +138,7 @@ def format_latency(frame: Any, extra_notices: tuple[str, ...] = ()) -> str:
     head = f"**{timings.get('total', 0.0):.0f} ms** total"
     if frame.reused:
         head += " (same inputs as the previous frame: reused, no model work)"
-    split = " · ".join(f"{stage} {timings[stage]:.1f}" for stage in STAGES if stage in timings)
+    split = " · ".join(f"{stage} {timings[stage]:.1f}" for stage in settings.FRAME_STAGES if stage in timings)
     lines = [head, f"{split} (ms)" if split else ""]
     lines += [f"ℹ️ {notice}" for notice in (*frame.notices, *extra_notices)]
     return "  \n".join(line for line in lines if line)
@@ -247,8 +246,8 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             return {"seq": None, "error": "a draft request is {png, inputs: [6 values], seq, tab}"}
 
         def work():
-            return _run(sketch_frame, picture, prompt, steps, seed, guidance_scale, control_strength, thickness,
-                        **draft_options)
+            return _run(sketch_frame, picture, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
+                        control_strength=control_strength, thickness=thickness, **draft_options)
 
         try:
             frame = gate.run(tab, work)
@@ -351,8 +350,8 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             extra: tuple[str, ...] = ()
             if control_map is not None:
                 extra = ("using the uploaded photo's edge map; clear the photo to draw again",)
-            frame = _run(sketch_frame, sketch, prompt, steps, seed, guidance_scale, control_strength, thickness,
-                         control_map=control_map, **options)
+            frame = _run(sketch_frame, sketch, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
+                         control_strength=control_strength, thickness=thickness, control_map=control_map, **options)
             return frame, format_latency(frame, extra)
 
         def sketch_final(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
@@ -424,7 +423,8 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
 
         # --- Wiring: the playground tab ---------------------------------------------------------------
         def text_to_image(prompt: str, steps: int, seed: int, guidance_scale: float, width: int, height: int):
-            frame = _run(text_frame, prompt, steps, seed, guidance_scale, width, height)
+            frame = _run(text_frame, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale, width=width,
+                         height=height)
             return frames.write(frame.image), format_latency(frame)
 
         gr.on(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -16,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from sprint_demo import conditioning, settings
 from sprint_demo.conditioning import photo_to_control_map, sketch_to_control_map
-from sprint_demo.inputs import InputError, clean_prompt, decode_image, is_blank
+from sprint_demo.inputs import clean_prompt, decode_image, is_blank
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BLUR_REACH = 9  # OpenCV's 8-bit Gaussian kernel for sigma 3 has radius 9: nothing spreads farther
@@ -125,25 +123,24 @@ def test_deterministic(stroke_sketch):
     assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_bad_arguments_are_refused(stroke_sketch):
-    with pytest.raises(InputError, match="thickness"):
-        sketch_to_control_map(stroke_sketch[0], 0, (512, 512))
-    with pytest.raises(InputError, match="width"):
-        sketch_to_control_map(stroke_sketch[0], 2, (500, 512))
-    with pytest.raises(InputError, match="sketch must be a PIL image"):
-        sketch_to_control_map(np.zeros((8, 8)), 2, (512, 512))
-
-
-def test_sketch_map_is_fast_at_1024():
-    sketch = decode_image((ASSETS / "house_and_tree.png").read_bytes())
-    sketch_to_control_map(sketch, 2, (1024, 1024))  # warm-up
-    times = []
-    for _ in range(9):
-        start = time.perf_counter()
-        sketch_to_control_map(sketch, 2, (1024, 1024))
-        times.append(time.perf_counter() - start)
-    # target < 20 ms; the guard is loose because the test machine's 2 cores are shared
-    assert statistics.median(times) < 0.050, times
+def test_only_the_strokes_box_is_filtered_and_the_map_is_the_whole_frame_recipe(monkeypatch):
+    """What keeps a 1024 px sketch map cheap: the blur runs on the strokes' bounding box plus a margin, not on the
+    frame, and the result is still exactly the recipe applied to the whole frame."""
+    sketch = white_canvas()
+    sketch.paste((0, 0, 0), (100, 120, 160, 124))  # a short stroke near a corner
+    blurred_shapes = []
+    real_blur = cv2.GaussianBlur
+    monkeypatch.setattr(cv2, "GaussianBlur",
+                        lambda src, *args, **kwargs: blurred_shapes.append(src.shape) or real_blur(src, *args, **kwargs))
+    out = np.asarray(sketch_to_control_map(sketch, 3, (1024, 1024)))[..., 0]
+    (shape,) = blurred_shapes
+    assert shape[0] * shape[1] < 0.02 * 1024 * 1024, shape
+    monkeypatch.undo()
+    ink = np.where(np.asarray(sketch.convert("L")) < settings.SKETCH_INK_LEVEL, 255, 0).astype(np.uint8)
+    whole = cv2.GaussianBlur(ink, (0, 0), settings.CONTROL_BLUR_SIGMA)
+    _, whole = cv2.threshold(whole, settings.CONTROL_BLUR_THRESHOLD, 255, cv2.THRESH_BINARY)
+    whole = cv2.dilate(whole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))  # thickness 3: a 5 px disc
+    assert np.array_equal(out, whole)
 
 
 # --- photo_to_control_map ----------------------------------------------------------------------------------
@@ -159,13 +156,13 @@ def test_offline_fallback_is_classical_and_logged(monkeypatch, caplog):
     monkeypatch.setattr(conditioning, "_detectors", {})
     monkeypatch.setattr(conditioning, "_hub_reachable", lambda: False)
     monkeypatch.setattr(settings, "HED_ANNOTATOR_ID", "sprint-demo-tests/not-a-cached-annotator")
+    imports = []  # offline, the HED package is not even imported (seconds), let alone a download tried
+    monkeypatch.setattr(conditioning, "_import_hed_module", lambda: imports.append(1))
     with caplog.at_level(logging.WARNING, logger="sprint_demo.conditioning"):
-        start = time.perf_counter()
         detector = conditioning.load_hed_detector("auto")
-        elapsed = time.perf_counter() - start
     assert detector.name.startswith("classical") and not detector.needs_nms
     assert "classical Canny fallback" in caplog.text and "not-a-cached-annotator" in caplog.text
-    assert elapsed < 2.0  # offline, nothing is imported or downloaded
+    assert imports == []
     assert conditioning.load_hed_detector("auto") is detector  # one per process
     with pytest.raises(ConnectionError):
         conditioning.load_hed_detector("hed")  # asked for HED explicitly: no silent fallback
@@ -194,15 +191,20 @@ def test_photo_map_size_letterbox_and_thickness(classical):
     assert all(a < b for a, b in itertools.pairwise(counts)), counts
 
 
-def test_photo_map_on_the_example_photo_is_fast_and_deterministic(classical):
+def test_photo_map_on_the_example_photo_detects_once_at_the_content_size_and_is_deterministic(classical):
     photo = decode_image((ASSETS / "example_photo.jpg").read_bytes(), what="photo")
-    start = time.perf_counter()
-    first = photo_to_control_map(photo, 2, (1024, 1024), detector=classical)
-    elapsed = time.perf_counter() - start
+    seen = []
+
+    class Recording(conditioning.ClassicalEdgeDetector):
+        def __call__(self, rgb):
+            seen.append(rgb.shape)
+            return super().__call__(rgb)
+
+    first = photo_to_control_map(photo, 2, (1024, 1024), detector=Recording())
+    assert seen == [(768, 1024, 3)]  # one detector pass, on the letterboxed content, not the padded frame
     white = mask(first)
     assert 0.02 < white.mean() < 0.5
     assert white[128:896].any(axis=1).sum() > 300  # edges over much of the picture's height
-    assert elapsed < 3.0  # target < 1 s on 2 shared cores
     again = photo_to_control_map(photo, 2, (1024, 1024), detector=classical)
     assert np.array_equal(np.asarray(first), np.asarray(again))
 
@@ -238,13 +240,6 @@ class FakeSoftDetector:
 def test_soft_detector_goes_through_nms():
     white = mask(photo_to_control_map(synthetic_shapes(), 1, (640, 480), detector=FakeSoftDetector()))
     assert white[150:300, 95:106].any(axis=1).all() and not white[200:250, 180:220].any()
-
-
-def test_photo_bad_arguments(classical):
-    with pytest.raises(InputError, match="photo must be a PIL image"):
-        photo_to_control_map(None, 2, (512, 512), detector=classical)
-    with pytest.raises(InputError, match="thickness"):
-        photo_to_control_map(synthetic_shapes(), 9, (512, 512), detector=classical)
 
 
 @pytest.mark.slow

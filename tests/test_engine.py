@@ -1,4 +1,5 @@
-"""The frame engine: caches, frame reuse, timings, validation, and the benchmark's smoke run."""
+"""The frame engine: one frame path through the pipeline's stages, caches, frame reuse, timings, validation, and
+the benchmark's smoke run."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from sprint_demo import bench, settings
-from sprint_demo.engine import STAGES, load_engine
+from sprint_demo.engine import STAGES, load_engine, to_pil
 from sprint_demo.inputs import InputError
 from sprint_demo.sketches import stroke_sketch
 
@@ -47,14 +48,16 @@ def test_same_prompt_and_canvas_do_not_call_the_text_encoder_or_vae_encoder_agai
 
 def test_identical_inputs_return_the_last_frame_without_work(engine):
     first = engine.sketch_to_image(canvas(1), "a boat", seed=3)
-    with mock.patch.object(engine.pipe, "__call__", side_effect=AssertionError("no work expected")):
+    no_work = AssertionError("no work expected")
+    with mock.patch.object(engine.pipe, "denoise", side_effect=no_work), \
+            mock.patch.object(engine.pipe, "decode_latents", side_effect=no_work):
         again = engine.sketch_to_image(canvas(1), "a boat", seed=3)
     assert again.reused and again.image.tobytes() == first.image.tobytes()
 
 
 def test_frames_carry_every_stage_and_a_consistent_total(engine):
     frame = engine.sketch_to_image(canvas(2), "a tree", seed=4)
-    assert set(frame.timings_ms) == set(STAGES)
+    assert set(frame.timings_ms) == {*STAGES, "total"}
     parts = sum(v for k, v in frame.timings_ms.items() if k != "total")
     assert 0 < parts <= frame.timings_ms["total"] + 1.0
     assert frame.image.size == (engine.size, engine.size)
@@ -92,12 +95,73 @@ def test_bad_values_are_refused_by_name_and_the_engine_keeps_working(engine, kwa
 
 
 def test_an_error_inside_the_model_releases_the_lock(engine):
-    with mock.patch.object(type(engine.pipe), "__call__", side_effect=RuntimeError("CUDA out of memory")):
+    with mock.patch.object(type(engine.pipe), "denoise", side_effect=RuntimeError("CUDA out of memory")):
         with pytest.raises(RuntimeError):
             engine.text_to_image("a cat", seed=11)
     assert engine.text_to_image("a cat", seed=11).image is not None
 
 
+@pytest.mark.parametrize("binning", [False, True])
+@pytest.mark.parametrize("control", [False, True])
+def test_an_engine_frame_is_the_pipeline_call_for_the_same_inputs(engine, binning, control):
+    """One frame path: the engine runs the pipeline's own stages, so a frame is ``__call__``'s image for the same
+    inputs, with and without control, and with resolution binning (the real model's setting: 256 px frames run at
+    the 1024 px bin and are cropped back) as without."""
+    import torch
+
+    engine.size = 256
+    engine.use_resolution_binning = binning
+    frame = engine.sketch_to_image(canvas(2, 256) if control else None, "a tree by a lake", steps=2, seed=8,
+                                   guidance_scale=3.0, control_strength=0.7)
+    assert (frame.control_map is not None) == control
+    extra = dict(control_image=frame.control_map, controlnet_conditioning_scale=0.7) if control else {}
+    images = engine.pipe(prompt="a tree by a lake", num_inference_steps=2, guidance_scale=3.0, height=256, width=256,
+                         generator=torch.Generator().manual_seed(8), use_resolution_binning=binning,
+                         complex_human_instruction=None, output_type="pt", **extra).images
+    assert frame.image.tobytes() == to_pil(images).tobytes()
+
+
+def test_the_photo_edge_detector_runs_on_the_engine_device(engine, monkeypatch):
+    """The HED net is moved to the engine's device before it runs (it holds the GPU lock while it does)."""
+    import numpy as np
+    import torch
+
+    from sprint_demo import conditioning
+
+    events = []
+
+    class RecordingDetector:
+        name, needs_nms = "recording", False
+
+        def to(self, device):
+            events.append(("to", device))
+            return self
+
+        def __call__(self, rgb):
+            events.append(("run",))
+            return np.zeros(rgb.shape[:2], dtype=np.uint8)
+
+    monkeypatch.setattr(conditioning, "load_hed_detector", lambda mode=None: RecordingDetector())
+    engine.device = torch.device("cuda", 3)  # only the detector sees it: a device no default would pick
+    engine.photo_to_control_map(Image.new("RGB", (300, 200), "grey"))
+    assert events == [("to", torch.device("cuda", 3)), ("run",)]
+
+
+def test_photo_values_are_refused_by_name(engine):
+    with pytest.raises(InputError, match="photo is empty"):
+        engine.photo_to_control_map(None)
+    with pytest.raises(InputError, match="thickness"):
+        engine.photo_to_control_map(Image.new("RGB", (64, 64)), thickness=9)
+
+
+def test_the_tiny_decoder_is_reserved(engine):
+    with pytest.raises(InputError, match="tiny decoder not available"):
+        engine.text_to_image("a cat", decoder="tiny")
+    with pytest.raises(InputError, match="decoder must be one of full, tiny, got 'huge'"):
+        engine.sketch_to_image(canvas(1), "a cat", decoder="huge")
+
+
+@pytest.mark.slow
 def test_benchmark_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--model", "preview", "--size", "256", "--steps", "1,2", "--mode",
@@ -118,6 +182,7 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert json.loads(out.read_text())["meta"]["compiled_vs_eager"] == {"max_levels": 0, "mean_levels": 0.0}
 
 
+@pytest.mark.slow
 def test_an_eager_engine_bypasses_compiled_code_and_draws_what_it_draws():
     """The benchmark's correctness check of compiled variants (``bench.compiled_vs_eager``) relies on
     ``Engine.eager`` running frames without the compiled code, even on a warm engine (whose frames otherwise run
@@ -143,8 +208,6 @@ def test_an_eager_engine_bypasses_compiled_code_and_draws_what_it_draws():
 def test_device_side_rounding_gives_diffusers_pixels(preview):
     import torch
 
-    from sprint_demo.engine import to_pil
-
     pixels = torch.rand(1, 3, 64, 48, generator=torch.Generator().manual_seed(0))
     pixels[0, 0, 0, :4] = torch.tensor([0.0, 1.0, 0.5 / 255, 254.5 / 255])  # edges and rounding ties
     processor = preview.pipe.image_processor
@@ -158,7 +221,7 @@ def test_auto_uses_real_weights_and_survives_a_missing_controlnet(tmp_path, monk
     import torch
     from diffusers import SanaSprintPipeline
 
-    from sprint_demo.controlnet import diffusers_to_nvlabs_state_dict
+    from sprint_demo.checkpoints import diffusers_to_nvlabs_state_dict
 
     pipe = preview.pipe
     SanaSprintPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler).save_pretrained(
@@ -175,6 +238,7 @@ def test_auto_uses_real_weights_and_survives_a_missing_controlnet(tmp_path, monk
     assert engine.pipe.controlnet is not None and "Sprint-native ControlNet" in engine.controlnet_note
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scope", ["blocks", "step"])
 def test_compiled_denoiser_traces_and_gives_the_same_images(scope):
     """torch.compile per block or per denoising step (dynamo + AOT autograd, no code generation, so it runs in
@@ -200,6 +264,7 @@ def test_compiled_denoiser_traces_and_gives_the_same_images(scope):
         compile_models(compiled, "sideways")
 
 
+@pytest.mark.slow
 def test_the_step_scope_traces_a_block_once_and_reuses_it_for_the_others():
     """Compile time of the one-graph-per-step scope: every block of the transformer and of the ControlNet inlined
     took 122 s for the real transformer alone (inductor, torch 2.14, 2 cores), a nested compile region per block
@@ -231,6 +296,7 @@ def test_the_step_scope_traces_a_block_once_and_reuses_it_for_the_others():
     torch._dynamo.reset()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scope", ["blocks", "step"])
 def test_compiled_denoiser_does_not_recompile_when_the_user_moves_a_slider(scope):
     """A recompile costs ~a minute on the GPU (and dynamo gives up after 8): after one frame with and one without
@@ -260,15 +326,20 @@ def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, gr
 
     engine.speed = replace(engine.speed, cuda_graphs=graphs)  # the CPU turns graphs off; the choice is tested
     calls = []
-    real = engine._generate
-    with mock.patch.object(engine, "_generate",
-                           side_effect=lambda *a, **k: calls.append((a[1], a[5] is not None)) or real(*a, **k)):
+    real = engine.render
+
+    def record(request, **kwargs):
+        calls.append((request.steps, request.control_key is not None))
+        return real(request, **kwargs)
+
+    with mock.patch.object(engine, "render", side_effect=record):
         assert engine.warmup() > 0
     steps = range(settings.MIN_STEPS, settings.MAX_STEPS + 1) if graphs else [settings.DEFAULT_STEPS]
     assert calls == [(s, False) for s in steps] + [(s, True) for s in steps]
     assert not engine._prompts and not engine._controls and engine._last is None
 
 
+@pytest.mark.slow
 def test_a_warm_compiled_engine_runs_new_sizes_eagerly_instead_of_compiling():
     """After the warm-up (which compiles the canvas size), a frame at a size it did not see must not compile: on a
     GPU that is a minute with the lock held and every user waiting. It runs eagerly and is still right."""

@@ -55,8 +55,8 @@ class Faults:
 
 
 class PipeWithFaults:
-    """Stands in for ``engine.pipe``: the same pipeline, with ``Faults.before_call`` run inside every call of it
-    (the denoising call of a frame), so the fault happens while the engine holds its lock."""
+    """Stands in for ``engine.pipe``: the same pipeline, with ``Faults.before_call`` run inside every denoising
+    stage (``denoise``, once per frame), so the fault happens while the engine holds its lock."""
 
     def __init__(self, pipe, faults: Faults):
         self._pipe, self._faults = pipe, faults
@@ -64,9 +64,9 @@ class PipeWithFaults:
     def __getattr__(self, name):
         return getattr(self._pipe, name)
 
-    def __call__(self, *args, **kwargs):
+    def denoise(self, *args, **kwargs):
         self._faults.before_call()
-        return self._pipe(*args, **kwargs)
+        return self._pipe.denoise(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ SLOW_FRAME_S = 1.0  # each frame of the slow server takes at least this long
 FLOOD = 10  # requests sent at once: 1 runs, QUEUE_SIZE wait, the rest must be refused
 
 # ``python -c`` launcher: app.main exactly as shipped, except that the engine it loads sleeps inside every
-# pipeline call (a slow GPU) and skips the warm-up. SPRINT_QUEUE_SIZE reaches app.py through settings.
+# denoising stage (a slow GPU) and skips the warm-up. SPRINT_QUEUE_SIZE reaches app.py through settings.
 SLOW_APP = textwrap.dedent(f"""
     import sys, time
     import sprint_demo.engine as engine_module
@@ -50,9 +50,9 @@ SLOW_APP = textwrap.dedent(f"""
             self._pipe = pipe
         def __getattr__(self, name):
             return getattr(self._pipe, name)
-        def __call__(self, *args, **kwargs):
+        def denoise(self, *args, **kwargs):
             time.sleep({SLOW_FRAME_S})
-            return self._pipe(*args, **kwargs)
+            return self._pipe.denoise(*args, **kwargs)
 
     real_load_engine = engine_module.load_engine
     def slow_load_engine(*args, **kwargs):

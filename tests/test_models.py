@@ -9,7 +9,8 @@ from PIL import Image, ImageDraw
 from transformers import Gemma2Model
 
 from sprint_demo import settings
-from sprint_demo.controlnet import SanaSprintControlNetModel, diffusers_to_nvlabs_state_dict
+from sprint_demo.checkpoints import diffusers_to_nvlabs_state_dict
+from sprint_demo.controlnet import NUM_LAYERS, SanaSprintControlNetModel
 from sprint_demo.models import (
     ModelLoadError,
     build_byte_tokenizer,
@@ -70,14 +71,14 @@ def test_random_full_has_the_real_shapes():
     """Built on the meta device: the real parameter counts without allocating gigabytes."""
     with torch.device("meta"):
         transformer = SanaTransformer2DModel(**sprint_transformer_config("full"))
-        controlnet = SanaSprintControlNetModel(num_layers=settings.CONTROLNET_LAYERS)
+        controlnet = SanaSprintControlNetModel(num_layers=NUM_LAYERS)
         vae = AutoencoderDC(**dc_ae_config("full"))
         text_encoder = Gemma2Model(gemma_config("full", 0))
 
     def millions(model):
         return sum(p.numel() for p in model.parameters()) / 1e6
 
-    assert millions(transformer) == pytest.approx(593.5, abs=0.5)  # FACTS.md section 2
+    assert millions(transformer) == pytest.approx(593.5, abs=0.5)  # the published 0.6B Sprint transformer
     assert millions(controlnet) == pytest.approx(170, rel=0.05)
     assert millions(vae) == pytest.approx(312, rel=0.05)
     assert millions(text_encoder) == pytest.approx(2614, rel=0.02)  # Gemma-2-2B decoder

@@ -7,7 +7,7 @@ import torch
 from diffusers import SanaSprintPipeline
 from PIL import Image, ImageDraw
 
-from sprint_demo import settings
+from sprint_demo.pipeline import MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
 
 SIZES = [(256, 256), (256, 384)]  # (height, width): square and non-square
 
@@ -47,7 +47,7 @@ def test_matches_diffusers_without_control_and_at_scale_zero(preview, steps, hei
     pipe = preview.pipe
     # diffusers needs intermediate_timesteps=None for any step count but 2; ours drops it by itself.
     expected = run(reference_pipeline(pipe), steps, height, width,
-                   intermediate_timesteps=settings.TWO_STEP_INTERMEDIATE_TIMESTEP if steps == 2 else None)
+                   intermediate_timesteps=TWO_STEP_INTERMEDIATE_TIMESTEPS if steps == 2 else None)
     assert torch.equal(run(pipe, steps, height, width), expected)
     at_zero = run(pipe, steps, height, width, control_image=sketch(width, height), controlnet_conditioning_scale=0.0)
     assert torch.equal(at_zero, expected)
@@ -74,6 +74,27 @@ def test_precomputed_prompt_embeddings_and_control_latents_give_identical_images
         control_latents=latents,
     ).images
     assert torch.equal(cached, direct)
+
+
+@torch.no_grad()
+def test_denoise_runs_a_batch_of_rows_each_with_its_own_values(preview):
+    """The denoise stage over a batch: each row has its own prompt, seed, guidance and control strength (per-row
+    tensors), and gives what that row gives alone. Batched kernels may round differently, hence the tolerance."""
+    pipe = preview.pipe
+    prompts, seeds, guidance, strength = ["a red house", "a blue boat"], [1, 2], [2.0, 6.0], [0.3, 1.2]
+    embeds, mask = pipe.encode_prompt(prompts, device="cpu", complex_human_instruction=None)
+    control = pipe.prepare_control_latents(sketch(256, 256), 256, 256)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    batch = pipe.denoise(pipe.prepare_initial_latents(2, 256, 256, generators), embeds, mask, pipe.prepare_timesteps(2),
+                         torch.tensor(guidance), control_latents=control,
+                         controlnet_conditioning_scale=torch.tensor(strength), generator=generators)
+    for row in range(2):
+        generator = torch.Generator().manual_seed(seeds[row])
+        alone = pipe.denoise(pipe.prepare_initial_latents(1, 256, 256, generator), embeds[row:row + 1],
+                             mask[row:row + 1], pipe.prepare_timesteps(2), guidance[row], control_latents=control,
+                             controlnet_conditioning_scale=strength[row], generator=generator)
+        torch.testing.assert_close(batch[row:row + 1], alone, rtol=1e-4, atol=1e-4)
+    assert (batch[0] - batch[1]).abs().mean() > 1e-3
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -112,7 +133,7 @@ def test_resolution_binning_matches_diffusers(preview):
     "kwargs,needle",
     [
         (dict(num_inference_steps=0), "num_inference_steps"),
-        (dict(num_inference_steps=5), "got 5"),
+        (dict(num_inference_steps=-1), "got -1"),
         (dict(num_inference_steps=2.0), "got 2.0"),
         (dict(num_inference_steps=True), "got True"),
         (dict(guidance_scale=float("nan")), "guidance_scale"),
@@ -143,8 +164,8 @@ def test_step_adaptive_schedule(preview):
              output_type="latent", complex_human_instruction=None)
         seen[steps] = pipe.scheduler.timesteps.tolist()
     assert len(seen[1]) == 2 and len(seen[4]) == 5
-    assert seen[2][1] == pytest.approx(settings.TWO_STEP_INTERMEDIATE_TIMESTEP)  # the 2-step intermediate time
-    assert seen[2][0] == pytest.approx(settings.MAX_TIMESTEP)
+    assert seen[2][1] == pytest.approx(TWO_STEP_INTERMEDIATE_TIMESTEPS)  # the 2-step intermediate time
+    assert seen[2][0] == pytest.approx(MAX_TIMESTEPS)
 
 
 def test_accepts_every_keyword_of_sana_sprint_pipeline():

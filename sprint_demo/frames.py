@@ -1,0 +1,43 @@
+"""What goes into the engine and what comes out: ``FrameRequest`` and ``Frame``.
+
+A ``FrameRequest`` is built and validated once, at the boundary (``sprint_demo.inputs.sketch_request`` /
+``text_request``); everything after that takes its fields as they are. Two requests that compare equal give the
+same pixels, which is what the engine's "same as the last frame" test and its caches rely on: the control map
+itself is left out of the comparison and stands in through its digest (``control_key``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+DECODERS = ("full", "tiny")  # "full": the pipeline's DC-AE; "tiny": a small autoencoder for drafts (not built yet)
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """Everything that determines a frame's pixels, already clean: equal requests give equal frames."""
+
+    prompt: str  # cleaned (inputs.clean_prompt), safety-checked
+    steps: int
+    seed: int
+    guidance_scale: float
+    width: int
+    height: int
+    control_map: Image.Image | None = field(default=None, compare=False, repr=False)  # white lines on black
+    control_key: str | None = None  # digest of control_map; None for no control
+    control_strength: float = 0.0  # 0.0 whenever there is no control map
+    decoder: str = "full"  # one of DECODERS
+    notices: tuple[str, ...] = field(default=(), compare=False)  # for the user, e.g. "prompt cut to ..."
+
+
+@dataclass
+class Frame:
+    """One generated image and how it was made."""
+
+    image: Image.Image
+    timings_ms: dict[str, float]  # every name in settings.FRAME_STAGES, and "total"
+    notices: tuple[str, ...] = ()  # things the user should know, e.g. "prompt cut to 300 tokens"
+    reused: bool = False  # True when the inputs equalled the previous frame's and no work was done
+    control_map: Image.Image | None = None  # the map the ControlNet saw (white lines on black), if any

@@ -1,0 +1,378 @@
+"""``SanaSprintControlNetPipeline.__call__`` against diffusers' ``SanaSprintPipeline.__call__``, feature by feature.
+
+Both pipelines share the tiny preview components; every feature is run through both with the same inputs and
+the outputs compared with ``torch.equal`` (control branch off). Each comparison also checks that the feature
+changes diffusers' own output at this size, so a pipeline that ignored it could not pass. Only the public call
+contract is used. Where our pipeline differs on purpose, the test says so and checks the documented behaviour:
+``complex_human_instruction`` defaults to None, the default ``intermediate_timesteps`` is dropped when the step
+count is not 2, custom ``timesteps`` work (diffusers 0.42.1 raises a TypeError for them), and the optional
+``controlnet`` component.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import SanaSprintPipeline
+from diffusers.callbacks import PipelineCallback
+from diffusers.pipelines.sana.pipeline_output import SanaPipelineOutput
+
+from sprint_demo.pipeline import SanaSprintControlNetPipeline
+
+PROMPT = "a red house by a lake"
+SIZE = 64  # 2x2 latents: the preview transformer and DC-AE run in milliseconds
+SEED = 7
+OMIT = object()  # a keyword left out of the call, so the pipeline's own default applies
+BASE_COMPONENTS = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
+DIFFUSERS_INSTRUCTION = inspect.signature(SanaSprintPipeline.__call__).parameters["complex_human_instruction"].default
+
+
+@pytest.fixture(scope="module")
+def pipes(preview) -> tuple[SanaSprintControlNetPipeline, SanaSprintPipeline]:
+    ours = preview.pipe
+    theirs = SanaSprintPipeline(**{name: getattr(ours, name) for name in BASE_COMPONENTS})
+    theirs.set_progress_bar_config(disable=True)
+    return ours, theirs
+
+
+def call(pipe, seed: int | list[int] = SEED, **kwargs):
+    """One generation with the module's small defaults; ``seed`` a list gives a list of generators."""
+    generator = [torch.Generator().manual_seed(s) for s in seed] if isinstance(seed, list) else (
+        torch.Generator().manual_seed(seed))
+    args = dict(prompt=PROMPT, height=SIZE, width=SIZE, generator=generator, output_type="pt",
+                use_resolution_binning=False, complex_human_instruction=None) | kwargs
+    return pipe(**{k: v for k, v in args.items() if v is not OMIT})
+
+
+def run_both(pipes, callback: type | None = None, **kwargs):
+    """``call`` on ours then diffusers'. ``callback`` is a class: each pipeline gets a fresh instance, and the
+    result is ``[(output, callback instance), ...]``; without it, ``[output, output]``."""
+    results = []
+    for pipe in pipes:
+        if callback is None:
+            results.append(call(pipe, **kwargs))
+        else:
+            instance = callback()
+            results.append((call(pipe, callback_on_step_end=instance, **kwargs), instance))
+    return results
+
+
+def same(a, b) -> bool:
+    """Exact equality of two outputs of any ``output_type`` (tensors, arrays, lists of PIL images)."""
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, PIL.Image.Image):
+        return a.size == b.size and a.mode == b.mode and np.array_equal(np.asarray(a), np.asarray(b))
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and np.array_equal(a, b)
+    return a.shape == b.shape and torch.equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def baseline(pipes) -> torch.Tensor:
+    """diffusers' output with none of the features under test."""
+    return call(pipes[1]).images
+
+
+def fixed_latents() -> torch.Tensor:
+    return torch.randn(1, 32, SIZE // 32, SIZE // 32, generator=torch.Generator().manual_seed(99))
+
+
+# --- Plain keyword arguments ----------------------------------------------------------------------------
+
+FEATURES = {
+    "num_images_per_prompt": dict(num_images_per_prompt=2),
+    "prompt_list": dict(prompt=["a cat", PROMPT]),
+    "prompt_list_several_each": dict(prompt=["a cat", PROMPT], num_images_per_prompt=2),
+    "generator_list": dict(prompt=["a cat", PROMPT], seed=[SEED, 3]),
+    "latents": dict(latents=fixed_latents()),
+    "max_sequence_length": dict(max_sequence_length=4),  # shorter than the prompt's tokens: it is cut
+    "complex_human_instruction": dict(complex_human_instruction=["Describe the picture:", "User Prompt: "]),
+    "guidance_scale": dict(guidance_scale=2.0),
+    "max_timesteps": dict(max_timesteps=1.5),
+    "intermediate_timesteps": dict(intermediate_timesteps=0.9),
+    "one_step": dict(num_inference_steps=1, intermediate_timesteps=None),
+    "four_steps": dict(num_inference_steps=4, intermediate_timesteps=None),
+    "non_square": dict(height=SIZE, width=2 * SIZE),
+}
+
+
+@pytest.mark.parametrize("kwargs", FEATURES.values(), ids=FEATURES.keys())
+def test_keyword_matches_diffusers(pipes, baseline, kwargs):
+    ours, theirs = run_both(pipes, **kwargs)
+    assert not same(theirs.images, baseline), "the feature must change the output at this size"
+    assert same(ours.images, theirs.images)
+
+
+@pytest.mark.parametrize("output_type", ["pil", "np", "pt", "latent"])
+def test_output_type_matches_diffusers(pipes, output_type):
+    ours, theirs = run_both(pipes, output_type=output_type, num_images_per_prompt=2)
+    kind = {"pil": list, "np": np.ndarray, "pt": torch.Tensor, "latent": torch.Tensor}[output_type]
+    assert isinstance(ours.images, kind) and isinstance(theirs.images, kind)
+    assert len(ours.images) == 2
+    if output_type == "latent":
+        assert ours.images.shape == (2, 32, SIZE // 32, SIZE // 32)
+    assert same(ours.images, theirs.images)
+
+
+def test_return_dict_false_returns_the_images_in_a_tuple(pipes):
+    ours, theirs = run_both(pipes, return_dict=False)
+    assert type(ours) is tuple and len(ours) == 1 and type(theirs) is tuple
+    assert same(ours[0], theirs[0])
+    assert isinstance(call(pipes[0]), SanaPipelineOutput)
+    assert same(ours[0], call(pipes[0]).images)
+
+
+@pytest.mark.parametrize("several", [False, True], ids=["one", "num_images_per_prompt"])
+def test_precomputed_prompt_embeds_with_mask_match_diffusers(pipes, several):
+    count = 2 if several else 1
+    embeds, mask = pipes[1].encode_prompt(PROMPT, device="cpu", complex_human_instruction=None)
+    ours, theirs = run_both(pipes, prompt=None, prompt_embeds=embeds, prompt_attention_mask=mask,
+                            num_images_per_prompt=count)
+    assert same(ours.images, theirs.images)
+    assert same(ours.images, call(pipes[0], num_images_per_prompt=count).images)  # as if the prompt was given
+
+
+def test_attention_kwargs_reach_the_transformer_and_the_lora_scale_the_text_encoder(pipes):
+    """Without a LoRA loaded they change no pixel, so what each pipeline hands on is compared instead: the dict
+    the transformer receives and the ``lora_scale`` given to ``encode_prompt`` (diffusers takes it from
+    ``attention_kwargs["scale"]``)."""
+    attention_kwargs = {"scale": 0.5}
+    seen, outputs = [], []
+
+    def encode_prompt(pipe):
+        def spy(*args, **kwargs):
+            seen[-1].append(("encode_prompt", kwargs.get("lora_scale")))
+            return type(pipe).encode_prompt(pipe, *args, **kwargs)
+        return spy
+
+    hook = pipes[0].transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen[-1].append(("transformer", kwargs.get("attention_kwargs"))),
+        with_kwargs=True,
+    )
+    try:
+        for pipe in pipes:
+            seen.append([])
+            pipe.encode_prompt = encode_prompt(pipe)
+            outputs.append(call(pipe, attention_kwargs=attention_kwargs).images)
+    finally:
+        hook.remove()
+        for pipe in pipes:
+            vars(pipe).pop("encode_prompt", None)
+    expected = [("encode_prompt", 0.5), ("transformer", attention_kwargs), ("transformer", attention_kwargs)]
+    assert seen == [expected, expected]
+    assert same(outputs[0], outputs[1])
+    assert pipes[0].attention_kwargs == attention_kwargs
+
+
+def test_vae_tiling_matches_diffusers(pipes):
+    """64 px tiles with a 32 px stride on a 128 px image: 2x2-latent tiles, blended (AutoencoderDC's
+    tile_sample_min_* / tile_sample_stride_*; the shared VAE's settings are restored afterwards)."""
+    vae = pipes[0].vae
+    names = ("tile_sample_min_height", "tile_sample_min_width", "tile_sample_stride_height",
+             "tile_sample_stride_width", "tile_latent_min_height", "tile_latent_min_width")
+    saved = {name: getattr(vae, name) for name in names}
+    untiled = call(pipes[1], height=2 * SIZE, width=2 * SIZE).images
+    vae.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64, tile_sample_stride_height=32,
+                      tile_sample_stride_width=32)
+    try:
+        ours, theirs = run_both(pipes, height=2 * SIZE, width=2 * SIZE)
+    finally:
+        vae.disable_tiling()
+        for name, value in saved.items():
+            setattr(vae, name, value)
+    assert not same(theirs.images, untiled), "tiling must happen at this size"
+    assert same(ours.images, theirs.images)
+
+
+# --- Step callbacks -------------------------------------------------------------------------------------
+
+class Recorder:
+    """A step callback that keeps a copy of what it is handed and returns nothing new."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, pipe, step, timestep, tensors):
+        self.calls.append((step, float(timestep), {name: value.clone() for name, value in tensors.items()}))
+        return {}
+
+
+def same_calls(a: Recorder, b: Recorder) -> bool:
+    return len(a.calls) == len(b.calls) and all(
+        step_a == step_b and t_a == t_b and tensors_a.keys() == tensors_b.keys()
+        and all(torch.equal(tensors_a[k], tensors_b[k]) for k in tensors_a)
+        for (step_a, t_a, tensors_a), (step_b, t_b, tensors_b) in zip(a.calls, b.calls)
+    )
+
+
+@pytest.mark.parametrize("inputs", [["latents"], ["prompt_embeds"], ["latents", "prompt_embeds"]],
+                         ids=["latents", "prompt_embeds", "all"])
+def test_step_callback_is_handed_the_same_tensors(pipes, inputs):
+    assert set(inputs) <= set(SanaSprintPipeline._callback_tensor_inputs)
+    (ours, ours_callback), (theirs, theirs_callback) = run_both(
+        pipes, Recorder, callback_on_step_end_tensor_inputs=inputs)
+    assert [(step, set(tensors)) for step, _, tensors in ours_callback.calls] == [(0, set(inputs)), (1, set(inputs))]
+    assert same_calls(ours_callback, theirs_callback)
+    assert same(ours.images, theirs.images)
+
+
+def test_all_tensor_inputs_are_the_same_list_as_diffusers():
+    assert SanaSprintControlNetPipeline._callback_tensor_inputs == SanaSprintPipeline._callback_tensor_inputs
+
+
+class HalveLatentsAfterFirstStep(Recorder):
+    """Changes the latents after step 0 of a 2-step run (a change after the last step cannot show: the
+    pipeline returns that step's denoised estimate)."""
+
+    def __call__(self, pipe, step, timestep, tensors):
+        super().__call__(pipe, step, timestep, tensors)
+        return {"latents": tensors["latents"] * 0.5} if step == 0 else {}
+
+
+class ScalePromptEmbedsAfterFirstStep(Recorder):
+    def __call__(self, pipe, step, timestep, tensors):
+        super().__call__(pipe, step, timestep, tensors)
+        return {"prompt_embeds": tensors["prompt_embeds"] * 3.0} if step == 0 else {}
+
+
+@pytest.mark.parametrize("callback,inputs", [(HalveLatentsAfterFirstStep, ["latents"]),
+                                             (ScalePromptEmbedsAfterFirstStep, ["prompt_embeds"])],
+                         ids=["latents", "prompt_embeds"])
+def test_step_callback_return_value_replaces_the_tensor(pipes, baseline, callback, inputs):
+    (ours, ours_callback), (theirs, theirs_callback) = run_both(
+        pipes, callback, num_inference_steps=2, callback_on_step_end_tensor_inputs=inputs)
+    assert not same(theirs.images, baseline)
+    assert same_calls(ours_callback, theirs_callback)
+    assert same(ours.images, theirs.images)
+
+
+class BothTensorsCallback(PipelineCallback):
+    """A diffusers PipelineCallback: its own ``tensor_inputs`` replace ``callback_on_step_end_tensor_inputs``."""
+
+    tensor_inputs = ["latents", "prompt_embeds"]
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def callback_fn(self, pipe, step, timestep, tensors):
+        return Recorder.__call__(self, pipe, step, timestep, tensors)
+
+
+def test_pipeline_callback_objects_choose_their_tensor_inputs(pipes):
+    (ours, ours_callback), (theirs, theirs_callback) = run_both(pipes, BothTensorsCallback)
+    assert [set(tensors) for _, _, tensors in ours_callback.calls] == [{"latents", "prompt_embeds"}] * 2
+    assert same_calls(ours_callback, theirs_callback)
+
+
+def test_unknown_callback_tensor_input_is_refused_by_both(pipes):
+    for pipe in pipes:
+        with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+            call(pipe, callback_on_step_end=Recorder(), callback_on_step_end_tensor_inputs=["noise_pred"])
+
+
+class InterruptAfterFirstStep(Recorder):
+    def __call__(self, pipe, step, timestep, tensors):
+        super().__call__(pipe, step, timestep, tensors)
+        pipe._interrupt = True
+        return {}
+
+
+def test_interrupt_from_a_callback_stops_like_diffusers(pipes):
+    """Setting ``pipe._interrupt`` skips the remaining steps (and their callbacks); the image is the denoised
+    estimate of the last step run. The next call starts uninterrupted."""
+    four_steps = dict(num_inference_steps=4, intermediate_timesteps=None)
+    (ours, ours_callback), (theirs, theirs_callback) = run_both(pipes, InterruptAfterFirstStep, **four_steps)
+    assert len(ours_callback.calls) == len(theirs_callback.calls) == 1
+    full = call(pipes[1], **four_steps).images
+    assert not same(theirs.images, full)
+    assert same(ours.images, theirs.images)
+    assert same(call(pipes[0], **four_steps).images, full)
+
+
+# --- Where we differ on purpose -------------------------------------------------------------------------
+
+def test_complex_human_instruction_defaults_to_none(pipes):
+    """Ours defaults to no instruction (a live canvas re-encodes prompts often); diffusers prepends a long one.
+    Passing diffusers' list to ours gives diffusers' default output."""
+    ours, theirs = pipes
+    assert DIFFUSERS_INSTRUCTION
+    default_ours = call(ours, complex_human_instruction=OMIT).images
+    default_theirs = call(theirs, complex_human_instruction=OMIT).images
+    assert not same(default_ours, default_theirs)
+    assert same(default_ours, call(theirs, complex_human_instruction=None).images)
+    assert same(call(ours, complex_human_instruction=DIFFUSERS_INSTRUCTION).images, default_theirs)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_default_intermediate_timestep_is_dropped_when_steps_are_not_two(pipes, steps):
+    """diffusers refuses its own default ``intermediate_timesteps`` at any step count but 2; ours drops it, so
+    every step count runs with defaults, as diffusers does with ``intermediate_timesteps=None``."""
+    ours, theirs = pipes
+    with pytest.raises(ValueError, match="num_inference_steps != 2"):
+        call(theirs, num_inference_steps=steps)
+    expected = call(theirs, num_inference_steps=steps, intermediate_timesteps=None).images
+    assert same(call(ours, num_inference_steps=steps).images, expected)
+
+
+@pytest.mark.parametrize(
+    "steps,schedule,equivalent",
+    [
+        (2, [1.5708, 0.9, 0.0], dict(max_timesteps=1.5708, intermediate_timesteps=0.9)),
+        (3, [1.5, 1.0, 0.5, 0.0], dict(max_timesteps=1.5, intermediate_timesteps=None)),
+    ],
+    ids=["two_steps", "three_steps"],
+)
+def test_custom_timesteps_equal_the_same_schedule_made_by_diffusers(pipes, baseline, steps, schedule, equivalent):
+    """diffusers 0.42.1 raises a TypeError for any custom ``timesteps`` (its retrieve_timesteps leaves out
+    num_inference_steps); ours runs them. A custom schedule equal to one diffusers builds from
+    ``max_timesteps`` / ``intermediate_timesteps`` gives diffusers' image."""
+    ours, theirs = pipes
+    custom = dict(num_inference_steps=steps, timesteps=schedule, max_timesteps=None)
+    with pytest.raises(TypeError, match="num_inference_steps"):
+        call(theirs, **custom, intermediate_timesteps=None)
+    expected = call(theirs, num_inference_steps=steps, **equivalent).images
+    assert not same(expected, baseline)
+    assert same(call(ours, **custom).images, expected)
+    assert ours.scheduler.timesteps.tolist() == pytest.approx(schedule)
+
+
+# --- save_pretrained / from_pretrained ------------------------------------------------------------------
+
+def sketch() -> PIL.Image.Image:
+    image = PIL.Image.new("RGB", (SIZE, SIZE), "black")
+    image.paste((255, 255, 255), (8, 8, 40, 14))
+    return image
+
+
+def test_round_trip_with_controlnet_gives_identical_images(pipes, tmp_path):
+    ours = pipes[0]
+    ours.save_pretrained(tmp_path)
+    loaded = SanaSprintControlNetPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.controlnet) is type(ours.controlnet)
+    for control in (dict(), dict(control_image=sketch(), controlnet_conditioning_scale=1.0)):
+        assert same(call(loaded, **control).images, call(ours, **control).images)
+
+
+def test_round_trip_without_controlnet_and_with_diffusers_folders(pipes, tmp_path):
+    """A pipeline without a ControlNet saves and loads as one; ours loads a folder SanaSprintPipeline saved
+    (the published weights' layout), and SanaSprintPipeline loads ours. All give diffusers' image."""
+    ours, theirs = pipes
+    bare = SanaSprintControlNetPipeline(**{name: getattr(ours, name) for name in BASE_COMPONENTS})
+    bare.save_pretrained(tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")
+    expected = call(theirs).images
+    for loaded in (
+        SanaSprintControlNetPipeline.from_pretrained(tmp_path / "ours"),
+        SanaSprintControlNetPipeline.from_pretrained(tmp_path / "theirs"),
+        SanaSprintPipeline.from_pretrained(tmp_path / "ours"),
+    ):
+        loaded.set_progress_bar_config(disable=True)
+        assert getattr(loaded, "controlnet", None) is None
+        assert same(call(loaded).images, expected)
