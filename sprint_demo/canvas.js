@@ -156,6 +156,7 @@ canvas.addEventListener('pointerdown', (event) => {
               color: tool === 'eraser' ? '#ffffff' : '#000000' };
   for (const ctx of contexts) drawSegment(ctx, current, 0);
   stroke = { t0: performance.now(), first: null, frames: 0 };
+  lastDraftAt = performance.now();  // the first draft after DRAFT_INTERVAL of drawing: a tap makes none
   wantDraft();
 });
 

@@ -1,11 +1,17 @@
 """The Gradio interface: ``create_demo(engine) -> gr.Blocks`` with a Sketch tab and a Playground tab.
 
 Refresh semantics (measured in headless Chromium: ``trigger_mode="once"`` left stale final images, ``"multiple"``
-fell over a second behind): every input of a tab feeds ONE ``gr.on`` with ``trigger_mode="always_last"``, hidden
-progress and the shared ``"gpu"`` concurrency id. So at most one frame per tab is in flight, inputs that arrive
-meanwhile collapse into the newest one (Gradio then runs only the latest pending event), and the final image is
-always made from the final inputs. Identical inputs cost nothing: the engine returns its previous frame
-(``Frame.reused``), and an identical JPEG keeps the same URL, so the browser does not even reload it.
+fell over a second behind): a tab's frames come from ONE ``gr.on`` with ``trigger_mode="always_last"``, hidden
+progress and the shared ``"gpu"`` concurrency id. So at most one frame per tab is in the queue, requests that
+arrive meanwhile collapse into the newest one, and the final image is always made from the final inputs.
+Identical inputs cost nothing: the engine returns its previous frame (``Frame.reused``).
+
+The Sketch tab is live (``sprint_demo.live``): while the pen moves the canvas sends draft frames through its own
+server function and a ``DraftGate``; the final frame (full decoder) comes through the queue when the pen lifts, and
+when the prompt and sliders have been still for ``settings.SETTLE_MS`` (a client-side event copies them into the
+canvas, which keeps the time). The "Live drafts" switch turns drafts off: then every change asks for its final
+frame at once. Its frames travel inline (a JPEG data URL in ``LiveImage``'s value), not as files to fetch. Phones
+get one column with the picture pinned above the canvas (``NARROW_PX``).
 
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
 
@@ -13,7 +19,9 @@ Public API (``gradio_client``; names checked by tests/test_app_api.py):
   -> ``(image_path, latency_markdown)``; ``sketch`` is a PNG data URL string (``""`` = no sketch).
 * ``/text_to_image(prompt, steps, seed, guidance_scale, width, height)`` -> ``(image_path, latency_markdown)``.
 
-Images are JPEG (``settings.JPEG_QUALITY``, encoded here by ``encode_frame``). Bad input raises ``gr.Error`` with
+The Sketch tab's page frames are private events, not API endpoints; ``/sketch_to_image`` has no trigger in the page.
+Images are JPEG (``settings.JPEG_QUALITY``, encoded here by ``encode_frame``; drafts at
+``settings.DRAFT_JPEG_QUALITY``). Bad input raises ``gr.Error`` with
 the ``InputError`` message; model faults raise ``gr.Error`` naming the fault; the server keeps serving.
 Layout and wiring only: the engine does validation, caching and the model work (the UI never touches torch).
 """
@@ -259,8 +267,9 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                 "digest": sketch_digest(picture), "seq": seq, "total_ms": frame.timings_ms.get("total", 0.0)}
 
     with gr.Blocks(title="SANA-Sprint Live Sketch", delete_cache=settings.FRAME_CACHE_PRUNE_S) as demo:
-        gr.Markdown("# SANA-Sprint Live Sketch\nDraw on the canvas: the image is redrawn after every stroke "
-                    "by a one-step diffusion model steered by your sketch (ControlNet).")
+        gr.Markdown("# SANA-Sprint Live Sketch\nDraw on the canvas: the image follows your pen while you draw and "
+                    "is redrawn in full when you lift it, by a one-step diffusion model steered by your sketch "
+                    "(ControlNet).")
         if engine.banner:
             gr.HTML(_banner_html(engine.banner), elem_id="banner", padding=False)
         if engine.controlnet_note:
