@@ -62,20 +62,21 @@ class DraftGate:
     """Admission of draft frames, which reach the engine without Gradio's queue; it does for them what the queue
     does for the other events:
 
-    * one draft at a time goes to the engine (the queue's concurrency limit of 1 for the ``"gpu"`` id); the
-      engine's lock then orders it with the queue's frame, so a draft delays other users by at most one frame;
+    * ``slots`` drafts at a time go to the engine (the queue's concurrency limit for the ``"gpu"`` id: 1 for one
+      GPU); the engine's lock then orders a draft with the queue's frame, so it delays others by one frame at most;
     * at most one waiting draft per tab: a newer draft of the same tab takes its place in line, and the older one
       returns ``None`` at once, as does a waiting draft when ``drop`` says the tab's final frame has arrived;
     * at most ``max_waiting`` tabs wait (the queue's ``max_size``); a draft beyond that returns ``None`` at once;
     * tabs are served in the order they started waiting.
     """
 
-    def __init__(self, max_waiting: int):
+    def __init__(self, max_waiting: int, slots: int = 1):
         self.max_waiting = max_waiting
+        self.slots = slots
         self._cond = threading.Condition()
         self._waiting: OrderedDict[str, int] = OrderedDict()  # tab -> ticket of its newest draft, in line order
         self._tickets = 0
-        self._busy = False
+        self._running = 0
 
     def run(self, tab: str, fn: Callable[[], T]) -> T | None:
         """``fn()`` once it is this tab's turn, or ``None`` if the draft was dropped first."""
@@ -89,16 +90,16 @@ class DraftGate:
             while True:
                 if self._waiting.get(tab) != ticket:
                     return None
-                if not self._busy and next(iter(self._waiting)) == tab:
+                if self._running < self.slots and next(iter(self._waiting)) == tab:
                     break
                 self._cond.wait()
             del self._waiting[tab]
-            self._busy = True
+            self._running += 1
         try:
             return fn()
         finally:
             with self._cond:
-                self._busy = False
+                self._running -= 1
                 self._cond.notify_all()
 
     def drop(self, tab: str) -> None:
@@ -111,6 +112,11 @@ class DraftGate:
     def waiting(self) -> int:
         with self._cond:
             return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        with self._cond:
+            return self._running
 
 
 class LiveImage(gr.HTML):

@@ -229,7 +229,7 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
     flight at once over all users (1: one GPU; ``serve_ray.RayEngine.concurrency`` for replicas)."""
     frames = _FrameFiles()
     sketch_frame = _on_gpu(engine.sketch_to_image)
-    gate = DraftGate(settings.MAX_WAITING_DRAFTS)
+    gate = DraftGate(settings.MAX_WAITING_DRAFTS, slots=concurrency_limit)
     # Drafts ask for the tiny decoder only where the engine has one; else they are full frames, sent smaller.
     draft_options = {"decoder": settings.DRAFT_DECODER} if getattr(engine, "has_tiny_decoder", False) else {}
     nonces = itertools.count(1)

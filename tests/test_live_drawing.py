@@ -266,7 +266,7 @@ def test_draft_gate_serves_tabs_in_arrival_order():
     gate, order, release = DraftGate(max_waiting=8), [], threading.Event()
     holder = threading.Thread(target=gate.run, args=("hold", lambda: release.wait(10)))
     holder.start()
-    while not gate._busy:
+    while gate.running < 1:
         time.sleep(0.01)
     threads = []
     for tab in ("x", "y", "z"):
