@@ -382,7 +382,8 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness, photo_map],
             outputs=[output, latency],
             api_visibility="private",
-            trigger_mode="always_last", show_progress="hidden", concurrency_limit=concurrency_limit, concurrency_id=GPU,
+            trigger_mode="always_last", show_progress="hidden", concurrency_limit=concurrency_limit,
+            concurrency_id=GPU,
         )
         gr.on(
             triggers=[demo.load, prompt.change, steps.change, seed.change, guidance.change, control_strength.change,
