@@ -283,19 +283,15 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         height,
         width,
         num_inference_steps,
-        timesteps,
-        max_timesteps,
-        intermediate_timesteps,
-        callback_on_step_end_tensor_inputs=None,
-        prompt_embeds=None,
-        prompt_attention_mask=None,
+        *diffusers_args,
         guidance_scale: float | None = None,
         control_image: ControlImage | None = None,
         control_latents: torch.Tensor | None = None,
         controlnet_conditioning_scale: float | None = None,
+        **diffusers_kwargs,
     ) -> None:
-        """SanaSprintPipeline.check_inputs plus the control inputs and the numbers it takes on trust. Each message
-        names the bad value."""
+        """SanaSprintPipeline.check_inputs (same arguments, passed on to it) plus the control inputs and the numbers
+        it takes on trust. Each message names the bad value."""
         steps_ok = isinstance(num_inference_steps, int) and not isinstance(num_inference_steps, bool)
         if not steps_ok or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
@@ -311,18 +307,8 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
             raise ValueError(f"control_image must be a PIL image, got {type(control_image).__name__}")
         if (control_image is not None or control_latents is not None) and self.controlnet is None:
             raise ValueError("a control input was given but the pipeline has no controlnet")
-        super().check_inputs(
-            prompt,
-            height,
-            width,
-            num_inference_steps,
-            timesteps,
-            max_timesteps,
-            intermediate_timesteps,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            prompt_embeds=prompt_embeds,
-            prompt_attention_mask=prompt_attention_mask,
-        )
+        # the rest (timesteps, max/intermediate timesteps, callback names, prompt embeds) as diffusers checks them
+        super().check_inputs(prompt, height, width, num_inference_steps, *diffusers_args, **diffusers_kwargs)
 
     # --- generation -----------------------------------------------------------------------------------------
 
