@@ -22,6 +22,10 @@ MODEL = os.getenv("SPRINT_MODEL", "auto")  # auto | preview | random-full | <hub
 CONTROLNET = os.getenv("SPRINT_CONTROLNET") or None  # hub id, diffusers folder or NVlabs .pth
 PREVIEW_MODEL = "preview"  # tiny random model built in code: runs anywhere, offline
 RANDOM_FULL_MODEL = "random-full"  # real shapes, random weights: for GPU benchmarks
+# The tiny autoencoder of the "tiny" decoder lane: auto (random weights for preview / random-full, the published
+# TAESANA files, downloaded once, for real weights) | off | "ENCODER,DECODER" (paths or URLs of the two .pth files)
+TINY_AUTOENCODER = os.getenv("SPRINT_TINY_AUTOENCODER") or "auto"
+VAE_LITE = os.getenv("SPRINT_VAE_LITE") or None  # DC-AE-Lite (hub id or diffusers folder): its decoder, full lane
 
 # --- Sampling (the schedule's own constants live in sprint_demo/pipeline.py) ----------------------------
 MIN_STEPS, MAX_STEPS = 1, 4  # Sprint is step-adaptive over 1-4 steps; the app offers that range
@@ -72,7 +76,6 @@ LIVE_DRAFTS = True  # the Sketch tab's "Live drafts" switch starts on
 DRAFT_INTERVAL_MS = 75  # at most one draft per this much drawing time (and never two in flight per tab)
 SETTLE_MS = 350  # a prompt or slider unchanged this long gets its final frame; drafts before that
 DRAFT_DECODER = "tiny"  # drafts use the tiny autoencoder when the engine has one, else the full decoder
-FINAL_DECODER = "full"  # the frame a user keeps when the hand stops
 MAX_WAITING_DRAFTS = 16  # tabs whose draft may wait for the GPU at once; each holds one of Gradio's 40 worker threads
 FRAME_CACHE_PRUNE_S = (300, 900)  # gr.Blocks(delete_cache=...): every 5 min, drop served frames older than 15 min
 SAFETY_CHECKER = os.getenv("SPRINT_SAFETY_CHECKER") or None  # "module:function" prompt hook, off by default

@@ -7,17 +7,23 @@ arrive meanwhile collapse into the newest one, and the final image is always mad
 Identical inputs cost nothing: the engine returns its previous frame (``Frame.reused``).
 
 The Sketch tab is live (``sprint_demo.live``): while the pen moves the canvas sends draft frames through its own
-server function and a ``DraftGate``; the final frame (full decoder) comes through the queue when the pen lifts, and
-when the prompt and sliders have been still for ``settings.SETTLE_MS`` (a client-side event copies them into the
-canvas, which keeps the time). The "Live drafts" switch turns drafts off: then every change asks for its final
+server function and a ``DraftGate`` (with the tiny decoder where the engine has one); the final frame (the decoder
+chosen for final frames, full by default) comes through the queue when the pen lifts, and when the prompt and
+sliders have been still for ``settings.SETTLE_MS`` (a client-side event copies them into the canvas, which keeps
+the time). The "Live drafts" switch turns drafts off: then every change asks for its final
 frame at once. Its frames travel inline (a JPEG data URL in ``LiveImage``'s value), not as files to fetch. Phones
 get one column with the picture pinned above the canvas (``NARROW_PX``).
 
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
 
-* ``/sketch_to_image(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness)``
+* ``/sketch_to_image(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness, decoder)``
   -> ``(image_path, latency_markdown)``; ``sketch`` is a PNG data URL string (``""`` = no sketch).
-* ``/text_to_image(prompt, steps, seed, guidance_scale, width, height)`` -> ``(image_path, latency_markdown)``.
+* ``/text_to_image(prompt, steps, seed, guidance_scale, width, height, decoder)`` -> ``(image_path,
+  latency_markdown)``.
+
+``decoder`` (last, so positional calls written before it existed still work) is ``"full"`` (default: the DC-AE)
+or ``"tiny"`` (the tiny autoencoder: much faster, less fine detail); the latency readout names the one used. A
+server without a tiny autoencoder offers only ``"full"`` and says why under the choice.
 
 The Sketch tab's page frames are private events, not API endpoints; ``/sketch_to_image`` has no trigger in the page.
 Images are JPEG (``settings.JPEG_QUALITY``, encoded here by ``encode_frame``; drafts at
@@ -46,6 +52,7 @@ from PIL import Image
 
 from . import inputs, settings
 from .canvas import SketchCanvas, sketch_value
+from .frames import DEFAULT_DECODER
 from .inputs import InputError
 from .live import DraftGate, LiveImage, encode_jpeg, frame_value, jpeg_data_url, sketch_digest
 
@@ -55,6 +62,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 GPU = "gpu"  # concurrency id shared by every event that runs the model: one GPU, one queue
 FRAME_FILES_KEPT = 256  # JPEGs kept in our own folder; Gradio copies each into its cache before we drop it
 OUTPUT_MAX_HEIGHT = 640  # CSS px of the output image box; the canvas's CSS max-width (canvas.py) matches it
+DECODER_LABELS = {"full": "full", "tiny": "tiny (fast, for slow machines)"}
 
 # The client-side half of the Sketch tab's wiring: whenever one of the tab's inputs changes, the canvas gets them
 # all (no server round trip), so a draft carries them and the canvas can tell when they have settled.
@@ -143,7 +151,7 @@ class _FrameFiles:
 def format_latency(frame: Any, extra_notices: tuple[str, ...] = ()) -> str:
     """Markdown readout: total, then the per-stage split, then reuse and notices."""
     timings = frame.timings_ms
-    head = f"**{timings.get('total', 0.0):.0f} ms** total"
+    head = f"**{timings.get('total', 0.0):.0f} ms** total · decoder: {frame.decoder}"
     if frame.reused:
         head += " (same inputs as the previous frame: reused, no model work)"
     split = " · ".join(f"{stage} {timings[stage]:.1f}" for stage in settings.FRAME_STAGES if stage in timings)
@@ -222,6 +230,15 @@ def _seed_row(elem_id: str) -> tuple[gr.Number, gr.Button]:
 def _guidance_slider(elem_id: str) -> gr.Slider:
     return gr.Slider(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE, value=settings.DEFAULT_GUIDANCE, step=0.1,
                      label="Guidance", elem_id=elem_id)
+
+
+def _decoder_radio(engine: Any, elem_id: str) -> gr.Radio:
+    """Which autoencoder makes the tab's frames. Without a tiny autoencoder only "full" is offered, and the reason
+    is shown under the choice."""
+    choices = [(DECODER_LABELS[name], name) for name in engine.decoders]
+    info = None if engine.has_tiny_decoder else f"Only the full decoder here: {engine.tiny_note or 'tiny is off'}."
+    return _engine_checked(gr.Radio(choices, value=DEFAULT_DECODER, label="Decoder for final frames", info=info,
+                                    elem_id=elem_id, interactive=engine.has_tiny_decoder))
 
 
 def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
@@ -311,6 +328,7 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                     thickness = gr.Slider(settings.MIN_THICKNESS, settings.MAX_THICKNESS,
                                           value=settings.DEFAULT_THICKNESS, step=1, label="Sketch thickness",
                                           elem_id="thickness")
+                decoder = _decoder_radio(engine, "decoder")
                 with gr.Accordion("Or start from a photo (its edge map replaces the sketch)", open=False):
                     with gr.Row():
                         photo = gr.Image(label="Photo", type="pil", sources=["upload", "clipboard"],
@@ -332,6 +350,7 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                         t2i_steps = _steps_slider("t2i_steps")
                         t2i_seed, t2i_seed_random = _seed_row("t2i_seed")
                         t2i_guidance = _guidance_slider("t2i_guidance")
+                        t2i_decoder = _decoder_radio(engine, "t2i_decoder")
                         t2i_aspect = gr.Radio(list(settings.ASPECT_RATIOS), value=settings.ASPECT_RATIOS[0],
                                               label="Aspect", elem_id="t2i_aspect")
                         with gr.Row():
@@ -350,7 +369,7 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             _engine_checked(component)
 
         # --- Wiring: the sketch tab -------------------------------------------------------------------
-        # Final frames (full decoder) go through the queue; the canvas asks for one ('final': pen lifted, undo,
+        # Final frames (the decoder chosen for them) go through the queue; the canvas asks for one ('final': pen lifted, undo,
         # clear, a loaded sketch, inputs settled); page load and a photo's edge map ask too. The frame travels
         # inline, as LiveImage's value. Drafts take the canvas's server function `draft` (defined above the
         # layout, which needs it) through the DraftGate. Both reach the engine through sketch_frame.
@@ -364,22 +383,22 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             return frame, format_latency(frame, extra)
 
         def sketch_final(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
-                         control_strength: float, thickness: int, control_map, event: gr.EventData):
+                         control_strength: float, thickness: int, control_map, decoder: str, event: gr.EventData):
             asked = getattr(event, "_data", None) or {}
             if asked.get("tab"):
                 gate.drop(str(asked["tab"]))  # this tab's waiting draft is older than this picture
             picture = _run(inputs.decode_image, sketch or None, what="sketch") if control_map is None else None
             frame, text = sketch_frame_for(picture, prompt, steps, seed, guidance_scale, control_strength,
-                                           thickness, control_map)
+                                           thickness, control_map, decoder=decoder)
             seq = asked.get("seq")
             value = frame_value(encode_frame(frame.image), sketch_digest(picture),
                                 int(seq) if isinstance(seq, int) else None, next(nonces))
             return value, text
 
         gr.on(
-            triggers=[demo.load, sketch.final, photo_map_view.change],
+            triggers=[demo.load, sketch.final, photo_map_view.change, decoder.change],
             fn=sketch_final,
-            inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness, photo_map],
+            inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness, photo_map, decoder],
             outputs=[output, latency],
             api_visibility="private",
             trigger_mode="always_last", show_progress="hidden", concurrency_limit=concurrency_limit,
@@ -393,15 +412,15 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
         )
 
         def sketch_to_image(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
-                            control_strength: float, thickness: int):
+                            control_strength: float, thickness: int, decoder: str = DEFAULT_DECODER):
             frame, text = sketch_frame_for(sketch or None, prompt, steps, seed, guidance_scale, control_strength,
-                                           thickness)
+                                           thickness, decoder=decoder)
             return frames.write(frame.image), text
 
         gr.on(
             triggers=[],
             fn=sketch_to_image,
-            inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness],
+            inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness, decoder],
             outputs=[api_image, api_latency],
             api_name="sketch_to_image",
             api_description="Sketch (PNG data URL) + prompt -> (JPEG image, latency markdown).",
@@ -432,16 +451,17 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
         seed_random.click(new_seed, outputs=seed, api_visibility="private", queue=False)
 
         # --- Wiring: the playground tab ---------------------------------------------------------------
-        def text_to_image(prompt: str, steps: int, seed: int, guidance_scale: float, width: int, height: int):
+        def text_to_image(prompt: str, steps: int, seed: int, guidance_scale: float, width: int, height: int,
+                          decoder: str = DEFAULT_DECODER):
             frame = _run(text_frame, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale, width=width,
-                         height=height)
+                         height=height, decoder=decoder)
             return frames.write(frame.image), format_latency(frame)
 
         gr.on(
             triggers=[playground_tab.select, t2i_prompt.change, t2i_steps.change, t2i_seed.change,
-                      t2i_guidance.change, t2i_width.change, t2i_height.change],
+                      t2i_guidance.change, t2i_width.change, t2i_height.change, t2i_decoder.change],
             fn=text_to_image,
-            inputs=[t2i_prompt, t2i_steps, t2i_seed, t2i_guidance, t2i_width, t2i_height],
+            inputs=[t2i_prompt, t2i_steps, t2i_seed, t2i_guidance, t2i_width, t2i_height, t2i_decoder],
             outputs=[t2i_output, t2i_latency],
             api_name="text_to_image",
             api_description="Prompt -> (JPEG image of width x height, latency markdown).",

@@ -251,7 +251,7 @@ class _FakeHandle:
 
 def _proxy(*outcomes) -> serve_ray.RayEngine:
     info = {"size": 512, "banner": None, "controlnet_note": None, "model_name": "preview", "is_preview": True,
-            "device": "cpu", "speed": "none"}
+            "device": "cpu", "speed": "none", "decoders": ["full", "tiny"], "tiny_note": None}
     return serve_ray.RayEngine(_FakeHandle(info, *outcomes), replicas=2)
 
 
