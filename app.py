@@ -18,6 +18,7 @@ import sys
 from dataclasses import replace
 
 from sprint_demo import settings
+from sprint_demo.inputs import InputError, check_size
 from sprint_demo.launch import DEFAULT_HOST, launch
 from sprint_demo.speedups import COMPILE_SCOPES, SpeedOptions
 
@@ -49,11 +50,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vae-lite", default=settings.VAE_LITE, metavar="HUB_ID_OR_FOLDER",
                         help="DC-AE-Lite (diffusers AutoencoderDC): its lighter decoder replaces the DC-AE's for "
                              "the full decoder (default: off; env SPRINT_VAE_LITE)")
+    parser.add_argument("--size", type=int, default=None,
+                        help=f"side of the sketch canvas and its frames in pixels (default: {settings.DEFAULT_SIZE}, "
+                             f"{settings.PREVIEW_SIZE} for the preview model)")
+    parser.add_argument("--max-batch-size", type=int, default=settings.MAX_BATCH_SIZE,
+                        help="frames of different users made in one batch at most; 1: one frame at a time "
+                             "(default: %(default)s; env SPRINT_MAX_BATCH_SIZE)")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on (default: %(default)s; env SPRINT_HOST)")
     parser.add_argument("--port", type=int, default=settings.PORT, help="port (default: %(default)s; env SPRINT_PORT)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.max_batch_size < 1:
+        parser.error(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
+    if args.size is not None:
+        try:
+            args.size = check_size(args.size, args.size)[0]
+        except InputError as error:
+            parser.error(str(error).replace("width", "--size", 1))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,14 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         speed = replace(SpeedOptions(), compile=args.compile, cuda_graphs=args.cuda_graphs,
                         compile_scope=args.compile_scope)
         engine = load_engine(args.model, args.controlnet, args.device, args.dtype, speed=speed,
-                             tiny_autoencoder=args.tiny_autoencoder, vae_lite=args.vae_lite)
+                             tiny_autoencoder=args.tiny_autoencoder, vae_lite=args.vae_lite,
+                             max_batch_size=args.max_batch_size, size=args.size)
     except (ModelLoadError, OSError, ValueError) as error:
         print(f"error: could not load model {args.model!r}: {error}", file=sys.stderr)
         return 2
     if engine.banner:
         log.warning("%s", engine.banner)
-    log.info("model %s on %s, frame size %d, speed-ups: %s, decoders: %s", engine.model_name, engine.device,
-             engine.size, engine.speed.describe(), ", ".join(engine.decoders))
+    log.info("model %s on %s, frame size %d, batches of up to %d, speed-ups: %s, decoders: %s", engine.model_name,
+             engine.device, engine.size, engine.max_batch_size, engine.speed.describe(), ", ".join(engine.decoders))
 
     launch(engine, host=args.host, port=args.port, share=args.share)
     return 0

@@ -16,6 +16,15 @@ autoencoder encodes the control map and decodes the frame); each run records its
 autoencoder (both random weights), encode and decode at ``--size`` (default 512), same run, with their ratio and
 GFLOP (``sprint_demo.tiny_autoencoder.benchmark_components``).
 
+``--mode users`` (alone) simulates users calling the engine directly, no web server: ``--users`` threads, each
+drawing its own frames (its own prompt, a new seed every frame; every other user with its own sketch) for
+``--duration`` seconds, once per ``--max-batch-size`` value and ``--decoder`` lane, in one process and run:
+frames/s over all users and per user, p50/p95 latency, the mean batch size, frames/s as a ratio to the first batch
+size, and the largest difference (uint8 levels) between a batched frame and the same request made alone::
+
+    python -m sprint_demo.bench --mode users --model random-full --size 1024 --users 8 --max-batch-size 1,8 \
+        --decoder full,tiny --duration 30 --json users.json
+
 ``--summarize A.json B.json ...`` prints one table over earlier runs with each case's ratio to the first.
 ``--profile PATH`` then runs a few more frames of one case (ControlNet, new strokes, when asked for) under
 ``torch.profiler`` and writes, per frame, each stage's wall time beside the device time spent in it, and the
@@ -34,6 +43,7 @@ import json
 import platform
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,13 +51,15 @@ import numpy as np
 import torch
 
 from . import settings
-from .engine import STAGE_LABEL, STAGES, Engine, load_engine
+from .engine import STAGE_LABEL, STAGES, Engine, Frame, load_engine
 from .frames import DECODERS, DEFAULT_DECODER
 from .sketches import stroke_sketch
 from .speedups import COMPILE_SCOPES, SpeedOptions
 
 MODES = ("t2i", "controlnet", "controlnet-warm")
 COMPONENTS_MODE = "components"  # the autoencoders alone, no engine
+USERS_MODE = "users"  # simulated users calling the engine at once (cross-user batches)
+SOLO_MODES = (COMPONENTS_MODE, USERS_MODE)  # modes that run alone
 BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
 _new_strokes = itertools.count(3)  # every "controlnet" frame of the run draws a canvas no earlier frame had
 
@@ -83,6 +95,95 @@ def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int, deco
         "p90_stages_ms": {s: round(float(np.percentile([f[s] for f in frames], 90)), 2) for s in STAGES},
         "repeat": repeat,
     }
+
+
+def user_frame(engine: Engine, user: int, frame: int, steps: int, decoder: str) -> Frame:
+    """Simulated user ``user``'s ``frame``-th frame: its own prompt, a new seed each frame; even users draw."""
+    prompt = f"{BENCH_PROMPT}, user {user}"
+    seed = 10_000 * (user + 1) + frame
+    if user % 2:
+        return engine.text_to_image(prompt, steps=steps, seed=seed, width=engine.size, height=engine.size,
+                                    decoder=decoder)
+    return engine.sketch_to_image(stroke_sketch(engine.size, 3 + user % 4), prompt, steps=steps, seed=seed,
+                                  decoder=decoder)
+
+
+def run_users(engine: Engine, users: int, batch_size: int, steps: int, decoder: str, duration_s: float) -> dict:
+    """``users`` threads calling the engine at once for ``duration_s`` (after one frame each that is not counted),
+    with batches of up to ``batch_size``; then each user's last frame made again alone and compared."""
+    engine.max_batch_size = batch_size
+    engine.clear_caches()
+    counted: list[list[tuple[float, int]]] = [[] for _ in range(users)]  # per user: (latency ms, batch size)
+    last: dict[int, tuple[int, np.ndarray]] = {}  # user -> (frame index, pixels)
+    errors: list[str] = []
+    deadline = [0.0]
+
+    def set_deadline() -> None:  # run once, before any thread passes the barrier
+        deadline[0] = time.perf_counter() + duration_s
+
+    start = threading.Barrier(users + 1, action=set_deadline)
+
+    def user_loop(user: int) -> None:
+        try:
+            user_frame(engine, user, 0, steps, decoder)  # caches and allocator pools: not counted
+            start.wait()
+            index = 1
+            while time.perf_counter() < deadline[0]:
+                began = time.perf_counter()
+                frame = user_frame(engine, user, index, steps, decoder)
+                counted[user].append(((time.perf_counter() - began) * 1000, frame.batch_size))
+                last[user] = (index, np.asarray(frame.image, dtype=np.int16))
+                index += 1
+        except Exception as error:  # noqa: BLE001 - reported, the other users carry on
+            errors.append(f"user {user}: {type(error).__name__}: {error}"[:300])
+            start.abort()
+
+    threads = [threading.Thread(target=user_loop, args=(u,), daemon=True) for u in range(users)]
+    for thread in threads:
+        thread.start()
+    try:
+        start.wait()
+    except threading.BrokenBarrierError:
+        pass
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - (deadline[0] - duration_s)
+    result = {"mode": USERS_MODE, "decoder": decoder, "max_batch_size": batch_size, "users": users, "steps": steps,
+              "height": engine.size, "width": engine.size, "device": device_name(engine), "model": engine.model_name}
+    if errors:
+        return result | {"error": errors[0]}
+    latencies = [ms for frames in counted for ms, _ in frames]
+    engine.max_batch_size = 1  # each user's last frame again, alone (caches cleared: no reuse)
+    engine.clear_caches()
+    levels = [int(np.abs(np.asarray(user_frame(engine, u, i, steps, decoder).image, dtype=np.int16) - px).max())
+              for u, (i, px) in sorted(last.items())]
+    return result | {
+        "frames": len(latencies),
+        "frames_per_s": round(len(latencies) / elapsed, 3),
+        "user_frames_per_s": [round(len(frames) / elapsed, 3) for frames in counted],
+        "latency_p50_ms": round(float(np.percentile(latencies, 50)), 1),
+        "latency_p95_ms": round(float(np.percentile(latencies, 95)), 1),
+        "mean_batch_size": round(float(np.mean([b for frames in counted for _, b in frames])), 2),
+        "batched_vs_alone_max_levels": max(levels),
+    }
+
+
+def format_users(runs: list[dict]) -> str:
+    """The users runs as a table, with frames/s as a ratio to the first batch size of the same decoder."""
+    header = (f"{'decoder':>7} {'batch':>5} {'frames/s':>8} {'per user min/max':>16} {'p50 ms':>7} {'p95 ms':>7} "
+              f"{'mean batch':>10} {'vs alone':>8} {'ratio':>6}")
+    lines = [header]
+    first: dict[str, float] = {}
+    for run in runs:
+        if "error" in run:
+            lines.append(f"{run['decoder']:>7} {run['max_batch_size']:>5}  {run['error']}")
+            continue
+        base = first.setdefault(run["decoder"], run["frames_per_s"])
+        per_user = f"{min(run['user_frames_per_s']):.2f}/{max(run['user_frames_per_s']):.2f}"
+        lines.append(f"{run['decoder']:>7} {run['max_batch_size']:>5} {run['frames_per_s']:>8.2f} {per_user:>16} "
+                     f"{run['latency_p50_ms']:>7.0f} {run['latency_p95_ms']:>7.0f} {run['mean_batch_size']:>10.2f} "
+                     f"{run['batched_vs_alone_max_levels']:>8} {run['frames_per_s'] / base if base else 0:>5.2f}x")
+    return "\n".join(lines)
 
 
 def compiled_vs_eager(engine: Engine) -> dict:
@@ -201,6 +302,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --compile: one region per block (measured) or per denoising step (untimed yet)")
     parser.add_argument("--no-channels-last", action="store_true", help="keep the DC-AE in NCHW layout")
     parser.add_argument("--no-tf32", action="store_true", help="disable TF32 matmuls")
+    parser.add_argument("--users", type=int, default=8, help=f"--mode {USERS_MODE}: simulated users")
+    parser.add_argument("--max-batch-size", default=f"1,{settings.MAX_BATCH_SIZE}",
+                        help=f"--mode {USERS_MODE}: comma-separated batch sizes to compare (default: %(default)s)")
+    parser.add_argument("--duration", type=float, default=20.0, help=f"--mode {USERS_MODE}: seconds per case")
     parser.add_argument("--profile", type=Path, default=None,
                         help="after the timed cases, write a torch.profiler report of a few frames here")
     args = parser.parse_args(argv)
@@ -209,11 +314,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.decoder = args.decoder.split(",")
     if not set(args.decoder) <= set(DECODERS):
         parser.error(f"unknown --decoder {[d for d in args.decoder if d not in DECODERS]}; choose from {DECODERS}")
-    unknown = [m for m in args.mode if m not in (*MODES, COMPONENTS_MODE)]
+    unknown = [m for m in args.mode if m not in (*MODES, *SOLO_MODES)]
     if unknown:
-        parser.error(f"unknown --mode {unknown}; choose from {(*MODES, COMPONENTS_MODE)}")
-    if COMPONENTS_MODE in args.mode and len(args.mode) > 1:
-        parser.error(f"--mode {COMPONENTS_MODE} runs alone (it times the autoencoders, not frames), got {args.mode}")
+        parser.error(f"unknown --mode {unknown}; choose from {(*MODES, *SOLO_MODES)}")
+    if any(m in SOLO_MODES for m in args.mode) and len(args.mode) > 1:
+        parser.error(f"--mode {' or '.join(SOLO_MODES)} runs alone, got {args.mode}")
+    args.max_batch_size = [int(b) for b in args.max_batch_size.split(",")]
     if args.repeat is None:
         args.repeat = 3 if args.mode == [COMPONENTS_MODE] else 10
     return args
@@ -228,6 +334,21 @@ def run_components(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"components": result, "meta": {"torch": torch.__version__}}, indent=2))
     return 0
+
+
+def run_users_cases(engine: Engine, args: argparse.Namespace) -> int:
+    runs = []
+    for decoder in args.decoder:
+        for batch_size in args.max_batch_size:
+            runs.append(run_users(engine, args.users, batch_size, args.steps[0], decoder, args.duration))
+            print(format_users(runs[-1:]).splitlines()[-1], flush=True)
+    print(format_users(runs))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"speedups": engine.speed.describe(), "dtype": str(engine.pipe.transformer.dtype),
+                "torch": torch.__version__, "batch_window_ms": engine.batch_window_s * 1000}
+        args.json.write_text(json.dumps({"runs": runs, "meta": meta}, indent=2))
+    return 0 if all("error" not in run for run in runs) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     warmup_s = engine.warmup()
     print(f"# {engine.model_name} on {device_name(engine)}, dtype {engine.pipe.transformer.dtype}, "
           f"speed-ups: {engine.speed.describe()}; load {loaded_s:.1f} s, warm-up {warmup_s:.1f} s", flush=True)
+    if args.mode == [USERS_MODE]:
+        return run_users_cases(engine, args)
     runs = []
     for decoder in args.decoder:  # in the order asked: the lane that matters most first, before a budget cuts in
         for mode in args.mode:

@@ -2,7 +2,7 @@
 
 A ``FrameRequest`` is built and validated once, at the boundary (``sprint_demo.inputs.sketch_request`` /
 ``text_request``); everything after that takes its fields as they are. Two requests that compare equal give the
-same pixels, which is what the engine's "same as the last frame" test and its caches rely on: the control map
+same pixels, which is what the engine's frame reuse, its batches and its caches rely on: the control map
 itself is left out of the comparison and stands in through its digest (``control_key``).
 """
 
@@ -42,6 +42,7 @@ class Frame:
     image: Image.Image
     timings_ms: dict[str, float]  # every name in settings.FRAME_STAGES, and "total"
     notices: tuple[str, ...] = ()  # things the user should know, e.g. "prompt cut to 300 tokens"
-    reused: bool = False  # True when the inputs equalled the previous frame's and no work was done
+    reused: bool = False  # True when the inputs equalled a recent frame's and no work was done
     control_map: Image.Image | None = None  # the map the ControlNet saw (white lines on black), if any
     decoder: str = DEFAULT_DECODER  # the autoencoder lane that made it (FrameRequest.decoder)
+    batch_size: int = 1  # rows of the forward pass that made it (frames of other users made at the same time)

@@ -38,6 +38,7 @@ from typing import Any
 
 from . import settings
 from .inputs import InputError
+from .launch import DEFAULT_HOST, launch
 from .speedups import COMPILE_SCOPES, SpeedOptions
 
 log = logging.getLogger(__name__)
@@ -69,14 +70,14 @@ class EngineReplica:
     here, so that importing this module does not import Ray)."""
 
     def __init__(self, model: str, controlnet: str | None, device: str | None, dtype: str | None,
-                 speed: SpeedOptions | None) -> None:
+                 speed: SpeedOptions | None, max_batch_size: int = settings.MAX_BATCH_SIZE) -> None:
         from ray import serve
 
         from .engine import load_engine
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         _keep_replica_port_on_loopback()
-        self.engine = load_engine(model, controlnet, device, dtype, speed=speed)
+        self.engine = load_engine(model, controlnet, device, dtype, speed=speed, max_batch_size=max_batch_size)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self._faults = 0  # consecutive model faults (InputErrors are the caller's, not the replica's)
         self._faults_lock = threading.Lock()
@@ -205,10 +206,12 @@ def cluster_gpus() -> int:
 
 def deploy(replicas: int, model: str = settings.MODEL, controlnet: str | None = settings.CONTROLNET,
            device: str | None = None, dtype: str | None = None, speed: SpeedOptions | None = None,
-           gpus: bool | None = None, max_ongoing_requests: int = MAX_ONGOING_REQUESTS) -> RayEngine:
+           gpus: bool | None = None, max_ongoing_requests: int = MAX_ONGOING_REQUESTS,
+           max_batch_size: int = settings.MAX_BATCH_SIZE) -> RayEngine:
     """Starts Serve (no HTTP proxy) and ``replicas`` replicas of ``EngineReplica``; returns the proxy engine once
     every replica has loaded its model. ``gpus``: one GPU per replica (default: when the cluster has GPUs and
-    ``device`` is not the CPU)."""
+    ``device`` is not the CPU). Each replica's engine batches up to ``max_batch_size`` of the frames it holds
+    (``max_ongoing_requests``), so batches fill only when that is at least the batch size."""
     from ray import serve
 
     if gpus is None:
@@ -223,7 +226,7 @@ def deploy(replicas: int, model: str = settings.MODEL, controlnet: str | None = 
         health_check_period_s=HEALTH_CHECK_PERIOD_S,
         health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
     )
-    handle = serve.run(deployment.bind(model, controlnet, device, dtype, speed), name=APP_NAME, route_prefix=None)
+    handle = serve.run(deployment.bind(model, controlnet, device, dtype, speed, max_batch_size), name=APP_NAME, route_prefix=None)
     return RayEngine(handle, replicas, max_ongoing_requests)
 
 
@@ -316,8 +319,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ray-address", default=None,
                         help="an existing Ray cluster ('auto' or host:port); default: a private Ray instance on "
                              "this machine, bound to 127.0.0.1")
-    parser.add_argument("--max-ongoing-requests", type=int, default=MAX_ONGOING_REQUESTS,
-                        help="frames one replica accepts at once (default: %(default)s; env SPRINT_RAY_MAX_ONGOING)")
+    parser.add_argument("--max-batch-size", type=int, default=settings.MAX_BATCH_SIZE,
+                        help="as app.py: frames one replica's engine makes in one batch at most (default: %(default)s)")
+    parser.add_argument("--max-ongoing-requests", type=int, default=None,
+                        help=f"frames one replica accepts at once (default: the larger of {MAX_ONGOING_REQUESTS}, env "
+                             "SPRINT_RAY_MAX_ONGOING, and --max-batch-size, so that a replica's batches can fill)")
     parser.add_argument("--model", default=settings.MODEL, help="as app.py (default: %(default)s)")
     parser.add_argument("--controlnet", default=settings.CONTROLNET, help="as app.py")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: each replica's GPU if it has one)")
@@ -326,11 +332,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cuda-graphs", action="store_true", default=SpeedOptions().cuda_graphs, help="as app.py")
     parser.add_argument("--compile-scope", default=SpeedOptions().compile_scope, choices=COMPILE_SCOPES,
                         help="as app.py")
-    parser.add_argument("--host", default=settings.HOST, help="address Gradio listens on (default: %(default)s)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address Gradio listens on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=settings.PORT, help="Gradio's port (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.replicas is not None and args.replicas < 1:
         parser.error(f"--replicas must be at least 1, got {args.replicas}")
+    if args.max_batch_size < 1:
+        parser.error(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
+    if args.max_ongoing_requests is None:
+        args.max_ongoing_requests = max(MAX_ONGOING_REQUESTS, args.max_batch_size)
     if args.max_ongoing_requests < 1:
         parser.error(f"--max-ongoing-requests must be at least 1, got {args.max_ongoing_requests}")
     return args
@@ -351,17 +361,13 @@ def main(argv: list[str] | None = None) -> int:
                         compile_scope=args.compile_scope)
         log.info("starting %d replica(s) of %s", replicas, args.model)
         engine = deploy(replicas, args.model, args.controlnet, args.device, args.dtype, speed,
-                        max_ongoing_requests=args.max_ongoing_requests)
+                        max_ongoing_requests=args.max_ongoing_requests, max_batch_size=args.max_batch_size)
         if engine.banner:
             log.warning("%s", engine.banner)
         log.info("model %s, %d replica(s) on %s, frame size %d, speed-ups: %s", engine.model_name, replicas,
                  engine.device, engine.size, engine.speed)
 
-        from .ui import CSS, create_demo
-
-        demo = create_demo(engine, concurrency_limit=engine.concurrency)
-        demo.queue(max_size=settings.QUEUE_SIZE)
-        demo.launch(server_name=args.host, server_port=args.port, max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS)
+        launch(engine, host=args.host, port=args.port, concurrency_limit=engine.concurrency)
     finally:
         shutdown(local)
     return 0

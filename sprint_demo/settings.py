@@ -65,6 +65,12 @@ ON_SPACES = os.getenv("SPACE_ID") is not None  # Hugging Face Spaces set SPACE_I
 SPACES_HOST = "0.0.0.0"  # what app.py listens on when ON_SPACES: the Space's proxy must reach it
 ZERO_GPU = os.getenv("SPACES_ZERO_GPU") is not None
 ZERO_GPU_DURATION_S = 15  # spaces.GPU(duration=...) per frame on ZeroGPU: short durations get priority
+# Frames of different users waiting at the same time with the same size, steps and decoder run as one batch of
+# at most this many (1: one frame at a time). ZeroGPU runs each call in a process of its own: nothing to batch.
+MAX_BATCH_SIZE = int(os.getenv("SPRINT_MAX_BATCH_SIZE", "1" if ZERO_GPU else "8"))
+# How long the oldest waiting frame may wait for others to join its batch (only when the engine is idle: frames
+# that arrive while a batch runs are already waiting when it ends). A few ms is a small part of a frame.
+BATCH_WINDOW_MS = float(os.getenv("SPRINT_BATCH_WINDOW_MS", "10"))
 QUEUE_SIZE = int(os.getenv("SPRINT_QUEUE_SIZE", "64"))  # waiting events before new ones are refused
 PROMPT_CACHE_SIZE = 64  # prompt embeddings kept (LRU)
 CONTROL_CACHE_SIZE = 16  # control latents kept (LRU), one per recent canvas content

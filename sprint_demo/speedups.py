@@ -114,11 +114,14 @@ def _nested_region_class(block_class: type) -> type:
 def _strength_as_tensor(compiled_forward):
     """Dynamo specialises on Python floats: with the ControlNet strength inside the compiled step as a float,
     every new slider position compiled the step again (tests/test_engine.py fails on any recompile). As a 0-dim
-    tensor it is an input like the latents, and one graph serves every strength."""
+    tensor it is an input like the latents, and one graph serves every strength. Per-row strengths (a batch) are a
+    tensor already, in the transformer's dtype, and stay so (as float32 they would promote the residuals)."""
     import torch
 
     def controlled_forward(transformer, hidden_states, *args, control, **kwargs):
-        scale = torch.as_tensor(control.scale, dtype=torch.float32, device=hidden_states.device)
+        scale = control.scale
+        if not isinstance(scale, torch.Tensor):
+            scale = torch.as_tensor(scale, dtype=torch.float32, device=hidden_states.device)
         return compiled_forward(transformer, hidden_states, *args, control=replace(control, scale=scale), **kwargs)
 
     return controlled_forward

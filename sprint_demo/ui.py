@@ -4,15 +4,15 @@ Refresh semantics (measured in headless Chromium: ``trigger_mode="once"`` left s
 fell over a second behind): a tab's frames come from ONE ``gr.on`` with ``trigger_mode="always_last"``, hidden
 progress and the shared ``"gpu"`` concurrency id. So at most one frame per tab is in the queue, requests that
 arrive meanwhile collapse into the newest one, and the final image is always made from the final inputs.
-Identical inputs cost nothing: the engine returns its previous frame (``Frame.reused``).
+Identical inputs cost nothing: the engine returns its recent frame for them (``Frame.reused``).
 
 The Sketch tab is live (``sprint_demo.live``): while the pen moves the canvas sends draft frames through its own
 server function and a ``DraftGate`` (with the tiny decoder where the engine has one); the final frame (the decoder
 chosen for final frames, full by default) comes through the queue when the pen lifts, and when the prompt and
 sliders have been still for ``settings.SETTLE_MS`` (a client-side event copies them into the canvas, which keeps
-the time). The "Live drafts" switch turns drafts off: then every change asks for its final
-frame at once. Its frames travel inline (a JPEG data URL in ``LiveImage``'s value), not as files to fetch. Phones
-get one column with the picture pinned above the canvas (``NARROW_PX``).
+the time). The "Live drafts" switch turns drafts off: then every change asks for its final frame at once. Its
+frames travel inline (a JPEG data URL in ``LiveImage``'s value), not as files to fetch. Phones get one column with
+the picture pinned above the canvas (``NARROW_PX``).
 
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
 
@@ -153,7 +153,9 @@ def format_latency(frame: Any, extra_notices: tuple[str, ...] = ()) -> str:
     timings = frame.timings_ms
     head = f"**{timings.get('total', 0.0):.0f} ms** total · decoder: {frame.decoder}"
     if frame.reused:
-        head += " (same inputs as the previous frame: reused, no model work)"
+        head += " (same inputs as a recent frame: reused, no model work)"
+    elif frame.batch_size > 1:
+        head += f" (batch of {frame.batch_size}: made together with frames of other users)"
     split = " · ".join(f"{stage} {timings[stage]:.1f}" for stage in settings.FRAME_STAGES if stage in timings)
     lines = [head, f"{split} (ms)" if split else ""]
     lines += [f"ℹ️ {notice}" for notice in (*frame.notices, *extra_notices)]
@@ -243,7 +245,8 @@ def _decoder_radio(engine: Any, elem_id: str) -> gr.Radio:
 
 def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
     """The whole app around one loaded engine (``sprint_demo.engine.Engine``). ``concurrency_limit``: frames in
-    flight at once over all users (1: one GPU; ``serve_ray.RayEngine.concurrency`` for replicas)."""
+    flight at once over all users (the engine's ``max_batch_size`` on one GPU, so a batch can fill;
+    ``serve_ray.RayEngine.concurrency`` for replicas)."""
     frames = _FrameFiles()
     sketch_frame = _on_gpu(engine.sketch_to_image)
     gate = DraftGate(settings.MAX_WAITING_DRAFTS, slots=concurrency_limit)
@@ -369,9 +372,9 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             _engine_checked(component)
 
         # --- Wiring: the sketch tab -------------------------------------------------------------------
-        # Final frames (the decoder chosen for them) go through the queue; the canvas asks for one ('final': pen lifted, undo,
-        # clear, a loaded sketch, inputs settled); page load and a photo's edge map ask too. The frame travels
-        # inline, as LiveImage's value. Drafts take the canvas's server function `draft` (defined above the
+        # Final frames (the decoder chosen for them) go through the queue; the canvas asks for one ('final': pen
+        # lifted, undo, clear, a loaded sketch, inputs settled); page load, a photo's edge map and the decoder choice
+        # ask too. The frame travels inline, as LiveImage's value. Drafts take the canvas's server function `draft` (defined above the
         # layout, which needs it) through the DraftGate. Both reach the engine through sketch_frame.
         def sketch_frame_for(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness,
                              control_map=None, **options):

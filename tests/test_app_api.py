@@ -164,9 +164,13 @@ def test_format_latency_lists_every_stage_and_notice():
         notices = ("prompt cut to 2000 characters",)
         reused = False
         decoder = "tiny"
+        batch_size = 1
 
     text = format_latency(FakeFrame(), ("extra note",))
-    assert text.startswith("**100 ms** total · decoder: tiny")
+    assert text.startswith("**100 ms** total · decoder: tiny") and "batch" not in text
+    batched = FakeFrame()
+    batched.batch_size = 3
+    assert "batch of 3" in format_latency(batched)
     for stage in FakeFrame.timings_ms:
         assert stage in text
     assert "prompt cut" in text and "extra note" in text

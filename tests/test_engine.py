@@ -415,7 +415,7 @@ def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, gr
     steps = range(settings.MIN_STEPS, settings.MAX_STEPS + 1) if graphs else [settings.DEFAULT_STEPS]
     assert engine.decoders == ("full", "tiny")  # both lanes are paths a user can take
     assert calls == [(d, c, s) for d in ("full", "tiny") for c in (False, True) for s in steps]
-    assert not engine._prompts and not engine._controls and engine._last is None
+    assert not engine._prompts and not engine._controls and not engine._frames
 
 
 @pytest.mark.slow

@@ -103,6 +103,11 @@ def test_report_helpers(tmp_path):
     assert loadtest.classify_error(ConnectionRefusedError()) == "connection"
     assert loadtest.split_serve_args("SPRINT_QUEUE_SIZE=8 A=b --model 'my model'") == (
         {"SPRINT_QUEUE_SIZE": "8", "A": "b"}, ["--model", "my model"])
+    one, batched = (loadtest.LoadResult(url="u", sessions=2, duration_s=10.0, warmup_s=0.0, frames_per_s=fps,
+                                         served=served) for fps, served in ((2.0, "--max-batch-size 1"), (3.0, "")))
+    assert loadtest.compare([one, batched]).splitlines()[1].endswith("1.50x the first")
+    assert loadtest.batch_size_of((str(image), "**9 ms** total (batch of 3: made together with ...)")) == 3
+    assert loadtest.batch_size_of((str(image), "**9 ms** total")) == 1
 
 
 # --- Load ---------------------------------------------------------------------------------------------------

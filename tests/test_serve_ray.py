@@ -2,8 +2,9 @@
 
 The slow tests share one private Ray instance (loopback only, ``serve_ray.start_local_ray``) and one two-replica deployment serve the
 whole module; the kill test runs last because it replaces a replica. Every frame that comes back is compared
-pixel for pixel with the frame a local engine makes from the same inputs: the replicas run the same deterministic
-preview model, so any difference would be a frame answered with another session's inputs (cross-talk).
+with the frame a local engine makes from the same inputs: the replicas run the same deterministic preview model,
+so a frame must equal it within a batched row's bound (a replica batches the frames it holds, and a batched row
+may differ by one level; tests/support.py); another session's frame differs by far more (cross-talk).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser as helpers  # noqa: E402  (tests/browser.py: free_port)
+import support  # noqa: E402
 
 from sprint_demo import serve_ray, settings  # noqa: E402
 from sprint_demo.inputs import InputError  # noqa: E402
@@ -94,7 +96,9 @@ def _run_sessions(engine, expected: dict, stop: threading.Event | None = None, m
             except Exception as error:  # counted, never raised: the test asserts on the count
                 failures.append(repr(error))
                 continue
-            same = np.array_equal(_pixels(frame), expected[session, inputs["seed"]])
+            # a replica batches the frames it holds: within a batched row's bound of the frame made alone
+            difference = np.abs(_pixels(frame).astype(np.int16) - expected[session, inputs["seed"]]).max()
+            same = int(difference) <= support.BATCHED_ROW_TOLERANCE_LEVELS
             answered.append((session, serve_ray.replica_of(frame), same))
 
     threads = [threading.Thread(target=session_loop, args=(session,), daemon=True) for session in range(SESSIONS)]

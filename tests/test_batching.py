@@ -1,0 +1,186 @@
+"""Frames of different users made in one batch (``Engine.max_batch_size``): batches form, every caller gets the
+image of its own inputs, equal to the same request made alone within ``ALONE_TOLERANCE_LEVELS``, different sizes
+and step counts never share a batch, and one caller's bad input or a model fault does not leave the engine stuck.
+
+The tests make batches deterministic with a long window: the batch thread waits until ``max_batch_size`` frames
+of its key have arrived (which they do as soon as every thread has called), so no assertion depends on timing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from unittest import mock
+
+import numpy as np
+import pytest
+
+import support
+from sprint_demo import inputs
+from sprint_demo.engine import Engine, batch_key, load_engine
+from sprint_demo.frames import Frame, FrameRequest
+from sprint_demo.sketches import stroke_sketch
+
+SIZE = 256
+SESSIONS = 8
+LONG_WINDOW_S = 120.0  # "until the batch is full": the threads all call within it, however busy the machine
+ALONE_TOLERANCE_LEVELS = support.BATCHED_ROW_TOLERANCE_LEVELS  # why: see tests/support.py
+
+
+@pytest.fixture()
+def engine() -> Engine:
+    engine = load_engine("preview", device="cpu", warmup=False, max_batch_size=SESSIONS)
+    engine.size = SIZE
+    engine.batch_window_s = LONG_WINDOW_S
+    return engine
+
+
+def session_request(i: int, steps: int = 2, size: int = SIZE) -> FrameRequest:
+    """Session i's own inputs: prompt, seed, guidance and strength all differ; even sessions draw a sketch."""
+    sketch = stroke_sketch(size, 3 + i % 4) if i % 2 == 0 else None
+    return inputs.sketch_request(sketch, f"session {i}: a lighthouse", steps=steps, seed=100 + i,
+                                 guidance_scale=2.0 + 0.5 * i, control_strength=0.3 + 0.2 * i, thickness=2,
+                                 size=(size, size), control_map=None, decoder="full")
+
+
+def concurrently(calls: list[Callable[[], Frame]]) -> list[Frame | BaseException]:
+    """Runs every call in a thread of its own, all released together; returns each one's frame or error."""
+    results: list[Frame | BaseException] = [RuntimeError("no result")] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except BaseException as error:  # noqa: BLE001 - the outcome is what is checked
+            results[i] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert not any(thread.is_alive() for thread in threads), "a caller is stuck in the engine"
+    return results
+
+
+def pixels(frame: Frame) -> np.ndarray:
+    return np.asarray(frame.image, dtype=np.int16)
+
+
+def alone(engine: Engine, requests: list[FrameRequest]) -> list[np.ndarray]:
+    """Each request made on its own (max_batch_size 1: today's one-frame path), then the caches forgotten."""
+    engine.max_batch_size = 1
+    expected = [pixels(engine.render(request)) for request in requests]
+    engine.clear_caches()
+    engine.max_batch_size = SESSIONS
+    return expected
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_eight_callers_share_one_batch_and_each_gets_its_own_image(engine, steps):
+    requests = [session_request(i, steps) for i in range(SESSIONS)]
+    expected = alone(engine, requests)
+    assert len({e.tobytes() for e in expected}) == SESSIONS  # cross-talk could not hide behind equal images
+
+    frames = concurrently([lambda r=r: engine.render(r) for r in requests])
+
+    assert [f.batch_size for f in frames] == [SESSIONS] * SESSIONS, frames
+    differences = []
+    for i, frame in enumerate(frames):
+        got = pixels(frame)
+        distance = [float(np.abs(got - e).mean()) for e in expected]
+        assert int(np.argmin(distance)) == i, f"session {i}'s frame is closest to session {np.argmin(distance)}'s"
+        assert distance[i] < min(d for j, d in enumerate(distance) if j != i)
+        differences.append(int(np.abs(got - expected[i]).max()))
+    print(f"\n{steps} step(s): largest batched-vs-alone difference per session, uint8 levels: {differences}")
+    assert max(differences) <= ALONE_TOLERANCE_LEVELS
+
+
+def test_different_sizes_and_step_counts_never_share_a_batch(engine):
+    engine.max_batch_size = 2  # two callers per key: every batch fills, none waits for the window
+    shapes = [(256, 1), (256, 2), (320, 1), (320, 2)]
+    requests = [session_request(i, steps, size) for i, (size, steps) in enumerate(shapes * 2)]
+    batches: list[list[FrameRequest]] = []
+    real = engine._render
+
+    def record(batch, prep_ms):
+        batches.append(list(batch))
+        return real(batch, prep_ms)
+
+    with mock.patch.object(engine, "_render", side_effect=record):
+        frames = concurrently([lambda r=r: engine.render(r) for r in requests])
+    assert sorted(len(batch) for batch in batches) == [2, 2, 2, 2], batches
+    assert all(len({batch_key(r) for r in batch}) == 1 for batch in batches)
+    for request, frame in zip(requests, frames):
+        assert frame.image.size == (request.width, request.height) and frame.batch_size == 2
+
+
+def test_a_bad_request_is_refused_alone_and_the_others_are_made(engine):
+    engine.max_batch_size = 3
+    good = [session_request(i) for i in range(3)]
+    sketch = stroke_sketch(SIZE, 3)
+    calls = [lambda r=r: engine.render(r) for r in good]
+    calls.insert(1, lambda: engine.sketch_to_image(sketch, "a boat", steps=9))  # refused before it joins a batch
+    results = concurrently(calls)
+    assert isinstance(results[1], inputs.InputError) and "steps" in str(results[1])
+    made = [results[0], *results[2:]]
+    assert all(isinstance(f, Frame) and f.batch_size == 3 for f in made), results
+
+
+def test_a_model_fault_fails_its_batch_and_the_engine_keeps_serving(engine):
+    engine.max_batch_size = 3
+    requests = [session_request(i) for i in range(3)]
+    with mock.patch.object(type(engine.pipe), "denoise", side_effect=RuntimeError("kernel failed")):
+        results = concurrently([lambda r=r: engine.render(r) for r in requests])
+    assert all(isinstance(r, RuntimeError) and "kernel failed" in str(r) for r in results), results
+    frames = concurrently([lambda r=r: engine.render(r) for r in requests])  # the same frames, now made
+    assert all(isinstance(f, Frame) and f.batch_size == 3 and not f.reused for f in frames), frames
+    assert not engine._waiting
+
+
+def test_an_equal_request_gets_the_equal_frame_and_equal_callers_cost_one_row(engine):
+    """Reuse is keyed on the whole request, which fixes the pixels: handing one caller the frame another caller's
+    equal request made is correct, and a different request is never answered from it."""
+    engine.max_batch_size = 2
+    request = session_request(0)
+    twins = concurrently([lambda: engine.render(request)] * 2)  # two users, same inputs, same moment
+    assert [f.batch_size for f in twins] == [1, 1] and pixels(twins[0]).tobytes() == pixels(twins[1]).tobytes()
+    engine.batch_window_s = 0.0  # one caller: no one to wait for
+    no_work = AssertionError("no model work expected")
+    with mock.patch.object(type(engine.pipe), "denoise", side_effect=no_work):
+        again = engine.render(request)
+    assert again.reused and again.image.tobytes() == twins[0].image.tobytes()
+    other = engine.render(session_request(1))
+    assert not other.reused and other.image.tobytes() != again.image.tobytes()
+
+
+def test_a_batch_size_of_one_runs_each_frame_at_once_without_the_batcher(engine):
+    engine.max_batch_size = 1
+    with mock.patch.object(engine, "_join_batch", side_effect=AssertionError("batcher used")):
+        frame = engine.render(session_request(0))
+    assert frame.batch_size == 1
+    with pytest.raises(ValueError, match="max_batch_size must be a positive integer, got 0"):
+        engine.max_batch_size = 0
+
+
+@pytest.mark.slow
+def test_the_users_benchmark_compares_batch_sizes_in_one_run(tmp_path, capsys):
+    """``bench --mode users``, the GPU check's command, on the preview model: one run per batch size, batches
+    formed only where allowed, and each user's last batched frame within the bound of the same request alone."""
+    import json
+
+    from sprint_demo import bench
+
+    out = tmp_path / "users.json"
+    assert bench.main(["--mode", "users", "--model", "preview", "--size", "256", "--steps", "1", "--users", "4",
+                       "--max-batch-size", "1,4", "--duration", "4", "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["decoder"], r["max_batch_size"]) for r in runs] == [("full", 1), ("full", 4)]
+    single, batched = runs
+    assert single["mean_batch_size"] == 1.0 and single["batched_vs_alone_max_levels"] == 0
+    assert batched["mean_batch_size"] > 1.0 and batched["batched_vs_alone_max_levels"] <= ALONE_TOLERANCE_LEVELS
+    for run in runs:
+        assert run["frames"] >= run["users"] and len(run["user_frames_per_s"]) == run["users"]
+        assert run["latency_p95_ms"] >= run["latency_p50_ms"] > 0
+    assert "mean batch" in capsys.readouterr().out
