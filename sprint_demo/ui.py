@@ -374,8 +374,9 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
         # --- Wiring: the sketch tab -------------------------------------------------------------------
         # Final frames (the decoder chosen for them) go through the queue; the canvas asks for one ('final': pen
         # lifted, undo, clear, a loaded sketch, inputs settled); page load, a photo's edge map and the decoder choice
-        # ask too. The frame travels inline, as LiveImage's value. Drafts take the canvas's server function `draft` (defined above the
-        # layout, which needs it) through the DraftGate. Both reach the engine through sketch_frame.
+        # ask too. The frame travels inline, as LiveImage's value. Drafts take the canvas's server function
+        # `draft` (defined above the layout, which needs it) through the DraftGate. Both reach the engine through
+        # sketch_frame.
         def sketch_frame_for(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness,
                              control_map=None, **options):
             extra: tuple[str, ...] = ()
