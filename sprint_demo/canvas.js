@@ -19,6 +19,7 @@ let actions = [];          // {kind: 'stroke', points, width, color} | {kind: 'c
 let current = null;        // the stroke being drawn
 let activePointer = null;  // one pointer draws at a time; a second finger is ignored
 let lastSent = props.value || '';
+const root = element.querySelector('.sc-root');
 
 function paper(ctx) {
   ctx.save();
@@ -124,7 +125,8 @@ function send() {
   if (url === lastSent) return;  // e.g. undo on an empty history
   lastSent = url;
   canvas.dataset.sent = String(Number(canvas.dataset.sent || 0) + 1);
-  props.value = url;  // Gradio dispatches 'change' for the new value
+  props.value = url;  // Gradio dispatches 'change' for the new value (the API's input)
+  requestFinal();
 }
 canvas.sketchDataURL = () => model.toDataURL('image/png');  // the value as it would be sent now (tests, debugging)
 
@@ -153,6 +155,9 @@ canvas.addEventListener('pointerdown', (event) => {
   current = { kind: 'stroke', points: [toModel(event)], width: width,
               color: tool === 'eraser' ? '#ffffff' : '#000000' };
   for (const ctx of contexts) drawSegment(ctx, current, 0);
+  stroke = { t0: performance.now(), first: null, frames: 0 };
+  lastDraftAt = performance.now();  // the first draft after DRAFT_INTERVAL of drawing: a tap makes none
+  wantDraft();
 });
 
 canvas.addEventListener('pointermove', (event) => {
@@ -166,6 +171,7 @@ canvas.addEventListener('pointermove', (event) => {
     current.points.push(p);
     for (const ctx of contexts) drawSegment(ctx, current, current.points.length - 1);
   }
+  wantDraft();
 });
 
 function finish(event) {
@@ -176,6 +182,8 @@ function finish(event) {
   activePointer = null;
   try { canvas.releasePointerCapture(event.pointerId); } catch (e) { /* already released */ }
   send();  // once per stroke, never per move
+  report(true);
+  stroke = null;
 }
 canvas.addEventListener('pointerup', finish);
 canvas.addEventListener('pointercancel', finish);
@@ -205,19 +213,122 @@ canvas.addEventListener('keydown', (event) => {
   if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === 'z') { event.preventDefault(); undo(); }
 });
 
-// A value set from Python (an example sketch, or a clear) is painted in as an undoable step.
-function load(url) {
+// A value set from Python (an example sketch, or a clear) is painted in as an undoable step; one that arrives
+// while the page runs is a new picture, so it asks for its final frame.
+function load(url, ask) {
   lastSent = url;
   if (!url) {
     actions.push({ kind: 'clear' });
     redraw();
+    if (ask) requestFinal();
     return;
   }
   const img = new Image();
-  img.onload = () => { actions.push({ kind: 'image', img: img }); redraw(); };
+  img.onload = () => { actions.push({ kind: 'image', img: img }); redraw(); if (ask) requestFinal(); };
   img.src = url;
 }
-watch('value', () => { if ((props.value || '') !== lastSent) load(props.value || ''); });
+watch('value', () => { if ((props.value || '') !== lastSent) load(props.value || '', true); });
+
+// --- Live frames ---------------------------------------------------------------------------------------------
+// Drafts while the pen moves: the server function `draft` (one HTTP request answered with the frame), at most
+// one in flight, at most one per DRAFT_INTERVAL of drawing, always the picture as it is when it leaves. A final
+// frame through the queue (the 'final' event) when the pen lifts, on undo / clear / a loaded sketch, and when the
+// tab's prompt and sliders have been still for SETTLE ms. The output (LiveImage, props.output_id) shows the newest.
+const DRAFT_INTERVAL = Number(props.draft_interval_ms) || 75;
+const SETTLE = Number(props.settle_ms) || 350;
+const TAB = Math.random().toString(36).slice(2) + Date.now().toString(36);  // this page's drafts, for the server
+let inputs = null;        // [prompt, steps, seed, guidance, control strength, thickness], as the tab shows them
+let liveOn = false;       // the Live drafts switch
+let photoActive = false;  // an uploaded photo's edge map replaces the sketch: a draft of the sketch would be wrong
+let seq = 0;              // request numbers shared by drafts and finals: the output shows the newest
+let inflight = false;
+let dirty = false;        // the picture or the inputs changed since the last draft left
+let lastDraftAt = -Infinity;
+let pumpTimer = null;
+let settleTimer = null;
+let stroke = null;        // the stroke in progress: { t0, first (ms to its first draft on screen), frames }
+
+function output() {
+  const el = props.output_id ? document.getElementById(props.output_id) : null;
+  const out = el ? el.querySelector('.lv-root') : null;
+  return out && out.liveOutput ? out.liveOutput : null;
+}
+
+function report(done) {
+  const out = output();
+  if (out === null || stroke === null || stroke.frames === 0) return;
+  const seconds = (performance.now() - stroke.t0) / 1000;
+  out.status('live: first frame ' + Math.round(stroke.first) + ' ms after pen down · ' +
+             (stroke.frames / seconds).toFixed(1) + ' frames/s' + (done ? ' (' + stroke.frames + ' drafts)' : ''));
+}
+
+function asDataURL(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+function wantDraft() {
+  dirty = true;
+  pump();
+}
+
+async function pump() {
+  if (!dirty || inflight || !liveOn || photoActive || inputs === null || !server || !server.draft) return;
+  const wait = lastDraftAt + DRAFT_INTERVAL - performance.now();
+  if (wait > 0) {
+    if (pumpTimer === null) pumpTimer = setTimeout(() => { pumpTimer = null; pump(); }, wait);
+    return;
+  }
+  inflight = true;
+  dirty = false;
+  lastDraftAt = performance.now();
+  const mine = ++seq;
+  // toBlob copies the picture now and encodes the PNG off the main thread (toDataURL blocks drawing ~16 ms).
+  const blob = new Promise((resolve) => model.toBlob(resolve, 'image/png'));
+  canvas.dispatchEvent(new CustomEvent('sketch-draft', { detail: { seq: mine } }));
+  let frame = null;
+  try {
+    frame = await server.draft({ png: await asDataURL(await blob), inputs: inputs, seq: mine, tab: TAB });
+  } catch (error) {
+    frame = null;  // refused or failed: the final frame follows anyway
+  }
+  inflight = false;
+  const out = output();
+  if (frame && out && out.draft(frame) && stroke !== null) {
+    stroke.frames += 1;
+    if (stroke.first === null) stroke.first = performance.now() - stroke.t0;
+    report(false);
+  }
+  pump();
+}
+
+function requestFinal() {
+  if (settleTimer !== null) { clearTimeout(settleTimer); settleTimer = null; }
+  if (pumpTimer !== null) { clearTimeout(pumpTimer); pumpTimer = null; }
+  dirty = false;
+  const mine = ++seq;
+  const out = output();
+  if (out !== null) out.expectFinal(mine);
+  trigger('final', { seq: mine, tab: TAB });
+}
+
+// The tab's other inputs, sent here by a client-side event whenever one changes (ui.py): a prompt or slider that
+// moves gets drafts while it moves (live) and its final frame once it has been still for SETTLE ms.
+root.setInputs = (values) => {
+  const next = values.slice(0, 6);
+  const changed = inputs !== null && JSON.stringify(next) !== JSON.stringify(inputs);
+  inputs = next;
+  liveOn = Boolean(values[6]);
+  photoActive = Boolean(values[7]);
+  if (!changed) return;
+  if (liveOn && !photoActive) wantDraft();
+  if (settleTimer !== null) clearTimeout(settleTimer);
+  settleTimer = setTimeout(requestFinal, liveOn ? SETTLE : 0);
+};
 
 redraw();
 if (props.value) load(props.value);

@@ -78,10 +78,16 @@ class SketchCanvas(gr.HTML):
 
     The value changes once per finished stroke, undo or clear; ``change`` fires then. Set the value from Python
     (a ``data:image/png;base64,...`` string, see ``sketch_value``) to load a sketch into the canvas.
+
+    ``final`` fires when the canvas asks for a final frame (see the live frames part of canvas.js), with
+    ``{seq, tab}`` as its event data; a server function named ``draft`` (``server_functions``), if given, gets the
+    draft frames, shown in the ``LiveImage`` whose elem_id is ``output_id``.
     """
 
+    EVENTS = [*gr.HTML.EVENTS, "final"]
+
     def __init__(self, value: str | None = None, *, size: int = settings.DEFAULT_SIZE,
-                 brush: int = settings.DEFAULT_BRUSH, **kwargs: Any):
+                 brush: int = settings.DEFAULT_BRUSH, output_id: str = "", **kwargs: Any):
         super().__init__(
             value=value,
             html_template=_HTML,
@@ -93,6 +99,9 @@ class SketchCanvas(gr.HTML):
             min_brush=settings.MIN_BRUSH,
             max_brush=settings.MAX_BRUSH,
             eraser_factor=settings.ERASER_BRUSH_FACTOR,
+            output_id=output_id,
+            draft_interval_ms=settings.DRAFT_INTERVAL_MS,
+            settle_ms=settings.SETTLE_MS,
             **kwargs,
         )
 

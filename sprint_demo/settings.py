@@ -75,6 +75,14 @@ QUEUE_SIZE = int(os.getenv("SPRINT_QUEUE_SIZE", "64"))  # waiting events before 
 PROMPT_CACHE_SIZE = 64  # prompt embeddings kept (LRU)
 CONTROL_CACHE_SIZE = 16  # control latents kept (LRU), one per recent canvas content
 JPEG_QUALITY = 90  # output frames are sent as JPEG: small transfers
+DRAFT_JPEG_QUALITY = 75  # draft frames (shown for a moment while the pen moves): 40% fewer bytes than at 90
+
+# --- Live drafts (frames while the pen moves; sprint_demo/live.py, canvas.js) ---------------------------
+LIVE_DRAFTS = True  # the Sketch tab's "Live drafts" switch starts on
+DRAFT_INTERVAL_MS = 75  # at most one draft per this much drawing time (and never two in flight per tab)
+SETTLE_MS = 350  # a prompt or slider unchanged this long gets its final frame; drafts before that
+DRAFT_DECODER = "tiny"  # drafts use the tiny autoencoder when the engine has one, else the full decoder
+MAX_WAITING_DRAFTS = 16  # tabs whose draft may wait for the GPU at once; each holds one of Gradio's 40 worker threads
 FRAME_CACHE_PRUNE_S = (300, 900)  # gr.Blocks(delete_cache=...): every 5 min, drop served frames older than 15 min
 SAFETY_CHECKER = os.getenv("SPRINT_SAFETY_CHECKER") or None  # "module:function" prompt hook, off by default
 

@@ -1,11 +1,18 @@
 """The Gradio interface: ``create_demo(engine) -> gr.Blocks`` with a Sketch tab and a Playground tab.
 
 Refresh semantics (measured in headless Chromium: ``trigger_mode="once"`` left stale final images, ``"multiple"``
-fell over a second behind): every input of a tab feeds ONE ``gr.on`` with ``trigger_mode="always_last"``, hidden
-progress and the shared ``"gpu"`` concurrency id. So at most one frame per tab is in flight, inputs that arrive
-meanwhile collapse into the newest one (Gradio then runs only the latest pending event), and the final image is
-always made from the final inputs. Identical inputs cost nothing: the engine returns its recent frame for them
-(``Frame.reused``), and an identical JPEG keeps the same URL, so the browser does not even reload it.
+fell over a second behind): a tab's frames come from ONE ``gr.on`` with ``trigger_mode="always_last"``, hidden
+progress and the shared ``"gpu"`` concurrency id. So at most one frame per tab is in the queue, requests that
+arrive meanwhile collapse into the newest one, and the final image is always made from the final inputs.
+Identical inputs cost nothing: the engine returns its recent frame for them (``Frame.reused``).
+
+The Sketch tab is live (``sprint_demo.live``): while the pen moves the canvas sends draft frames through its own
+server function and a ``DraftGate`` (with the tiny decoder where the engine has one); the final frame (the decoder
+chosen for final frames, full by default) comes through the queue when the pen lifts, and when the prompt and
+sliders have been still for ``settings.SETTLE_MS`` (a client-side event copies them into the canvas, which keeps
+the time). The "Live drafts" switch turns drafts off: then every change asks for its final frame at once. Its
+frames travel inline (a JPEG data URL in ``LiveImage``'s value), not as files to fetch. Phones get one column with
+the picture pinned above the canvas (``NARROW_PX``).
 
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
 
@@ -18,7 +25,9 @@ Public API (``gradio_client``; names checked by tests/test_app_api.py):
 or ``"tiny"`` (the tiny autoencoder: much faster, less fine detail); the latency readout names the one used. A
 server without a tiny autoencoder offers only ``"full"`` and says why under the choice.
 
-Images are JPEG (``settings.JPEG_QUALITY``, encoded here by ``encode_frame``). Bad input raises ``gr.Error`` with
+The Sketch tab's page frames are private events, not API endpoints; ``/sketch_to_image`` has no trigger in the page.
+Images are JPEG (``settings.JPEG_QUALITY``, encoded here by ``encode_frame``; drafts at
+``settings.DRAFT_JPEG_QUALITY``). Bad input raises ``gr.Error`` with
 the ``InputError`` message; model faults raise ``gr.Error`` naming the fault; the server keeps serving.
 Layout and wiring only: the engine does validation, caching and the model work (the UI never touches torch).
 """
@@ -26,6 +35,8 @@ Layout and wiring only: the engine does validation, caching and the model work (
 from __future__ import annotations
 
 import hashlib
+import html
+import itertools
 import json
 import logging
 import random
@@ -39,10 +50,11 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from . import settings
+from . import inputs, settings
 from .canvas import SketchCanvas, sketch_value
 from .frames import DEFAULT_DECODER
 from .inputs import InputError
+from .live import DraftGate, LiveImage, encode_jpeg, frame_value, jpeg_data_url, sketch_digest
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +64,19 @@ FRAME_FILES_KEPT = 256  # JPEGs kept in our own folder; Gradio copies each into 
 OUTPUT_MAX_HEIGHT = 640  # CSS px of the output image box; the canvas's CSS max-width (canvas.py) matches it
 DECODER_LABELS = {"full": "full", "tiny": "tiny (fast, for slow machines)"}
 
+# The client-side half of the Sketch tab's wiring: whenever one of the tab's inputs changes, the canvas gets them
+# all (no server round trip), so a draft carries them and the canvas can tell when they have settled.
+MIRROR_INPUTS_JS = """(...values) => {
+  const root = document.querySelector('#sketch .sc-root');
+  if (root && root.setInputs) root.setInputs(values);
+  return [];
+}"""
+NARROW_PX = 720  # below this width the Sketch tab stacks: the image above the canvas, pinned while drawing
+
 CSS = """
 #banner { background: #fff4d6; border: 1px solid #e6c35c; border-radius: 8px; padding: 4px 12px; }
+#banner summary { cursor: pointer; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#banner p { margin: 4px 0 0; font-size: 0.9em; }
 #controlnet_note { color: #7a5b00; font-size: 0.9em; }
 #latency, #t2i_latency { font-family: ui-monospace, monospace; font-size: 0.85em; min-height: 3em; }
 #sketch_output img, #t2i_output img { object-fit: contain; }
@@ -62,7 +85,26 @@ CSS = """
    rows on a narrow screen instead of scrolling sideways, below the gallery's label rather than under it. */
 #sketch_examples .grid-wrap { min-height: 0; max-height: none; overflow-y: auto; }
 #sketch_examples .grid-container { grid-template-columns: repeat(auto-fit, minmax(88px, 1fr)); padding-top: 24px; }
-"""
+/* Phones: one column, the picture first and pinned to the top of the screen (at most 36% of its height) while the
+   canvas is in view, so a person drawing sees it change; the readout, switch and examples below the canvas, so
+   nothing above the canvas changes height (the page would jump under the finger). The columns dissolve
+   (display: contents) so their blocks can be ordered. The Gradio container clips its overflow instead of hiding
+   it: "hidden" makes it a scroll box, and the pinned picture would stick to it instead of to the screen (a rule
+   at the top level: Gradio keeps those as written, rules inside @media only under its own container). */
+.gradio-container { overflow: clip !important; }
+@media (max-width: NARROW_PXpx) {
+  #sketch_row { flex-direction: column; flex-wrap: nowrap; }
+  #sketch_view, #sketch_draw { display: contents; }
+  #sketch_output { order: -1; position: sticky; top: 0; z-index: 10; padding: 4px 0;
+                   background: var(--background-fill-primary, #fff); }
+  #sketch_output .lv-img { max-height: 36vh !important; }
+  #sketch .sc-canvas { scroll-margin-top: calc(36vh + 96px); }  /* scrolled into view: below the picture + tools */
+  #sketch { order: 0; }
+  #live_drafts { order: 1; }
+  #latency { order: 2; min-height: 0; }
+  #sketch_examples { order: 3; }
+}
+""".replace("NARROW_PX", str(NARROW_PX))
 
 
 # --- Components -----------------------------------------------------------------------------------------
@@ -157,6 +199,13 @@ def aspect_size(aspect: str, long_side: int) -> tuple[int, int]:
     return side(a), side(b)
 
 
+def _banner_html(banner: str) -> str:
+    """One line (the banner's first sentence, cut to the width by CSS); the whole text, reason included, behind a
+    disclosure."""
+    headline = banner.split(". ")[0].rstrip(".")
+    return f"<details><summary>⚠️ {html.escape(headline)}</summary><p>{html.escape(banner)}</p></details>"
+
+
 def _examples(name: str) -> list[dict[str, str]]:
     path = ASSETS / name
     if not path.exists():
@@ -200,17 +249,49 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
     ``serve_ray.RayEngine.concurrency`` for replicas)."""
     frames = _FrameFiles()
     sketch_frame = _on_gpu(engine.sketch_to_image)
+    gate = DraftGate(settings.MAX_WAITING_DRAFTS, slots=concurrency_limit)
+    # Drafts ask for the tiny decoder only where the engine has one; else they are full frames, sent smaller.
+    draft_options = {"decoder": settings.DRAFT_DECODER} if getattr(engine, "has_tiny_decoder", False) else {}
+    nonces = itertools.count(1)
     text_frame = _on_gpu(engine.text_to_image)
     photo_map_fn = _on_gpu(engine.photo_to_control_map)
     size = int(engine.size)
     sketch_examples = _examples("examples.json")
     photo_examples = _examples("photo_examples.json")
 
+    def draft(request: dict) -> dict:
+        """The canvas's server function: one draft frame for ``{png, inputs, seq, tab}`` as
+        ``{src, digest, seq, total_ms}``; ``{seq, dropped: true}`` when the DraftGate dropped it (the tab has a
+        newer picture, or too many tabs wait); ``{seq, error}`` for bad input or a model fault (never raises: the
+        page's next picture simply tries again)."""
+        try:
+            seq, tab = int(request["seq"]), str(request["tab"])[:64]
+            prompt, steps, seed, guidance_scale, control_strength, thickness = request["inputs"]
+            picture = inputs.decode_image(request["png"], what="sketch")
+        except InputError as error:
+            return {"seq": None, "error": str(error)}
+        except (KeyError, TypeError, ValueError):
+            return {"seq": None, "error": "a draft request is {png, inputs: [6 values], seq, tab}"}
+
+        def work():
+            return _run(sketch_frame, picture, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
+                        control_strength=control_strength, thickness=thickness, **draft_options)
+
+        try:
+            frame = gate.run(tab, work)
+        except gr.Error as error:
+            return {"seq": seq, "error": error.message}
+        if frame is None:
+            return {"seq": seq, "dropped": True}
+        return {"src": jpeg_data_url(encode_jpeg(frame.image, settings.DRAFT_JPEG_QUALITY)),
+                "digest": sketch_digest(picture), "seq": seq, "total_ms": frame.timings_ms.get("total", 0.0)}
+
     with gr.Blocks(title="SANA-Sprint Live Sketch", delete_cache=settings.FRAME_CACHE_PRUNE_S) as demo:
-        gr.Markdown("# SANA-Sprint Live Sketch\nDraw on the canvas: the image is redrawn after every stroke "
-                    "by a one-step diffusion model steered by your sketch (ControlNet).")
+        gr.Markdown("# SANA-Sprint Live Sketch\nDraw on the canvas: the image follows your pen while you draw and "
+                    "is redrawn in full when you lift it, by a one-step diffusion model steered by your sketch "
+                    "(ControlNet).")
         if engine.banner:
-            gr.Markdown(f"⚠️ {engine.banner}", elem_id="banner")
+            gr.HTML(_banner_html(engine.banner), elem_id="banner", padding=False)
         if engine.controlnet_note:
             gr.Markdown(f"ControlNet: {engine.controlnet_note}", elem_id="controlnet_note")
 
@@ -220,9 +301,12 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                 prompt = gr.Textbox("", label="Prompt", elem_id="prompt", lines=2, max_lines=4,
                                     max_length=settings.MAX_PROMPT_CHARS,
                                     placeholder="what the sketch should become, e.g. 'a cottage in a forest'")
-                with gr.Row(equal_height=False):
-                    with gr.Column():
-                        sketch = SketchCanvas("", size=size, elem_id="sketch", label="Sketch")
+                with gr.Row(equal_height=False, elem_id="sketch_row"):
+                    with gr.Column(elem_id="sketch_draw"):
+                        sketch = SketchCanvas("", size=size, elem_id="sketch", label="Sketch",
+                                              output_id="sketch_output", server_functions=[draft])
+                        live = gr.Checkbox(settings.LIVE_DRAFTS, label="Live drafts (frames while you draw)",
+                                           elem_id="live_drafts", container=False)
                         if sketch_examples:
                             gallery = gr.Gallery(
                                 value=[(str(ASSETS / e["file"]), e["prompt"]) for e in sketch_examples],
@@ -230,10 +314,12 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                                 columns=len(sketch_examples), height="auto", allow_preview=False,
                                 show_label=True, interactive=False, object_fit="contain",
                             )
-                    with gr.Column():
-                        output = gr.Image(label="Image", format="jpeg", type="filepath", interactive=False,
-                                          elem_id="sketch_output", height=min(size, OUTPUT_MAX_HEIGHT))
+                    with gr.Column(elem_id="sketch_view"):
+                        output = LiveImage(max_height=min(size, OUTPUT_MAX_HEIGHT), elem_id="sketch_output")
                         latency = gr.Markdown(label="Latency", elem_id="latency")
+                # /sketch_to_image's outputs: the API returns a JPEG file, the page shows frames inline instead
+                api_image = gr.Image(format="jpeg", type="filepath", visible=False, elem_id="sketch_api_image")
+                api_latency = gr.Markdown(visible=False)
                 with gr.Row():
                     steps = _steps_slider("steps")
                     seed, seed_random = _seed_row("seed")
@@ -286,27 +372,63 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             _engine_checked(component)
 
         # --- Wiring: the sketch tab -------------------------------------------------------------------
-        def sketch_to_image(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
-                            control_strength: float, thickness: int, control_map=None,
-                            decoder: str = DEFAULT_DECODER):
+        # Final frames (the decoder chosen for them) go through the queue; the canvas asks for one ('final': pen
+        # lifted, undo, clear, a loaded sketch, inputs settled); page load, a photo's edge map and the decoder choice
+        # ask too. The frame travels inline, as LiveImage's value. Drafts take the canvas's server function
+        # `draft` (defined above the layout, which needs it) through the DraftGate. Both reach the engine through
+        # sketch_frame.
+        def sketch_frame_for(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness,
+                             control_map=None, **options):
             extra: tuple[str, ...] = ()
             if control_map is not None:
                 extra = ("using the uploaded photo's edge map; clear the photo to draw again",)
-            frame = _run(sketch_frame, sketch or None, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
-                         control_strength=control_strength, thickness=thickness, control_map=control_map,
-                         decoder=decoder)
-            return frames.write(frame.image), format_latency(frame, extra)
+            frame = _run(sketch_frame, sketch, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
+                         control_strength=control_strength, thickness=thickness, control_map=control_map, **options)
+            return frame, format_latency(frame, extra)
+
+        def sketch_final(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
+                         control_strength: float, thickness: int, control_map, decoder: str, event: gr.EventData):
+            asked = getattr(event, "_data", None) or {}
+            if asked.get("tab"):
+                gate.drop(str(asked["tab"]))  # this tab's waiting draft is older than this picture
+            picture = _run(inputs.decode_image, sketch or None, what="sketch") if control_map is None else None
+            frame, text = sketch_frame_for(picture, prompt, steps, seed, guidance_scale, control_strength,
+                                           thickness, control_map, decoder=decoder)
+            seq = asked.get("seq")
+            value = frame_value(encode_frame(frame.image), sketch_digest(picture),
+                                int(seq) if isinstance(seq, int) else None, next(nonces))
+            return value, text
 
         gr.on(
-            triggers=[demo.load, sketch.change, prompt.change, steps.change, seed.change, guidance.change,
-                      control_strength.change, thickness.change, photo_map_view.change, decoder.change],
-            fn=sketch_to_image,
+            triggers=[demo.load, sketch.final, photo_map_view.change, decoder.change],
+            fn=sketch_final,
             inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness, photo_map, decoder],
             outputs=[output, latency],
+            api_visibility="private",
+            trigger_mode="always_last", show_progress="hidden", concurrency_limit=concurrency_limit,
+            concurrency_id=GPU,
+        )
+        gr.on(
+            triggers=[demo.load, prompt.change, steps.change, seed.change, guidance.change, control_strength.change,
+                      thickness.change, live.change, photo_map_view.change],
+            fn=None, inputs=[prompt, steps, seed, guidance, control_strength, thickness, live, photo_map_view],
+            js=MIRROR_INPUTS_JS,
+        )
+
+        def sketch_to_image(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
+                            control_strength: float, thickness: int, decoder: str = DEFAULT_DECODER):
+            frame, text = sketch_frame_for(sketch or None, prompt, steps, seed, guidance_scale, control_strength,
+                                           thickness, decoder=decoder)
+            return frames.write(frame.image), text
+
+        gr.on(
+            triggers=[],
+            fn=sketch_to_image,
+            inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness, decoder],
+            outputs=[api_image, api_latency],
             api_name="sketch_to_image",
             api_description="Sketch (PNG data URL) + prompt -> (JPEG image, latency markdown).",
-            trigger_mode="always_last", show_progress="hidden", concurrency_id=GPU,
-            concurrency_limit=concurrency_limit,
+            concurrency_id=GPU, concurrency_limit=concurrency_limit,
         )
 
         def photo_to_map(photo, thickness):

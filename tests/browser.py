@@ -2,9 +2,11 @@
 ``support.live_app``.
 
 Never runs ``playwright install``: the browser is ``/usr/bin/chromium`` (``apt-get install -y chromium``).
-Also a command-line tool that takes the README screenshot::
+Also a command-line tool that takes the README screenshot, and one that measures the browser round trip of
+strokes (the benchmark in docs/PERFORMANCE.md; it asserts nothing)::
 
     python3 tests/browser.py screenshot docs/screenshot.png
+    python3 tests/browser.py measure-transit [strokes [slow strokes]]
 """
 
 from __future__ import annotations
@@ -25,22 +27,31 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
 # In-page probe: timestamps of every pointerup and of every new image shown in an output, so latency is measured
-# inside the page (no Playwright round trips in the numbers).
+# inside the page (no Playwright round trips in the numbers); each load says whether it was a draft or a final frame
+# (``kind``, the Sketch tab's output only). ``frames``: every frame the Sketch tab's output showed (kind, digest of
+# the canvas it drew, request number). ``drafts``: one entry per draft the canvas sent; with ``probe.sample`` set,
+# each holds the canvas picture at that moment (what the draft carries), for checking frames against it.
 PROBE_JS = """
 () => {
   if (window.__probe) return;
-  const probe = window.__probe = { ups: [], loads: {} };
+  const probe = window.__probe = { ups: [], loads: {}, frames: [], drafts: [], sample: false };
   window.addEventListener('pointerup', () => probe.ups.push(performance.now()), true);
   document.addEventListener('load', (event) => {
     const img = event.target;
     if (!(img instanceof HTMLImageElement)) return;
     for (let el = img; el; el = el.parentElement) {
       if (el.id === 'sketch_output' || el.id === 't2i_output') {
-        (probe.loads[el.id] = probe.loads[el.id] || []).push({ src: img.currentSrc || img.src, t: performance.now() });
+        const entry = { src: img.currentSrc || img.src, t: performance.now(), kind: img.dataset.kind || null };
+        (probe.loads[el.id] = probe.loads[el.id] || []).push(entry);
+        // on screen: the frame after the one that follows the load (two animation frames later)
+        requestAnimationFrame(() => requestAnimationFrame(() => { entry.paint = performance.now(); }));
         break;
       }
     }
   }, true);
+  document.addEventListener('live-frame', (event) => probe.frames.push(event.detail), true);
+  document.addEventListener('sketch-draft', (event) => probe.drafts.push({
+    seq: event.detail.seq, t: performance.now(), png: probe.sample ? event.target.sketchDataURL() : null }), true);
 }
 """
 
@@ -82,11 +93,12 @@ def output_src(page, elem_id: str = "sketch_output") -> str | None:
 
 
 def wait_new_image(page, old_src: str | None, elem_id: str = "sketch_output", timeout_ms: float = 30_000) -> str:
-    """Wait until the output shows a loaded image whose src differs from ``old_src``; returns the new src."""
+    """Wait until the output shows a loaded image whose src differs from ``old_src`` and that is not a draft (the
+    Sketch tab's output marks drafts and final frames); returns the new src."""
     page.wait_for_function(
         """([id, old]) => { const i = document.querySelector('#' + id + ' img');
              return i && (i.currentSrc || i.src) && (i.currentSrc || i.src) !== old && i.complete
-                    && i.naturalWidth > 0; }""",
+                    && i.naturalWidth > 0 && i.dataset.kind !== 'draft'; }""",
         arg=[elem_id, old_src], timeout=timeout_ms, polling="raf")
     return output_src(page, elem_id)
 
@@ -127,12 +139,90 @@ def canvas_data_url(page) -> str:
 
 
 def fetch_image(page, src: str):
-    """The served image bytes behind ``src`` -> RGB PIL image (decoded by PIL, not by the browser)."""
+    """The image bytes behind ``src`` (a served file or an inline data URL) -> RGB PIL image (decoded by PIL, not by
+    the browser)."""
+    import base64
+
     from PIL import Image
 
-    body = page.request.get(src).body()
+    if src.startswith("data:"):
+        body = base64.b64decode(src.split(",", 1)[1])
+    else:
+        body = page.request.get(src).body()
     with Image.open(io.BytesIO(body)) as image:
         return image.convert("RGB")
+
+
+def latency_total_ms(page) -> float:
+    """The server-side total of the frame on show, from the latency readout."""
+    import re
+
+    match = re.search(r"([\d.]+) ms\s+total", page.inner_text("#latency"))
+    assert match, page.inner_text("#latency")
+    return float(match.group(1))
+
+
+def measure_transit(strokes: int = 10, long_strokes: int = 3) -> dict:
+    """Benchmark (asserts nothing): the app on the preview engine in this process, driven like a user.
+
+    * ``overhead``: per short stroke, pointer-up to its final frame on screen (two animation frames after the
+      image's load event) minus the server-side total in the readout, i.e. what the browser, Gradio and the
+      network add to the model's time; once with the Live drafts switch off (transit alone) and once on (a draft
+      still in flight at pointer-up also delays the final frame). Median, min, max over ``strokes`` strokes, after
+      one warm-up stroke each.
+    * ``drafts``: per slow continuous 2-second stroke (a small mouse move every ~20 ms), the drafts shown while
+      drawing, and the live readout's first-frame latency and frames/s.
+    """
+    import random
+    import statistics
+
+    def spread(values: list[float]) -> dict:
+        return {"median": round(statistics.median(values), 1), "min": round(min(values), 1),
+                "max": round(max(values), 1)}
+
+    report: dict = {}
+    with live_app() as (url, engine, _demo), browser() as chromium:
+        context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+        page = open_app(context, url)
+        wait_idle(page)
+        switch = page.locator("#live_drafts input[type=checkbox]")
+        rnd = random.Random(0)
+        for live in (False, True):
+            switch.set_checked(live)
+            wait_idle(page, quiet_ms=800)
+            rows = []
+            for index in range(strokes + 1):
+                src = output_src(page)
+                loads_before = page.evaluate("() => (window.__probe.loads.sketch_output || []).length")
+                points = [(rnd.uniform(0.1, 0.9), rnd.uniform(0.1, 0.9)) for _ in range(3)]
+                draw_stroke(page, points, steps=3)
+                wait_new_image(page, src, timeout_ms=60_000)
+                page.wait_for_timeout(150)
+                up = page.evaluate("() => window.__probe.ups.at(-1)")
+                loads = page.evaluate("() => window.__probe.loads.sketch_output")[loads_before:]
+                shown = [load for load in loads if load["kind"] != "draft" and load["t"] > up and "paint" in load]
+                if index and shown:  # the first stroke warms caches
+                    rows.append(shown[0]["paint"] - up - latency_total_ms(page))
+            report["overhead_ms_live_" + ("on" if live else "off")] = spread(rows)
+        drafts = []
+        for index in range(long_strokes):
+            page.evaluate("() => { window.__probe.frames = []; }")
+            box = canvas_box(page)
+            x0, y0 = box["x"] + box["width"] * 0.1, box["y"] + box["height"] * (0.2 + 0.15 * (index % 5))
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            started, step = time.monotonic(), 0
+            while time.monotonic() - started < 2.0:
+                step += 1
+                page.mouse.move(x0 + step * box["width"] * 0.008, y0 + 12 * ((step // 8) % 2))
+                page.wait_for_timeout(20)
+            shown = page.evaluate("() => window.__probe.frames.filter((f) => f.kind === 'draft').length")
+            page.mouse.up()
+            wait_idle(page, quiet_ms=800)
+            drafts.append({"drafts_while_drawing": shown, "live_line": page.inner_text("#sketch_output .lv-live")})
+        report["drafts_per_2s_stroke"] = drafts
+        report["model"] = f"{engine.model_name} at {engine.size}x{engine.size}"
+    return report
 
 
 def take_screenshot(path: Path) -> None:
@@ -160,6 +250,10 @@ def take_screenshot(path: Path) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "screenshot":
         take_screenshot(Path(sys.argv[2]))
+    elif 2 <= len(sys.argv) <= 4 and sys.argv[1] == "measure-transit":
+        import json
+
+        print(json.dumps(measure_transit(*(int(arg) for arg in sys.argv[2:])), indent=1))
     else:
         print(__doc__)
         sys.exit(2)

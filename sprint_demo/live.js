@@ -1,0 +1,45 @@
+// LiveImage's js_on_load (sprint_demo/live.py). Gradio runs this file as the body of a function of
+// (element, trigger, props, server, upload, watch). Final frames arrive as props.value; the canvas hands drafts
+// to root.liveOutput.draft(frame). The newest picture wins: seq numbers come from the canvas, one counter for
+// drafts and finals, and a frame older than the one on screen is not shown.
+const root = element.querySelector('.lv-root');
+const img = element.querySelector('.lv-img');
+const liveLine = element.querySelector('.lv-live');
+img.style.maxHeight = (Number(props.max_image_height) || 640) + 'px';
+let shownSeq = 0;    // the request number of the frame on screen
+let finalAsked = 0;  // the request number of the newest final frame the canvas asked for
+
+function show(frame, kind) {
+  img.src = frame.src;
+  img.dataset.kind = kind;
+  img.dataset.digest = frame.digest || '';
+  img.dataset.seq = String(frame.seq || 0);
+  root.dispatchEvent(new CustomEvent('live-frame', { bubbles: true, detail: {
+    kind: kind, digest: frame.digest || null, seq: frame.seq || 0, t: performance.now() } }));
+}
+
+root.liveOutput = {
+  // A draft for request `seq`: shown unless a newer frame is on screen. Returns whether it was shown.
+  draft(frame) {
+    if (!frame || !frame.src || frame.seq <= shownSeq) return false;
+    shownSeq = frame.seq;
+    show(frame, 'draft');
+    return true;
+  },
+  expectFinal(seq) { finalAsked = Math.max(finalAsked, seq); },
+  status(text) { liveLine.textContent = text; },
+};
+
+// A final frame names the request it answers (seq), or none (page load, photo): then it answers the newest final
+// asked for. It is not shown when a draft for a newer picture is already on screen (the pen is moving again; that
+// picture's own final follows).
+function onFinal() {
+  const frame = props.value;
+  if (!frame || !frame.src) return;
+  const seq = frame.seq || finalAsked;
+  if (seq < shownSeq) return;
+  shownSeq = seq;
+  show(frame, 'final');
+}
+watch('value', onFinal);
+onFinal();

@@ -1,0 +1,326 @@
+"""Live drafts: frames while the pen moves, the final frame when it lifts, the switch, the phone layout, and the
+draft path's admission (``live.DraftGate``) and server function on their own.
+
+Browser tests drive Debian's chromium (Playwright) against the app on the preview engine, with slow strokes made of
+small mouse moves and waits; they fail (never skip) without /usr/bin/chromium and assert no timings. A draft is
+checked against the canvas pictures the stroke passed through: the page probe (``tests/browser.py``) copies the
+canvas each time the canvas sends a draft, and every draft shown must name (``digest``) one of those copies.
+
+The final frame after pointer-up is compared with ``/sketch_to_image`` called through ``gradio_client`` for the
+final canvas and the tab's inputs: both are the engine's full-decoder frame encoded by ``ui.encode_frame`` (the
+same deterministic JPEG encoder at the same quality), one inline as a data URL, one as a file, so their decoded
+pixels are compared exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import browser as helpers  # noqa: E402  (tests/browser.py)
+import support  # noqa: E402  (tests/support.py)
+
+from sprint_demo import settings  # noqa: E402
+from sprint_demo.inputs import decode_image  # noqa: E402
+from sprint_demo.live import DraftGate, encode_jpeg, sketch_digest  # noqa: E402
+
+DRAFTS_WANTED = 2  # a slow stroke goes on until this many drafts have been shown (or STROKE_LIMIT_S passed)
+STROKE_LIMIT_S = 30.0
+
+
+# --- The app in a browser ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def live_app():
+    with support.live_app() as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """The launched browser, or None when /usr/bin/chromium is missing (each browser test then fails, saying so)."""
+    try:
+        helpers.require_chromium()
+    except AssertionError:
+        yield None
+        return
+    with helpers.browser() as instance:
+        yield instance
+
+
+@contextmanager
+def _app_page(chromium, url: str, **context_options):
+    if chromium is None:
+        helpers.require_chromium()  # raises AssertionError with the install hint
+    context = chromium.new_context(**({"viewport": {"width": 1280, "height": 1000}} | context_options))
+    try:
+        page = helpers.open_app(context, url)
+        page.evaluate("() => { window.__probe.sample = true; }")
+        yield page
+    finally:
+        context.close()
+
+
+def _drafts_shown(page) -> int:
+    return page.evaluate("() => window.__probe.frames.filter((f) => f.kind === 'draft').length")
+
+
+def _slow_stroke(page, wanted: int) -> dict:
+    """Mouse down, small moves with short waits (a slow, continuous stroke) until ``wanted`` drafts have been shown
+    (at least ~2 s of drawing, at most STROKE_LIMIT_S), mouse up. Returns the probe's record of the stroke."""
+    box = helpers.canvas_box(page)
+    page.evaluate("() => { window.__probe.frames = []; window.__probe.drafts = []; }")
+    x0, y0 = box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.5
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    started, step = time.monotonic(), 0
+    while time.monotonic() - started < STROKE_LIMIT_S:
+        step += 1
+        angle = step * 0.05
+        page.mouse.move(x0 + box["width"] * 0.4 * (1 - np.cos(angle)), y0 + box["height"] * 0.35 * np.sin(angle))
+        page.wait_for_timeout(25)
+        if time.monotonic() - started >= 2.0 and _drafts_shown(page) >= wanted:
+            break
+    shown_while_drawing = _drafts_shown(page)
+    page.mouse.up()
+    return {"shown_while_drawing": shown_while_drawing}
+
+
+def _wait_final_after(page, seq: int, timeout_ms: float = 60_000) -> dict:
+    """The first final frame for a request numbered above ``seq`` (the pointer-up's), once shown."""
+    page.wait_for_function(f"() => window.__probe.frames.some((f) => f.kind === 'final' && f.seq > {seq})",
+                           timeout=timeout_ms)
+    return page.evaluate(f"() => window.__probe.frames.find((f) => f.kind === 'final' && f.seq > {seq})")
+
+
+def _data_url_pixels(url: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_drafts_arrive_during_a_slow_stroke_each_for_a_canvas_the_stroke_passed_through(chromium, live_app):
+    url, _engine, _demo = live_app
+    with _app_page(chromium, url) as page:
+        helpers.wait_idle(page)
+        stroke = _slow_stroke(page, DRAFTS_WANTED)
+        last_draft_seq = page.evaluate("() => Math.max(0, ...window.__probe.drafts.map((d) => d.seq))")
+        final = _wait_final_after(page, last_draft_seq)
+        probe = page.evaluate("() => window.__probe")
+        final_canvas = helpers.canvas_data_url(page)
+        live_line = page.inner_text("#sketch_output .lv-live")
+
+    assert stroke["shown_while_drawing"] >= DRAFTS_WANTED, stroke
+    sent = {d["seq"]: sketch_digest(decode_image(d["png"])) for d in probe["drafts"]}
+    shown = [f for f in probe["frames"] if f["kind"] == "draft"]
+    assert shown and len(sent) >= len(shown)
+    for frame in shown:
+        assert frame["seq"] in sent, f"draft {frame['seq']} was never sent"
+        assert frame["digest"] == sent[frame["seq"]], f"draft {frame['seq']} drew another canvas than it carried"
+    assert len({f["digest"] for f in shown}) >= 2, "the drafts did not follow the stroke"
+    assert all(a["seq"] < b["seq"] for a, b in zip(shown, shown[1:])), "an older draft replaced a newer one"
+    # the final frame drew the finished stroke, which no draft (sent while drawing) could have
+    assert final["digest"] == sketch_digest(decode_image(final_canvas))
+    assert "frames/s" in live_line and "first frame" in live_line, live_line
+
+
+def test_final_frame_after_pointer_up_equals_the_api_frame_for_the_final_canvas(chromium, live_app):
+    from gradio_client import Client
+
+    url, _engine, _demo = live_app
+    prompt = "a sailing boat"
+    with _app_page(chromium, url) as page:
+        page.locator("#prompt textarea").fill(prompt)
+        helpers.wait_idle(page, quiet_ms=1500)
+        _slow_stroke(page, 1)
+        last_draft_seq = page.evaluate("() => Math.max(0, ...window.__probe.drafts.map((d) => d.seq))")
+        _wait_final_after(page, last_draft_seq)
+        helpers.wait_idle(page, quiet_ms=1500)
+        shown_src = page.evaluate("() => document.querySelector('#sketch_output img').src")
+        kind = page.evaluate("() => document.querySelector('#sketch_output img').dataset.kind")
+        canvas = helpers.canvas_data_url(page)
+
+    assert kind == "final"
+    client = Client(url, verbose=False, analytics_enabled=False)
+    try:
+        path, latency = client.predict(sketch=canvas, prompt=prompt, api_name="/sketch_to_image")
+    finally:
+        client.close()
+    assert "ms" in latency and "total" in latency, latency
+    with Image.open(path) as image:
+        expected = np.asarray(image.convert("RGB"), dtype=np.int16)
+    shown = _data_url_pixels(shown_src)
+    assert shown.shape == expected.shape
+    assert np.array_equal(shown, expected), f"mean |diff| {np.abs(shown - expected).mean():.3f}"
+
+
+def test_live_drafts_switch_off_sends_no_drafts_and_still_shows_the_final(chromium, live_app):
+    url, _engine, _demo = live_app
+    with _app_page(chromium, url) as page:
+        helpers.wait_idle(page)
+        switch = page.locator("#live_drafts input[type=checkbox]")
+        assert switch.is_checked() == settings.LIVE_DRAFTS
+        switch.uncheck()
+        page.wait_for_timeout(300)
+        src = helpers.output_src(page)
+        box = helpers.canvas_box(page)
+        page.evaluate("() => { window.__probe.frames = []; window.__probe.drafts = []; }")
+        page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+        page.mouse.down()
+        for step in range(80):  # ~2 s of slow drawing
+            page.mouse.move(box["x"] + box["width"] * (0.2 + 0.007 * step), box["y"] + box["height"] * 0.3)
+            page.wait_for_timeout(25)
+        page.mouse.up()
+        new_src = helpers.wait_new_image(page, src, timeout_ms=60_000)
+        helpers.wait_idle(page)
+        probe = page.evaluate("() => window.__probe")
+        canvas = helpers.canvas_data_url(page)
+
+    assert new_src != src
+    assert probe["drafts"] == []
+    assert [f["kind"] for f in probe["frames"]] and {f["kind"] for f in probe["frames"]} == {"final"}
+    assert probe["frames"][-1]["digest"] == sketch_digest(decode_image(canvas))
+
+
+def _in_viewport(box: dict, viewport: dict) -> bool:
+    return (box["y"] >= -1 and box["y"] + box["height"] <= viewport["height"] + 1
+            and box["x"] >= -1 and box["x"] + box["width"] <= viewport["width"] + 1)
+
+
+@pytest.mark.parametrize("viewport", [{"width": 390, "height": 844}, {"width": 1400, "height": 1000}],
+                         ids=["phone", "desktop"])
+def test_the_image_is_in_view_while_the_canvas_is(chromium, live_app, viewport):
+    url, _engine, _demo = live_app
+    with _app_page(chromium, url, viewport=viewport, has_touch=viewport["width"] < 600) as page:
+        helpers.wait_idle(page)
+        canvas = page.locator("#sketch canvas")
+        canvas.scroll_into_view_if_needed()
+        page.wait_for_timeout(200)
+        canvas_box = canvas.bounding_box()
+        image_box = page.locator("#sketch_output img").bounding_box()
+        assert _in_viewport(canvas_box, viewport), canvas_box
+        assert _in_viewport(image_box, viewport), image_box
+        assert image_box["y"] + image_box["height"] <= canvas_box["y"] + 1 or \
+            image_box["x"] >= canvas_box["x"] + canvas_box["width"] - 1, "the image covers the canvas"
+        if viewport["width"] >= 1000:  # desktop: side by side
+            assert image_box["x"] >= canvas_box["x"] + canvas_box["width"]
+        else:  # phone: the image above the canvas, and still in view when the page scrolls on down the canvas
+            page.evaluate("(dy) => window.scrollBy(0, dy)", canvas_box["height"] * 0.5)
+            page.wait_for_timeout(200)
+            assert _in_viewport(page.locator("#sketch_output img").bounding_box(), viewport)
+        banner = page.locator("#banner")
+        if banner.count():  # one line; the rest behind a disclosure
+            line = page.evaluate("() => parseFloat(getComputedStyle(document.querySelector('#banner summary'))"
+                                 ".lineHeight) || 24")
+            assert page.locator("#banner summary").bounding_box()["height"] <= 1.6 * line
+
+
+# --- The draft path on its own ---------------------------------------------------------------------------------
+def test_draft_gate_runs_one_at_a_time_and_drops_a_tab_s_older_waiting_draft():
+    gate = DraftGate(max_waiting=2)
+    release, started, results = threading.Event(), threading.Event(), {}
+
+    def slow():
+        started.set()
+        release.wait(10)
+        return "first"
+
+    def run(name, tab, fn):
+        results[name] = gate.run(tab, fn)
+
+    first = threading.Thread(target=run, args=("first", "a", slow))
+    first.start()
+    assert started.wait(10)
+    older = threading.Thread(target=run, args=("older", "b", lambda: "older"))
+    older.start()
+    while gate.waiting < 1:
+        time.sleep(0.01)
+    newer = threading.Thread(target=run, args=("newer", "b", lambda: "newer"))
+    newer.start()
+    older.join(10)  # dropped at once, while the first draft still holds the gate
+    assert results["older"] is None and not release.is_set()
+    other = threading.Thread(target=run, args=("other", "c", lambda: "other"))
+    other.start()
+    while gate.waiting < 2:
+        time.sleep(0.01)
+    assert gate.run("d", lambda: "refused") is None  # two tabs wait already: a third is refused, not queued
+    gate.drop("c")  # tab c's final frame arrived: its waiting draft goes
+    other.join(10)
+    assert results["other"] is None
+    release.set()
+    for thread in (first, newer):
+        thread.join(10)
+    assert results["first"] == "first" and results["newer"] == "newer"
+    assert gate.waiting == 0
+
+
+def test_draft_gate_serves_tabs_in_arrival_order():
+    gate, order, release = DraftGate(max_waiting=8), [], threading.Event()
+    holder = threading.Thread(target=gate.run, args=("hold", lambda: release.wait(10)))
+    holder.start()
+    while gate.running < 1:
+        time.sleep(0.01)
+    threads = []
+    for tab in ("x", "y", "z"):
+        threads.append(threading.Thread(target=gate.run, args=(tab, lambda tab=tab: order.append(tab))))
+        threads[-1].start()
+        while gate.waiting < len(threads):
+            time.sleep(0.01)
+    release.set()
+    for thread in (holder, *threads):
+        thread.join(10)
+    assert order == ["x", "y", "z"]
+
+
+def _draft_function(engine):
+    from sprint_demo.canvas import SketchCanvas
+    from sprint_demo.ui import create_demo
+
+    demo = create_demo(engine)
+    (canvas,) = [block for block in demo.blocks.values() if isinstance(block, SketchCanvas)]
+    return canvas.draft
+
+
+def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
+    from sprint_demo.sketches import png_data_url
+
+    preview_engine = support.preview_engine()
+    draft = _draft_function(preview_engine)
+    sketch = Image.new("RGB", (preview_engine.size, preview_engine.size), "white")
+    sketch.paste((0, 0, 0), (40, 40, 200, 48))
+    png = png_data_url(sketch)
+    inputs = ["a cat", 1, 7, settings.DEFAULT_GUIDANCE, 1.0, 2]
+    answer = draft({"png": png, "inputs": inputs, "seq": 5, "tab": "t"})
+    assert answer["seq"] == 5 and answer["digest"] == sketch_digest(sketch), answer.keys()
+    decoder = settings.DRAFT_DECODER if preview_engine.has_tiny_decoder else "full"  # tiny where there is one
+    expected = preview_engine.sketch_to_image(sketch, "a cat", 1, 7, settings.DEFAULT_GUIDANCE, 1.0, 2,
+                                              decoder=decoder).image
+    shown = _data_url_pixels(answer["src"])
+    assert answer["src"].startswith("data:image/jpeg;base64,") and shown.shape == (*expected.size[::-1], 3)
+    # a draft is the engine's frame as a JPEG at the draft quality (the same encoder: equal pixels)
+    with Image.open(io.BytesIO(encode_jpeg(expected, settings.DRAFT_JPEG_QUALITY))) as image:
+        assert np.array_equal(shown, np.asarray(image.convert("RGB"), dtype=np.int16))
+    bad = draft({"png": "data:image/png;base64,bm90IGFuIGltYWdl", "inputs": inputs, "seq": 6, "tab": "t"})
+    assert "sketch" in bad["error"] and "src" not in bad
+    assert "error" in draft({"png": png, "inputs": [*inputs[:5], 99], "seq": 7, "tab": "t"})  # thickness 99
+    assert "error" in draft({"inputs": inputs})  # malformed: no png
+    assert "src" in draft({"png": png, "inputs": inputs, "seq": 8, "tab": "t"})  # still serving
+
+
+def test_banner_is_one_line_with_the_whole_text_behind_a_disclosure():
+    from sprint_demo.ui import _banner_html
+
+    text = ("Preview mode: the weights could not be loaded here, so images come from a tiny random model. "
+            "Reason: <no network>")
+    markup = _banner_html(text)
+    assert markup.startswith("<details><summary>") and "Reason: &lt;no network&gt;" in markup
+    summary = markup.split("<summary>")[1].split("</summary>")[0]
+    assert "Reason" not in summary and "tiny random model" in summary
