@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU benchmark: random-full (real SANA-Sprint 0.6B + 7-block ControlNet + DC-AE + Gemma-2-2B shapes) at
 # 1024x1024, 1/2/4 steps, text-to-image and ControlNet, eager, torch.compile and compile + CUDA graphs, in one
-# run of < 8 minutes.
+# run of < 8 minutes. The tiny_* variants run the "tiny" decoder lane (the tiny autoencoder encodes the control map
+# and decodes the frame; bench --decoder tiny).
 #
 #   scripts/gpu_bench.sh OUT_DIR [WHEEL_DIR]
 #
@@ -32,9 +33,14 @@ declare -A flags=(
   [step]="--compile --cuda-graphs --compile-scope step"    # + one region per denoising step
   [nchw]="--compile --cuda-graphs --compile-scope step --no-channels-last"  # ablation: DC-AE without NHWC
   [fp16]="--compile --cuda-graphs --compile-scope step --dtype fp16"       # ablation: fp16 instead of bf16
+  [tiny_eager]="--decoder tiny"                                            # the tiny lane, no compile
+  [tiny]="--decoder tiny --compile --cuda-graphs"                          # the tiny lane, compiled per block
+  [tiny_step]="--decoder tiny --compile --cuda-graphs --compile-scope step"  # the tiny lane, one region per step
 )
 # Run in the order given: the one that matters most right after eager, so it is not the one the budget cuts.
-variants=${VARIANTS:-eager compiled cudagraphs}  # e.g. VARIANTS="eager step cudagraphs" STEPS=1 for a short lease
+# e.g. VARIANTS="eager step cudagraphs" STEPS=1 for a short lease; the tiny lane first, then the full lane's step
+# scope: VARIANTS="tiny cudagraphs step tiny_step" STEPS=1 MODES=controlnet,t2i BUDGET_S=330 (docs/PERFORMANCE.md)
+variants=${VARIANTS:-eager compiled cudagraphs}
 for name in $variants; do [ -n "${flags[$name]+known}" ] || { echo "unknown variant $name (${!flags[*]})"; exit 2; }; done
 
 if ! python3 -c "import diffusers" 2>/dev/null; then
@@ -61,7 +67,7 @@ for steps in (1, 2, 4):
     print(f"parity on cuda, {steps} step(s): torch.equal = {torch.equal(a, b)}")
 PY
 
-profiled=${PROFILE:-cudagraphs step}  # variants that also write a profiler report (a few seconds each)
+profiled=${PROFILE:-tiny cudagraphs step}  # variants that also write a profiler report (a few seconds each)
 files=()
 for name in $variants; do
   [ "$(left)" -gt 30 ] || { echo "no time left for $name"; continue; }

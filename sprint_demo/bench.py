@@ -1,6 +1,7 @@
 """Frame benchmark: per-stage median and p90 through the same Engine the app uses.
 
     python -m sprint_demo.bench --model preview --size 512 --steps 1,2,4 --mode t2i,controlnet --repeat 10
+    python -m sprint_demo.bench --model preview --size 512 --steps 1 --mode t2i,controlnet --decoder full,tiny
 
 Modes:
   t2i              a new seed each frame, same prompt (the prompt cache is warm: text_encode ~ 0)
@@ -8,25 +9,28 @@ Modes:
                    ("model time" = control_encode + denoise + decode is the figure the issue asks for)
   controlnet-warm  same canvas and prompt, a new seed each frame: text_encode and control_encode ~ 0
 
+``--decoder full,tiny`` runs every case with each autoencoder lane (``"full"``: the DC-AE; ``"tiny"``: the tiny
+autoencoder encodes the control map and decodes the frame); each run records its ``"decoder"``.
+
 ``--mode components`` (alone) times the autoencoders instead: the full-size DC-AE against the full-size tiny
 autoencoder (both random weights), encode and decode at ``--size`` (default 512), same run, with their ratio and
 GFLOP (``sprint_demo.tiny_autoencoder.benchmark_components``).
 
 ``--mode users`` (alone) simulates users calling the engine directly, no web server: ``--users`` threads, each
 drawing its own frames (its own prompt, a new seed every frame; every other user with its own sketch) for
-``--duration`` seconds, once per ``--max-batch-size`` value and ``--decoders`` lane, in one process and run:
+``--duration`` seconds, once per ``--max-batch-size`` value and ``--decoder`` lane, in one process and run:
 frames/s over all users and per user, p50/p95 latency, the mean batch size, frames/s as a ratio to the first batch
 size, and the largest difference (uint8 levels) between a batched frame and the same request made alone::
 
     python -m sprint_demo.bench --mode users --model random-full --size 1024 --users 8 --max-batch-size 1,8 \
-        --decoders full,tiny --duration 30 --json users.json
+        --decoder full,tiny --duration 30 --json users.json
 
 ``--summarize A.json B.json ...`` prints one table over earlier runs with each case's ratio to the first.
 ``--profile PATH`` then runs a few more frames of one case (ControlNet, new strokes, when asked for) under
 ``torch.profiler`` and writes, per frame, each stage's wall time beside the device time spent in it, and the
 operators and kernels that took the most: where a stage's milliseconds go, from the same run.
 
-Writes ``{"runs": [{"mode", "steps", "height", "width", "device", "model", "stages_ms", "total_ms",
+Writes ``{"runs": [{"mode", "decoder", "steps", "height", "width", "device", "model", "stages_ms", "total_ms",
 "p90_total_ms", ...}], "meta": {...}}`` when ``--json`` is given; ``meta.compiled_vs_eager`` compares one frame of
 the compiled engine with the same frame with torch.compile ignored.
 """
@@ -48,6 +52,7 @@ import torch
 
 from . import settings
 from .engine import STAGE_LABEL, STAGES, Engine, Frame, load_engine
+from .frames import DECODERS, DEFAULT_DECODER
 from .sketches import stroke_sketch
 from .speedups import COMPILE_SCOPES, SpeedOptions
 
@@ -59,16 +64,17 @@ BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
 _new_strokes = itertools.count(3)  # every "controlnet" frame of the run draws a canvas no earlier frame had
 
 
-def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int) -> dict:
+def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int, decoder: str = DEFAULT_DECODER) -> dict:
     frames = []
     for i in range(repeat + 1):  # the first frame of a case warms caches and allocator pools: not counted
         if mode == "t2i":
-            frame = engine.text_to_image(BENCH_PROMPT, steps=steps, seed=1000 + i, width=size, height=size)
+            frame = engine.text_to_image(BENCH_PROMPT, steps=steps, seed=1000 + i, width=size, height=size,
+                                         decoder=decoder)
         else:
             strokes = next(_new_strokes) if mode == "controlnet" else 2
             seed = 1000 + i if mode == "controlnet-warm" else 7
             frame = engine.sketch_to_image(stroke_sketch(engine.size, strokes), BENCH_PROMPT, steps=steps,
-                                           seed=seed)
+                                           seed=seed, decoder=decoder)
         if i:
             frames.append(frame.timings_ms)
     stages = {stage: round(statistics.median(f[stage] for f in frames), 2) for stage in STAGES}
@@ -76,6 +82,7 @@ def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int) -> d
     model = [f["control_encode"] + f["denoise"] + f["decode"] for f in frames]
     return {
         "mode": mode,
+        "decoder": decoder,
         "steps": steps,
         "height": size,
         "width": size,
@@ -197,7 +204,7 @@ def compiled_vs_eager(engine: Engine) -> dict:
     return {"max_levels": int(difference.max()), "mean_levels": round(float(difference.mean()), 3)}
 
 
-def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3) -> str:
+def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3, decoder: str = DEFAULT_DECODER) -> str:
     """``frames`` frames of one case under torch.profiler -> a report. Per stage and frame: wall time on the host,
     device busy time (the kernels launched inside the stage, summed) and device span (first to last of them). A
     stage whose busy time is far below its wall time waits on the host (Python, launches, copies); one whose span
@@ -209,12 +216,12 @@ def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3) -> str:
     cuda = engine.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
-        run_case(engine, mode, steps, engine.size, frames - 1)  # run_case adds one frame of its own
+        run_case(engine, mode, steps, engine.size, frames - 1, decoder)  # run_case adds one frame of its own
     events = prof.key_averages()
     # A stage is two entries: its range on the host, and (CUDA) the same label on the device's timeline.
     host = {e.key: e for e in events if e.key.startswith(STAGE_LABEL) and e.device_type == DeviceType.CPU}
     device = {e.key: e for e in events if e.key.startswith(STAGE_LABEL) and e.device_type != DeviceType.CPU}
-    title = (f"# torch.profiler: {frames} frames of {mode}, {steps} step(s), {engine.size}px on "
+    title = (f"# torch.profiler: {frames} frames of {mode}, {steps} step(s), {engine.size}px, decoder {decoder}, on "
              f"{device_name(engine)}, speed-ups: {engine.speed.describe()}")
     lines = [title, f"{'stage':>16} {'wall ms/frame':>14} {'device busy':>12} {'device span':>12}"]
 
@@ -241,10 +248,11 @@ def device_name(engine: Engine) -> str:
 
 
 def format_table(runs: list[dict]) -> str:
-    header = ["mode", "steps", "size", *STAGES, "model", "total", "p90"]
+    header = ["mode", "decoder", "steps", "size", *STAGES, "model", "total", "p90"]
     rows = [header]
     for run in runs:
-        rows.append([run["mode"], str(run["steps"]), f"{run['width']}x{run['height']}"]
+        rows.append([run["mode"], run.get("decoder", DEFAULT_DECODER), str(run["steps"]),
+                     f"{run['width']}x{run['height']}"]
                     + [f"{run['stages_ms'][s]:.1f}" for s in STAGES]
                     + [f"{run['model_ms']:.1f}", f"{run['total_ms']:.1f}", f"{run['p90_total_ms']:.1f}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -255,15 +263,18 @@ def summarize(paths: list[Path]) -> str:
     """One table over several JSON files (e.g. eager and compiled runs), with each case's speed-up against the
     first file: the compile on/off ratio comes from runs of the same session on the same card."""
     loaded = [(path.stem, json.loads(path.read_text())) for path in paths]
-    baseline = {(r["mode"], r["steps"]): r for r in loaded[0][1]["runs"]}
-    lines = [f"{'variant':>14} {'mode':>16} {'steps':>5} {'encode':>7} {'denoise':>8} {'decode':>7} "
+    # a case is (mode, steps): a tiny-lane run is compared with the first file's run of the same case, whatever
+    # its lane (older files, from before the lanes, ran the full lane)
+    baseline = {(r["mode"], r["steps"]): r for r in reversed(loaded[0][1]["runs"])}
+    lines = [f"{'variant':>14} {'mode':>16} {'decoder':>7} {'steps':>5} {'encode':>7} {'denoise':>8} {'decode':>7} "
              f"{'model':>7} {'total':>7} {'p90':>7} {'x vs ' + loaded[0][0]:>12}"]
     for name, data in loaded:
         for r in data["runs"]:
             base = baseline.get((r["mode"], r["steps"]))
             ratio = f"{base['total_ms'] / r['total_ms']:.2f}" if base and r["total_ms"] else "-"
             st = r["stages_ms"]
-            lines.append(f"{name:>14} {r['mode']:>16} {r['steps']:>5} {st['control_encode']:>7.1f} "
+            lines.append(f"{name:>14} {r['mode']:>16} {r.get('decoder', DEFAULT_DECODER):>7} {r['steps']:>5} "
+                         f"{st['control_encode']:>7.1f} "
                          f"{st['denoise']:>8.1f} {st['decode']:>7.1f} {r['model_ms']:>7.1f} {r['total_ms']:>7.1f} "
                          f"{r['p90_total_ms']:>7.1f} {ratio:>12}")
     device = loaded[0][1]["runs"][0]["device"] if loaded[0][1]["runs"] else "?"
@@ -280,6 +291,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=None, help="square frame side (default: the engine's)")
     parser.add_argument("--steps", default="1,2,4", help="comma-separated step counts")
     parser.add_argument("--mode", default="t2i,controlnet", help=f"comma-separated, from {', '.join(MODES)}")
+    parser.add_argument("--decoder", default=DEFAULT_DECODER,
+                        help=f"comma-separated autoencoder lanes, from {', '.join(DECODERS)} (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed frames per case, after one warm-up frame (default 10; 3 calls for components)")
     parser.add_argument("--json", type=Path, default=None, help="write the runs here")
@@ -292,20 +305,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=8, help=f"--mode {USERS_MODE}: simulated users")
     parser.add_argument("--max-batch-size", default=f"1,{settings.MAX_BATCH_SIZE}",
                         help=f"--mode {USERS_MODE}: comma-separated batch sizes to compare (default: %(default)s)")
-    parser.add_argument("--decoders", default="full", help=f"--mode {USERS_MODE}: comma-separated, full and/or tiny")
     parser.add_argument("--duration", type=float, default=20.0, help=f"--mode {USERS_MODE}: seconds per case")
     parser.add_argument("--profile", type=Path, default=None,
                         help="after the timed cases, write a torch.profiler report of a few frames here")
     args = parser.parse_args(argv)
     args.steps = [int(s) for s in args.steps.split(",")]
     args.mode = args.mode.split(",")
+    args.decoder = args.decoder.split(",")
+    if not set(args.decoder) <= set(DECODERS):
+        parser.error(f"unknown --decoder {[d for d in args.decoder if d not in DECODERS]}; choose from {DECODERS}")
     unknown = [m for m in args.mode if m not in (*MODES, *SOLO_MODES)]
     if unknown:
         parser.error(f"unknown --mode {unknown}; choose from {(*MODES, *SOLO_MODES)}")
     if any(m in SOLO_MODES for m in args.mode) and len(args.mode) > 1:
         parser.error(f"--mode {' or '.join(SOLO_MODES)} runs alone, got {args.mode}")
     args.max_batch_size = [int(b) for b in args.max_batch_size.split(",")]
-    args.decoders = args.decoders.split(",")
     if args.repeat is None:
         args.repeat = 3 if args.mode == [COMPONENTS_MODE] else 10
     return args
@@ -324,7 +338,7 @@ def run_components(args: argparse.Namespace) -> int:
 
 def run_users_cases(engine: Engine, args: argparse.Namespace) -> int:
     runs = []
-    for decoder in args.decoders:
+    for decoder in args.decoder:
         for batch_size in args.max_batch_size:
             runs.append(run_users(engine, args.users, batch_size, args.steps[0], decoder, args.duration))
             print(format_users(runs[-1:]).splitlines()[-1], flush=True)
@@ -352,16 +366,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.size:
         engine.size = args.size
     loaded_s = time.perf_counter() - began
+    if not set(args.decoder) <= set(engine.decoders):
+        print(f"error: --decoder {','.join(args.decoder)}: this engine has {', '.join(engine.decoders)} "
+              f"({engine.tiny_note})", file=sys.stderr)
+        return 2
     warmup_s = engine.warmup()
     print(f"# {engine.model_name} on {device_name(engine)}, dtype {engine.pipe.transformer.dtype}, "
           f"speed-ups: {engine.speed.describe()}; load {loaded_s:.1f} s, warm-up {warmup_s:.1f} s", flush=True)
     if args.mode == [USERS_MODE]:
         return run_users_cases(engine, args)
     runs = []
-    for mode in args.mode:
-        for steps in args.steps:
-            runs.append(run_case(engine, mode, steps, engine.size, args.repeat))
-            print(format_table(runs[-1:]).splitlines()[-1], flush=True)
+    for decoder in args.decoder:  # in the order asked: the lane that matters most first, before a budget cuts in
+        for mode in args.mode:
+            for steps in args.steps:
+                runs.append(run_case(engine, mode, steps, engine.size, args.repeat, decoder))
+                print(format_table(runs[-1:]).splitlines()[-1], flush=True)
     print(format_table(runs))
     try:  # a failed check is a finding to record, not a reason to lose the timings
         check = compiled_vs_eager(engine)
@@ -376,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"runs": runs, "meta": meta}, indent=2))
     if args.profile:  # after the JSON is written: a profiler failure must not cost the timings
         mode = "controlnet" if "controlnet" in args.mode else args.mode[0]
-        report = profile_case(engine, mode, args.steps[0])
+        report = profile_case(engine, mode, args.steps[0], decoder=args.decoder[0])
         args.profile.parent.mkdir(parents=True, exist_ok=True)
         args.profile.write_text(report + "\n")
         print("\n".join(report.splitlines()[:len(STAGES) + 1]))

@@ -8,6 +8,11 @@ engine is the only place that knows about caches, the GPU lock and timings:
 
 * prompt embeddings are cached (LRU): typing re-encodes, strokes do not;
 * the control latent is cached per control-map content: a new prompt or seed does not re-encode the canvas;
+* two autoencoder lanes (``FrameRequest.decoder``): "full", the pipeline's DC-AE, and "tiny", the tiny
+  autoencoder from the loader (``sprint_demo.tiny_autoencoder``), used for both the control encode and the decode
+  (``Engine._autoencoder``); their control latents are cached apart. ``Engine.decoders`` lists the lanes a server
+  has: without a tiny autoencoder (switched off, or its files unreachable offline) it is ``("full",)``, a "tiny"
+  request is refused with the reason, and ``Engine.tiny_note`` says it for the UI and the log;
 * a request equal to one of the last ``max_batch_size`` frames' returns that frame without any work
   (``Frame.reused``): equal requests give equal pixels, so whoever asked first, the answer is the same;
 * frames of different users that wait at the same time with the same size, steps and decoder (``batch_key``) run
@@ -24,6 +29,7 @@ engine is the only place that knows about caches, the GPU lock and timings:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -36,7 +42,7 @@ import torch
 from PIL import Image
 
 from . import conditioning, inputs, settings
-from .frames import Frame, FrameRequest
+from .frames import DECODERS, DEFAULT_DECODER, Frame, FrameRequest
 from .models import LoadedPipeline, ModelLoadError, attach_controlnet, load_pipeline
 from .pipeline import MAX_SEQUENCE_LENGTH
 from .speedups import SpeedOptions, apply_speedups
@@ -138,7 +144,9 @@ class Engine:
         # Binning snaps sizes to the 1024px model's trained aspect bins; the preview model has none to respect.
         self.use_resolution_binning = not self.is_preview
         self.device = self.pipe._execution_device
-        self.speed = apply_speedups(self.pipe, speed or SpeedOptions())
+        self.tiny = loaded.tiny_autoencoder  # the "tiny" lane's autoencoder, or None (loaded.tiny_note says why)
+        self.tiny_note = loaded.tiny_note
+        self.speed = apply_speedups(self.pipe, speed or SpeedOptions(), tiny=self.tiny)
         self._lock = threading.Lock()
         self._prompts = _LRU(settings.PROMPT_CACHE_SIZE)
         self._controls = _LRU(settings.CONTROL_CACHE_SIZE)
@@ -172,6 +180,26 @@ class Engine:
             return None
         return "ControlNet with random weights (benchmark model): strokes change the image but not meaningfully."
 
+    @property
+    def decoders(self) -> tuple[str, ...]:
+        """The decoder lanes this engine can render: ``("full", "tiny")``, or ``("full",)`` without a tiny
+        autoencoder."""
+        return DECODERS if self.has_tiny_decoder else (DEFAULT_DECODER,)
+
+    @property
+    def has_tiny_decoder(self) -> bool:
+        return self.tiny is not None
+
+    def _autoencoder(self, decoder: str):
+        """The autoencoder a lane's stage calls use (the control encode and the decode): the pipeline's DC-AE for
+        "full", the tiny one for "tiny"."""
+        if decoder == DEFAULT_DECODER:
+            return self.pipe.vae
+        if self.tiny is None:
+            raise inputs.InputError(f"decoder {decoder!r} is not available on this server: "
+                                    f"{self.tiny_note or 'it was switched off'}; use decoder 'full'")
+        return self.tiny
+
     # --- public API ----------------------------------------------------------------------------------------
 
     def sketch_to_image(
@@ -184,7 +212,7 @@ class Engine:
         control_strength: float = settings.DEFAULT_CONTROL_STRENGTH,
         thickness: int = settings.DEFAULT_THICKNESS,
         control_map: Image.Image | None = None,
-        decoder: str = "full",
+        decoder: str = DEFAULT_DECODER,
     ) -> Frame:
         """Sketch (dark strokes on light; None or blank = no control) or a ready control map -> frame at the
         engine's size. Raw values are fine: ``inputs.sketch_request`` checks them (InputError naming the value)."""
@@ -203,7 +231,7 @@ class Engine:
         guidance_scale: float = settings.DEFAULT_GUIDANCE,
         width: int | None = None,
         height: int | None = None,
-        decoder: str = "full",
+        decoder: str = DEFAULT_DECODER,
     ) -> Frame:
         """Prompt -> frame of width x height (default: the engine's size); values checked by inputs.text_request."""
         request = inputs.text_request(prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
@@ -225,8 +253,7 @@ class Engine:
         building it took at the boundary (decoding the sketch, making its control map), reported as that stage.
         Thread-safe: with ``max_batch_size > 1`` concurrent callers' frames may be made in one batch
         (``Frame.batch_size``); a model fault in a batch is raised to each of its callers."""
-        if request.decoder != "full":
-            raise inputs.InputError(f"{request.decoder} decoder not available")
+        self._autoencoder(request.decoder)  # refuses a lane this engine does not have before waiting for the lock
         waiting = _Waiting(request, control_prep_ms)
         if self.max_batch_size == 1:
             with self._lock:
@@ -244,9 +271,10 @@ class Engine:
         blank = Image.new("RGB", (self.size, self.size), "black")
         step_counts = range(settings.MIN_STEPS, settings.MAX_STEPS + 1) if self.speed.cuda_graphs else [
             settings.DEFAULT_STEPS]
-        for control in (None, blank) if self.pipe.controlnet is not None else (None,):
-            for steps in step_counts:
-                self.sketch_to_image(None, "warm-up", steps=steps, seed=0, control_strength=1.0, control_map=control)
+        for decoder, control, steps in itertools.product(
+                self.decoders, (None, blank) if self.pipe.controlnet is not None else (None,), step_counts):
+            self.sketch_to_image(None, "warm-up", steps=steps, seed=0, control_strength=1.0, control_map=control,
+                                 decoder=decoder)
         self.clear_caches()
         self._warm = True
         return time.perf_counter() - began
@@ -361,6 +389,7 @@ class Engine:
         if self.speed.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new frame: earlier graph outputs may be reused
         watch = _Stopwatch(self.device)
+        vae = self._autoencoder(first.decoder)
         with torch.inference_mode():
             with watch.stage("text_encode"):
                 prompts = [self._prompt_embeddings(r.prompt) for r in requests]
@@ -368,7 +397,7 @@ class Engine:
             controls: list[torch.Tensor | None] = [None] * rows
             if pipe.controlnet is not None and any(r.control_map is not None for r in requests):
                 with watch.stage("control_encode"):
-                    controls = [None if r.control_map is None else self._control_latents(r, height, width)
+                    controls = [None if r.control_map is None else self._control_latents(r, height, width, vae)
                                 for r in requests]
             with watch.stage("denoise"):
                 generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
@@ -386,14 +415,14 @@ class Engine:
                     generator=generator,
                 )
             with watch.stage("decode"):
-                pixels = pipe.decode_latents(latents, first.height, first.width, output_type="pt")
+                pixels = pipe.decode_latents(latents, first.height, first.width, output_type="pt", vae=vae)
             with watch.stage("postprocess"):
                 images = [to_pil(pixels[i : i + 1]) for i in range(rows)]
         timings = watch.finish()
         return [
             (Frame(image=image, timings_ms=timings | {"control_prep": round(prep, 2),
                                                       "total": round(timings["total"] + prep, 2)},
-                   control_map=request.control_map, batch_size=rows), notices)
+                   control_map=request.control_map, decoder=request.decoder, batch_size=rows), notices)
             for image, request, prep, (_, _, notices) in zip(images, requests, prep_ms, prompts)
         ]
 
@@ -410,12 +439,13 @@ class Engine:
             self._prompts.put(prompt, cached)
         return cached
 
-    def _control_latents(self, request: FrameRequest, height: int, width: int) -> torch.Tensor:
-        cache_key = (request.control_key, height, width)
+    def _control_latents(self, request: FrameRequest, height: int, width: int, vae) -> torch.Tensor:
+        # Each lane's encoder gives its own latents of the same map: cached apart, under the lane's name.
+        cache_key = (request.control_key, height, width, request.decoder)
         latents = self._controls.get_or_none(cache_key)
         if latents is None:
             # clone: with CUDA graphs the encoder's output buffer is overwritten by its next replay
-            latents = self.pipe.prepare_control_latents(request.control_map, height, width).clone()
+            latents = self.pipe.prepare_control_latents(request.control_map, height, width, vae=vae).clone()
             self._controls.put(cache_key, latents)
         return latents
 
@@ -452,21 +482,26 @@ def load_engine(
     speed: SpeedOptions | None = None,
     max_batch_size: int = settings.MAX_BATCH_SIZE,
     size: int | None = None,
+    tiny_autoencoder: str | None = settings.TINY_AUTOENCODER,
+    vae_lite: str | None = settings.VAE_LITE,
 ) -> Engine:
     """Loads the pipeline (``sprint_demo.models.load_pipeline``) and wraps it in an Engine.
 
     ``model="auto"``: the real SANA-Sprint weights (with the experimental Sana 1.0 HED ControlNet unless
     ``controlnet`` names another) when they load; otherwise the offline preview model, with a banner and a log
-    line saying why. Any other model that fails to load raises ``ModelLoadError``. ``size``: the canvas's frame side
-    (default: the model's own, ``Engine``)."""
+    line saying why. Any other model that fails to load raises ``ModelLoadError``. ``tiny_autoencoder`` and
+    ``vae_lite`` as ``load_pipeline`` takes them: a tiny autoencoder that cannot load leaves the engine with the
+    full lane only (``Engine.tiny_note`` says why); a DC-AE-Lite that cannot load raises ``ModelLoadError``.
+    ``size``: the canvas's frame side (default: the model's own, ``Engine``)."""
+    lanes = dict(tiny_autoencoder=tiny_autoencoder, vae_lite=vae_lite)
     banner = None
     if model == "auto":
         try:
-            loaded = load_pipeline(settings.SPRINT_MODEL_ID, None, device, dtype)
+            loaded = load_pipeline(settings.SPRINT_MODEL_ID, None, device, dtype, **lanes)
         except ModelLoadError as error:
             reason = str(error).splitlines()[0]
             log.warning("falling back to the offline preview model: %s", reason)
-            loaded = load_pipeline(settings.PREVIEW_MODEL, None, device, dtype)
+            loaded = load_pipeline(settings.PREVIEW_MODEL, None, device, dtype, **lanes)
             banner = (
                 "Preview mode: the SANA-Sprint weights could not be loaded here, so images come from a tiny "
                 f"random model that runs on any CPU (they will not look like anything). Reason: {reason[:200]}"
@@ -477,7 +512,7 @@ def load_engine(
             except ModelLoadError as error:
                 log.warning("no ControlNet: %s", str(error).splitlines()[0])
     else:
-        loaded = load_pipeline(model, controlnet, device, dtype)
+        loaded = load_pipeline(model, controlnet, device, dtype, **lanes)
         if loaded.is_preview:
             banner = "Preview model: tiny random weights for trying the app anywhere; images are not meaningful."
         elif model == settings.RANDOM_FULL_MODEL:

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-DECODERS = ("full", "tiny")  # "full": the pipeline's DC-AE; "tiny": a small autoencoder for drafts (not built yet)
+# "full": the pipeline's DC-AE (decode, and encode of the control map); "tiny": the tiny autoencoder for both
+# (sprint_demo.tiny_autoencoder): much faster, less fine detail
+DECODERS = ("full", "tiny")
+DEFAULT_DECODER = "full"
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class FrameRequest:
     control_map: Image.Image | None = field(default=None, compare=False, repr=False)  # white lines on black
     control_key: str | None = None  # digest of control_map; None for no control
     control_strength: float = 0.0  # 0.0 whenever there is no control map
-    decoder: str = "full"  # one of DECODERS
+    decoder: str = DEFAULT_DECODER  # one of DECODERS
     notices: tuple[str, ...] = field(default=(), compare=False)  # for the user, e.g. "prompt cut to ..."
 
 
@@ -41,4 +44,5 @@ class Frame:
     notices: tuple[str, ...] = ()  # things the user should know, e.g. "prompt cut to 300 tokens"
     reused: bool = False  # True when the inputs equalled a recent frame's and no work was done
     control_map: Image.Image | None = None  # the map the ControlNet saw (white lines on black), if any
+    decoder: str = DEFAULT_DECODER  # the autoencoder lane that made it (FrameRequest.decoder)
     batch_size: int = 1  # rows of the forward pass that made it (frames of other users made at the same time)

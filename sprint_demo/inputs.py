@@ -52,7 +52,7 @@ from PIL import Image, ImageOps
 
 from . import settings
 from .conditioning import sketch_to_control_map, to_rgb
-from .frames import DECODERS, FrameRequest
+from .frames import DECODERS, DEFAULT_DECODER, FrameRequest
 
 logger = logging.getLogger(__name__)
 
@@ -365,14 +365,14 @@ def check_decoder(value: object) -> str:
 
 # --- Requests ---------------------------------------------------------------------------------------------
 def text_request(prompt: object, steps: object, seed: object, guidance_scale: object, width: object,
-                 height: object, decoder: object = "full") -> FrameRequest:
+                 height: object, decoder: object = DEFAULT_DECODER) -> FrameRequest:
     """Raw text-to-image values -> a clean FrameRequest (InputError naming the first bad value)."""
     return _request(prompt, steps, seed, guidance_scale, check_size(width, height), decoder)
 
 
 def sketch_request(sketch: object, prompt: object, steps: object, seed: object, guidance_scale: object,
                    control_strength: object, thickness: object, size: tuple[int, int], control_map: object = None,
-                   decoder: object = "full") -> FrameRequest:
+                   decoder: object = DEFAULT_DECODER) -> FrameRequest:
     """Raw sketch values -> a clean FrameRequest at ``size`` (the engine's frame, already valid).
 
     ``control_map`` (a ready map, e.g. a photo's edges) wins over ``sketch`` and is resized to ``size`` when it

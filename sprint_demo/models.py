@@ -7,6 +7,10 @@
   random weights, for GPU benchmarks (shapes from the models' published hub configs).
 * anything else: a hub id or local folder of the Sprint weights in diffusers format, with ``controlnet`` a hub
   id, a diffusers folder, or an NVlabs ``.pth`` converted on load (``sprint_demo.checkpoints``).
+
+Beside the pipeline, ``load_pipeline`` loads the tiny autoencoder of the "tiny" decoder lane
+(``load_tiny_autoencoder``; a failure leaves the full lane working and says why in ``LoadedPipeline.tiny_note``)
+and, with ``vae_lite``, swaps DC-AE-Lite's decoder into the pipeline's DC-AE (``swap_in_lite_decoder``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from . import checkpoints, settings
 from .checkpoints import LoadReport
 from .controlnet import SanaSprintControlNetModel
 from .pipeline import SanaSprintControlNetPipeline
+from .tiny_autoencoder import TinyAutoencoder, TinyAutoencoderLoadError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,8 @@ class LoadedPipeline:
     pipe: SanaSprintControlNetPipeline
     model_name: str  # "preview", "random-full" or the weights' id / folder
     controlnet_report: LoadReport | None  # None when the ControlNet was built in code (preview, random-full)
+    tiny_autoencoder: TinyAutoencoder | None = None  # the "tiny" lane's autoencoder, on the pipeline's device
+    tiny_note: str | None = None  # why there is no tiny autoencoder (None when there is one, or it is switched off)
 
     @property
     def is_preview(self) -> bool:
@@ -174,8 +181,12 @@ def load_pipeline(
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
     controlnet_wiring: str | None = None,
+    tiny_autoencoder: str | None = settings.TINY_AUTOENCODER,
+    vae_lite: str | None = settings.VAE_LITE,
 ) -> LoadedPipeline:
-    """Builds or loads a pipeline and moves it to ``device`` (default: cuda when present) in ``dtype``."""
+    """Builds or loads a pipeline and moves it to ``device`` (default: cuda when present) in ``dtype``, with the
+    tiny autoencoder ``tiny_autoencoder`` names (``load_tiny_autoencoder``; ``None`` or "off": none) and, when
+    ``vae_lite`` names one, DC-AE-Lite's decoder in place of the DC-AE's."""
     device = device or default_device()
     torch_dtype = parse_dtype(dtype, device)
     if model in (settings.PREVIEW_MODEL, settings.RANDOM_FULL_MODEL):
@@ -185,6 +196,8 @@ def load_pipeline(
         pipe = build_random_pipeline("full" if full else "preview", device=device if full else "cpu")
     else:
         pipe = _load_sprint_weights(model, torch_dtype)
+    if vae_lite is not None:
+        swap_in_lite_decoder(pipe, vae_lite)
     pipe = pipe.to(device)
     if pipe.transformer.dtype != torch_dtype:  # .to(dtype) on a model already in that dtype only warns
         pipe = pipe.to(torch_dtype)
@@ -192,7 +205,75 @@ def load_pipeline(
     loaded = LoadedPipeline(pipe=pipe, model_name=model, controlnet_report=None)
     if controlnet is not None:
         attach_controlnet(loaded, controlnet, controlnet_wiring)
+    if tiny_autoencoder not in (None, "off"):
+        try:
+            tiny = load_tiny_autoencoder(model, tiny_autoencoder)
+        except (TinyAutoencoderLoadError, ValueError) as error:
+            loaded.tiny_note = f"the tiny autoencoder is not available: {str(error).splitlines()[0][:300]}"
+            log.warning("%s; frames use the full DC-AE only", loaded.tiny_note)
+        else:
+            tiny = tiny.to(pipe.vae.device)
+            # (ModelMixin.to warns on every dtype cast, even a no-op one)
+            loaded.tiny_autoencoder = tiny if pipe.vae.dtype == torch.float32 else tiny.to(pipe.vae.dtype)
     return loaded
+
+
+def load_tiny_autoencoder(model: str, source: str = "auto") -> TinyAutoencoder:
+    """The tiny autoencoder for ``model``'s latent space, float32 on the CPU. ``source``: ``"auto"`` (deterministic
+    random weights of the preview's small shapes for ``preview``, of the published shapes for ``random-full``;
+    the published TAESANA files for real weights, downloaded once into the cache) or ``"ENCODER,DECODER"``, the two
+    ``.pth`` files as local paths or URLs. Raises ``TinyAutoencoderLoadError`` (a file that cannot be had) or
+    ``ValueError`` (a malformed ``source``)."""
+    if source == "auto":
+        if model in (settings.PREVIEW_MODEL, settings.RANDOM_FULL_MODEL):
+            return build_random_tiny_autoencoder("preview" if model == settings.PREVIEW_MODEL else "full")
+        return TinyAutoencoder.from_files()
+    parts = [part.strip() for part in source.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"the tiny autoencoder must be auto, off or 'ENCODER,DECODER' (two paths or URLs), "
+                         f"got {source!r}")
+    return TinyAutoencoder.from_files(*parts)
+
+
+@torch.no_grad()
+def build_random_tiny_autoencoder(size: str, seed: int = PREVIEW_SEED) -> TinyAutoencoder:
+    """``TinyAutoencoder.build_random(size)`` with its output layers rescaled to a trained one's ranges: as drawn,
+    its latents spread about 0.05 (a trained encoder's about 1) and its images sit at 0 +- 0.08 in [0, 1], black
+    once mapped to [-1, 1] and clamped. Rescaled on fixed inputs, latents spread about 1 (strokes reach the
+    ControlNet as strongly as in the full lane) and each colour of an image about mid-grey +- 0.2.
+    Deterministic for a seed."""
+    tiny = TinyAutoencoder.build_random(size, seed)
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, 3, 256, 256, generator=generator) * 2 - 1
+    latents = torch.randn(1, tiny.config.latent_channels, 8, 8, generator=generator)
+    encoder_out, decoder_out = tiny.encoder[-1], tiny.decoder[-1]  # the last convolutions
+    spread = tiny.encode(image).latents.std()
+    encoder_out.weight.div_(spread)
+    encoder_out.bias.div_(spread)
+    pixels = tiny.decoder(latents)  # [0, 1] space, before the mapping to [-1, 1]
+    # per colour channel: the spread over the image, not the channels' offsets from each other, becomes 0.2
+    gain = 0.2 / pixels.std(dim=(0, 2, 3))
+    decoder_out.weight.mul_(gain[:, None, None, None])
+    decoder_out.bias.mul_(gain).add_(0.5 - pixels.mean(dim=(0, 2, 3)) * gain)
+    return tiny
+
+
+def swap_in_lite_decoder(pipe: SanaSprintControlNetPipeline, source: str) -> None:
+    """DC-AE-Lite keeps the DC-AE's encoder and publishes a lighter decoder: load its ``AutoencoderDC`` (hub id or
+    diffusers folder) and put its decoder in the pipeline's DC-AE, whose config then describes it. Raises
+    ModelLoadError when it cannot load or does not share the pipeline's latent space."""
+    try:
+        lite = AutoencoderDC.from_pretrained(source, torch_dtype=pipe.vae.dtype)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(_offline_help(source, error, "DC-AE-Lite")) from error
+    vae = pipe.vae
+    for key in ("latent_channels", "scaling_factor"):
+        if lite.config[key] != vae.config[key]:
+            raise ModelLoadError(f"the DC-AE-Lite {source!r} has {key} {lite.config[key]}, the model's DC-AE "
+                                 f"{vae.config[key]}: it does not decode this model's latents")
+    vae.decoder = lite.decoder
+    vae.register_to_config(**{key: value for key, value in lite.config.items() if key.startswith("decoder_")})
+    log.info("full-lane decoder: DC-AE-Lite from %s", source)
 
 
 def attach_controlnet(loaded: LoadedPipeline, source: str, wiring: str | None = None) -> None:

@@ -203,34 +203,11 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
                 if self.interrupt:
                     continue
                 timestep = t.expand(batch)
-                scm_timestep = torch.sin(timestep) / (torch.cos(timestep) + torch.sin(timestep))  # TrigFlow -> [0, 1]
-                s = scm_timestep.view(-1, 1, 1, 1)
-                latent_model_input = latents / sigma_data * torch.sqrt(s**2 + (1 - s) ** 2)
-                model_kwargs = dict(
-                    encoder_hidden_states=prompt_embeds.to(dtype=transformer_dtype),
-                    encoder_attention_mask=prompt_attention_mask,
-                    guidance=guidance,
-                    timestep=scm_timestep,
+                velocity = self.predict_velocity(
+                    latents, timestep, prompt_embeds, prompt_attention_mask, guidance, control, attention_kwargs
                 )
-                if control is None:
-                    noise_pred = self.transformer(
-                        latent_model_input.to(dtype=transformer_dtype),
-                        **model_kwargs,
-                        return_dict=False,
-                        attention_kwargs=attention_kwargs,
-                    )[0]
-                else:
-                    noise_pred = self.controlled_forward(
-                        self.transformer, latent_model_input.to(dtype=transformer_dtype), **model_kwargs,
-                        control=control,
-                    )
-                # Flow prediction -> TrigFlow velocity, then one SCM step.
-                noise_pred = ((1 - 2 * s) * latent_model_input + (1 - 2 * s + 2 * s**2) * noise_pred) / torch.sqrt(
-                    s**2 + (1 - s) ** 2
-                )
-                noise_pred = noise_pred.float() * sigma_data
                 latents, denoised = self.scheduler.step(
-                    noise_pred, timestep, latents, **extra_step_kwargs, return_dict=False
+                    velocity, timestep, latents, **extra_step_kwargs, return_dict=False
                 )
                 if callback_on_step_end is not None:
                     # named explicitly: locals() inside a comprehension does not see the loop's variables
@@ -241,6 +218,45 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
                 progress_bar.update()
         return denoised / sigma_data
+
+    def predict_velocity(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        prompt_attention_mask: torch.Tensor,
+        guidance: torch.Tensor | None,
+        control: ControlInputs | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """One model evaluation of the SCM loop: TrigFlow latents (B, C, h, w) at TrigFlow times ``timestep`` (B,)
+        -> the TrigFlow velocity (float32, in latent units) that ``scheduler.step`` takes. The clean-latent
+        estimate is ``cos(t) * latents - sin(t) * velocity``; ``denoise`` and ControlNet training
+        (``train_controlnet``) both go through here, so training sees the sampler's exact arithmetic.
+        ``guidance`` is the embedded guidance (B,) (``guidance_scale * guidance_embeds_scale``) or None."""
+        sigma_data = self.scheduler.config.sigma_data
+        transformer_dtype = self.transformer.dtype
+        scm_timestep = torch.sin(timestep) / (torch.cos(timestep) + torch.sin(timestep))  # TrigFlow -> [0, 1]
+        s = scm_timestep.view(-1, 1, 1, 1)
+        latent_model_input = latents / sigma_data * torch.sqrt(s**2 + (1 - s) ** 2)
+        model_kwargs = dict(
+            encoder_hidden_states=prompt_embeds.to(dtype=transformer_dtype),
+            encoder_attention_mask=prompt_attention_mask,
+            guidance=guidance,
+            timestep=scm_timestep,
+        )
+        if control is None:
+            flow = self.transformer(
+                latent_model_input.to(dtype=transformer_dtype), **model_kwargs, return_dict=False,
+                attention_kwargs=attention_kwargs,
+            )[0]
+        else:
+            flow = self.controlled_forward(
+                self.transformer, latent_model_input.to(dtype=transformer_dtype), **model_kwargs, control=control
+            )
+        # Flow prediction -> TrigFlow velocity
+        velocity = ((1 - 2 * s) * latent_model_input + (1 - 2 * s + 2 * s**2) * flow) / torch.sqrt(s**2 + (1 - s) ** 2)
+        return velocity.float() * sigma_data
 
     def decode_latents(
         self,
@@ -267,19 +283,15 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         height,
         width,
         num_inference_steps,
-        timesteps,
-        max_timesteps,
-        intermediate_timesteps,
-        callback_on_step_end_tensor_inputs=None,
-        prompt_embeds=None,
-        prompt_attention_mask=None,
+        *diffusers_args,
         guidance_scale: float | None = None,
         control_image: ControlImage | None = None,
         control_latents: torch.Tensor | None = None,
         controlnet_conditioning_scale: float | None = None,
+        **diffusers_kwargs,
     ) -> None:
-        """SanaSprintPipeline.check_inputs plus the control inputs and the numbers it takes on trust. Each message
-        names the bad value."""
+        """SanaSprintPipeline.check_inputs (same arguments, passed on to it) plus the control inputs and the numbers
+        it takes on trust. Each message names the bad value."""
         steps_ok = isinstance(num_inference_steps, int) and not isinstance(num_inference_steps, bool)
         if not steps_ok or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
@@ -295,18 +307,8 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
             raise ValueError(f"control_image must be a PIL image, got {type(control_image).__name__}")
         if (control_image is not None or control_latents is not None) and self.controlnet is None:
             raise ValueError("a control input was given but the pipeline has no controlnet")
-        super().check_inputs(
-            prompt,
-            height,
-            width,
-            num_inference_steps,
-            timesteps,
-            max_timesteps,
-            intermediate_timesteps,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            prompt_embeds=prompt_embeds,
-            prompt_attention_mask=prompt_attention_mask,
-        )
+        # the rest (timesteps, max/intermediate timesteps, callback names, prompt embeds) as diffusers checks them
+        super().check_inputs(prompt, height, width, num_inference_steps, *diffusers_args, **diffusers_kwargs)
 
     # --- generation -----------------------------------------------------------------------------------------
 

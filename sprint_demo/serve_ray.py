@@ -88,6 +88,7 @@ class EngineReplica:
             "replica": self.replica_id, "pid": os.getpid(), "size": engine.size, "banner": engine.banner,
             "controlnet_note": engine.controlnet_note, "model_name": engine.model_name,
             "is_preview": engine.is_preview, "device": str(engine.device), "speed": engine.speed.describe(),
+            "decoders": list(engine.decoders), "tiny_note": engine.tiny_note,
         }
 
     def pid(self) -> tuple[str, int]:
@@ -262,6 +263,9 @@ class RayEngine:
         self.is_preview: bool = info["is_preview"]
         self.device: str = info["device"]  # as a replica sees it (each replica its own GPU)
         self.speed: str = info["speed"]
+        self.decoders: tuple[str, ...] = tuple(info["decoders"])  # the UI's decoder choice
+        self.has_tiny_decoder: bool = "tiny" in self.decoders
+        self.tiny_note: str | None = info["tiny_note"]
 
     # The engine's frame methods, forwarded as called: the defaults and checks stay the engine's own.
     def sketch_to_image(self, *args: Any, **kwargs: Any):

@@ -22,6 +22,10 @@ MODEL = os.getenv("SPRINT_MODEL", "auto")  # auto | preview | random-full | <hub
 CONTROLNET = os.getenv("SPRINT_CONTROLNET") or None  # hub id, diffusers folder or NVlabs .pth
 PREVIEW_MODEL = "preview"  # tiny random model built in code: runs anywhere, offline
 RANDOM_FULL_MODEL = "random-full"  # real shapes, random weights: for GPU benchmarks
+# The tiny autoencoder of the "tiny" decoder lane: auto (random weights for preview / random-full, the published
+# TAESANA files, downloaded once, for real weights) | off | "ENCODER,DECODER" (paths or URLs of the two .pth files)
+TINY_AUTOENCODER = os.getenv("SPRINT_TINY_AUTOENCODER") or "auto"
+VAE_LITE = os.getenv("SPRINT_VAE_LITE") or None  # DC-AE-Lite (hub id or diffusers folder): its decoder, full lane
 
 # --- Sampling (the schedule's own constants live in sprint_demo/pipeline.py) ----------------------------
 MIN_STEPS, MAX_STEPS = 1, 4  # Sprint is step-adaptive over 1-4 steps; the app offers that range

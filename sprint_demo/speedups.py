@@ -52,8 +52,9 @@ class SpeedOptions:
         return ", ".join(on) if on else "none"
 
 
-def apply_speedups(pipe, options: SpeedOptions) -> SpeedOptions:
-    """Applies what the device supports; returns the options actually in effect."""
+def apply_speedups(pipe, options: SpeedOptions, tiny=None) -> SpeedOptions:
+    """Applies what the device supports, to the pipeline and to the tiny autoencoder ``tiny`` when given (the
+    engine's "tiny" lane: convolutions like the DC-AE's); returns the options actually in effect."""
     import torch  # here, not at module level: app.py reads SpeedOptions before anything heavy is imported
     cuda = pipe._execution_device.type == "cuda"
     if not cuda:  # every switch here is a GPU switch; on the CPU they cost start-up time for nothing
@@ -61,15 +62,19 @@ def apply_speedups(pipe, options: SpeedOptions) -> SpeedOptions:
     torch.backends.cuda.matmul.allow_tf32 = options.tf32
     torch.backends.cudnn.allow_tf32 = options.tf32
     torch.backends.cudnn.benchmark = True  # fixed canvas sizes: let cuDNN pick the fastest convolution once
+    autoencoders = [pipe.vae] + ([tiny] if tiny is not None else [])
     if options.channels_last:
-        pipe.vae.to(memory_format=torch.channels_last)
+        for autoencoder in autoencoders:
+            autoencoder.to(memory_format=torch.channels_last)
     if options.compile:
-        compile_models(pipe, options.compile_scope, "reduce-overhead" if options.cuda_graphs else "default")
+        compile_models(pipe, options.compile_scope, "reduce-overhead" if options.cuda_graphs else "default",
+                       autoencoders=autoencoders)
     return replace(options, cuda_graphs=options.cuda_graphs and options.compile)
 
 
-def compile_models(pipe, scope: str, mode: str = "default", backend: str = "inductor") -> None:
-    """torch.compile the denoiser (per block, or per step) and the DC-AE encoder and decoder, in place."""
+def compile_models(pipe, scope: str, mode: str = "default", backend: str = "inductor", autoencoders=None) -> None:
+    """torch.compile the denoiser (per block, or per step) and the encoder and decoder of each autoencoder (default:
+    the pipeline's DC-AE), in place."""
     import torch
 
     if scope not in COMPILE_SCOPES:
@@ -86,9 +91,10 @@ def compile_models(pipe, scope: str, mode: str = "default", backend: str = "indu
             block.__class__ = _nested_region_class(type(block))
         pipe.transformer.compile(**options)
         pipe.controlled_forward = _strength_as_tensor(torch.compile(pipe.controlled_forward, **options))
-    pipe.vae.decoder.compile(**options)
-    pipe.vae.encoder.compile(**options)
-    log.info("torch.compile (%s, %s) per %s and the DC-AE", backend, mode, scope)
+    for autoencoder in autoencoders or [pipe.vae]:
+        autoencoder.decoder.compile(**options)
+        autoencoder.encoder.compile(**options)
+    log.info("torch.compile (%s, %s) per %s and %d autoencoder(s)", backend, mode, scope, len(autoencoders or [1]))
 
 
 @functools.cache  # one subclass per block class: the region is shared by every block of that class

@@ -16,9 +16,10 @@ so this script trains against the **frozen Sprint student itself, at the times i
   2-step schedule's intermediate time), drawn per sample with ``--time-probs`` (default equal);
 * noising: ``x0 = sigma_data * vae_latent`` (the pipeline works in that scale: it starts from
   ``randn * sigma_data`` and decodes ``denoised / sigma_data``), ``x_t = cos t * x0 + sin t * sigma_data * z``;
-* prediction: exactly one SCM step of the pipeline (``predict_clean_latent``): model input
+* prediction: exactly one SCM step of the pipeline (``predict_clean_latent``, through the pipeline's own
+  ``predict_velocity``, the model evaluation its sampling loop uses): model input
   ``x_t / sigma_data * sqrt(s^2 + (1-s)^2)`` at ``s = sin t / (cos t + sin t)``, the transformer with the
-  ControlNet's residuals (``sana_transformer_forward``), the flow output mapped to a TrigFlow velocity ``F``,
+  ControlNet's residuals, the flow output mapped to a TrigFlow velocity ``F``,
   ``x0_hat = cos t * x_t - sin t * F`` (SCMScheduler's trigflow step);
 * loss: ``mean((x0_hat - x0)^2) / sigma_data^2`` (MSE in VAE-latent units), optionally plus
   ``--decoded-loss-weight`` times an L1 or LPIPS term on decoded images (off by default: it backpropagates
@@ -64,7 +65,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from . import settings
 from .conditioning import load_hed_detector, photo_to_control_map
-from .controlnet import ControlInputs, SanaSprintControlNetModel, sana_transformer_forward
+from .controlnet import ControlInputs, SanaSprintControlNetModel
 from .pipeline import MAX_SEQUENCE_LENGTH, MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -77,32 +78,20 @@ SUMMARY_FILE = "train_summary.json"
 # --- The one-step prediction ------------------------------------------------------------------------------
 
 def predict_clean_latent(
-    transformer,
+    pipe,
     x_t: torch.Tensor,
     t: torch.Tensor,
-    sigma_data: float,
     prompt_embeds: torch.Tensor,
     prompt_attention_mask: torch.Tensor,
     guidance: torch.Tensor | None,
     control: ControlInputs | None,
 ) -> torch.Tensor:
-    """One SCM step of ``SanaSprintControlNetPipeline.__call__`` without its ``no_grad``: TrigFlow latent ``x_t``
-    (B, C, h, w) at TrigFlow times ``t`` (B,) -> predicted clean latent (TrigFlow scale, float32)."""
-    s = (torch.sin(t) / (torch.cos(t) + torch.sin(t))).view(-1, 1, 1, 1)  # TrigFlow -> SCM time in [0, 1]
-    norm = torch.sqrt(s**2 + (1 - s) ** 2)
-    model_input = x_t / sigma_data * norm
-    flow = sana_transformer_forward(
-        transformer,
-        model_input.to(transformer.dtype),
-        encoder_hidden_states=prompt_embeds.to(transformer.dtype),
-        timestep=s.flatten().to(prompt_embeds.dtype),
-        guidance=guidance,
-        encoder_attention_mask=prompt_attention_mask,
-        control=control,
-    )
-    velocity = ((1 - 2 * s) * model_input + (1 - 2 * s + 2 * s**2) * flow) / norm * sigma_data
+    """TrigFlow latent ``x_t`` (B, C, h, w) at TrigFlow times ``t`` (B,) -> predicted clean latent (TrigFlow scale,
+    float32): the pipeline's own model evaluation (``predict_velocity``, which carries no ``no_grad``) and
+    SCMScheduler's trigflow estimate ``cos t * x_t - sin t * velocity``."""
+    velocity = pipe.predict_velocity(x_t, t, prompt_embeds, prompt_attention_mask, guidance, control)
     t = t.view(-1, 1, 1, 1)
-    return torch.cos(t) * x_t - torch.sin(t) * velocity.float()
+    return torch.cos(t) * x_t - torch.sin(t) * velocity
 
 
 class _Branch:
@@ -191,7 +180,7 @@ def predict_batch(
         guidance = torch.full((x0.shape[0],), guidance_scale, device=device, dtype=embeds.dtype)
         guidance = guidance * pipe.transformer.config.guidance_embeds_scale
     control = ControlInputs(controlnet, control_latents, 1.0)
-    return predict_clean_latent(pipe.transformer, x_t, t, sigma_data, embeds, mask, guidance, control), x0
+    return predict_clean_latent(pipe, x_t, t, embeds, mask, guidance, control), x0
 
 
 def latent_loss(prediction: torch.Tensor, target: torch.Tensor, sigma_data: float, per_sample: bool = False):

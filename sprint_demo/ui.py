@@ -9,9 +9,14 @@ always made from the final inputs. Identical inputs cost nothing: the engine ret
 
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
 
-* ``/sketch_to_image(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness)``
+* ``/sketch_to_image(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness, decoder)``
   -> ``(image_path, latency_markdown)``; ``sketch`` is a PNG data URL string (``""`` = no sketch).
-* ``/text_to_image(prompt, steps, seed, guidance_scale, width, height)`` -> ``(image_path, latency_markdown)``.
+* ``/text_to_image(prompt, steps, seed, guidance_scale, width, height, decoder)`` -> ``(image_path,
+  latency_markdown)``.
+
+``decoder`` (last, so positional calls written before it existed still work) is ``"full"`` (default: the DC-AE)
+or ``"tiny"`` (the tiny autoencoder: much faster, less fine detail); the latency readout names the one used. A
+server without a tiny autoencoder offers only ``"full"`` and says why under the choice.
 
 Images are JPEG (``settings.JPEG_QUALITY``, encoded here by ``encode_frame``). Bad input raises ``gr.Error`` with
 the ``InputError`` message; model faults raise ``gr.Error`` naming the fault; the server keeps serving.
@@ -36,6 +41,7 @@ from PIL import Image
 
 from . import settings
 from .canvas import SketchCanvas, sketch_value
+from .frames import DEFAULT_DECODER
 from .inputs import InputError
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 GPU = "gpu"  # concurrency id shared by every event that runs the model: one GPU, one queue
 FRAME_FILES_KEPT = 256  # JPEGs kept in our own folder; Gradio copies each into its cache before we drop it
 OUTPUT_MAX_HEIGHT = 640  # CSS px of the output image box; the canvas's CSS max-width (canvas.py) matches it
+DECODER_LABELS = {"full": "full", "tiny": "tiny (fast, for slow machines)"}
 
 CSS = """
 #banner { background: #fff4d6; border: 1px solid #e6c35c; border-radius: 8px; padding: 4px 12px; }
@@ -102,7 +109,7 @@ class _FrameFiles:
 def format_latency(frame: Any, extra_notices: tuple[str, ...] = ()) -> str:
     """Markdown readout: total, then the per-stage split, then reuse and notices."""
     timings = frame.timings_ms
-    head = f"**{timings.get('total', 0.0):.0f} ms** total"
+    head = f"**{timings.get('total', 0.0):.0f} ms** total · decoder: {frame.decoder}"
     if frame.reused:
         head += " (same inputs as a recent frame: reused, no model work)"
     elif frame.batch_size > 1:
@@ -178,6 +185,15 @@ def _guidance_slider(elem_id: str) -> gr.Slider:
                      label="Guidance", elem_id=elem_id)
 
 
+def _decoder_radio(engine: Any, elem_id: str) -> gr.Radio:
+    """Which autoencoder makes the tab's frames. Without a tiny autoencoder only "full" is offered, and the reason
+    is shown under the choice."""
+    choices = [(DECODER_LABELS[name], name) for name in engine.decoders]
+    info = None if engine.has_tiny_decoder else f"Only the full decoder here: {engine.tiny_note or 'tiny is off'}."
+    return _engine_checked(gr.Radio(choices, value=DEFAULT_DECODER, label="Decoder for final frames", info=info,
+                                    elem_id=elem_id, interactive=engine.has_tiny_decoder))
+
+
 def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
     """The whole app around one loaded engine (``sprint_demo.engine.Engine``). ``concurrency_limit``: frames in
     flight at once over all users (the engine's ``max_batch_size`` on one GPU, so a batch can fill;
@@ -229,6 +245,7 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                     thickness = gr.Slider(settings.MIN_THICKNESS, settings.MAX_THICKNESS,
                                           value=settings.DEFAULT_THICKNESS, step=1, label="Sketch thickness",
                                           elem_id="thickness")
+                decoder = _decoder_radio(engine, "decoder")
                 with gr.Accordion("Or start from a photo (its edge map replaces the sketch)", open=False):
                     with gr.Row():
                         photo = gr.Image(label="Photo", type="pil", sources=["upload", "clipboard"],
@@ -250,6 +267,7 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                         t2i_steps = _steps_slider("t2i_steps")
                         t2i_seed, t2i_seed_random = _seed_row("t2i_seed")
                         t2i_guidance = _guidance_slider("t2i_guidance")
+                        t2i_decoder = _decoder_radio(engine, "t2i_decoder")
                         t2i_aspect = gr.Radio(list(settings.ASPECT_RATIOS), value=settings.ASPECT_RATIOS[0],
                                               label="Aspect", elem_id="t2i_aspect")
                         with gr.Row():
@@ -269,19 +287,21 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
 
         # --- Wiring: the sketch tab -------------------------------------------------------------------
         def sketch_to_image(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
-                            control_strength: float, thickness: int, control_map=None):
+                            control_strength: float, thickness: int, control_map=None,
+                            decoder: str = DEFAULT_DECODER):
             extra: tuple[str, ...] = ()
             if control_map is not None:
                 extra = ("using the uploaded photo's edge map; clear the photo to draw again",)
             frame = _run(sketch_frame, sketch or None, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
-                         control_strength=control_strength, thickness=thickness, control_map=control_map)
+                         control_strength=control_strength, thickness=thickness, control_map=control_map,
+                         decoder=decoder)
             return frames.write(frame.image), format_latency(frame, extra)
 
         gr.on(
             triggers=[demo.load, sketch.change, prompt.change, steps.change, seed.change, guidance.change,
-                      control_strength.change, thickness.change, photo_map_view.change],
+                      control_strength.change, thickness.change, photo_map_view.change, decoder.change],
             fn=sketch_to_image,
-            inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness, photo_map],
+            inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness, photo_map, decoder],
             outputs=[output, latency],
             api_name="sketch_to_image",
             api_description="Sketch (PNG data URL) + prompt -> (JPEG image, latency markdown).",
@@ -313,16 +333,17 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
         seed_random.click(new_seed, outputs=seed, api_visibility="private", queue=False)
 
         # --- Wiring: the playground tab ---------------------------------------------------------------
-        def text_to_image(prompt: str, steps: int, seed: int, guidance_scale: float, width: int, height: int):
+        def text_to_image(prompt: str, steps: int, seed: int, guidance_scale: float, width: int, height: int,
+                          decoder: str = DEFAULT_DECODER):
             frame = _run(text_frame, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale, width=width,
-                         height=height)
+                         height=height, decoder=decoder)
             return frames.write(frame.image), format_latency(frame)
 
         gr.on(
             triggers=[playground_tab.select, t2i_prompt.change, t2i_steps.change, t2i_seed.change,
-                      t2i_guidance.change, t2i_width.change, t2i_height.change],
+                      t2i_guidance.change, t2i_width.change, t2i_height.change, t2i_decoder.change],
             fn=text_to_image,
-            inputs=[t2i_prompt, t2i_steps, t2i_seed, t2i_guidance, t2i_width, t2i_height],
+            inputs=[t2i_prompt, t2i_steps, t2i_seed, t2i_guidance, t2i_width, t2i_height, t2i_decoder],
             outputs=[t2i_output, t2i_latency],
             api_name="text_to_image",
             api_description="Prompt -> (JPEG image of width x height, latency markdown).",

@@ -288,6 +288,19 @@ def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
         assert page.locator("#t2i_seed input").input_value() != seed_before
 
 
+def test_the_decoder_choice_redraws_with_the_tiny_autoencoder_and_says_so(chromium, live_app):
+    url, engine, _demo = live_app
+    with _app_page(chromium, url) as page:
+        page.get_by_role("tab", name="Playground").click()
+        page.wait_for_selector("#t2i_output img", timeout=60_000)
+        src = helpers.wait_idle(page, "t2i_output")
+        assert "decoder: full" in page.locator("#t2i_latency").inner_text()
+        page.locator("#t2i_decoder").get_by_label("tiny (fast, for slow machines)").check()
+        tiny_src = helpers.wait_new_image(page, src, "t2i_output")
+        assert _same_as_engine(page, tiny_src, engine.text_to_image("", decoder="tiny"))
+        assert "decoder: tiny" in page.locator("#t2i_latency").inner_text()
+
+
 GALLERY_SLACK_PX = 24  # padding and border the example gallery may have under its last row of thumbnails
 GALLERY_BOX_JS = """() => {
   const box = document.querySelector('#sketch_examples').getBoundingClientRect();

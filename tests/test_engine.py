@@ -154,11 +154,88 @@ def test_photo_values_are_refused_by_name(engine):
         engine.photo_to_control_map(Image.new("RGB", (64, 64)), thickness=9)
 
 
-def test_the_tiny_decoder_is_reserved(engine):
-    with pytest.raises(InputError, match="tiny decoder not available"):
+def test_the_tiny_lane_renders_with_and_without_control(engine):
+    """decoder="tiny": the tiny autoencoder encodes the control map and decodes the frame, the DC-AE does neither;
+    its images go through the same postprocess as the full lane's (uint8 RGB at the requested size)."""
+    import numpy as np
+
+    no_dc_ae = AssertionError("the tiny lane must not use the DC-AE")
+    with mock.patch.object(engine.pipe.vae, "encode", side_effect=no_dc_ae), \
+            mock.patch.object(engine.pipe.vae, "decode", side_effect=no_dc_ae), \
+            count_calls(engine.tiny.encoder) as tiny_encoder, count_calls(engine.tiny.decoder) as tiny_decoder:
+        plain = engine.text_to_image("a lighthouse", width=256, height=256, decoder="tiny")
+        drawn = engine.sketch_to_image(canvas(4), "a lighthouse", decoder="tiny")
+    assert tiny_encoder.call_count == 1 and tiny_decoder.call_count == 2
+    assert plain.decoder == drawn.decoder == "tiny" and plain.image.size == (256, 256) and drawn.image.mode == "RGB"
+    blank = engine.sketch_to_image(None, "a lighthouse", decoder="tiny")
+    pixels = [np.asarray(frame.image, dtype=np.int16) for frame in (drawn, blank)]
+    assert np.abs(pixels[0] - pixels[1]).mean() > 2  # the strokes steer the tiny lane's image too
+    assert pixels[1].std() > 10  # an image, not a flat colour
+    full = engine.sketch_to_image(None, "a lighthouse")
+    assert full.decoder == "full" and full.image.tobytes() != blank.image.tobytes()
+
+
+def test_control_latents_of_each_lane_are_cached_apart(engine):
+    with mock.patch.object(engine.pipe.vae, "encode", wraps=engine.pipe.vae.encode) as dc_ae_encode, \
+            mock.patch.object(engine.tiny, "encode", wraps=engine.tiny.encode) as tiny_encode:
+        for seed, decoder in enumerate(["full", "tiny", "full", "tiny", "tiny"]):
+            engine.sketch_to_image(canvas(2), "a castle", seed=seed, decoder=decoder)
+        assert dc_ae_encode.call_count == 1 and tiny_encode.call_count == 1
+        engine.sketch_to_image(canvas(3), "a castle", decoder="tiny")  # a new stroke: only the tiny encoder
+        assert dc_ae_encode.call_count == 1 and tiny_encode.call_count == 2
+    cached = {key[-1]: latents for key, latents in engine._controls.items() if key[0] is not None}
+    assert set(cached) == {"full", "tiny"}
+
+
+def test_without_tiny_weights_the_full_lane_works_and_a_tiny_request_says_why(tmp_path, caplog):
+    missing = f"{tmp_path}/taesana_encoder.pth,{tmp_path}/taesana_decoder.pth"
+    with caplog.at_level("WARNING"):
+        engine = load_engine("preview", device="cpu", warmup=False, tiny_autoencoder=missing)
+    assert engine.decoders == ("full",) and not engine.has_tiny_decoder
+    assert "the tiny autoencoder is not available" in engine.tiny_note and "no such file" in engine.tiny_note
+    assert engine.tiny_note in caplog.text
+    assert engine.sketch_to_image(canvas(1), "a cat").decoder == "full"
+    with pytest.raises(InputError, match=r"decoder 'tiny' is not available on this server: the tiny autoencoder "
+                                         r"is not available: .*no such file.*use decoder 'full'"):
         engine.text_to_image("a cat", decoder="tiny")
     with pytest.raises(InputError, match="decoder must be one of full, tiny, got 'huge'"):
         engine.sketch_to_image(canvas(1), "a cat", decoder="huge")
+    assert load_engine("preview", device="cpu", warmup=False, tiny_autoencoder="off").decoders == ("full",)
+
+
+def test_vae_lite_puts_its_decoder_in_the_full_lane(tmp_path, preview):
+    """--vae-lite with a local diffusers AutoencoderDC folder: the full lane decodes with its decoder and still
+    encodes control maps with the model's own encoder."""
+    import torch
+    from diffusers import AutoencoderDC
+
+    from sprint_demo.models import ModelLoadError, dc_ae_config
+
+    torch.manual_seed(5)
+    lite = AutoencoderDC(**dc_ae_config("preview") | dict(decoder_layers_per_block=(1, 1, 1, 1, 1, 2))).eval()
+    lite.save_pretrained(tmp_path / "lite")
+    engine = load_engine("preview", device="cpu", warmup=False, vae_lite=str(tmp_path / "lite"))
+    vae = engine.pipe.vae
+    assert tuple(vae.config.decoder_layers_per_block) == (1, 1, 1, 1, 1, 2)
+    for name, tensor in lite.decoder.state_dict().items():
+        assert torch.equal(vae.decoder.state_dict()[name], tensor)
+    for name, tensor in preview.pipe.vae.encoder.state_dict().items():
+        assert torch.equal(vae.encoder.state_dict()[name], tensor)
+    with count_calls(vae.decoder) as lite_decoder:
+        frame = engine.sketch_to_image(canvas(2, 256), "a tree")
+    assert lite_decoder.call_count == 1
+    latents = torch.randn(1, 32, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = lite.decode(latents / lite.config.scaling_factor).sample
+        got = engine.pipe.decode_latents(latents, output_type="pt")
+    assert torch.equal(got, engine.pipe.image_processor.postprocess(expected, output_type="pt"))
+    assert frame.decoder == "full" and frame.image.size == (engine.size, engine.size)
+
+    AutoencoderDC(**dc_ae_config("preview") | dict(scaling_factor=1.0)).save_pretrained(tmp_path / "other")
+    with pytest.raises(ModelLoadError, match="scaling_factor 1.0"):
+        load_engine("preview", device="cpu", warmup=False, vae_lite=str(tmp_path / "other"))
+    with pytest.raises(ModelLoadError, match="DC-AE-Lite"):
+        load_engine("preview", device="cpu", warmup=False, vae_lite=str(tmp_path / "missing"))
 
 
 @pytest.mark.slow
@@ -228,13 +305,14 @@ def test_auto_uses_real_weights_and_survives_a_missing_controlnet(tmp_path, monk
         tmp_path / "sprint")
     monkeypatch.setattr(settings, "SPRINT_MODEL_ID", str(tmp_path / "sprint"))
     monkeypatch.setattr(settings, "SANA10_HED_CONTROLNET_ID", str(tmp_path / "missing.pth"))
-    engine = load_engine("auto", None, device="cpu", dtype="fp32", warmup=False)
+    engine = load_engine("auto", None, device="cpu", dtype="fp32", warmup=False, tiny_autoencoder="off")
     assert engine.model_name == str(tmp_path / "sprint") and engine.banner is None
     assert engine.pipe.controlnet is None and "No ControlNet" in engine.controlnet_note
     assert engine.sketch_to_image(canvas(2), "a tree").image.size == (settings.DEFAULT_SIZE,) * 2
 
     torch.save({"state_dict": diffusers_to_nvlabs_state_dict(pipe.controlnet.state_dict())}, tmp_path / "cn.pth")
-    engine = load_engine("auto", str(tmp_path / "cn.pth"), device="cpu", dtype="fp32", warmup=False)
+    engine = load_engine("auto", str(tmp_path / "cn.pth"), device="cpu", dtype="fp32", warmup=False,
+                         tiny_autoencoder="off")
     assert engine.pipe.controlnet is not None and "Sprint-native ControlNet" in engine.controlnet_note
 
 
@@ -329,13 +407,14 @@ def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, gr
     real = engine.render
 
     def record(request, **kwargs):
-        calls.append((request.steps, request.control_key is not None))
+        calls.append((request.decoder, request.control_key is not None, request.steps))
         return real(request, **kwargs)
 
     with mock.patch.object(engine, "render", side_effect=record):
         assert engine.warmup() > 0
     steps = range(settings.MIN_STEPS, settings.MAX_STEPS + 1) if graphs else [settings.DEFAULT_STEPS]
-    assert calls == [(s, False) for s in steps] + [(s, True) for s in steps]
+    assert engine.decoders == ("full", "tiny")  # both lanes are paths a user can take
+    assert calls == [(d, c, s) for d in ("full", "tiny") for c in (False, True) for s in steps]
     assert not engine._prompts and not engine._controls and not engine._frames
 
 
@@ -362,7 +441,8 @@ def test_a_warm_compiled_engine_runs_new_sizes_eagerly_instead_of_compiling():
 
 
 def _warm_compiled_engine(backend):
-    """A preview engine at 256 px, compiled per step with ``backend`` and warmed up as the app does on a GPU."""
+    """A preview engine at 256 px, compiled per step with ``backend`` and warmed up as the app does on a GPU (the
+    full lane only: the tiny lane's autoencoder is not compiled here)."""
     from dataclasses import replace
 
     import torch
@@ -370,7 +450,7 @@ def _warm_compiled_engine(backend):
     from sprint_demo.speedups import compile_models
 
     torch._dynamo.reset()
-    engine = load_engine("preview", device="cpu", warmup=False)
+    engine = load_engine("preview", device="cpu", warmup=False, tiny_autoencoder="off")
     engine.size = 256
     compile_models(engine.pipe, "step", backend=backend)
     engine.speed = replace(engine.speed, compile=True)  # the CPU turns compile off; here it is on by hand

@@ -17,22 +17,26 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_gpu_bench_script_runs_each_variant_and_summarises(tmp_path):
     out, pack = tmp_path / "run", tmp_path / "run.tar.gz"
-    env = os.environ | {"VARIANTS": "eager step", "MODEL": "preview", "SIZE": "256", "STEPS": "1",
+    env = os.environ | {"VARIANTS": "tiny eager step", "MODEL": "preview", "SIZE": "256", "STEPS": "1",
                         "MODES": "t2i,controlnet", "REPEAT": "1", "PARITY": "0", "BUDGET_S": "300", "PROFILE": "step",
                         "PACK": str(pack)}
     done = subprocess.run(["bash", "scripts/gpu_bench.sh", str(out)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=400, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    for variant in ("eager", "step"):
+    for variant, decoder in (("tiny", "tiny"), ("eager", "full"), ("step", "full")):
         runs = json.loads((out / f"{variant}.json").read_text())["runs"]
-        assert [(r["mode"], r["steps"], r["width"]) for r in runs] == [("t2i", 1, 256), ("controlnet", 1, 256)]
+        assert [(r["mode"], r["decoder"], r["steps"], r["width"]) for r in runs] == [
+            ("t2i", decoder, 1, 256), ("controlnet", decoder, 1, 256)]
         assert all(r["model_ms"] > 0 for r in runs)
     assert not (out / "compiled.json").exists()  # only the variants asked for
     summary = (out / "summary.txt").read_text().splitlines()
-    assert [line.split()[0] for line in summary[2:]] == ["eager", "eager", "step", "step"]  # in the order asked
+    # in the order asked, each run with its decoder lane
+    assert [line.split()[:3] for line in summary[2:]] == [
+        [variant, mode, decoder] for variant, decoder in (("tiny", "tiny"), ("eager", "full"), ("step", "full"))
+        for mode in ("t2i", "controlnet")]
     assert json.loads((out / "step.json").read_text())["meta"]["compiled_vs_eager"]["max_levels"] == 0
     # the profiler report of the variant asked for: the ControlNet case, every model stage with its time
-    assert not (out / "eager.profile.txt").exists()
+    assert not (out / "eager.profile.txt").exists() and not (out / "tiny.profile.txt").exists()
     report = (out / "step.profile.txt").read_text().splitlines()
     assert report[0].startswith("# torch.profiler: 3 frames of controlnet, 1 step(s), 256px")
     stage_ms = {line.split()[0]: float(line.split()[1]) for line in report[2:7]}

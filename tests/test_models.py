@@ -149,3 +149,21 @@ def test_bad_dtype_and_controlnet_on_random_models_are_refused():
         load_pipeline("preview", dtype="fp12")
     with pytest.raises(ModelLoadError, match="needs real weights"):
         load_pipeline("random-full", controlnet="x.pth")
+
+
+def test_the_tiny_autoencoder_for_each_kind_of_model(monkeypatch):
+    """Random weights for the built-in models (no file needed, offline); the published files for real weights;
+    the two files named by "ENCODER,DECODER" otherwise."""
+    from sprint_demo.models import load_tiny_autoencoder
+    from sprint_demo.tiny_autoencoder import TinyAutoencoder
+
+    asked = []
+    monkeypatch.setattr(TinyAutoencoder, "from_files", classmethod(lambda cls, *files: asked.append(files) or "files"))
+    preview = load_tiny_autoencoder("preview")
+    assert isinstance(preview, TinyAutoencoder) and preview.config.encoder_channels == 16 and not asked
+    assert load_tiny_autoencoder("Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers") == "files"
+    assert asked == [()]  # from_files' defaults: the published URLs
+    assert load_tiny_autoencoder("sprint", " enc.pth, https://host/dec.pth") == "files"
+    assert asked[-1] == ("enc.pth", "https://host/dec.pth")
+    with pytest.raises(ValueError, match="auto, off or 'ENCODER,DECODER'.*got 'enc.pth'"):
+        load_tiny_autoencoder("sprint", "enc.pth")

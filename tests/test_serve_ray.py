@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser as helpers  # noqa: E402  (tests/browser.py: free_port)
-import support  # noqa: E402
+import support
 
 from sprint_demo import serve_ray, settings  # noqa: E402
 from sprint_demo.inputs import InputError  # noqa: E402
@@ -255,7 +255,7 @@ class _FakeHandle:
 
 def _proxy(*outcomes) -> serve_ray.RayEngine:
     info = {"size": 512, "banner": None, "controlnet_note": None, "model_name": "preview", "is_preview": True,
-            "device": "cpu", "speed": "none"}
+            "device": "cpu", "speed": "none", "decoders": ["full", "tiny"], "tiny_note": None}
     return serve_ray.RayEngine(_FakeHandle(info, *outcomes), replicas=2)
 
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from sprint_demo import train_controlnet as tc
 from sprint_demo.conditioning import sketch_to_control_map
 from sprint_demo.models import load_pipeline
+from sprint_demo.sketches import stroke_sketch
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--resolution", "256", "--detector", "classical"]
@@ -181,3 +182,22 @@ def test_a_sana10_controlnet_is_adapted_to_sprint(preview):
     base_norm = transformer.transformer_blocks[0].attn1.norm_q.weight
     assert torch.equal(adapted.transformer_blocks[0].attn1.norm_q.weight, base_norm)  # qk norms from the base
     assert tc.adapt_to_sprint(adapted, transformer)[1] == "kept as is (Sprint-native)"
+
+
+def test_the_training_prediction_at_pi_over_2_is_the_samplers_one_step_frame():
+    """Training evaluates the model exactly as the sampler does: from pure noise at t = pi/2, the predicted clean
+    latent equals the 1-step pipeline's output latent (torch.equal), with the ControlNet steering at scale 1."""
+    pipe = load_pipeline("preview", device="cpu").pipe
+    embeds, mask = pipe.encode_prompt("a red square", device="cpu", complex_human_instruction=None)
+    control = pipe.prepare_control_latents(sketch_to_control_map(stroke_sketch(256, 3), 2, (256, 256)), 256, 256)
+    noise = torch.randn(1, 32, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        sampled = pipe(prompt_embeds=embeds, prompt_attention_mask=mask, num_inference_steps=1, height=256,
+                       width=256, latents=noise, control_latents=control, controlnet_conditioning_scale=1.0,
+                       guidance_scale=4.5, use_resolution_binning=False, output_type="latent").images
+        sigma_data = pipe.scheduler.config.sigma_data
+        guidance = torch.full((1,), 4.5) * pipe.transformer.config.guidance_embeds_scale
+        t = torch.full((1,), tc.MAX_TIMESTEPS)
+        predicted = tc.predict_clean_latent(pipe, noise * sigma_data, t, embeds, mask, guidance,
+                                            tc.ControlInputs(pipe.controlnet, control, 1.0))
+    assert torch.equal(predicted / sigma_data, sampled)
