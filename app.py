@@ -42,12 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "see docs/PERFORMANCE.md")
     parser.add_argument("--compile-scope", default=SpeedOptions().compile_scope, choices=COMPILE_SCOPES,
                         help="with --compile: per block (measured) or per denoising step (env SPRINT_COMPILE_SCOPE)")
-    parser.add_argument("--size", type=int, default=None,
-                        help=f"side of the sketch canvas and its frames in pixels (default: {settings.DEFAULT_SIZE}, "
-                             f"{settings.PREVIEW_SIZE} for the preview model)")
-    parser.add_argument("--max-batch-size", type=int, default=settings.MAX_BATCH_SIZE,
-                        help="frames of different users made in one batch at most; 1: one frame at a time "
-                             "(default: %(default)s; env SPRINT_MAX_BATCH_SIZE)")
     parser.add_argument("--tiny-autoencoder", default=settings.TINY_AUTOENCODER, metavar="auto|off|ENCODER,DECODER",
                         help="the tiny autoencoder of the fast 'tiny' decoder: auto (random weights for the preview "
                              "and random-full models, the published TAESANA files, downloaded once, for real "
@@ -56,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vae-lite", default=settings.VAE_LITE, metavar="HUB_ID_OR_FOLDER",
                         help="DC-AE-Lite (diffusers AutoencoderDC): its lighter decoder replaces the DC-AE's for "
                              "the full decoder (default: off; env SPRINT_VAE_LITE)")
+    parser.add_argument("--size", type=int, default=None,
+                        help=f"side of the sketch canvas and its frames in pixels (default: {settings.DEFAULT_SIZE}, "
+                             f"{settings.PREVIEW_SIZE} for the preview model)")
+    parser.add_argument("--max-batch-size", type=int, default=settings.MAX_BATCH_SIZE,
+                        help="frames of different users made in one batch at most; 1: one frame at a time "
+                             "(default: %(default)s; env SPRINT_MAX_BATCH_SIZE)")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on (default: %(default)s; env SPRINT_HOST)")
     parser.add_argument("--port", type=int, default=settings.PORT, help="port (default: %(default)s; env SPRINT_PORT)")
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         speed = replace(SpeedOptions(), compile=args.compile, cuda_graphs=args.cuda_graphs,
                         compile_scope=args.compile_scope)
         engine = load_engine(args.model, args.controlnet, args.device, args.dtype, speed=speed,
-                             max_batch_size=args.max_batch_size, size=args.size,
-                             tiny_autoencoder=args.tiny_autoencoder, vae_lite=args.vae_lite)
+                             tiny_autoencoder=args.tiny_autoencoder, vae_lite=args.vae_lite,
+                             max_batch_size=args.max_batch_size, size=args.size)
     except (ModelLoadError, OSError, ValueError) as error:
         print(f"error: could not load model {args.model!r}: {error}", file=sys.stderr)
         return 2

@@ -422,7 +422,8 @@ class Engine:
         return [
             (Frame(image=image, timings_ms=timings | {"control_prep": round(prep, 2),
                                                       "total": round(timings["total"] + prep, 2)},
-                   control_map=request.control_map, decoder=request.decoder, batch_size=rows), notices)
+                   control_map=request.control_map, batch_size=rows,
+                   decoder=request.decoder), notices)
             for image, request, prep, (_, _, notices) in zip(images, requests, prep_ms, prompts)
         ]
 
@@ -480,19 +481,19 @@ def load_engine(
     dtype: str | None = None,
     warmup: bool = True,
     speed: SpeedOptions | None = None,
-    max_batch_size: int = settings.MAX_BATCH_SIZE,
-    size: int | None = None,
     tiny_autoencoder: str | None = settings.TINY_AUTOENCODER,
     vae_lite: str | None = settings.VAE_LITE,
+    max_batch_size: int = settings.MAX_BATCH_SIZE,
+    size: int | None = None,
 ) -> Engine:
     """Loads the pipeline (``sprint_demo.models.load_pipeline``) and wraps it in an Engine.
 
     ``model="auto"``: the real SANA-Sprint weights (with the experimental Sana 1.0 HED ControlNet unless
     ``controlnet`` names another) when they load; otherwise the offline preview model, with a banner and a log
-    line saying why. Any other model that fails to load raises ``ModelLoadError``. ``tiny_autoencoder`` and
-    ``vae_lite`` as ``load_pipeline`` takes them: a tiny autoencoder that cannot load leaves the engine with the
-    full lane only (``Engine.tiny_note`` says why); a DC-AE-Lite that cannot load raises ``ModelLoadError``.
-    ``size``: the canvas's frame side (default: the model's own, ``Engine``)."""
+    line saying why. Any other model that fails to load raises ``ModelLoadError``. ``size``: the canvas's frame side
+    (default: the model's own, ``Engine``). ``tiny_autoencoder`` and ``vae_lite`` as ``load_pipeline`` takes them:
+    a tiny autoencoder that cannot load leaves the engine with the full lane only (``Engine.tiny_note`` says why);
+    a DC-AE-Lite that cannot load raises ``ModelLoadError``."""
     lanes = dict(tiny_autoencoder=tiny_autoencoder, vae_lite=vae_lite)
     banner = None
     if model == "auto":

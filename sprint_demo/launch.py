@@ -32,17 +32,18 @@ NOT_INHERITED = ("SPRINT_HOST", "SPRINT_PORT", "SPRINT_QUEUE_SIZE", "SPRINT_SAFE
 
 
 def launch(engine: Any, *, host: str = DEFAULT_HOST, port: int = settings.PORT, share: bool = False,
-           prevent_thread_lock: bool = False, quiet: bool = False) -> Any:
+           prevent_thread_lock: bool = False, quiet: bool = False, concurrency_limit: int | None = None) -> Any:
     """Build the interface around ``engine`` (``ui.create_demo``) and serve it; returns the ``gr.Blocks``.
 
     One queue for everyone (``settings.QUEUE_SIZE`` waiting), which lets the engine's ``max_batch_size`` events
     reach it at once so that frames of different users can share a batch (one at a time with 1), uploads capped
-    at ``settings.MAX_UPLOAD_BYTES``. Blocks until the server stops unless ``prevent_thread_lock``; then the caller
-    stops it with ``demo.close()``.
+    at ``settings.MAX_UPLOAD_BYTES``. ``concurrency_limit``: frame events let through at once (default: the
+    engine's ``max_batch_size``; the Ray Serve front passes what all its replicas take). Blocks until the server
+    stops unless ``prevent_thread_lock``; then the caller stops it with ``demo.close()``.
     """
     from .ui import CSS, create_demo
 
-    demo = create_demo(engine, concurrency_limit=engine.max_batch_size)
+    demo = create_demo(engine, concurrency_limit=concurrency_limit or engine.max_batch_size)
     demo.queue(default_concurrency_limit=1, max_size=settings.QUEUE_SIZE)
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS,
                 prevent_thread_lock=prevent_thread_lock, quiet=quiet)

@@ -38,6 +38,7 @@ from typing import Any
 
 from . import settings
 from .inputs import InputError
+from .launch import DEFAULT_HOST, launch
 from .speedups import COMPILE_SCOPES, SpeedOptions
 
 log = logging.getLogger(__name__)
@@ -331,7 +332,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cuda-graphs", action="store_true", default=SpeedOptions().cuda_graphs, help="as app.py")
     parser.add_argument("--compile-scope", default=SpeedOptions().compile_scope, choices=COMPILE_SCOPES,
                         help="as app.py")
-    parser.add_argument("--host", default=settings.HOST, help="address Gradio listens on (default: %(default)s)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address Gradio listens on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=settings.PORT, help="Gradio's port (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.replicas is not None and args.replicas < 1:
@@ -366,11 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("model %s, %d replica(s) on %s, frame size %d, speed-ups: %s", engine.model_name, replicas,
                  engine.device, engine.size, engine.speed)
 
-        from .ui import CSS, create_demo
-
-        demo = create_demo(engine, concurrency_limit=engine.concurrency)
-        demo.queue(max_size=settings.QUEUE_SIZE)
-        demo.launch(server_name=args.host, server_port=args.port, max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS)
+        launch(engine, host=args.host, port=args.port, concurrency_limit=engine.concurrency)
     finally:
         shutdown(local)
     return 0
