@@ -7,8 +7,9 @@
 * ``test_serve_starts_loads_and_stops_its_own_server``: ``python -m sprint_demo.loadtest --serve ...`` starts its
   own ``app.py``, loads it, measures its memory and stops it.
 * ``test_full_queue_refuses_clearly_and_keeps_serving``: a server whose queue holds 2 events
-  (``SPRINT_QUEUE_SIZE=2``), that makes one frame at a time (``--max-batch-size 1``) and whose frames take a second; a flood of requests: the refused ones carry a
-  "queue is full" message, and the server answers normally afterwards.
+  (``SPRINT_QUEUE_SIZE=2``), that makes one frame at a time (``--max-batch-size 1``) and whose frames take a
+  second; a flood of requests: the refused ones carry a "queue is full" message, and the server answers normally
+  afterwards.
 """
 
 from __future__ import annotations

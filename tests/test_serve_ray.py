@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser as helpers  # noqa: E402  (tests/browser.py: free_port)
-import support
+import support  # noqa: E402
 
 from sprint_demo import serve_ray, settings  # noqa: E402
 from sprint_demo.inputs import InputError  # noqa: E402
