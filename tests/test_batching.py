@@ -14,8 +14,8 @@ from unittest import mock
 
 import numpy as np
 import pytest
-
 import support
+
 from sprint_demo import inputs
 from sprint_demo.engine import Engine, batch_key, load_engine
 from sprint_demo.frames import Frame, FrameRequest
