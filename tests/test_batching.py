@@ -14,8 +14,8 @@ from unittest import mock
 
 import numpy as np
 import pytest
-
 import support
+
 from sprint_demo import inputs
 from sprint_demo.engine import Engine, batch_key, load_engine
 from sprint_demo.frames import Frame, FrameRequest
@@ -35,12 +35,12 @@ def engine() -> Engine:
     return engine
 
 
-def session_request(i: int, steps: int = 2, size: int = SIZE) -> FrameRequest:
+def session_request(i: int, steps: int = 2, size: int = SIZE, decoder: str = "full") -> FrameRequest:
     """Session i's own inputs: prompt, seed, guidance and strength all differ; even sessions draw a sketch."""
     sketch = stroke_sketch(size, 3 + i % 4) if i % 2 == 0 else None
     return inputs.sketch_request(sketch, f"session {i}: a lighthouse", steps=steps, seed=100 + i,
                                  guidance_scale=2.0 + 0.5 * i, control_strength=0.3 + 0.2 * i, thickness=2,
-                                 size=(size, size), control_map=None, decoder="full")
+                                 size=(size, size), control_map=None, decoder=decoder)
 
 
 def concurrently(calls: list[Callable[[], Frame]]) -> list[Frame | BaseException]:
@@ -97,10 +97,10 @@ def test_eight_callers_share_one_batch_and_each_gets_its_own_image(engine, steps
     assert max(differences) <= ALONE_TOLERANCE_LEVELS
 
 
-def test_different_sizes_and_step_counts_never_share_a_batch(engine):
+def test_different_sizes_step_counts_and_decoders_never_share_a_batch(engine):
     engine.max_batch_size = 2  # two callers per key: every batch fills, none waits for the window
-    shapes = [(256, 1), (256, 2), (320, 1), (320, 2)]
-    requests = [session_request(i, steps, size) for i, (size, steps) in enumerate(shapes * 2)]
+    keys = [(256, 1, "full"), (256, 2, "full"), (320, 1, "full"), (256, 1, "tiny")]
+    requests = [session_request(i, steps, size, decoder) for i, (size, steps, decoder) in enumerate(keys * 2)]
     batches: list[list[FrameRequest]] = []
     real = engine._render
 
@@ -114,6 +114,7 @@ def test_different_sizes_and_step_counts_never_share_a_batch(engine):
     assert all(len({batch_key(r) for r in batch}) == 1 for batch in batches)
     for request, frame in zip(requests, frames):
         assert frame.image.size == (request.width, request.height) and frame.batch_size == 2
+        assert frame.decoder == request.decoder
 
 
 def test_a_bad_request_is_refused_alone_and_the_others_are_made(engine):
@@ -174,12 +175,12 @@ def test_the_users_benchmark_compares_batch_sizes_in_one_run(tmp_path, capsys):
 
     out = tmp_path / "users.json"
     assert bench.main(["--mode", "users", "--model", "preview", "--size", "256", "--steps", "1", "--users", "4",
-                       "--max-batch-size", "1,4", "--duration", "4", "--json", str(out)]) == 0
+                       "--max-batch-size", "1,4", "--decoder", "full,tiny", "--duration", "3", "--json", str(out)]) == 0
     runs = json.loads(out.read_text())["runs"]
-    assert [(r["decoder"], r["max_batch_size"]) for r in runs] == [("full", 1), ("full", 4)]
-    single, batched = runs
-    assert single["mean_batch_size"] == 1.0 and single["batched_vs_alone_max_levels"] == 0
-    assert batched["mean_batch_size"] > 1.0 and batched["batched_vs_alone_max_levels"] <= ALONE_TOLERANCE_LEVELS
+    assert [(r["decoder"], r["max_batch_size"]) for r in runs] == [(d, b) for d in ("full", "tiny") for b in (1, 4)]
+    for single, batched in (runs[:2], runs[2:]):
+        assert single["mean_batch_size"] == 1.0 and single["batched_vs_alone_max_levels"] == 0
+        assert batched["mean_batch_size"] > 1.0 and batched["batched_vs_alone_max_levels"] <= ALONE_TOLERANCE_LEVELS
     for run in runs:
         assert run["frames"] >= run["users"] and len(run["user_frames_per_s"]) == run["users"]
         assert run["latency_p95_ms"] >= run["latency_p50_ms"] > 0

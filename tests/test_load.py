@@ -7,8 +7,9 @@
 * ``test_serve_starts_loads_and_stops_its_own_server``: ``python -m sprint_demo.loadtest --serve ...`` starts its
   own ``app.py``, loads it, measures its memory and stops it.
 * ``test_full_queue_refuses_clearly_and_keeps_serving``: a server whose queue holds 2 events
-  (``SPRINT_QUEUE_SIZE=2``) and whose frames take a second; a flood of requests: the refused ones carry a
-  "queue is full" message, and the server answers normally afterwards.
+  (``SPRINT_QUEUE_SIZE=2``), that makes one frame at a time (``--max-batch-size 1``) and whose frames take a
+  second; a flood of requests: the refused ones carry a "queue is full" message, and the server answers normally
+  afterwards.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ SLOW_APP = textwrap.dedent(f"""
 def slow_server():
     """The tiny-queue slow server, started first so its ~30 s start overlaps the load server's (both only import
     and build models then); it idles during the load test and is used by the queue test."""
-    server = support.start_app(["--model", settings.PREVIEW_MODEL], script=["-c", SLOW_APP],
+    server = support.start_app(["--model", settings.PREVIEW_MODEL, "--max-batch-size", "1"], script=["-c", SLOW_APP],
                                env={"SPRINT_QUEUE_SIZE": str(QUEUE_SIZE)})
     try:
         yield server

@@ -48,6 +48,12 @@ def served():
         serve_ray.shutdown(local=True)
 
 
+@pytest.fixture(scope="module")
+def preview_engine():
+    """The local engine the replicas' frames are compared with (the suite's shared preview engine)."""
+    return support.preview_engine()
+
+
 def _sketch(session: int, size: int) -> Image.Image:
     image = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(image)
