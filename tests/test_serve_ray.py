@@ -25,10 +25,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import browser as helpers  # noqa: E402  (tests/browser.py: free_port)
 import support  # noqa: E402
 
 from sprint_demo import serve_ray, settings  # noqa: E402
+from sprint_demo.launch import free_port  # noqa: E402
 from sprint_demo.inputs import InputError  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -164,7 +164,7 @@ def test_gradio_app_serves_frames_from_the_replicas(served, preview_engine):
 
     demo = create_demo(served, concurrency_limit=served.concurrency)
     demo.queue(max_size=settings.QUEUE_SIZE)
-    port = helpers.free_port()
+    port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
                 max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS)
     try:
