@@ -25,6 +25,7 @@ from gradio_client.exceptions import AppError
 
 import support
 from sprint_demo import loadtest, settings
+from sprint_demo.frames import DEFAULT_DECODER
 from sprint_demo.launch import AppProcess
 
 pytestmark = pytest.mark.slow
@@ -196,7 +197,8 @@ def _leave_mid_frame(port: int, fn_index: int, faults: Faults) -> None:
     """Join the queue over raw HTTP, open the event stream, and close it while the frame is being made."""
     session = uuid.uuid4().hex
     faults.sleep_s, faults.in_call = SLOW_FRAME_S, threading.Event()
-    body = json.dumps({"data": ["a lighthouse", 1, next(_seeds), settings.DEFAULT_GUIDANCE, 256, 256],
+    data = ["a lighthouse", 1, next(_seeds), settings.DEFAULT_GUIDANCE, 256, 256, DEFAULT_DECODER]  # /text_to_image
+    body = json.dumps({"data": data,
                        "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None})
     join = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
