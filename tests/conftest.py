@@ -1,8 +1,11 @@
-"""Shared fixtures: the tiny preview model, built once per test session (it is deterministic)."""
+"""Shared fixtures: the tiny preview model, built once per test session (it is deterministic), and for the browser
+tests the app served in this process and Debian's chromium (one of each per test module)."""
 
 from __future__ import annotations
 
+import browser as helpers  # tests/browser.py (pytest puts this folder on sys.path for its conftest)
 import pytest
+import support  # tests/support.py
 
 from sprint_demo.models import LoadedPipeline, load_pipeline
 
@@ -10,3 +13,22 @@ from sprint_demo.models import LoadedPipeline, load_pipeline
 @pytest.fixture(scope="session")
 def preview() -> LoadedPipeline:
     return load_pipeline("preview", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def live_app():
+    """The app on the preview engine, served in this process on a free loopback port."""
+    with support.live_app() as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """The launched browser, or None when /usr/bin/chromium is missing (each browser test then fails, saying so)."""
+    try:
+        helpers.require_chromium()
+    except AssertionError:
+        yield None
+        return
+    with helpers.browser() as instance:
+        yield instance

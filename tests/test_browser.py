@@ -42,23 +42,6 @@ STROKES = [  # five strokes, as fractions of the canvas box
 ]
 
 
-@pytest.fixture(scope="module")
-def live_app():
-    with support.live_app() as app:
-        yield app
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """The launched browser, or None when /usr/bin/chromium is missing (each test then fails, saying so)."""
-    try:
-        helpers.require_chromium()
-    except AssertionError:
-        yield None
-        return
-    with helpers.browser() as instance:
-        yield instance
-
 
 def _need(chromium):
     if chromium is None:

@@ -39,24 +39,6 @@ STROKE_LIMIT_S = 30.0
 
 
 # --- The app in a browser ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def live_app():
-    with support.live_app() as app:
-        yield app
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """The launched browser, or None when /usr/bin/chromium is missing (each browser test then fails, saying so)."""
-    try:
-        helpers.require_chromium()
-    except AssertionError:
-        yield None
-        return
-    with helpers.browser() as instance:
-        yield instance
-
-
 @contextmanager
 def _app_page(chromium, url: str, **context_options):
     if chromium is None:
