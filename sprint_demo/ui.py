@@ -119,12 +119,8 @@ def _engine_checked(component: Any) -> Any:
 
 # --- Frames ---------------------------------------------------------------------------------------------
 def encode_frame(image: Image.Image) -> bytes:
-    """A frame -> the JPEG bytes the app serves (deterministic for identical pixels)."""
-    import io
-
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=settings.JPEG_QUALITY)
-    return buffer.getvalue()
+    """A frame -> the JPEG bytes the app serves for final frames (deterministic for identical pixels)."""
+    return encode_jpeg(image, settings.JPEG_QUALITY)
 
 
 class _FrameFiles:
