@@ -88,8 +88,9 @@ def expected(served, preview_engine):
 
 def _run_sessions(engine, expected: dict, stop: threading.Event | None = None, max_calls: int = CALLS_PER_SESSION):
     """SESSIONS threads, each calling ``engine.sketch_to_image`` up to ``max_calls`` times (or until ``stop``).
-    Returns (answered: list of (session, replica id, matches expected), failures: list of repr, threads)."""
-    answered: list[tuple[int, str | None, bool]] = []
+    Returns (answered: list of (session, replica id, matches expected, monotonic time answered), failures: list of
+    repr, threads)."""
+    answered: list[tuple[int, str | None, bool, float]] = []
     failures: list[str] = []
 
     def session_loop(session: int) -> None:
@@ -105,7 +106,7 @@ def _run_sessions(engine, expected: dict, stop: threading.Event | None = None, m
             # a replica batches the frames it holds: within a batched row's bound of the frame made alone
             difference = np.abs(_pixels(frame).astype(np.int16) - expected[session, inputs["seed"]]).max()
             same = int(difference) <= support.BATCHED_ROW_TOLERANCE_LEVELS
-            answered.append((session, serve_ray.replica_of(frame), same))
+            answered.append((session, serve_ray.replica_of(frame), same, time.monotonic()))
 
     threads = [threading.Thread(target=session_loop, args=(session,), daemon=True) for session in range(SESSIONS)]
     for thread in threads:
@@ -138,8 +139,8 @@ def test_concurrent_sessions_are_answered_by_both_replicas_without_cross_talk(se
         thread.join(timeout=300)
     assert not failures, failures
     assert len(answered) == SESSIONS * CALLS_PER_SESSION
-    assert all(same for _, _, same in answered), [(s, r) for s, r, same in answered if not same]
-    replicas = Counter(replica for _, replica, _ in answered)
+    assert all(same for _, _, same, _ in answered), [(s, r) for s, r, same, _ in answered if not same]
+    replicas = Counter(replica for _, replica, _, _ in answered)
     assert set(replicas) == set(served.replica_pids()), replicas  # both replicas made frames, each named
 
 
@@ -185,6 +186,22 @@ def test_gradio_app_serves_frames_from_the_replicas(served, preview_engine):
         demo.close()
 
 
+def _batch_times(answered: list, replica: str, gap_s: float = 0.02) -> list[float]:
+    """When ``replica`` answered, one time per batch (the answers of one batch arrive within ``gap_s``)."""
+    times: list[float] = []
+    for _, answered_by, _, at in list(answered):
+        if answered_by == replica and (not times or at - times[-1] > gap_s):
+            times.append(at)
+    return times
+
+
+def _wait_for_batches(answered: list, replica: str, count: int, deadline: float) -> list[float]:
+    while len(times := _batch_times(answered, replica)) < count:
+        assert time.monotonic() < deadline, f"replica {replica} answered {len(times)} batches, not {count}"
+        time.sleep(0.001)
+    return times
+
+
 @pytest.mark.slow
 def test_killed_replica_mid_load_costs_no_frame_and_is_replaced(served, expected):
     from ray import serve
@@ -197,6 +214,13 @@ def test_killed_replica_mid_load_costs_no_frame_and_is_replaced(served, expected
     deadline = time.monotonic() + 300
     while len(answered) < SESSIONS and time.monotonic() < deadline:  # every session busy: the replicas are full
         time.sleep(0.05)
+    # Kill mid-frame: the victim takes its next queued frames as soon as it answers (more sessions than slots),
+    # so half a batch interval after an answer it is inside a frame. A kill at an arbitrary moment can land in
+    # the gap between two batches, and then nothing was in flight to prove anything.
+    times = _wait_for_batches(answered, victim_replica, 4, deadline)
+    half_interval = float(np.median(np.diff(times))) / 2
+    answer = _wait_for_batches(answered, victim_replica, len(_batch_times(answered, victim_replica)) + 1, deadline)[-1]
+    time.sleep(max(0.0, answer + half_interval - time.monotonic()))
     answered_at_kill = len(answered)
     os.kill(victim_pid, signal.SIGKILL)
     while len(answered) < answered_at_kill + 2 * SESSIONS and time.monotonic() < deadline:
@@ -208,7 +232,7 @@ def test_killed_replica_mid_load_costs_no_frame_and_is_replaced(served, expected
     # Frames in flight on the killed replica were sent again (the proxy's one retry) and answered by the other.
     assert not failures, failures
     assert len(answered) >= answered_at_kill + 2 * SESSIONS
-    assert all(same for _, _, same in answered)
+    assert all(same for _, _, same, _ in answered)
     assert served.retries > retries_before, "nothing was in flight on the killed replica: the kill proved nothing"
 
     # Serve starts a replacement: two healthy replicas again, one of them a new process.
