@@ -120,13 +120,31 @@ if (typeof ResizeObserver !== 'undefined') {
   }).observe(canvas);
 }
 
+// The picture as a PNG data URL, two ways. While the pen moves (drafts): toBlob, which copies the picture now and
+// encodes it off the main thread, so drawing never stalls (toDataURL blocks it up to ~16 ms with a busy sketch).
+// When the pen has lifted (finals): toDataURL, the quickest way out (~3 ms against ~11 ms through toBlob's task
+// and the FileReader, measured in headless Chromium at 512 px), and nothing is being drawn to stall.
+function asDataURL(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+function snapshot() {
+  return new Promise((resolve) => model.toBlob(resolve, 'image/png')).then(asDataURL);
+}
+
+// A finished stroke, undo or clear: the new picture becomes the value (the API's input) and gets its final frame.
 function send() {
   const url = model.toDataURL('image/png');
   if (url === lastSent) return;  // e.g. undo on an empty history
   lastSent = url;
   canvas.dataset.sent = String(Number(canvas.dataset.sent || 0) + 1);
-  props.value = url;  // Gradio dispatches 'change' for the new value (the API's input)
-  requestFinal();
+  props.value = url;  // Gradio dispatches 'change' for the new value
+  requestFinal(claimFinal(), url);
 }
 canvas.sketchDataURL = () => model.toDataURL('image/png');  // the value as it would be sent now (tests, debugging)
 
@@ -230,14 +248,17 @@ function load(url, ask) {
 watch('value', () => { if ((props.value || '') !== lastSent) load(props.value || '', true); });
 
 // --- Live frames ---------------------------------------------------------------------------------------------
-// Drafts while the pen moves: the server function `draft` (one HTTP request answered with the frame), at most
-// one in flight, at most one per DRAFT_INTERVAL of drawing, always the picture as it is when it leaves. A final
-// frame through the queue (the 'final' event) when the pen lifts, on undo / clear / a loaded sketch, and when the
-// tab's prompt and sliders have been still for SETTLE ms. The output (LiveImage, props.output_id) shows the newest.
+// Drafts while the pen moves: the server function `draft_frame`, at most one in flight, at most one per DRAFT_INTERVAL of
+// drawing, always the picture as it is when it leaves. A final frame when the pen lifts, on undo / clear / a loaded
+// sketch, and when the tab's prompt and sliders have been still for SETTLE ms: the server function `final_frame` (one
+// HTTP request answered with the frame), or the queue (the 'final' event) when a photo's edge map replaces the
+// sketch (it lives in the session's state) or the server function could not make it (too many tabs waiting, an
+// error: the queue then makes it or shows the error). The output (LiveImage, props.output_id) shows the newest.
 const DRAFT_INTERVAL = Number(props.draft_interval_ms) || 75;
 const SETTLE = Number(props.settle_ms) || 350;
-const TAB = Math.random().toString(36).slice(2) + Date.now().toString(36);  // this page's drafts, for the server
+const TAB = Math.random().toString(36).slice(2) + Date.now().toString(36);  // this page's frames, for the server
 let inputs = null;        // [prompt, steps, seed, guidance, control strength, thickness], as the tab shows them
+let decoder = null;       // the decoder chosen for final frames
 let liveOn = false;       // the Live drafts switch
 let photoActive = false;  // an uploaded photo's edge map replaces the sketch: a draft of the sketch would be wrong
 let seq = 0;              // request numbers shared by drafts and finals: the output shows the newest
@@ -262,22 +283,13 @@ function report(done) {
              (stroke.frames / seconds).toFixed(1) + ' frames/s' + (done ? ' (' + stroke.frames + ' drafts)' : ''));
 }
 
-function asDataURL(blob) {
-  return new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(reader.result);
-    reader.onerror = () => reject(reader.error);
-    reader.readAsDataURL(blob);
-  });
-}
-
 function wantDraft() {
   dirty = true;
   pump();
 }
 
 async function pump() {
-  if (!dirty || inflight || !liveOn || photoActive || inputs === null || !server || !server.draft) return;
+  if (!dirty || inflight || !liveOn || photoActive || inputs === null || !server || !server.draft_frame) return;
   const wait = lastDraftAt + DRAFT_INTERVAL - performance.now();
   if (wait > 0) {
     if (pumpTimer === null) pumpTimer = setTimeout(() => { pumpTimer = null; pump(); }, wait);
@@ -287,12 +299,11 @@ async function pump() {
   dirty = false;
   lastDraftAt = performance.now();
   const mine = ++seq;
-  // toBlob copies the picture now and encodes the PNG off the main thread (toDataURL blocks drawing ~16 ms).
-  const blob = new Promise((resolve) => model.toBlob(resolve, 'image/png'));
+  const png = snapshot();  // the picture now
   canvas.dispatchEvent(new CustomEvent('sketch-draft', { detail: { seq: mine } }));
   let frame = null;
   try {
-    frame = await server.draft({ png: await asDataURL(await blob), inputs: inputs, seq: mine, tab: TAB });
+    frame = await server.draft_frame({ png: await png, inputs: inputs, seq: mine, tab: TAB });
   } catch (error) {
     frame = null;  // refused or failed: the final frame follows anyway
   }
@@ -306,14 +317,36 @@ async function pump() {
   pump();
 }
 
-function requestFinal() {
+// A final frame is coming for the picture as it is now: no draft of it is needed any more.
+function claimFinal() {
   if (settleTimer !== null) { clearTimeout(settleTimer); settleTimer = null; }
   if (pumpTimer !== null) { clearTimeout(pumpTimer); pumpTimer = null; }
   dirty = false;
   const mine = ++seq;
   const out = output();
   if (out !== null) out.expectFinal(mine);
-  trigger('final', { seq: mine, tab: TAB });
+  return mine;
+}
+
+async function requestFinal(mine, url) {
+  if (mine === undefined) mine = claimFinal();
+  if (photoActive || inputs === null || !server || !server.final_frame) {
+    trigger('final', { seq: mine, tab: TAB });
+    return;
+  }
+  let answer = null;
+  try {
+    answer = await server.final_frame({ png: url || model.toDataURL('image/png'), inputs: inputs, decoder: decoder,
+                                        seq: mine, tab: TAB });
+  } catch (error) {
+    answer = null;
+  }
+  if (answer && answer.src) {
+    const out = output();
+    if (out !== null) out.final(answer);
+  } else if (!(answer && answer.dropped)) {  // dropped: a newer picture of this tab took its place
+    trigger('final', { seq: mine, tab: TAB });
+  }
 }
 
 // The tab's other inputs, sent here by a client-side event whenever one changes (ui.py): a prompt or slider that
@@ -321,13 +354,15 @@ function requestFinal() {
 root.setInputs = (values) => {
   const next = values.slice(0, 6);
   const changed = inputs !== null && JSON.stringify(next) !== JSON.stringify(inputs);
+  const decoderChanged = decoder !== null && values[8] !== decoder;
   inputs = next;
   liveOn = Boolean(values[6]);
   photoActive = Boolean(values[7]);
-  if (!changed) return;
-  if (liveOn && !photoActive) wantDraft();
+  decoder = values[8];
+  if (!changed && !decoderChanged) return;
+  if (changed && liveOn && !photoActive) wantDraft();
   if (settleTimer !== null) clearTimeout(settleTimer);
-  settleTimer = setTimeout(requestFinal, liveOn ? SETTLE : 0);
+  settleTimer = setTimeout(() => { settleTimer = null; requestFinal(); }, liveOn && changed ? SETTLE : 0);
 };
 
 redraw();

@@ -79,9 +79,11 @@ class SketchCanvas(gr.HTML):
     The value changes once per finished stroke, undo or clear; ``change`` fires then. Set the value from Python
     (a ``data:image/png;base64,...`` string, see ``sketch_value``) to load a sketch into the canvas.
 
-    ``final`` fires when the canvas asks for a final frame (see the live frames part of canvas.js), with
-    ``{seq, tab}`` as its event data; a server function named ``draft`` (``server_functions``), if given, gets the
-    draft frames, shown in the ``LiveImage`` whose elem_id is ``output_id``.
+    Frames are shown in the ``LiveImage`` whose elem_id is ``output_id`` (see the live frames part of canvas.js):
+    server functions (``server_functions``) named ``draft_frame`` and ``final_frame``, if given, make the drafts and
+    the final frames the canvas asks for; ``final`` fires when the canvas asks the queue for a final frame instead
+    (a photo's edge map replaces the sketch, or the server function turned it away), with ``{seq, tab}`` as its
+    event data.
     """
 
     EVENTS = [*gr.HTML.EVENTS, "final"]

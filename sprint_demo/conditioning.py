@@ -152,6 +152,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image.mode in ("P", "L", "RGB", "1") and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
+        if rgba.getchannel("A").getextrema() == (255, 255):  # opaque (a browser canvas's PNG): nothing to composite
+            return rgba.convert("RGB")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(paper, rgba).convert("RGB")
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV

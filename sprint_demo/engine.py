@@ -20,8 +20,10 @@ engine is the only place that knows about caches, the GPU lock and timings:
   strength (a row without control gets strength 0 and a zero latent), so a row does not depend on the others;
   one engine thread makes the batches: it waits up to ``settings.BATCH_WINDOW_MS`` after the oldest waiting
   frame arrived for others of its key to join, runs the batch and hands every caller its frame (or the batch's
-  error); callers that arrive while a batch runs wait and form the next one. ``max_batch_size=1`` runs each
-  frame in its caller's thread under the lock, with no window;
+  error); callers that arrive while a batch runs wait and form the next one. It waits only for company it can
+  expect: until the batch is as large as the largest of the last ``COMPANY_MEMORY_S`` (a lone user's frame
+  never waits; eight users whose frames came back together and are on their way again fill the batch).
+  ``max_batch_size=1`` runs each frame in its caller's thread under the lock, with no window;
 * one lock serialises all model work (one GPU, shared by every user through the app's queue);
 * each frame carries per-stage timings in milliseconds (``STAGES``, and "total"), the GPU synchronised at stage
   edges.
@@ -33,7 +35,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 STAGES = settings.FRAME_STAGES
 STAGE_LABEL = "stage:"  # prefix of each stage's range in a torch.profiler trace
 BATCHER_IDLE_S = 5.0  # the batch thread ends after this long without frames (a later frame starts another)
+COMPANY_MEMORY_S = 1.0  # a batch waits for as many frames as the largest batch of this many seconds back
 
 __all__ = ["STAGES", "Engine", "Frame", "FrameRequest", "batch_key", "load_engine", "to_pil"]
 
@@ -153,6 +156,8 @@ class Engine:
         self._frames = _LRU(1)  # request -> (frame, its prompt notices): the frames reuse may hand out
         self.max_batch_size = max_batch_size
         self.batch_window_s = settings.BATCH_WINDOW_MS / 1000
+        self.expect_full_batches = False  # True: always wait the window for a full batch (tests' deterministic mode)
+        self._recent_batches: deque[tuple[float, int]] = deque()  # (when gathered, size), COMPANY_MEMORY_S back
         self._waiting: list[_Waiting] = []  # callers whose frames no batch has taken yet, oldest first
         self._queue = threading.Condition()  # guards _waiting, _batcher and every _Waiting.done
         self._batcher: threading.Thread | None = None  # runs the batches (max_batch_size > 1) while there is work
@@ -324,18 +329,29 @@ class Engine:
 
     def _gather(self) -> list[_Waiting]:
         """(Queue lock held.) The oldest waiting frame and those of the same ``batch_key``, up to max_batch_size,
-        after waiting until the batch is full or the oldest has waited ``batch_window_s``."""
+        after waiting until the batch holds the company to expect (``_company``) or the oldest has waited
+        ``batch_window_s``."""
         key = batch_key(self._waiting[0].request)
         deadline = self._waiting[0].arrived + self.batch_window_s
+        now = time.perf_counter()
+        wanted = self.max_batch_size if self.expect_full_batches else min(self.max_batch_size, self._company(now))
 
         def same() -> list[_Waiting]:
             return [w for w in self._waiting if batch_key(w.request) == key][: self.max_batch_size]
 
-        while len(same()) < self.max_batch_size and (left := deadline - time.perf_counter()) > 0:
+        while len(same()) < wanted and (left := deadline - time.perf_counter()) > 0:
             self._queue.wait(left)
         batch = same()
         self._waiting = [w for w in self._waiting if w not in batch]
+        self._recent_batches.append((now, len(batch)))
         return batch
+
+    def _company(self, now: float) -> int:
+        """(Queue lock held.) How many frames a batch can expect: the largest batch of the last
+        ``COMPANY_MEMORY_S`` (1 for a lone user, or after a quiet second)."""
+        while self._recent_batches and now - self._recent_batches[0][0] > COMPANY_MEMORY_S:
+            self._recent_batches.popleft()
+        return max((size for _, size in self._recent_batches), default=1)
 
     def _run(self, batch: list[_Waiting]) -> None:
         """(GPU lock held.) Gives every member its frame or the error that stopped the batch; never raises an

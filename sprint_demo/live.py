@@ -1,23 +1,27 @@
-"""Live drafts: frames while the pen moves, shown in the Sketch tab's output next to the frames the queue makes.
+"""Live frames: drafts while the pen moves, the final frame when it lifts, shown in the Sketch tab's output.
 
-Two paths reach the engine from the Sketch tab:
+The canvas reaches the engine through its server functions (gradio's ``server_functions``: one HTTP POST
+answered with the frame, no queue round trip, no event stream). Measured in headless Chromium this is the
+shortest way into Python and back (docs/PERFORMANCE.md, "The app around the model"):
 
-* **Final frames** (pen lifted, a prompt or slider settled, page load, photo): a Gradio event in the queue under
-  the ``"gpu"`` concurrency id, full decoder, JPEG at ``settings.JPEG_QUALITY`` -- the same pixels
-  ``/sketch_to_image`` returns. The image travels inline in the event's message (a data URL in ``LiveImage``'s
-  value) instead of as a file the browser fetches afterwards.
-* **Draft frames** (pen moving, a prompt being typed): the canvas calls its server function ``draft`` (gradio's
-  ``server_functions``: one HTTP POST answered with the frame, no queue round trip, no event stream). Measured in
-  headless Chromium this is the shortest way into Python and back; Gradio's queue is not on it, so
-  ``DraftGate`` does the queue's job for drafts (one at a time, one waiting per tab, a bounded number waiting).
+* **Draft frames** (pen moving, a prompt being typed): server function ``draft_frame``, the tiny decoder where the engine
+  has one, JPEG at ``settings.DRAFT_JPEG_QUALITY``.
+* **Final frames** the canvas asks for (pen lifted, undo, clear, a loaded sketch, the prompt and sliders settled):
+  server function ``final_frame``, the decoder chosen for final frames, JPEG at ``settings.JPEG_QUALITY`` -- the same
+  pixels ``/sketch_to_image`` returns.
 
-Either way the frame is made by the engine's one entry point, under its lock, wrapped for ZeroGPU by the UI.
+Gradio's queue is not on that path, so ``CanvasGate`` does the queue's job for it (one frame at a time per GPU slot,
+one waiting frame per tab, a bounded number of tabs waiting). When the gate is full, or the frame fails, the canvas
+asks the queue instead (its custom event ``final``), which also makes the frames the canvas does not ask for (page
+load, a photo's edge map, held in session state). Either way the frame is made by the engine's one entry point,
+under its lock, wrapped for ZeroGPU by the UI.
 
-``LiveImage`` is the output: an ``<img>`` whose value (set by the final-frame event) is
-``{"src": data URL, "digest", "seq", "nonce"}``; the canvas hands it drafts directly in the page. The newest
-picture wins: every request from the canvas carries a sequence number, and a frame for an older one than the
-frame on screen is not shown. Each frame says which canvas it drew (``digest``, ``sketch_digest`` of the PNG's
-pixels), so tests can check a draft against the canvas states a stroke passed through.
+``LiveImage`` is the output: an ``<img>`` and the latency readout. Its value (set by the queue's frames) is
+``{"src": data URL, "digest", "seq", "nonce", "readout"}``; the canvas hands it the frames of its server functions
+directly in the page. The newest picture wins: every request from the canvas carries a sequence number, and a
+frame for an older one than the frame on screen is not shown. Each frame says which canvas it drew (``digest``,
+``sketch_digest`` of the PNG's pixels), so tests can check a frame against the canvas states a stroke passed
+through.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ _HTML = """
 <div class="lv-root">
   <img class="lv-img" alt="Generated image">
   <div class="lv-live" aria-live="off"></div>
+  <div class="lv-readout" id="latency" aria-live="polite"></div>
 </div>
 """
 
@@ -58,15 +63,21 @@ def sketch_digest(image: Image.Image | None) -> str | None:
     return hashlib.blake2b(image.convert("RGB").tobytes(), digest_size=8).hexdigest()
 
 
-class DraftGate:
-    """Admission of draft frames, which reach the engine without Gradio's queue; it does for them what the queue
-    does for the other events:
+class GateFull(RuntimeError):
+    """Too many tabs wait for the GPU already: the frame was refused, not queued (the canvas asks the queue)."""
 
-    * ``slots`` drafts at a time go to the engine (the queue's concurrency limit for the ``"gpu"`` id: 1 for one
-      GPU); the engine's lock then orders a draft with the queue's frame, so it delays others by one frame at most;
-    * at most one waiting draft per tab: a newer draft of the same tab takes its place in line, and the older one
-      returns ``None`` at once, as does a waiting draft when ``drop`` says the tab's final frame has arrived;
-    * at most ``max_waiting`` tabs wait (the queue's ``max_size``); a draft beyond that returns ``None`` at once;
+
+class CanvasGate:
+    """Admission of the frames the canvas sends through its server functions, which reach the engine without
+    Gradio's queue; it does for them what the queue does for the other events:
+
+    * ``slots`` frames at a time go to the engine (the queue's concurrency limit for the ``"gpu"`` id: 1 for one
+      GPU); the engine's lock then orders them with the queue's frames;
+    * at most one waiting frame per tab: a newer frame of the same tab (a draft or a final) takes its place in
+      line, and the older one returns ``None`` at once, as does a waiting one when ``drop`` says the tab's final
+      frame went to the queue;
+    * at most ``max_waiting`` tabs wait (the queue's ``max_size``; each waiting frame holds one of Gradio's worker
+      threads); a frame beyond that raises ``GateFull`` at once;
     * tabs are served in the order they started waiting.
     """
 
@@ -79,10 +90,10 @@ class DraftGate:
         self._running = 0
 
     def run(self, tab: str, fn: Callable[[], T]) -> T | None:
-        """``fn()`` once it is this tab's turn, or ``None`` if the draft was dropped first."""
+        """``fn()`` once it is this tab's turn, or ``None`` if a newer frame of the tab took its place first."""
         with self._cond:
             if tab not in self._waiting and len(self._waiting) >= self.max_waiting:
-                return None
+                raise GateFull(f"{len(self._waiting)} tabs are waiting for the GPU")
             self._tickets += 1
             ticket = self._tickets
             self._waiting[tab] = ticket  # an older waiting draft of this tab sees a newer ticket and leaves
@@ -103,7 +114,7 @@ class DraftGate:
                 self._cond.notify_all()
 
     def drop(self, tab: str) -> None:
-        """The tab's newer picture went to the queue as a final frame: its waiting draft, if any, is dropped."""
+        """The tab's newer picture went to the queue as a final frame: its waiting frame, if any, is dropped."""
         with self._cond:
             if self._waiting.pop(tab, None) is not None:
                 self._cond.notify_all()
@@ -120,11 +131,13 @@ class DraftGate:
 
 
 class LiveImage(gr.HTML):
-    """The Sketch tab's output image: final frames arrive as its value, drafts from the canvas in the page.
+    """The Sketch tab's output image and its latency readout (``#latency``): the queue's frames arrive as its
+    value, the canvas's frames in the page.
 
     Value: ``None`` or ``{"src": "data:image/jpeg;base64,...", "digest": str | None, "seq": int | None,
-    "nonce": int}``. ``seq`` is the canvas's request number the frame answers (None: not asked for by the canvas,
-    e.g. page load); ``nonce`` makes every frame a new value, so an identical picture after a draft still shows.
+    "nonce": int, "readout": str}``. ``seq`` is the canvas's request number the frame answers (None: not asked
+    for by the canvas, e.g. page load); ``nonce`` makes every frame a new value, so an identical picture after a
+    draft still shows; ``readout`` is the latency text (plain lines).
     """
 
     def __init__(self, *, max_height: int, **kwargs: Any):
@@ -138,7 +151,7 @@ class LiveImage(gr.HTML):
         return value
 
     def api_info(self) -> dict[str, Any]:
-        return {"type": "object", "description": "frame shown: {src: JPEG data URL, digest, seq, nonce}"}
+        return {"type": "object", "description": "frame shown: {src: JPEG data URL, digest, seq, nonce, readout}"}
 
     def example_payload(self) -> Any:
         return None
@@ -147,8 +160,8 @@ class LiveImage(gr.HTML):
         return None
 
 
-def frame_value(jpeg: bytes, digest: str | None, seq: int | None, nonce: int) -> dict[str, Any]:
-    return {"src": jpeg_data_url(jpeg), "digest": digest, "seq": seq, "nonce": nonce}
+def frame_value(jpeg: bytes, digest: str | None, seq: int | None, nonce: int, readout: str = "") -> dict[str, Any]:
+    return {"src": jpeg_data_url(jpeg), "digest": digest, "seq": seq, "nonce": nonce, "readout": readout}
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:

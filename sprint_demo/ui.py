@@ -6,13 +6,14 @@ progress and the shared ``"gpu"`` concurrency id. So at most one frame per tab i
 arrive meanwhile collapse into the newest one, and the final image is always made from the final inputs.
 Identical inputs cost nothing: the engine returns its recent frame for them (``Frame.reused``).
 
-The Sketch tab is live (``sprint_demo.live``): while the pen moves the canvas sends draft frames through its own
-server function and a ``DraftGate`` (with the tiny decoder where the engine has one); the final frame (the decoder
-chosen for final frames, full by default) comes through the queue when the pen lifts, and when the prompt and
-sliders have been still for ``settings.SETTLE_MS`` (a client-side event copies them into the canvas, which keeps
-the time). The "Live drafts" switch turns drafts off: then every change asks for its final frame at once. Its
-frames travel inline (a JPEG data URL in ``LiveImage``'s value), not as files to fetch. Phones get one column with
-the picture pinned above the canvas (``NARROW_PX``).
+The Sketch tab is live (``sprint_demo.live``): while the pen moves the canvas sends draft frames through its server
+function ``draft_frame`` (with the tiny decoder where the engine has one); when the pen lifts, and when the prompt
+and sliders have been still for ``settings.SETTLE_MS`` (a client-side event copies them into the canvas, which
+keeps the time), it asks its server function ``final_frame`` for the final frame (the decoder chosen for final frames, full by
+default). Both pass a ``CanvasGate``, the queue's stand-in; the queue's own event makes the frames the canvas does
+not ask for (page load, a photo's edge map) and any final the gate turns away. The "Live drafts" switch turns
+drafts off: then every change asks for its final frame at once. Frames travel inline (JPEG data URLs), not as
+files to fetch. Phones get one column with the picture pinned above the canvas (``NARROW_PX``).
 
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
 
@@ -54,7 +55,7 @@ from . import inputs, settings
 from .canvas import SketchCanvas, sketch_value
 from .frames import DEFAULT_DECODER
 from .inputs import InputError
-from .live import DraftGate, LiveImage, encode_jpeg, frame_value, jpeg_data_url, sketch_digest
+from .live import CanvasGate, GateFull, LiveImage, encode_jpeg, frame_value, jpeg_data_url, sketch_digest
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ OUTPUT_MAX_HEIGHT = 640  # CSS px of the output image box; the canvas's CSS max-
 DECODER_LABELS = {"full": "full", "tiny": "tiny (fast, for slow machines)"}
 
 # The client-side half of the Sketch tab's wiring: whenever one of the tab's inputs changes, the canvas gets them
-# all (no server round trip), so a draft carries them and the canvas can tell when they have settled.
+# all (no server round trip), so a frame it asks for carries them and it can tell when they have settled.
 MIRROR_INPUTS_JS = """(...values) => {
   const root = document.querySelector('#sketch .sc-root');
   if (root && root.setInputs) root.setInputs(values);
@@ -78,7 +79,7 @@ CSS = """
 #banner summary { cursor: pointer; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 #banner p { margin: 4px 0 0; font-size: 0.9em; }
 #controlnet_note { color: #7a5b00; font-size: 0.9em; }
-#latency, #t2i_latency { font-family: ui-monospace, monospace; font-size: 0.85em; min-height: 3em; }
+#t2i_latency { font-family: ui-monospace, monospace; font-size: 0.85em; min-height: 3em; }
 #sketch_output img, #t2i_output img { object-fit: contain; }
 /* The example gallery: Gradio gives a gallery without a pixel height a box of at least 320 px (450 px on wide
    screens), most of it empty under one row of thumbnails; here the box follows its thumbnails, which wrap into
@@ -98,10 +99,10 @@ CSS = """
   #sketch_output { order: -1; position: sticky; top: 0; z-index: 10; padding: 4px 0;
                    background: var(--background-fill-primary, #fff); }
   #sketch_output .lv-img { max-height: 36vh !important; }
+  #sketch_output .lv-readout { height: 2.6em; min-height: 0; overflow: hidden; font-size: 0.75em; }
   #sketch .sc-canvas { scroll-margin-top: calc(36vh + 96px); }  /* scrolled into view: below the picture + tools */
   #sketch { order: 0; }
   #live_drafts { order: 1; }
-  #latency { order: 2; min-height: 0; }
   #sketch_examples { order: 3; }
 }
 """.replace("NARROW_PX", str(NARROW_PX))
@@ -144,10 +145,12 @@ class _FrameFiles:
         return str(path)
 
 
-def format_latency(frame: Any, extra_notices: tuple[str, ...] = ()) -> str:
-    """Markdown readout: total, then the per-stage split, then reuse and notices."""
+def format_latency(frame: Any, extra_notices: tuple[str, ...] = (), markdown: bool = True) -> str:
+    """The readout: total, then the per-stage split, then reuse and notices; Markdown (the API's latency text)
+    or plain lines (the Sketch tab's readout)."""
     timings = frame.timings_ms
-    head = f"**{timings.get('total', 0.0):.0f} ms** total · decoder: {frame.decoder}"
+    total = f"{timings.get('total', 0.0):.0f} ms"
+    head = f"{f'**{total}**' if markdown else total} total · decoder: {frame.decoder}"
     if frame.reused:
         head += " (same inputs as a recent frame: reused, no model work)"
     elif frame.batch_size > 1:
@@ -155,7 +158,7 @@ def format_latency(frame: Any, extra_notices: tuple[str, ...] = ()) -> str:
     split = " · ".join(f"{stage} {timings[stage]:.1f}" for stage in settings.FRAME_STAGES if stage in timings)
     lines = [head, f"{split} (ms)" if split else ""]
     lines += [f"ℹ️ {notice}" for notice in (*frame.notices, *extra_notices)]
-    return "  \n".join(line for line in lines if line)
+    return ("  \n" if markdown else "\n").join(line for line in lines if line)
 
 
 def _on_gpu(fn: Callable) -> Callable:
@@ -245,7 +248,7 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
     ``serve_ray.RayEngine.concurrency`` for replicas)."""
     frames = _FrameFiles()
     sketch_frame = _on_gpu(engine.sketch_to_image)
-    gate = DraftGate(settings.MAX_WAITING_DRAFTS, slots=concurrency_limit)
+    gate = CanvasGate(settings.MAX_WAITING_FRAMES, slots=concurrency_limit)
     # Drafts ask for the tiny decoder only where the engine has one; else they are full frames, sent smaller.
     draft_options = {"decoder": settings.DRAFT_DECODER} if getattr(engine, "has_tiny_decoder", False) else {}
     nonces = itertools.count(1)
@@ -255,32 +258,55 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
     sketch_examples = _examples("examples.json")
     photo_examples = _examples("photo_examples.json")
 
-    def draft(request: dict) -> dict:
-        """The canvas's server function: one draft frame for ``{png, inputs, seq, tab}`` as
-        ``{src, digest, seq, total_ms}``; ``{seq, dropped: true}`` when the DraftGate dropped it (the tab has a
-        newer picture, or too many tabs wait); ``{seq, error}`` for bad input or a model fault (never raises: the
-        page's next picture simply tries again)."""
+    def sketch_frame_for(picture, prompt, steps, seed, guidance_scale, control_strength, thickness,
+                         control_map=None, markdown=False, **options):
+        """The Sketch tab's frame and its readout (plain lines for the page, Markdown for the API); every sketch
+        frame is made here."""
+        extra: tuple[str, ...] = ()
+        if control_map is not None:
+            extra = ("using the uploaded photo's edge map; clear the photo to draw again",)
+        frame = _run(sketch_frame, picture, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
+                     control_strength=control_strength, thickness=thickness, control_map=control_map, **options)
+        return frame, format_latency(frame, extra, markdown=markdown)
+
+    def through_gate(kind: str, request: dict, **options) -> dict:
+        """A frame the canvas asked for through its server function ``draft_frame`` or ``final_frame`` (``kind``):
+        ``{png, inputs: [prompt, steps, seed, guidance, control strength, thickness], seq, tab}`` (and
+        ``decoder`` for a final) -> ``{src, digest, seq, readout, total_ms}``; ``{seq, dropped: true}`` when a
+        newer frame of the tab took its place in the gate; ``{seq, busy: true}`` when too many tabs wait;
+        ``{seq, error}`` for bad input or a model fault. Never raises: the canvas asks the queue for a final frame
+        the gate did not make, and the queue shows the error."""
         try:
             seq, tab = int(request["seq"]), str(request["tab"])[:64]
             prompt, steps, seed, guidance_scale, control_strength, thickness = request["inputs"]
             picture = inputs.decode_image(request["png"], what="sketch")
+            if kind == "final":
+                options = {"decoder": request.get("decoder") or DEFAULT_DECODER}
         except InputError as error:
             return {"seq": None, "error": str(error)}
-        except (KeyError, TypeError, ValueError):
-            return {"seq": None, "error": "a draft request is {png, inputs: [6 values], seq, tab}"}
-
-        def work():
-            return _run(sketch_frame, picture, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
-                        control_strength=control_strength, thickness=thickness, **draft_options)
-
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return {"seq": None, "error": f"a {kind} request is {{png, inputs: [6 values], seq, tab}}"}
         try:
-            frame = gate.run(tab, work)
+            made = gate.run(tab, lambda: sketch_frame_for(picture, prompt, steps, seed, guidance_scale,
+                                                          control_strength, thickness, **options))
+        except GateFull:
+            return {"seq": seq, "busy": True}
         except gr.Error as error:
             return {"seq": seq, "error": error.message}
-        if frame is None:
+        if made is None:
             return {"seq": seq, "dropped": True}
-        return {"src": jpeg_data_url(encode_jpeg(frame.image, settings.DRAFT_JPEG_QUALITY)),
-                "digest": sketch_digest(picture), "seq": seq, "total_ms": frame.timings_ms.get("total", 0.0)}
+        frame, readout = made
+        quality = settings.JPEG_QUALITY if kind == "final" else settings.DRAFT_JPEG_QUALITY
+        return {"src": jpeg_data_url(encode_jpeg(frame.image, quality)), "digest": sketch_digest(picture),
+                "seq": seq, "readout": readout, "total_ms": frame.timings_ms.get("total", 0.0)}
+
+    def draft_frame(request: dict) -> dict:
+        """The canvas's server function for draft frames (see ``through_gate``)."""
+        return through_gate("draft", request, **draft_options)
+
+    def final_frame(request: dict) -> dict:
+        """The canvas's server function for final frames (see ``through_gate``)."""
+        return through_gate("final", request)
 
     with gr.Blocks(title="SANA-Sprint Live Sketch", delete_cache=settings.FRAME_CACHE_PRUNE_S) as demo:
         gr.Markdown("# SANA-Sprint Live Sketch\nDraw on the canvas: the image follows your pen while you draw and "
@@ -300,7 +326,7 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                 with gr.Row(equal_height=False, elem_id="sketch_row"):
                     with gr.Column(elem_id="sketch_draw"):
                         sketch = SketchCanvas("", size=size, elem_id="sketch", label="Sketch",
-                                              output_id="sketch_output", server_functions=[draft])
+                                              output_id="sketch_output", server_functions=[draft_frame, final_frame])
                         live = gr.Checkbox(settings.LIVE_DRAFTS, label="Live drafts (frames while you draw)",
                                            elem_id="live_drafts", container=False)
                         if sketch_examples:
@@ -312,7 +338,6 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                             )
                     with gr.Column(elem_id="sketch_view"):
                         output = LiveImage(max_height=min(size, OUTPUT_MAX_HEIGHT), elem_id="sketch_output")
-                        latency = gr.Markdown(label="Latency", elem_id="latency")
                 # /sketch_to_image's outputs: the API returns a JPEG file, the page shows frames inline instead
                 api_image = gr.Image(format="jpeg", type="filepath", visible=False, elem_id="sketch_api_image")
                 api_latency = gr.Markdown(visible=False)
@@ -368,53 +393,42 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             _engine_checked(component)
 
         # --- Wiring: the sketch tab -------------------------------------------------------------------
-        # Final frames (the decoder chosen for them) go through the queue; the canvas asks for one ('final': pen
-        # lifted, undo, clear, a loaded sketch, inputs settled); page load, a photo's edge map and the decoder choice
-        # ask too. The frame travels inline, as LiveImage's value. Drafts take the canvas's server function
-        # `draft` (defined above the layout, which needs it) through the DraftGate. Both reach the engine through
-        # sketch_frame.
-        def sketch_frame_for(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness,
-                             control_map=None, **options):
-            extra: tuple[str, ...] = ()
-            if control_map is not None:
-                extra = ("using the uploaded photo's edge map; clear the photo to draw again",)
-            frame = _run(sketch_frame, sketch, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale,
-                         control_strength=control_strength, thickness=thickness, control_map=control_map, **options)
-            return frame, format_latency(frame, extra)
-
+        # The canvas asks for its frames through its server functions (draft_frame, final_frame; defined above the
+        # layout, which needs them). The queue makes the rest: page load, a photo's edge map (held in session state), and
+        # a final the gate turned away ('final': the canvas asks). The frame travels inline, as LiveImage's value.
         def sketch_final(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
                          control_strength: float, thickness: int, control_map, decoder: str, event: gr.EventData):
             asked = getattr(event, "_data", None) or {}
             if asked.get("tab"):
-                gate.drop(str(asked["tab"]))  # this tab's waiting draft is older than this picture
+                gate.drop(str(asked["tab"]))  # this tab's waiting frame is older than this picture
             picture = _run(inputs.decode_image, sketch or None, what="sketch") if control_map is None else None
-            frame, text = sketch_frame_for(picture, prompt, steps, seed, guidance_scale, control_strength,
-                                           thickness, control_map, decoder=decoder)
+            frame, readout = sketch_frame_for(picture, prompt, steps, seed, guidance_scale, control_strength,
+                                              thickness, control_map, decoder=decoder)
             seq = asked.get("seq")
-            value = frame_value(encode_frame(frame.image), sketch_digest(picture),
-                                int(seq) if isinstance(seq, int) else None, next(nonces))
-            return value, text
+            return frame_value(encode_frame(frame.image), sketch_digest(picture),
+                               int(seq) if isinstance(seq, int) else None, next(nonces), readout)
 
         gr.on(
-            triggers=[demo.load, sketch.final, photo_map_view.change, decoder.change],
+            triggers=[demo.load, sketch.final, photo_map_view.change],
             fn=sketch_final,
             inputs=[sketch, prompt, steps, seed, guidance, control_strength, thickness, photo_map, decoder],
-            outputs=[output, latency],
+            outputs=[output],
             api_visibility="private",
             trigger_mode="always_last", show_progress="hidden", concurrency_limit=concurrency_limit,
             concurrency_id=GPU,
         )
         gr.on(
             triggers=[demo.load, prompt.change, steps.change, seed.change, guidance.change, control_strength.change,
-                      thickness.change, live.change, photo_map_view.change],
-            fn=None, inputs=[prompt, steps, seed, guidance, control_strength, thickness, live, photo_map_view],
+                      thickness.change, live.change, photo_map_view.change, decoder.change],
+            fn=None,
+            inputs=[prompt, steps, seed, guidance, control_strength, thickness, live, photo_map_view, decoder],
             js=MIRROR_INPUTS_JS,
         )
 
         def sketch_to_image(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
                             control_strength: float, thickness: int, decoder: str = DEFAULT_DECODER):
             frame, text = sketch_frame_for(sketch or None, prompt, steps, seed, guidance_scale, control_strength,
-                                           thickness, decoder=decoder)
+                                           thickness, markdown=True, decoder=decoder)
             return frames.write(frame.image), text
 
         gr.on(

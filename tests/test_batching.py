@@ -2,13 +2,15 @@
 image of its own inputs, equal to the same request made alone within ``ALONE_TOLERANCE_LEVELS``, different sizes
 and step counts never share a batch, and one caller's bad input or a model fault does not leave the engine stuck.
 
-The tests make batches deterministic with a long window: the batch thread waits until ``max_batch_size`` frames
-of its key have arrived (which they do as soon as every thread has called), so no assertion depends on timing.
+The tests make batches deterministic with a long window and ``expect_full_batches``: the batch thread waits until
+``max_batch_size`` frames of its key have arrived (which they do as soon as every thread has called), so no
+assertion depends on timing. How long the engine waits by itself (the company it expects) has tests of its own.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from unittest import mock
 
@@ -32,6 +34,7 @@ def engine() -> Engine:
     engine = load_engine("preview", device="cpu", warmup=False, max_batch_size=SESSIONS)
     engine.size = SIZE
     engine.batch_window_s = LONG_WINDOW_S
+    engine.expect_full_batches = True
     return engine
 
 
@@ -163,6 +166,47 @@ def test_a_batch_size_of_one_runs_each_frame_at_once_without_the_batcher(engine)
     assert frame.batch_size == 1
     with pytest.raises(ValueError, match="max_batch_size must be a positive integer, got 0"):
         engine.max_batch_size = 0
+
+
+def test_a_lone_frame_never_waits_for_company_and_a_batch_waits_for_the_company_it_saw(engine, monkeypatch):
+    """Without ``expect_full_batches`` the window is spent only on company seen lately: a lone user's frame goes at
+    once (here the window is two minutes, so a frame that waited for it would time the test out), and after a batch
+    of three, three callers arriving one after another are made together."""
+    import sprint_demo.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "COMPANY_MEMORY_S", 3600.0)  # however slow the machine, the batch is recent
+    engine.expect_full_batches = False
+    began = time.monotonic()
+    lone = engine.render(session_request(0))
+    assert time.monotonic() - began < LONG_WINDOW_S / 2, "the lone frame waited for the window"
+    assert lone.batch_size == 1
+
+    # A batch of three forms by itself: three callers arrive while the lock is held, the batch thread then
+    # gathers them at once (it never waits for them).
+    first = threading.Thread(target=engine.render, args=(session_request(1),))
+    with engine._lock:
+        first.start()
+        while engine._waiting:  # the batch thread took the first caller and waits for the lock
+            threading.Event().wait(0.01)
+        waiting = [threading.Thread(target=engine.render, args=(session_request(i),)) for i in (2, 3, 4)]
+        for thread in waiting:
+            thread.start()
+        while len(engine._waiting) < 3:
+            threading.Event().wait(0.01)
+    for thread in (first, *waiting):
+        thread.join(600)
+    assert engine._company(engine_module.time.perf_counter()) == 3
+
+    # Now three callers, 50 ms apart: the first waits for the other two (the window is long) instead of going alone.
+    frames: list[Frame] = []
+    callers = [threading.Thread(target=lambda i=i: frames.append(engine.render(session_request(i))))
+               for i in (5, 6, 7)]
+    for thread in callers:
+        thread.start()
+        threading.Event().wait(0.05)
+    for thread in callers:
+        thread.join(600)
+    assert [frame.batch_size for frame in frames] == [3, 3, 3]
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """Live drafts: frames while the pen moves, the final frame when it lifts, the switch, the phone layout, and the
-draft path's admission (``live.DraftGate``) and server function on their own.
+canvas's admission (``live.CanvasGate``) and server functions on their own.
 
 Browser tests drive Debian's chromium (Playwright) against the app on the preview engine, with slow strokes made of
 small mouse moves and waits; they fail (never skip) without /usr/bin/chromium and assert no timings. A draft is
@@ -32,7 +32,7 @@ import support  # noqa: E402  (tests/support.py)
 
 from sprint_demo import settings  # noqa: E402
 from sprint_demo.inputs import decode_image  # noqa: E402
-from sprint_demo.live import DraftGate, encode_jpeg, sketch_digest  # noqa: E402
+from sprint_demo.live import CanvasGate, GateFull, encode_jpeg, sketch_digest  # noqa: E402
 
 DRAFTS_WANTED = 2  # a slow stroke goes on until this many drafts have been shown (or STROKE_LIMIT_S passed)
 STROKE_LIMIT_S = 30.0
@@ -207,7 +207,7 @@ def test_the_image_is_in_view_while_the_canvas_is(chromium, live_app, viewport):
 
 # --- The draft path on its own ---------------------------------------------------------------------------------
 def test_draft_gate_runs_one_at_a_time_and_drops_a_tab_s_older_waiting_draft():
-    gate = DraftGate(max_waiting=2)
+    gate = CanvasGate(max_waiting=2)
     release, started, results = threading.Event(), threading.Event(), {}
 
     def slow():
@@ -233,7 +233,8 @@ def test_draft_gate_runs_one_at_a_time_and_drops_a_tab_s_older_waiting_draft():
     other.start()
     while gate.waiting < 2:
         time.sleep(0.01)
-    assert gate.run("d", lambda: "refused") is None  # two tabs wait already: a third is refused, not queued
+    with pytest.raises(GateFull):  # two tabs wait already: a third is refused at once, not queued
+        gate.run("d", lambda: "refused")
     gate.drop("c")  # tab c's final frame arrived: its waiting draft goes
     other.join(10)
     assert results["other"] is None
@@ -245,7 +246,7 @@ def test_draft_gate_runs_one_at_a_time_and_drops_a_tab_s_older_waiting_draft():
 
 
 def test_draft_gate_serves_tabs_in_arrival_order():
-    gate, order, release = DraftGate(max_waiting=8), [], threading.Event()
+    gate, order, release = CanvasGate(max_waiting=8), [], threading.Event()
     holder = threading.Thread(target=gate.run, args=("hold", lambda: release.wait(10)))
     holder.start()
     while gate.running < 1:
@@ -262,20 +263,21 @@ def test_draft_gate_serves_tabs_in_arrival_order():
     assert order == ["x", "y", "z"]
 
 
-def _draft_function(engine):
+def _canvas_functions(engine):
+    """The canvas's server functions (draft, final) of an app around ``engine``."""
     from sprint_demo.canvas import SketchCanvas
     from sprint_demo.ui import create_demo
 
     demo = create_demo(engine)
     (canvas,) = [block for block in demo.blocks.values() if isinstance(block, SketchCanvas)]
-    return canvas.draft
+    return canvas.draft_frame, canvas.final_frame
 
 
 def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
     from sprint_demo.sketches import png_data_url
 
     preview_engine = support.preview_engine()
-    draft = _draft_function(preview_engine)
+    draft, _final = _canvas_functions(preview_engine)
     sketch = Image.new("RGB", (preview_engine.size, preview_engine.size), "white")
     sketch.paste((0, 0, 0), (40, 40, 200, 48))
     png = png_data_url(sketch)
@@ -295,6 +297,30 @@ def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
     assert "error" in draft({"png": png, "inputs": [*inputs[:5], 99], "seq": 7, "tab": "t"})  # thickness 99
     assert "error" in draft({"inputs": inputs})  # malformed: no png
     assert "src" in draft({"png": png, "inputs": inputs, "seq": 8, "tab": "t"})  # still serving
+
+
+def test_final_server_function_returns_the_api_s_pixels_with_the_chosen_decoder_and_a_readout():
+    from sprint_demo.sketches import png_data_url
+    from sprint_demo.ui import encode_frame
+
+    preview_engine = support.preview_engine()
+    _draft, final = _canvas_functions(preview_engine)
+    sketch = Image.new("RGB", (preview_engine.size, preview_engine.size), "white")
+    sketch.paste((0, 0, 0), (60, 100, 300, 110))
+    png = png_data_url(sketch)
+    inputs = ["a bridge", 2, 11, settings.DEFAULT_GUIDANCE, 0.8, 3]
+    for decoder in preview_engine.decoders:
+        answer = final({"png": png, "inputs": inputs, "decoder": decoder, "seq": 3, "tab": "t"})
+        expected = preview_engine.sketch_to_image(sketch, "a bridge", 2, 11, settings.DEFAULT_GUIDANCE, 0.8, 3,
+                                                  decoder=decoder).image
+        with Image.open(io.BytesIO(encode_frame(expected))) as image:  # the bytes /sketch_to_image serves
+            assert np.array_equal(_data_url_pixels(answer["src"]), np.asarray(image.convert("RGB"), dtype=np.int16))
+        assert answer["seq"] == 3 and answer["digest"] == sketch_digest(sketch)
+        assert f"decoder: {decoder}" in answer["readout"] and "**" not in answer["readout"]  # plain lines
+    default = final({"png": png, "inputs": inputs, "seq": 4, "tab": "t"})  # no decoder named: the default, full
+    assert "decoder: full" in default["readout"]
+    assert "steps" in final({"png": png, "inputs": [inputs[0], 9, *inputs[2:]], "seq": 5, "tab": "t"})["error"]
+    assert "src" in final({"png": png, "inputs": inputs, "seq": 6, "tab": "t"})  # still serving
 
 
 def test_banner_is_one_line_with_the_whole_text_behind_a_disclosure():
