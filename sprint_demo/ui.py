@@ -1,10 +1,11 @@
 """The Gradio interface: ``create_demo(engine) -> gr.Blocks`` with a Sketch tab and a Playground tab.
 
 Refresh semantics (measured in headless Chromium: ``trigger_mode="once"`` left stale final images, ``"multiple"``
-fell over a second behind): a tab's frames come from ONE ``gr.on`` with ``trigger_mode="always_last"``, hidden
-progress and the shared ``"gpu"`` concurrency id. So at most one frame per tab is in the queue, requests that
-arrive meanwhile collapse into the newest one, and the final image is always made from the final inputs.
-Identical inputs cost nothing: the engine returns its recent frame for them (``Frame.reused``).
+fell over a second behind): a tab's queued frames come from ONE ``gr.on`` with ``trigger_mode="always_last"``,
+hidden progress and the shared ``"gpu"`` concurrency id. So at most one frame per tab is in the queue, requests
+that arrive meanwhile collapse into the newest one, and the final image is always made from the final inputs;
+the Sketch tab's ``CanvasGate`` keeps the same rule for the frames the canvas sends past the queue. Identical
+inputs cost nothing: the engine returns its recent frame for them (``Frame.reused``).
 
 The Sketch tab is live (``sprint_demo.live``): while the pen moves the canvas sends draft frames through its server
 function ``draft_frame`` (with the tiny decoder where the engine has one); when the pen lifts, and when the prompt
