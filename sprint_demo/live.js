@@ -7,6 +7,12 @@ const root = element.querySelector('.lv-root');
 const img = element.querySelector('.lv-img');
 const liveLine = element.querySelector('.lv-live');
 const readout = element.querySelector('.lv-readout');
+const frameBox = element.querySelector('.lv-frame');
+const save = element.querySelector('.lv-save');
+element.querySelector('.lv-full').addEventListener('click', () => {
+  if (document.fullscreenElement) document.exitFullscreen();
+  else if (frameBox.requestFullscreen) frameBox.requestFullscreen().catch(() => {});
+});
 img.style.maxHeight = (Number(props.max_image_height) || 640) + 'px';
 let shownSeq = 0;    // the request number of the frame on screen
 let finalAsked = 0;  // the request number of the newest final frame the canvas asked for
@@ -16,7 +22,10 @@ function show(frame, kind) {
   img.dataset.kind = kind;
   img.dataset.digest = frame.digest || '';
   img.dataset.seq = String(frame.seq || 0);
-  if (kind === 'final') readout.textContent = frame.readout || '';  // drafts keep the last final's readout
+  if (kind === 'final') {  // drafts keep the last final's readout and download
+    readout.textContent = frame.readout || '';
+    save.href = frame.src;
+  }
   root.dispatchEvent(new CustomEvent('live-frame', { bubbles: true, detail: {
     kind: kind, digest: frame.digest || null, seq: frame.seq || 0, t: performance.now() } }));
 }

@@ -16,7 +16,8 @@ asks the queue instead (its custom event ``final``), which also makes the frames
 load, a photo's edge map, held in session state). Either way the frame is made by the engine's one entry point,
 under its lock, wrapped for ZeroGPU by the UI.
 
-``LiveImage`` is the output: an ``<img>`` and the latency readout. Its value (set by the queue's frames) is
+``LiveImage`` is the output: an ``<img>`` with download and full-screen buttons (the final frame on show), and the
+latency readout. Its value (set by the queue's frames) is
 ``{"src": data URL, "digest", "seq", "nonce", "readout"}``; the canvas hands it the frames of its server functions
 directly in the page. The newest picture wins: every request from the canvas carries a sequence number, and a
 frame for an older one than the frame on screen is not shown. Each frame says which canvas it drew (``digest``,
@@ -45,7 +46,15 @@ _JS = (_HERE / "live.js").read_text(encoding="utf-8")
 _CSS = (_HERE / "live.css").read_text(encoding="utf-8")
 _HTML = """
 <div class="lv-root">
-  <img class="lv-img" alt="Generated image">
+  <div class="lv-frame">
+    <img class="lv-img" alt="Generated image">
+    <div class="lv-tools">
+      <a class="lv-save" download="sana-sprint.jpg" title="Download this image" aria-label="Download this image">
+        <svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 4v11m-5-5 5 5 5-5M5 20h14"/></svg></a>
+      <button class="lv-full" type="button" title="Full screen" aria-label="Full screen">
+        <svg viewBox="0 0 24 24" aria-hidden="true"><path d="M4 9V4h5M15 4h5v5M20 15v5h-5M9 20H4v-5"/></svg></button>
+    </div>
+  </div>
   <div class="lv-live" aria-live="off"></div>
   <div class="lv-readout" id="latency" aria-live="polite"></div>
 </div>

@@ -31,10 +31,20 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # (``kind``, the Sketch tab's output only). ``frames``: every frame the Sketch tab's output showed (kind, digest of
 # the canvas it drew, request number). ``drafts``: one entry per draft the canvas sent; with ``probe.sample`` set,
 # each holds the canvas picture at that moment (what the draft carries), for checking frames against it.
+# ``requests``: every fetch the page makes from then on ({path: last URL segment, fn: a server function's name}),
+# to tell a frame from the canvas's server function (``component_server``) from one through the queue (``join``).
 PROBE_JS = """
 () => {
   if (window.__probe) return;
-  const probe = window.__probe = { ups: [], loads: {}, frames: [], drafts: [], sample: false };
+  const probe = window.__probe = { ups: [], loads: {}, frames: [], drafts: [], requests: [], sample: false };
+  const pageFetch = window.fetch;
+  window.fetch = function (input, init) {
+    let fn = null;
+    try { fn = init && typeof init.body === 'string' ? (JSON.parse(init.body).fn_name || null) : null; } catch (e) {}
+    const url = String((input && input.url) || input).split('?')[0];
+    probe.requests.push({ path: url.split('/').filter(Boolean).pop(), fn: fn, t: performance.now() });
+    return pageFetch.apply(this, arguments);
+  };
   window.addEventListener('pointerup', () => probe.ups.push(performance.now()), true);
   document.addEventListener('load', (event) => {
     const img = event.target;

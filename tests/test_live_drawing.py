@@ -128,9 +128,15 @@ def test_final_frame_after_pointer_up_equals_the_api_frame_for_the_final_canvas(
         helpers.wait_idle(page, quiet_ms=1500)
         shown_src = page.evaluate("() => document.querySelector('#sketch_output img').src")
         kind = page.evaluate("() => document.querySelector('#sketch_output img').dataset.kind")
+        requests = page.evaluate("() => window.__probe.requests")
         canvas = helpers.canvas_data_url(page)
+        with page.expect_download(timeout=30_000) as download:  # the image's download button saves that frame
+            page.locator("#sketch_output .lv-save").click()
+        saved = Path(download.value.path()).read_bytes()
+        suggested = download.value.suggested_filename
 
     assert kind == "final"
+    assert "final_frame" in [r["fn"] for r in requests], requests  # the canvas's server function made it
     client = Client(url, verbose=False, analytics_enabled=False)
     try:
         path, latency = client.predict(sketch=canvas, prompt=prompt, api_name="/sketch_to_image")
@@ -142,6 +148,7 @@ def test_final_frame_after_pointer_up_equals_the_api_frame_for_the_final_canvas(
     shown = _data_url_pixels(shown_src)
     assert shown.shape == expected.shape
     assert np.array_equal(shown, expected), f"mean |diff| {np.abs(shown - expected).mean():.3f}"
+    assert saved == base64.b64decode(shown_src.split(",", 1)[1]) and suggested.endswith(".jpg"), suggested
 
 
 def test_live_drafts_switch_off_sends_no_drafts_and_still_shows_the_final(chromium, live_app):
@@ -170,6 +177,65 @@ def test_live_drafts_switch_off_sends_no_drafts_and_still_shows_the_final(chromi
     assert probe["drafts"] == []
     assert [f["kind"] for f in probe["frames"]] and {f["kind"] for f in probe["frames"]} == {"final"}
     assert probe["frames"][-1]["digest"] == sketch_digest(decode_image(canvas))
+
+
+def _short_stroke(page, y: float) -> None:
+    box = helpers.canvas_box(page)
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * y)
+    page.mouse.down()
+    for step in range(6):
+        page.mouse.move(box["x"] + box["width"] * (0.2 + 0.1 * step), box["y"] + box["height"] * (y + 0.02 * step))
+        page.wait_for_timeout(20)
+    page.mouse.up()
+
+
+def test_a_final_the_gate_turns_away_comes_through_the_queue(chromium, monkeypatch):
+    """With no room in the CanvasGate (``MAX_WAITING_FRAMES`` 0: every canvas frame is turned away), the canvas asks
+    the queue for its final frame, which arrives for the final canvas."""
+    monkeypatch.setattr(settings, "MAX_WAITING_FRAMES", 0)
+    with support.live_app() as (url, _engine, _demo), _app_page(chromium, url) as page:
+        helpers.wait_idle(page)
+        page.evaluate("() => { window.__probe.frames = []; window.__probe.requests = []; }")
+        src = helpers.output_src(page)
+        _short_stroke(page, 0.4)
+        helpers.wait_new_image(page, src, timeout_ms=60_000)
+        helpers.wait_idle(page)
+        probe = page.evaluate("() => window.__probe")
+        canvas = helpers.canvas_data_url(page)
+    asked = [r["fn"] or r["path"] for r in probe["requests"]]
+    assert "final_frame" in asked and "join" in asked[asked.index("final_frame"):], asked  # turned away, then queued
+    assert probe["frames"][-1]["kind"] == "final"
+    assert probe["frames"][-1]["digest"] == sketch_digest(decode_image(canvas))
+
+
+def test_a_model_fault_on_a_final_frame_is_shown_and_the_next_stroke_works(chromium, live_app):
+    """The final frame's model call fails (in the server function, then again in the queue it falls back to): the
+    page shows the fault's message, and the next stroke gets its image."""
+    url, engine, _demo = live_app
+    failures = []
+
+    def failing(request, *args, **kwargs):  # the engine's one entry point, failing twice
+        if len(failures) < 2:
+            failures.append(request.decoder)
+            raise RuntimeError("simulated kernel fault")
+        return type(engine).render(engine, request, *args, **kwargs)
+
+    with _app_page(chromium, url) as page:
+        helpers.wait_idle(page)
+        page.locator("#live_drafts input[type=checkbox]").uncheck()  # only finals: the two failures are theirs
+        helpers.wait_idle(page, quiet_ms=800)
+        engine.render = failing
+        try:
+            _short_stroke(page, 0.3)
+            toast = page.locator("[data-testid='toast-body']").filter(has_text="simulated kernel fault")
+            toast.first.wait_for(state="visible", timeout=60_000)
+            src = helpers.output_src(page)
+            _short_stroke(page, 0.6)
+            helpers.wait_new_image(page, src, timeout_ms=60_000)
+            kind = page.evaluate("() => document.querySelector('#sketch_output img').dataset.kind")
+        finally:
+            del engine.render
+    assert failures == ["full", "full"] and kind == "final"
 
 
 def _in_viewport(box: dict, viewport: dict) -> bool:
