@@ -339,14 +339,19 @@ def _canvas_functions(engine):
     return canvas.draft_frame, canvas.final_frame
 
 
-def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
+def _bar_sketch(size: int, box: tuple[int, int, int, int]) -> tuple[Image.Image, str]:
+    """A white canvas with one black bar, and its PNG data URL (what the canvas sends)."""
     from sprint_demo.sketches import png_data_url
 
+    sketch = Image.new("RGB", (size, size), "white")
+    sketch.paste((0, 0, 0), box)
+    return sketch, png_data_url(sketch)
+
+
+def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
     preview_engine = support.preview_engine()
     draft, _final = _canvas_functions(preview_engine)
-    sketch = Image.new("RGB", (preview_engine.size, preview_engine.size), "white")
-    sketch.paste((0, 0, 0), (40, 40, 200, 48))
-    png = png_data_url(sketch)
+    sketch, png = _bar_sketch(preview_engine.size, (40, 40, 200, 48))
     inputs = ["a cat", 1, 7, settings.DEFAULT_GUIDANCE, 1.0, 2]
     answer = draft({"png": png, "inputs": inputs, "seq": 5, "tab": "t"})
     assert answer["seq"] == 5 and answer["digest"] == sketch_digest(sketch), answer.keys()
@@ -366,14 +371,11 @@ def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
 
 
 def test_final_server_function_returns_the_api_s_pixels_with_the_chosen_decoder_and_a_readout():
-    from sprint_demo.sketches import png_data_url
     from sprint_demo.ui import encode_frame
 
     preview_engine = support.preview_engine()
     _draft, final = _canvas_functions(preview_engine)
-    sketch = Image.new("RGB", (preview_engine.size, preview_engine.size), "white")
-    sketch.paste((0, 0, 0), (60, 100, 300, 110))
-    png = png_data_url(sketch)
+    sketch, png = _bar_sketch(preview_engine.size, (60, 100, 300, 110))
     inputs = ["a bridge", 2, 11, settings.DEFAULT_GUIDANCE, 0.8, 3]
     for decoder in preview_engine.decoders:
         answer = final({"png": png, "inputs": inputs, "decoder": decoder, "seq": 3, "tab": "t"})
