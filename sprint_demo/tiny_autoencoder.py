@@ -51,6 +51,7 @@ import logging
 import statistics
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +73,7 @@ _PUBLISHED_GIT_BLOBS = {
     PUBLISHED_ENCODER_URL: "7e6354ea9e818c2fe56d3e80070a9e5e8a37be2f",
     PUBLISHED_DECODER_URL: "aa645f9d0a0a1c6b5ed1fc5b446e764af4843a9f",
 }
+DOWNLOAD_TIMEOUT_S = 30.0  # a download gives up after this long without a byte (connect or read)
 RANDOM_SEED = 0  # the random variants' weights: fixed, so every run sees the same model
 
 
@@ -281,8 +283,8 @@ def resolve_weights_file(source: str | Path, cache_dir: str | Path | None = None
     folder.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", text, destination)
     try:
-        torch.hub.download_url_to_file(text, str(destination), progress=progress)
-    except Exception as error:  # offline (URLError), HTTP errors, a full disk...
+        _download(text, destination, progress)
+    except Exception as error:  # offline (URLError), HTTP errors, a stalled connection (timeout), a full disk...
         raise TinyAutoencoderLoadError(
             f"could not download the TAESANA weights {text!r} ({type(error).__name__}: {error}). Offline: download "
             f"the file on a machine with network, copy it here and pass its path, or put it at {destination}."
@@ -293,6 +295,27 @@ def resolve_weights_file(source: str | Path, cache_dir: str | Path | None = None
         raise TinyAutoencoderLoadError(f"the file downloaded from {text!r} is not the published one "
                                        f"(git blob id differs from {expected}); it was removed, try again")
     return destination
+
+
+def _download(url: str, destination: Path, progress: bool) -> None:
+    """``url`` -> ``destination``, through a temporary file renamed at the end (an interrupted download leaves no
+    partial file to be taken for the weights). Like ``torch.hub.download_url_to_file`` (the idea is adapted from
+    it), but every connect and read gives up after ``DOWNLOAD_TIMEOUT_S`` without data: torch.hub waits forever
+    on a connection that stalls, and a start-up must not."""
+    from tqdm import tqdm
+
+    partial = destination.with_name(destination.name + ".partial")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(partial, "wb") as file:
+            total = response.headers.get("Content-Length")
+            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
+                      disable=not progress, desc=destination.name) as bar:
+                while chunk := response.read(1 << 16):
+                    file.write(chunk)
+                    bar.update(len(chunk))
+        partial.replace(destination)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _git_blob_id(path: Path) -> str:

@@ -221,6 +221,24 @@ def test_an_unreachable_url_says_what_to_do(served, hub_dir):
     assert not (hub_dir / "checkpoints" / "absent.pth").exists()
 
 
+def test_a_stalled_download_gives_up_with_a_clear_error(hub_dir, monkeypatch):
+    """A server that accepts the connection and never answers (a network dropping packets): the download stops
+    after DOWNLOAD_TIMEOUT_S without data instead of holding the start-up forever, and leaves no file behind."""
+    import socket
+
+    monkeypatch.setattr(tiny_autoencoder, "DOWNLOAD_TIMEOUT_S", 1.0)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # the kernel completes the handshake; nobody ever reads or writes
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/taesana_encoder.pth"
+        with pytest.raises(TinyAutoencoderLoadError, match=r"could not download.*timed out"):
+            TinyAutoencoder.from_files(encoder=url, decoder=None)
+    finally:
+        silent.close()
+    assert list((hub_dir / "checkpoints").iterdir()) == []
+
+
 def test_a_published_url_must_deliver_the_published_file(served, hub_dir, monkeypatch):
     folder, base, _ = served
     (folder / "taesana_encoder.pth").write_bytes(ENCODER_FILE.read_bytes())
