@@ -4,8 +4,8 @@ The canvas reaches the engine through its server functions (gradio's ``server_fu
 answered with the frame, no queue round trip, no event stream). Measured in headless Chromium this is the
 shortest way into Python and back (docs/PERFORMANCE.md, "The app around the model"):
 
-* **Draft frames** (pen moving, a prompt being typed): server function ``draft_frame``, the tiny decoder where the engine
-  has one, JPEG at ``settings.DRAFT_JPEG_QUALITY``.
+* **Draft frames** (pen moving, a prompt being typed): server function ``draft_frame``, the tiny decoder where
+  the engine has one, JPEG at ``settings.DRAFT_JPEG_QUALITY``.
 * **Final frames** the canvas asks for (pen lifted, undo, clear, a loaded sketch, the prompt and sliders settled):
   server function ``final_frame``, the decoder chosen for final frames, JPEG at ``settings.JPEG_QUALITY`` -- the same
   pixels ``/sketch_to_image`` returns.

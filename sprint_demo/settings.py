@@ -82,7 +82,8 @@ LIVE_DRAFTS = True  # the Sketch tab's "Live drafts" switch starts on
 DRAFT_INTERVAL_MS = 75  # at most one draft per this much drawing time (and never two in flight per tab)
 SETTLE_MS = 350  # a prompt or slider unchanged this long gets its final frame; drafts before that
 DRAFT_DECODER = "tiny"  # drafts use the tiny autoencoder when the engine has one, else the full decoder
-MAX_WAITING_FRAMES = 16  # tabs whose canvas frame may wait for the GPU at once; each holds one of Gradio's 40 worker threads
+# Tabs whose canvas frame (live.CanvasGate) may wait for the GPU at once; each holds a Gradio worker thread (40).
+MAX_WAITING_FRAMES = 16
 FRAME_CACHE_PRUNE_S = (300, 900)  # gr.Blocks(delete_cache=...): every 5 min, drop served frames older than 15 min
 SAFETY_CHECKER = os.getenv("SPRINT_SAFETY_CHECKER") or None  # "module:function" prompt hook, off by default
 

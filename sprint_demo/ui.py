@@ -10,8 +10,8 @@ inputs cost nothing: the engine returns its recent frame for them (``Frame.reuse
 The Sketch tab is live (``sprint_demo.live``): while the pen moves the canvas sends draft frames through its server
 function ``draft_frame`` (with the tiny decoder where the engine has one); when the pen lifts, and when the prompt
 and sliders have been still for ``settings.SETTLE_MS`` (a client-side event copies them into the canvas, which
-keeps the time), it asks its server function ``final_frame`` for the final frame (the decoder chosen for final frames, full by
-default). Both pass a ``CanvasGate``, the queue's stand-in; the queue's own event makes the frames the canvas does
+keeps the time), it asks its server function ``final_frame`` for the final frame (the decoder chosen for final
+frames, full by default). Both pass a ``CanvasGate``, the queue's stand-in; the queue's own event makes the frames the canvas does
 not ask for (page load, a photo's edge map) and any final the gate turns away. The "Live drafts" switch turns
 drafts off: then every change asks for its final frame at once. Frames travel inline (JPEG data URLs), not as
 files to fetch. Phones get one column with the picture pinned above the canvas (``NARROW_PX``).
@@ -395,8 +395,8 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
 
         # --- Wiring: the sketch tab -------------------------------------------------------------------
         # The canvas asks for its frames through its server functions (draft_frame, final_frame; defined above the
-        # layout, which needs them). The queue makes the rest: page load, a photo's edge map (held in session state), and
-        # a final the gate turned away ('final': the canvas asks). The frame travels inline, as LiveImage's value.
+        # layout, which needs them). The queue makes the rest: page load, a photo's edge map (held in session state),
+        # and a final the gate turned away ('final': the canvas asks). The frame travels inline, as LiveImage's value.
         def sketch_final(sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
                          control_strength: float, thickness: int, control_map, decoder: str, event: gr.EventData):
             asked = getattr(event, "_data", None) or {}
