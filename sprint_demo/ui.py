@@ -11,10 +11,10 @@ The Sketch tab is live (``sprint_demo.live``): while the pen moves the canvas se
 function ``draft_frame`` (with the tiny decoder where the engine has one); when the pen lifts, and when the prompt
 and sliders have been still for ``settings.SETTLE_MS`` (a client-side event copies them into the canvas, which
 keeps the time), it asks its server function ``final_frame`` for the final frame (the decoder chosen for final
-frames, full by default). Both pass a ``CanvasGate``, the queue's stand-in; the queue's own event makes the frames the canvas does
-not ask for (page load, a photo's edge map) and any final the gate turns away. The "Live drafts" switch turns
-drafts off: then every change asks for its final frame at once. Frames travel inline (JPEG data URLs), not as
-files to fetch. Phones get one column with the picture pinned above the canvas (``NARROW_PX``).
+frames, full by default). Both pass a ``CanvasGate``, the queue's stand-in; the queue's own event makes the frames
+the canvas does not ask for (page load, a photo's edge map) and any final the gate turns away. The "Live drafts"
+switch turns drafts off: then every change asks for its final frame at once. Frames travel inline (JPEG data
+URLs), not as files to fetch. Phones get one column with the picture pinned above the canvas (``NARROW_PX``).
 
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
 
