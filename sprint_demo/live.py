@@ -87,30 +87,34 @@ class CanvasGate:
       frame went to the queue;
     * at most ``max_waiting`` tabs wait (the queue's ``max_size``; each waiting frame holds one of Gradio's worker
       threads); a frame beyond that raises ``GateFull`` at once;
-    * tabs are served in the order they started waiting.
+    * a waiting final frame goes before every waiting draft (the frame a user keeps never waits behind other
+      tabs' drafts; drafts only fill the time between finals); otherwise tabs are served in the order they
+      started waiting.
     """
 
     def __init__(self, max_waiting: int, slots: int = 1):
         self.max_waiting = max_waiting
         self.slots = slots
         self._cond = threading.Condition()
-        self._waiting: OrderedDict[str, int] = OrderedDict()  # tab -> ticket of its newest draft, in line order
+        # tab -> (ticket, is a final) of its newest waiting frame, in line order
+        self._waiting: OrderedDict[str, tuple[int, bool]] = OrderedDict()
         self._tickets = 0
         self._running = 0
 
-    def run(self, tab: str, fn: Callable[[], T]) -> T | None:
-        """``fn()`` once it is this tab's turn, or ``None`` if a newer frame of the tab took its place first."""
+    def run(self, tab: str, fn: Callable[[], T], final: bool = False) -> T | None:
+        """``fn()`` once it is this tab's turn, or ``None`` if a newer frame of the tab took its place first.
+        ``final``: the frame is a final one (served before waiting drafts)."""
         with self._cond:
             if tab not in self._waiting and len(self._waiting) >= self.max_waiting:
                 raise GateFull(f"{len(self._waiting)} tabs are waiting for the GPU")
             self._tickets += 1
             ticket = self._tickets
-            self._waiting[tab] = ticket  # an older waiting draft of this tab sees a newer ticket and leaves
+            self._waiting[tab] = (ticket, final)  # an older waiting frame of this tab sees a newer ticket and leaves
             self._cond.notify_all()
             while True:
-                if self._waiting.get(tab) != ticket:
+                if self._waiting.get(tab, (None,))[0] != ticket:
                     return None
-                if self._running < self.slots and next(iter(self._waiting)) == tab:
+                if self._running < self.slots and self._next() == tab:
                     break
                 self._cond.wait()
             del self._waiting[tab]
@@ -121,6 +125,10 @@ class CanvasGate:
             with self._cond:
                 self._running -= 1
                 self._cond.notify_all()
+
+    def _next(self) -> str:
+        """(Lock held.) The tab to serve next: the first waiting final, else the first waiting tab."""
+        return next((tab for tab, (_, final) in self._waiting.items() if final), next(iter(self._waiting)))
 
     def drop(self, tab: str) -> None:
         """The tab's newer picture went to the queue as a final frame: its waiting frame, if any, is dropped."""

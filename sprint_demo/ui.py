@@ -289,7 +289,8 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             return {"seq": None, "error": f"a {kind} request is {{png, inputs: [6 values], seq, tab}}"}
         try:
             made = gate.run(tab, lambda: sketch_frame_for(picture, prompt, steps, seed, guidance_scale,
-                                                          control_strength, thickness, **options))
+                                                          control_strength, thickness, **options),
+                            final=kind == "final")
         except GateFull:
             return {"seq": seq, "busy": True}
         except gr.Error as error:

@@ -329,6 +329,25 @@ def test_draft_gate_serves_tabs_in_arrival_order():
     assert order == ["x", "y", "z"]
 
 
+def test_canvas_gate_serves_waiting_finals_before_waiting_drafts():
+    gate, order, release = CanvasGate(max_waiting=8), [], threading.Event()
+    holder = threading.Thread(target=gate.run, args=("hold", lambda: release.wait(10)))
+    holder.start()
+    while gate.running < 1:
+        time.sleep(0.01)
+    threads = []
+    for tab, final in (("x", False), ("y", True), ("z", False), ("w", True)):
+        threads.append(threading.Thread(target=gate.run, args=(tab, lambda tab=tab: order.append(tab)),
+                                        kwargs={"final": final}))
+        threads[-1].start()
+        while gate.waiting < len(threads):
+            time.sleep(0.01)
+    release.set()
+    for thread in (holder, *threads):
+        thread.join(10)
+    assert order == ["y", "w", "x", "z"]  # finals first, each kind in arrival order
+
+
 def _canvas_functions(engine):
     """The canvas's server functions (draft, final) of an app around ``engine``."""
     from sprint_demo.canvas import SketchCanvas
