@@ -311,32 +311,16 @@ def test_draft_gate_runs_one_at_a_time_and_drops_a_tab_s_older_waiting_draft():
     assert gate.waiting == 0
 
 
-def test_draft_gate_serves_tabs_in_arrival_order():
+def _served_order(arrivals: list[tuple[str, bool]]) -> list[str]:
+    """The order a CanvasGate serves tabs that start waiting, one after another, while another frame holds it;
+    ``arrivals``: (tab, is a final)."""
     gate, order, release = CanvasGate(max_waiting=8), [], threading.Event()
     holder = threading.Thread(target=gate.run, args=("hold", lambda: release.wait(10)))
     holder.start()
     while gate.running < 1:
         time.sleep(0.01)
     threads = []
-    for tab in ("x", "y", "z"):
-        threads.append(threading.Thread(target=gate.run, args=(tab, lambda tab=tab: order.append(tab))))
-        threads[-1].start()
-        while gate.waiting < len(threads):
-            time.sleep(0.01)
-    release.set()
-    for thread in (holder, *threads):
-        thread.join(10)
-    assert order == ["x", "y", "z"]
-
-
-def test_canvas_gate_serves_waiting_finals_before_waiting_drafts():
-    gate, order, release = CanvasGate(max_waiting=8), [], threading.Event()
-    holder = threading.Thread(target=gate.run, args=("hold", lambda: release.wait(10)))
-    holder.start()
-    while gate.running < 1:
-        time.sleep(0.01)
-    threads = []
-    for tab, final in (("x", False), ("y", True), ("z", False), ("w", True)):
+    for tab, final in arrivals:
         threads.append(threading.Thread(target=gate.run, args=(tab, lambda tab=tab: order.append(tab)),
                                         kwargs={"final": final}))
         threads[-1].start()
@@ -345,7 +329,16 @@ def test_canvas_gate_serves_waiting_finals_before_waiting_drafts():
     release.set()
     for thread in (holder, *threads):
         thread.join(10)
-    assert order == ["y", "w", "x", "z"]  # finals first, each kind in arrival order
+    return order
+
+
+def test_draft_gate_serves_tabs_in_arrival_order():
+    assert _served_order([("x", False), ("y", False), ("z", False)]) == ["x", "y", "z"]
+
+
+def test_canvas_gate_serves_waiting_finals_before_waiting_drafts():
+    # finals first, each kind in arrival order
+    assert _served_order([("x", False), ("y", True), ("z", False), ("w", True)]) == ["y", "w", "x", "z"]
 
 
 def _canvas_functions(engine):
