@@ -20,9 +20,10 @@ engine is the only place that knows about caches, the GPU lock and timings:
   strength (a row without control gets strength 0 and a zero latent), so a row does not depend on the others;
   one engine thread makes the batches: it waits up to ``settings.BATCH_WINDOW_MS`` after the oldest waiting
   frame arrived for others of its key to join, runs the batch and hands every caller its frame (or the batch's
-  error); callers that arrive while a batch runs wait and form the next one. It waits only for company it can
-  expect: until the batch is as large as the largest of the last ``COMPANY_MEMORY_S`` (a lone user's frame
-  never waits; eight users whose frames came back together and are on their way again fill the batch).
+  error); callers that arrive while a batch runs wait and form the next one. It waits only when company can be
+  expected: a frame of a lone user (no batch of more than one frame in the last ``COMPANY_MEMORY_S``) goes at
+  once; otherwise the window is waited for a full batch, as users whose frames came back together are on their
+  way again.
   ``max_batch_size=1`` runs each frame in its caller's thread under the lock, with no window;
 * one lock serialises all model work (one GPU, shared by every user through the app's queue);
 * each frame carries per-stage timings in milliseconds (``STAGES``, and "total"), the GPU synchronised at stage
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 STAGES = settings.FRAME_STAGES
 STAGE_LABEL = "stage:"  # prefix of each stage's range in a torch.profiler trace
 BATCHER_IDLE_S = 5.0  # the batch thread ends after this long without frames (a later frame starts another)
-COMPANY_MEMORY_S = 1.0  # a batch waits for as many frames as the largest batch of this many seconds back
+COMPANY_MEMORY_S = 1.0  # a batch waits for company only if a batch of this many seconds back had any
 
 __all__ = ["STAGES", "Engine", "Frame", "FrameRequest", "batch_key", "load_engine", "to_pil"]
 
@@ -329,12 +330,13 @@ class Engine:
 
     def _gather(self) -> list[_Waiting]:
         """(Queue lock held.) The oldest waiting frame and those of the same ``batch_key``, up to max_batch_size,
-        after waiting until the batch holds the company to expect (``_company``) or the oldest has waited
-        ``batch_window_s``."""
+        after waiting until the batch is full or the oldest has waited ``batch_window_s``; a lone user's frame
+        (``_company`` 1) does not wait."""
         key = batch_key(self._waiting[0].request)
         deadline = self._waiting[0].arrived + self.batch_window_s
         now = time.perf_counter()
-        wanted = self.max_batch_size if self.expect_full_batches else min(self.max_batch_size, self._company(now))
+        # A full batch, unless the engine has been serving a lone user: then nobody is coming.
+        wanted = self.max_batch_size if self.expect_full_batches or self._company(now) > 1 else 1
 
         def same() -> list[_Waiting]:
             return [w for w in self._waiting if batch_key(w.request) == key][: self.max_batch_size]

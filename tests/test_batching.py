@@ -169,9 +169,9 @@ def test_a_batch_size_of_one_runs_each_frame_at_once_without_the_batcher(engine)
 
 
 def test_a_lone_frame_never_waits_for_company_and_a_batch_waits_for_the_company_it_saw(engine, monkeypatch):
-    """Without ``expect_full_batches`` the window is spent only on company seen lately: a lone user's frame goes at
-    once (here the window is two minutes, so a frame that waited for it would time the test out), and after a batch
-    of three, three callers arriving one after another are made together."""
+    """Without ``expect_full_batches`` the window is spent only when company was seen lately: a lone user's frame
+    goes at once (here the window is two minutes, so a frame that waited for it would fail the test), and after a
+    batch of three, three callers arriving one after another are made together (a full batch, here of three)."""
     import sprint_demo.engine as engine_module
 
     monkeypatch.setattr(engine_module, "COMPANY_MEMORY_S", 3600.0)  # however slow the machine, the batch is recent
@@ -197,7 +197,9 @@ def test_a_lone_frame_never_waits_for_company_and_a_batch_waits_for_the_company_
         thread.join(600)
     assert engine._company(engine_module.time.perf_counter()) == 3
 
-    # Now three callers, 50 ms apart: the first waits for the other two (the window is long) instead of going alone.
+    # Now three callers, 50 ms apart: the first waits for the other two (a full batch; the window is long) instead
+    # of going alone.
+    engine.max_batch_size = 3
     frames: list[Frame] = []
     callers = [threading.Thread(target=lambda i=i: frames.append(engine.render(session_request(i))))
                for i in (5, 6, 7)]
