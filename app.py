@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from sprint_demo import settings
 from sprint_demo.inputs import InputError, check_size
-from sprint_demo.launch import DEFAULT_HOST, launch
+from sprint_demo.launch import DEFAULT_HOST, launch, limit_malloc_arenas
 from sprint_demo.speedups import COMPILE_SCOPES, SpeedOptions
 
 
@@ -73,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    limit_malloc_arenas()  # before the model's threads allocate (settings.MALLOC_ARENAS says why)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("app")
 

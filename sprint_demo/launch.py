@@ -50,6 +50,22 @@ def launch(engine: Any, *, host: str = DEFAULT_HOST, port: int = settings.PORT, 
     return demo
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+
+
+def limit_malloc_arenas(arenas: int = settings.MALLOC_ARENAS) -> bool:
+    """Caps glibc's malloc arenas (``mallopt(M_ARENA_MAX)``) for this process; call it first thing, before threads
+    allocate. Returns whether the cap was set (False for 0, off Linux, or without glibc)."""
+    if arenas <= 0 or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, int(arenas)))
+    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        return False
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

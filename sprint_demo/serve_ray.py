@@ -38,7 +38,7 @@ from typing import Any
 
 from . import settings
 from .inputs import InputError
-from .launch import DEFAULT_HOST, launch
+from .launch import DEFAULT_HOST, launch, limit_malloc_arenas
 from .speedups import COMPILE_SCOPES, SpeedOptions
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class EngineReplica:
 
         from .engine import load_engine
 
+        limit_malloc_arenas()  # a replica is a server process of its own
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         _keep_replica_port_on_loopback()
         self.engine = load_engine(model, controlnet, device, dtype, speed=speed, max_batch_size=max_batch_size)

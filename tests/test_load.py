@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -201,3 +203,14 @@ def test_full_queue_refuses_clearly_and_keeps_serving(slow_server):
     finally:
         for client in clients:
             client.close()
+
+
+def test_the_server_caps_malloc_arenas_on_glibc_linux():
+    """``python app.py`` calls ``launch.limit_malloc_arenas`` first; here the call itself, in a fresh process."""
+    code = ("import sys; from sprint_demo.launch import limit_malloc_arenas as cap; "
+            "print(cap(2), cap(0))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    expected = "True False" if sys.platform.startswith("linux") else "False False"
+    assert done.stdout.split() == expected.split(), done.stdout
