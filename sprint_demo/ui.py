@@ -56,7 +56,7 @@ from . import inputs, settings
 from .canvas import SketchCanvas, sketch_value
 from .frames import DEFAULT_DECODER
 from .inputs import InputError
-from .live import CanvasGate, GateFull, LiveImage, encode_jpeg, frame_value, jpeg_data_url, sketch_digest
+from .live import CanvasGate, GateFull, LiveImage, encode_jpeg, frame_value, sketch_digest
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
     sketch_frame = _on_gpu(engine.sketch_to_image)
     gate = CanvasGate(settings.MAX_WAITING_FRAMES, slots=concurrency_limit)
     # Drafts ask for the tiny decoder only where the engine has one; else they are full frames, sent smaller.
-    draft_options = {"decoder": settings.DRAFT_DECODER} if getattr(engine, "has_tiny_decoder", False) else {}
+    draft_decoder = settings.DRAFT_DECODER if engine.has_tiny_decoder else DEFAULT_DECODER
     nonces = itertools.count(1)
     text_frame = _on_gpu(engine.text_to_image)
     photo_map_fn = _on_gpu(engine.photo_to_control_map)
@@ -270,27 +270,26 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                      control_strength=control_strength, thickness=thickness, control_map=control_map, **options)
         return frame, format_latency(frame, extra, markdown=markdown)
 
-    def through_gate(kind: str, request: dict, **options) -> dict:
-        """A frame the canvas asked for through its server function ``draft_frame`` or ``final_frame`` (``kind``):
+    def through_gate(request: dict, final: bool) -> dict:
+        """A frame the canvas asked for through its server function ``draft_frame`` or ``final_frame``:
         ``{png, inputs: [prompt, steps, seed, guidance, control strength, thickness], seq, tab}`` (and
-        ``decoder`` for a final) -> ``{src, digest, seq, readout, total_ms}``; ``{seq, dropped: true}`` when a
-        newer frame of the tab took its place in the gate; ``{seq, busy: true}`` when too many tabs wait;
-        ``{seq, error}`` for bad input or a model fault. Never raises: the canvas asks the queue for a final frame
-        the gate did not make, and the queue shows the error."""
+        ``decoder`` for a final) -> ``frame_value`` (``{src, digest, seq, nonce, readout}``); ``{seq, dropped:
+        true}`` when a newer frame of the tab took its place in the gate; ``{seq, busy: true}`` when too many tabs
+        wait; ``{seq, error}`` for bad input or a model fault. Never raises: the canvas asks the queue for a final
+        frame the gate did not make, and the queue shows the error."""
         try:
             seq, tab = int(request["seq"]), str(request["tab"])[:64]
             prompt, steps, seed, guidance_scale, control_strength, thickness = request["inputs"]
             picture = inputs.decode_image(request["png"], what="sketch")
-            if kind == "final":
-                options = {"decoder": request.get("decoder") or DEFAULT_DECODER}
+            decoder = (request.get("decoder") or DEFAULT_DECODER) if final else draft_decoder
         except InputError as error:
             return {"seq": None, "error": str(error)}
         except (KeyError, TypeError, ValueError, AttributeError):
-            return {"seq": None, "error": f"a {kind} request is {{png, inputs: [6 values], seq, tab}}"}
+            return {"seq": None, "error": "a canvas frame request is {png, inputs: [6 values], seq, tab}"}
         try:
             made = gate.run(tab, lambda: sketch_frame_for(picture, prompt, steps, seed, guidance_scale,
-                                                          control_strength, thickness, **options),
-                            final=kind == "final")
+                                                          control_strength, thickness, decoder=decoder),
+                            final=final)
         except GateFull:
             return {"seq": seq, "busy": True}
         except gr.Error as error:
@@ -298,17 +297,16 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
         if made is None:
             return {"seq": seq, "dropped": True}
         frame, readout = made
-        quality = settings.JPEG_QUALITY if kind == "final" else settings.DRAFT_JPEG_QUALITY
-        return {"src": jpeg_data_url(encode_jpeg(frame.image, quality)), "digest": sketch_digest(picture),
-                "seq": seq, "readout": readout, "total_ms": frame.timings_ms.get("total", 0.0)}
+        jpeg = encode_frame(frame.image) if final else encode_jpeg(frame.image, settings.DRAFT_JPEG_QUALITY)
+        return frame_value(jpeg, sketch_digest(picture), seq, next(nonces), readout)
 
     def draft_frame(request: dict) -> dict:
         """The canvas's server function for draft frames (see ``through_gate``)."""
-        return through_gate("draft", request, **draft_options)
+        return through_gate(request, final=False)
 
     def final_frame(request: dict) -> dict:
         """The canvas's server function for final frames (see ``through_gate``)."""
-        return through_gate("final", request)
+        return through_gate(request, final=True)
 
     with gr.Blocks(title="SANA-Sprint Live Sketch", delete_cache=settings.FRAME_CACHE_PRUNE_S) as demo:
         gr.Markdown("# SANA-Sprint Live Sketch\nDraw on the canvas: the image follows your pen while you draw and "
