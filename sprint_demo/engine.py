@@ -36,7 +36,7 @@ import itertools
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -158,7 +158,7 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.batch_window_s = settings.BATCH_WINDOW_MS / 1000
         self.expect_full_batches = False  # True: always wait the window for a full batch (tests' deterministic mode)
-        self._recent_batches: deque[tuple[float, int]] = deque()  # (when gathered, size), COMPANY_MEMORY_S back
+        self._shared_batch_at = -float("inf")  # when the last batch of more than one frame was gathered
         self._waiting: list[_Waiting] = []  # callers whose frames no batch has taken yet, oldest first
         self._queue = threading.Condition()  # guards _waiting, _batcher and every _Waiting.done
         self._batcher: threading.Thread | None = None  # runs the batches (max_batch_size > 1) while there is work
@@ -331,12 +331,12 @@ class Engine:
     def _gather(self) -> list[_Waiting]:
         """(Queue lock held.) The oldest waiting frame and those of the same ``batch_key``, up to max_batch_size,
         after waiting until the batch is full or the oldest has waited ``batch_window_s``; a lone user's frame
-        (``_company`` 1) does not wait."""
+        (``expects_company`` False) does not wait."""
         key = batch_key(self._waiting[0].request)
         deadline = self._waiting[0].arrived + self.batch_window_s
         now = time.perf_counter()
         # A full batch, unless the engine has been serving a lone user: then nobody is coming.
-        wanted = self.max_batch_size if self.expect_full_batches or self._company(now) > 1 else 1
+        wanted = self.max_batch_size if self.expect_full_batches or self.expects_company(now) else 1
 
         def same() -> list[_Waiting]:
             return [w for w in self._waiting if batch_key(w.request) == key][: self.max_batch_size]
@@ -345,15 +345,14 @@ class Engine:
             self._queue.wait(left)
         batch = same()
         self._waiting = [w for w in self._waiting if w not in batch]
-        self._recent_batches.append((now, len(batch)))
+        if len(batch) > 1:
+            self._shared_batch_at = now
         return batch
 
-    def _company(self, now: float) -> int:
-        """(Queue lock held.) How many frames a batch can expect: the largest batch of the last
-        ``COMPANY_MEMORY_S`` (1 for a lone user, or after a quiet second)."""
-        while self._recent_batches and now - self._recent_batches[0][0] > COMPANY_MEMORY_S:
-            self._recent_batches.popleft()
-        return max((size for _, size in self._recent_batches), default=1)
+    def expects_company(self, now: float) -> bool:
+        """Whether a batch of more than one frame was gathered in the ``COMPANY_MEMORY_S`` before ``now``
+        (``time.perf_counter()``): if not, the engine is serving a lone user and a batch does not wait."""
+        return now - self._shared_batch_at <= COMPANY_MEMORY_S
 
     def _run(self, batch: list[_Waiting]) -> None:
         """(GPU lock held.) Gives every member its frame or the error that stopped the batch; never raises an

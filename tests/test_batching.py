@@ -179,7 +179,7 @@ def test_a_lone_frame_never_waits_for_company_and_a_batch_waits_for_the_company_
     began = time.monotonic()
     lone = engine.render(session_request(0))
     assert time.monotonic() - began < LONG_WINDOW_S / 2, "the lone frame waited for the window"
-    assert lone.batch_size == 1
+    assert lone.batch_size == 1 and not engine.expects_company(engine_module.time.perf_counter())
 
     # A batch of three forms by itself: three callers arrive while the lock is held, the batch thread then
     # gathers them at once (it never waits for them).
@@ -195,7 +195,7 @@ def test_a_lone_frame_never_waits_for_company_and_a_batch_waits_for_the_company_
             threading.Event().wait(0.01)
     for thread in (first, *waiting):
         thread.join(600)
-    assert engine._company(engine_module.time.perf_counter()) == 3
+    assert engine.expects_company(engine_module.time.perf_counter())  # a batch of three was gathered
 
     # Now three callers, 50 ms apart: the first waits for the other two (a full batch; the window is long) instead
     # of going alone.
