@@ -248,12 +248,13 @@ function load(url, ask) {
 watch('value', () => { if ((props.value || '') !== lastSent) load(props.value || '', true); });
 
 // --- Live frames ---------------------------------------------------------------------------------------------
-// Drafts while the pen moves: the server function `draft_frame`, at most one in flight, at most one per DRAFT_INTERVAL of
-// drawing, always the picture as it is when it leaves. A final frame when the pen lifts, on undo / clear / a loaded
-// sketch, and when the tab's prompt and sliders have been still for SETTLE ms: the server function `final_frame` (one
-// HTTP request answered with the frame), or the queue (the 'final' event) when a photo's edge map replaces the
-// sketch (it lives in the session's state) or the server function could not make it (too many tabs waiting, an
-// error: the queue then makes it or shows the error). The output (LiveImage, props.output_id) shows the newest.
+// Drafts while the pen moves: the server function `draft_frame`, at most one in flight, at most one per
+// DRAFT_INTERVAL of drawing, always the picture as it is when it leaves. A final frame when the pen lifts, on undo /
+// clear / a loaded sketch, and when the tab's prompt and sliders have been still for SETTLE ms: the server function
+// `final_frame` (one HTTP request answered with the frame), or the queue (the 'final' event) when a photo's edge map
+// replaces the sketch (it lives in the session's state) or the server function could not make it (too many tabs
+// waiting, an error: the queue then makes it or shows the error). The output (LiveImage, props.output_id) shows
+// the newest.
 const DRAFT_INTERVAL = Number(props.draft_interval_ms) || 75;
 const SETTLE = Number(props.settle_ms) || 350;
 const TAB = Math.random().toString(36).slice(2) + Date.now().toString(36);  // this page's frames, for the server

@@ -68,12 +68,13 @@ ZERO_GPU_DURATION_S = 15  # spaces.GPU(duration=...) per frame on ZeroGPU: short
 # Frames of different users waiting at the same time with the same size, steps and decoder run as one batch of
 # at most this many (1: one frame at a time). ZeroGPU runs each call in a process of its own: nothing to batch.
 MAX_BATCH_SIZE = int(os.getenv("SPRINT_MAX_BATCH_SIZE", "1" if ZERO_GPU else "8"))
-# How long the oldest waiting frame may wait for others to join its batch (only when the engine is idle: frames
-# that arrive while a batch runs are already waiting when it ends). A few ms is a small part of a frame.
+# How long the oldest waiting frame may wait for others to join its batch (only when the engine is idle, since frames
+# that arrive while a batch runs are already waiting when it ends, and never for a lone user: engine.py).
+# A few ms is a small part of a frame.
 BATCH_WINDOW_MS = float(os.getenv("SPRINT_BATCH_WINDOW_MS", "10"))
 # glibc malloc arenas for the server process (0: glibc's default of 8 per core). Each thread that allocates gets an
-# arena that keeps its high-water mark; with 2, the 8-session load test's server peaked 1.20-1.25 GB instead of
-# 1.35-1.47 GB and its memory after warm-up stopped jumping by up to 250 MB, at the same frames/s.
+# arena that keeps its own high-water mark; 2 keeps the server's memory flat under load at the same frames/s
+# (measured: docs/RELIABILITY.md).
 MALLOC_ARENAS = int(os.getenv("SPRINT_MALLOC_ARENAS", "2"))
 QUEUE_SIZE = int(os.getenv("SPRINT_QUEUE_SIZE", "64"))  # waiting events before new ones are refused
 PROMPT_CACHE_SIZE = 64  # prompt embeddings kept (LRU)
