@@ -55,7 +55,7 @@ fi
 [ "${PARITY:-1}" = 1 ] && timeout 60 python3 - <<'PY' 2>&1 | tee "$out/parity.txt"
 import torch
 from diffusers import SanaSprintPipeline
-from sprint_demo.models import load_pipeline
+from sprint_demo.models.loading import load_pipeline
 pipe = load_pipeline("preview", device="cuda", dtype="bf16").pipe
 ref = SanaSprintPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler)
 ref.set_progress_bar_config(disable=True)
@@ -75,10 +75,10 @@ for name in $variants; do
   limit=$(( $(left) - 5 )); [ "$name" = eager ] && [ $limit -gt 170 ] && limit=170
   profile=(); [[ " $profiled " == *" $name "* ]] && profile=(--profile "$out/$name.profile.txt")
   # shellcheck disable=SC2086  # the flags are words
-  timeout $limit python3 -m sprint_demo.bench "${common[@]}" ${flags[$name]} "${profile[@]}" --json "$out/$name.json" 2>&1 \
+  timeout $limit python3 -m sprint_demo.tools.bench "${common[@]}" ${flags[$name]} "${profile[@]}" --json "$out/$name.json" 2>&1 \
     | grep -v "Warning\|float32" | tee "$out/$name.log"
   [ -s "$out/$name.json" ] && files+=("$out/$name.json")
 done
-[ ${#files[@]} -gt 0 ] && python3 -m sprint_demo.bench --summarize "${files[@]}" | tee "$out/summary.txt"
+[ ${#files[@]} -gt 0 ] && python3 -m sprint_demo.tools.bench --summarize "${files[@]}" | tee "$out/summary.txt"
 echo "elapsed ${SECONDS}s"
 [ -n "${PACK:-}" ] && tar -czf "$PACK" -C "$(dirname "$out")" "$(basename "$out")" && echo "packed into $PACK"

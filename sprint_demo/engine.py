@@ -9,7 +9,8 @@ engine is the only place that knows about caches, the GPU lock and timings:
 * prompt embeddings are cached (LRU): typing re-encodes, strokes do not;
 * the control latent is cached per control-map content: a new prompt or seed does not re-encode the canvas;
 * two autoencoder lanes (``FrameRequest.decoder``): "full", the pipeline's DC-AE, and "tiny", the tiny
-  autoencoder from the loader (``sprint_demo.tiny_autoencoder``), used for both the control encode and the decode
+  autoencoder from the loader (``sprint_demo.models.tiny_autoencoder``), used for both the control encode and the
+  decode
   (``Engine._autoencoder``); their control latents are cached apart. ``Engine.decoders`` lists the lanes a server
   has: without a tiny autoencoder (switched off, or its files unreachable offline) it is ``("full",)``, a "tiny"
   request is refused with the reason, and ``Engine.tiny_note`` says it for the UI and the log;
@@ -46,9 +47,9 @@ from PIL import Image
 
 from . import conditioning, inputs, settings
 from .frames import DECODERS, DEFAULT_DECODER, Frame, FrameRequest
-from .models import LoadedPipeline, ModelLoadError, attach_controlnet, load_pipeline
-from .pipeline import MAX_SEQUENCE_LENGTH
-from .speedups import SpeedOptions, apply_speedups
+from .models.loading import LoadedPipeline, ModelLoadError, attach_controlnet, load_pipeline
+from .models.pipeline import MAX_SEQUENCE_LENGTH
+from .models.speedups import SpeedOptions, apply_speedups
 
 log = logging.getLogger(__name__)
 
@@ -503,7 +504,7 @@ def load_engine(
     max_batch_size: int = settings.MAX_BATCH_SIZE,
     size: int | None = None,
 ) -> Engine:
-    """Loads the pipeline (``sprint_demo.models.load_pipeline``) and wraps it in an Engine.
+    """Loads the pipeline (``sprint_demo.models.loading.load_pipeline``) and wraps it in an Engine.
 
     ``model="auto"``: the real SANA-Sprint weights (with the experimental Sana 1.0 HED ControlNet unless
     ``controlnet`` names another) when they load; otherwise the offline preview model, with a banner and a log

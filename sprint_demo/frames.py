@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 # "full": the pipeline's DC-AE (decode, and encode of the control map); "tiny": the tiny autoencoder for both
-# (sprint_demo.tiny_autoencoder): much faster, less fine detail
+# (sprint_demo.models.tiny_autoencoder): much faster, less fine detail
 DECODERS = ("full", "tiny")
 DEFAULT_DECODER = "full"
 

@@ -76,6 +76,9 @@ BATCH_WINDOW_MS = float(os.getenv("SPRINT_BATCH_WINDOW_MS", "10"))
 # arena that keeps its own high-water mark; 2 keeps the server's memory flat under load at the same frames/s
 # (measured: docs/RELIABILITY.md).
 MALLOC_ARENAS = int(os.getenv("SPRINT_MALLOC_ARENAS", "2"))
+# Frames one Ray Serve replica accepts at once (sprint_demo.tools.serve_ray). More than 1 lets the next frame wait
+# inside the replica (no round trip between frames) and lets its engine see several frames to batch together.
+RAY_MAX_ONGOING = int(os.getenv("SPRINT_RAY_MAX_ONGOING", "2"))
 QUEUE_SIZE = int(os.getenv("SPRINT_QUEUE_SIZE", "64"))  # waiting events before new ones are refused
 PROMPT_CACHE_SIZE = 64  # prompt embeddings kept (LRU)
 CONTROL_CACHE_SIZE = 16  # control latents kept (LRU), one per recent canvas content

@@ -7,7 +7,7 @@ import browser as helpers  # tests/browser.py (pytest puts this folder on sys.pa
 import pytest
 import support  # tests/support.py
 
-from sprint_demo.models import LoadedPipeline, load_pipeline
+from sprint_demo.models.loading import LoadedPipeline, load_pipeline
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Servers for the tests: the app in this process on the preview engine, and ``python app.py`` processes shared
-between test files. Both start the app through ``sprint_demo.launch``, as ``app.py`` does.
+between test files. Both start the app through ``sprint_demo.web.launch``, as ``app.py`` does.
 
 The suite's shared server runs with a stand-in safety checker (``refuse_blocked_test_word``: the server finds this
 module as ``support`` through ``PYTHONPATH``) and a canary value in its environment, so the tests can check the
@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from sprint_demo import settings
-from sprint_demo.launch import REPO_ROOT, AppProcess, free_port, launch
+from sprint_demo.tools.app_process import REPO_ROOT, AppProcess, free_port
+from sprint_demo.web.launch import launch
 
 REPO = REPO_ROOT
 TEST_ENV = {"HF_HUB_OFFLINE": "1"}  # test servers never reach the hub

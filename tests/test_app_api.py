@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import support  # noqa: E402  (tests/support.py: live_app)
 
 from sprint_demo import settings  # noqa: E402
-from sprint_demo.canvas import sketch_value  # noqa: E402
 from sprint_demo.sketches import png_data_url, stroke_sketch  # noqa: E402
-from sprint_demo.ui import aspect_size, encode_frame, format_latency  # noqa: E402
+from sprint_demo.web.canvas import sketch_value  # noqa: E402
+from sprint_demo.web.ui import aspect_size, encode_frame, format_latency  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # decoder is last: positional calls written before it existed still work
@@ -241,7 +241,7 @@ def test_readme_api_example_runs(live_app, capsys):
 def test_zero_gpu_wraps_the_frame_functions_only_on_zero_gpu(monkeypatch):
     import types
 
-    from sprint_demo import ui
+    from sprint_demo.web import ui
 
     def plain():
         return "frame"

@@ -217,11 +217,12 @@ def test_the_users_benchmark_compares_batch_sizes_in_one_run(tmp_path, capsys):
     formed only where allowed, and each user's last batched frame within the bound of the same request alone."""
     import json
 
-    from sprint_demo import bench
+    from sprint_demo.tools import bench
 
     out = tmp_path / "users.json"
     assert bench.main(["--mode", "users", "--model", "preview", "--size", "256", "--steps", "1", "--users", "4",
-                       "--max-batch-size", "1,4", "--decoder", "full,tiny", "--duration", "3", "--json", str(out)]) == 0
+                       "--max-batch-size", "1,4", "--decoder", "full,tiny", "--duration", "3",
+                       "--json", str(out)]) == 0
     runs = json.loads(out.read_text())["runs"]
     assert [(r["decoder"], r["max_batch_size"]) for r in runs] == [(d, b) for d in ("full", "tiny") for b in (1, 4)]
     for single, batched in (runs[:2], runs[2:]):

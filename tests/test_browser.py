@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser as helpers  # noqa: E402  (tests/browser.py)
 import support  # noqa: E402  (tests/support.py)
 
-from sprint_demo.ui import encode_frame  # noqa: E402
+from sprint_demo.web.ui import encode_frame  # noqa: E402
 
 pytestmark = pytest.mark.browser
 TIMINGS_JSON = Path("/tmp/sprint_browser_timings.json")
@@ -233,7 +233,7 @@ def test_photo_upload_replaces_the_sketch_until_cleared(chromium, live_app):
 
 
 def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
-    from sprint_demo.ui import aspect_size
+    from sprint_demo.web.ui import aspect_size
 
     url, engine, _demo = live_app
     prompt = "a red kite over the sea"

@@ -131,7 +131,8 @@ def test_only_the_strokes_box_is_filtered_and_the_map_is_the_whole_frame_recipe(
     blurred_shapes = []
     real_blur = cv2.GaussianBlur
     monkeypatch.setattr(cv2, "GaussianBlur",
-                        lambda src, *args, **kwargs: blurred_shapes.append(src.shape) or real_blur(src, *args, **kwargs))
+                        lambda src, *args, **kwargs: blurred_shapes.append(src.shape)
+                        or real_blur(src, *args, **kwargs))
     out = np.asarray(sketch_to_control_map(sketch, 3, (1024, 1024)))[..., 0]
     (shape,) = blurred_shapes
     assert shape[0] * shape[1] < 0.02 * 1024 * 1024, shape

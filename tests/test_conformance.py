@@ -21,7 +21,7 @@ from diffusers import SanaSprintPipeline
 from diffusers.callbacks import PipelineCallback
 from diffusers.pipelines.sana.pipeline_output import SanaPipelineOutput
 
-from sprint_demo.pipeline import SanaSprintControlNetPipeline
+from sprint_demo.models.pipeline import SanaSprintControlNetPipeline
 
 PROMPT = "a red house by a lake"
 SIZE = 64  # 2x2 latents: the preview transformer and DC-AE run in milliseconds

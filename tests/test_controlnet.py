@@ -4,14 +4,22 @@ branch from its own patch embedding, residual i after base block i + 1), and che
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from diffusers import SanaControlNetModel, SanaTransformer2DModel
 
-from sprint_demo.checkpoints import diffusers_to_nvlabs_state_dict, load_diffusers_controlnet, load_nvlabs_checkpoint
-from sprint_demo.controlnet import ControlInputs, SanaSprintControlNetModel, attention_bias, sana_transformer_forward
-from sprint_demo.models import sprint_transformer_config
+from sprint_demo.models.checkpoints import (
+    diffusers_to_nvlabs_state_dict,
+    load_diffusers_controlnet,
+    load_nvlabs_checkpoint,
+)
+from sprint_demo.models.controlnet import (
+    ControlInputs,
+    SanaSprintControlNetModel,
+    attention_bias,
+    sana_transformer_forward,
+)
+from sprint_demo.models.loading import sprint_transformer_config
 
 
 def tiny_transformer(seed: int = 0, **overrides) -> SanaTransformer2DModel:
@@ -126,7 +134,8 @@ def test_zeroed_control_gives_the_base_block_activations():
     inputs = step_inputs(transformer)
     h, w = inputs["hidden_states"].shape[-2:]
     base_outputs = []
-    hooks = [b.register_forward_hook(lambda m, a, out: base_outputs.append(out)) for b in transformer.transformer_blocks]
+    hooks = [b.register_forward_hook(lambda m, a, out: base_outputs.append(out))
+             for b in transformer.transformer_blocks]
     transformer(**inputs, return_dict=False)
     for hook in hooks:
         hook.remove()
@@ -207,7 +216,8 @@ NVLABS_BLOCK_KEYS = {
     "cross_attn.q_linear.bias", "cross_attn.kv_linear.weight", "cross_attn.kv_linear.bias", "cross_attn.proj.weight",
     "cross_attn.proj.bias",
 }
-NVLABS_QK_NORM_KEYS = {"attn.q_norm.weight", "attn.k_norm.weight", "cross_attn.q_norm.weight", "cross_attn.k_norm.weight"}
+NVLABS_QK_NORM_KEYS = {"attn.q_norm.weight", "attn.k_norm.weight", "cross_attn.q_norm.weight",
+                       "cross_attn.k_norm.weight"}
 NVLABS_EMBEDDER_KEYS = {
     "x_embedder.proj.weight", "x_embedder.proj.bias", "y_embedder.y_proj.fc1.weight", "y_embedder.y_proj.fc1.bias",
     "y_embedder.y_proj.fc2.weight", "y_embedder.y_proj.fc2.bias", "t_embedder.mlp.0.weight", "t_embedder.mlp.0.bias",
@@ -221,7 +231,8 @@ NVLABS_GUIDANCE_KEYS = {"cfg_embedder.mlp.0.weight", "cfg_embedder.mlp.0.bias", 
 def test_exported_nvlabs_names_are_exactly_the_published_ones():
     for sprint in (True, False):
         transformer = tiny_transformer() if sprint else tiny_transformer(qk_norm=None, guidance_embeds=False)
-        keys = set(diffusers_to_nvlabs_state_dict(SanaSprintControlNetModel.from_transformer(transformer).state_dict()))
+        controlnet = SanaSprintControlNetModel.from_transformer(transformer)
+        keys = set(diffusers_to_nvlabs_state_dict(controlnet.state_dict()))
         block = NVLABS_BLOCK_KEYS | (NVLABS_QK_NORM_KEYS if sprint else set())
         expected = NVLABS_EMBEDDER_KEYS | (NVLABS_GUIDANCE_KEYS if sprint else set())
         expected |= {"controlnet.0.before_proj.weight", "controlnet.0.before_proj.bias"}

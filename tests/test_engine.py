@@ -9,10 +9,11 @@ from unittest import mock
 import pytest
 from PIL import Image
 
-from sprint_demo import bench, settings
+from sprint_demo import settings
 from sprint_demo.engine import STAGES, load_engine, to_pil
 from sprint_demo.inputs import InputError
 from sprint_demo.sketches import stroke_sketch
+from sprint_demo.tools import bench
 
 
 def canvas(strokes: int, size: int = 512) -> Image.Image:
@@ -209,7 +210,7 @@ def test_vae_lite_puts_its_decoder_in_the_full_lane(tmp_path, preview):
     import torch
     from diffusers import AutoencoderDC
 
-    from sprint_demo.models import ModelLoadError, dc_ae_config
+    from sprint_demo.models.loading import ModelLoadError, dc_ae_config
 
     torch.manual_seed(5)
     lite = AutoencoderDC(**dc_ae_config("preview") | dict(decoder_layers_per_block=(1, 1, 1, 1, 1, 2))).eval()
@@ -248,7 +249,8 @@ def test_benchmark_smoke(tmp_path, capsys):
         (m, s) for m in ("t2i", "controlnet", "controlnet-warm") for s in (1, 2)
     ]
     for run in runs:
-        assert {"mode", "steps", "height", "width", "device", "model", "stages_ms", "total_ms", "p90_total_ms"} <= set(run)
+        assert {"mode", "steps", "height", "width", "device", "model", "stages_ms", "total_ms",
+                "p90_total_ms"} <= set(run)
         assert set(run["stages_ms"]) == set(STAGES) and run["height"] == run["width"] == 256
         assert run["p90_total_ms"] >= run["total_ms"] > 0
     new_canvas = [r for r in runs if r["mode"] == "controlnet"]
@@ -298,7 +300,7 @@ def test_auto_uses_real_weights_and_survives_a_missing_controlnet(tmp_path, monk
     import torch
     from diffusers import SanaSprintPipeline
 
-    from sprint_demo.checkpoints import diffusers_to_nvlabs_state_dict
+    from sprint_demo.models.checkpoints import diffusers_to_nvlabs_state_dict
 
     pipe = preview.pipe
     SanaSprintPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler).save_pretrained(
@@ -323,8 +325,8 @@ def test_compiled_denoiser_traces_and_gives_the_same_images(scope):
     seconds on a CPU): the same pixels as eager, with and without control."""
     import torch
 
-    from sprint_demo.models import build_random_pipeline
-    from sprint_demo.speedups import compile_models
+    from sprint_demo.models.loading import build_random_pipeline
+    from sprint_demo.models.speedups import compile_models
 
     torch._dynamo.reset()
     eager = build_random_pipeline("preview")
@@ -350,8 +352,8 @@ def test_the_step_scope_traces_a_block_once_and_reuses_it_for_the_others():
     blocks."""
     import torch
 
-    from sprint_demo.models import build_random_pipeline
-    from sprint_demo.speedups import compile_models
+    from sprint_demo.models.loading import build_random_pipeline
+    from sprint_demo.models.speedups import compile_models
 
     graphs = []
 
@@ -381,7 +383,7 @@ def test_compiled_denoiser_does_not_recompile_when_the_user_moves_a_slider(scope
     control, new strengths, step counts, guidance, seeds, prompts and canvases must reuse the compiled code."""
     import torch
 
-    from sprint_demo.speedups import compile_models
+    from sprint_demo.models.speedups import compile_models
 
     torch._dynamo.reset()
     engine = load_engine("preview", device="cpu", warmup=False)
@@ -447,7 +449,7 @@ def _warm_compiled_engine(backend):
 
     import torch
 
-    from sprint_demo.speedups import compile_models
+    from sprint_demo.models.speedups import compile_models
 
     torch._dynamo.reset()
     engine = load_engine("preview", device="cpu", warmup=False, tiny_autoencoder="off")

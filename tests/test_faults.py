@@ -19,14 +19,15 @@ import time
 import uuid
 
 import pytest
+import support
 import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-import support
-from sprint_demo import loadtest, settings
+from sprint_demo import settings
 from sprint_demo.frames import DEFAULT_DECODER
-from sprint_demo.launch import AppProcess
+from sprint_demo.tools import loadtest
+from sprint_demo.tools.app_process import AppProcess
 
 pytestmark = pytest.mark.slow
 GENERIC_GRADIO_ERROR = "has not enabled verbose error reporting"
@@ -72,7 +73,7 @@ class PipeWithFaults:
 
 @pytest.fixture(scope="module")
 def live():
-    """The app as ``app.main`` serves it (``sprint_demo.launch.launch``), in this process, on the preview engine
+    """The app as ``app.main`` serves it (``sprint_demo.web.launch.launch``), in this process, on the preview engine
     whose pipeline call goes through a fault switch. Yields (url, faults, engine)."""
     from sprint_demo.engine import load_engine
 

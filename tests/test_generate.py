@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def generate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sprint_demo.generate", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sprint_demo.tools.generate", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -32,7 +32,7 @@ import support  # noqa: E402  (tests/support.py)
 
 from sprint_demo import settings  # noqa: E402
 from sprint_demo.inputs import decode_image  # noqa: E402
-from sprint_demo.live import CanvasGate, GateFull, encode_jpeg, sketch_digest  # noqa: E402
+from sprint_demo.web.live import CanvasGate, GateFull, encode_jpeg, sketch_digest  # noqa: E402
 
 DRAFTS_WANTED = 2  # a slow stroke goes on until this many drafts have been shown (or STROKE_LIMIT_S passed)
 STROKE_LIMIT_S = 30.0
@@ -343,8 +343,8 @@ def test_canvas_gate_serves_waiting_finals_before_waiting_drafts():
 
 def _canvas_functions(engine):
     """The canvas's server functions (draft, final) of an app around ``engine``."""
-    from sprint_demo.canvas import SketchCanvas
-    from sprint_demo.ui import create_demo
+    from sprint_demo.web.canvas import SketchCanvas
+    from sprint_demo.web.ui import create_demo
 
     demo = create_demo(engine)
     (canvas,) = [block for block in demo.blocks.values() if isinstance(block, SketchCanvas)]
@@ -383,7 +383,7 @@ def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
 
 
 def test_final_server_function_returns_the_api_s_pixels_with_the_chosen_decoder_and_a_readout():
-    from sprint_demo.ui import encode_frame
+    from sprint_demo.web.ui import encode_frame
 
     preview_engine = support.preview_engine()
     _draft, final = _canvas_functions(preview_engine)
@@ -404,7 +404,7 @@ def test_final_server_function_returns_the_api_s_pixels_with_the_chosen_decoder_
 
 
 def test_banner_is_one_line_with_the_whole_text_behind_a_disclosure():
-    from sprint_demo.ui import _banner_html
+    from sprint_demo.web.ui import _banner_html
 
     text = ("Preview mode: the weights could not be loaded here, so images come from a tiny random model. "
             "Reason: <no network>")

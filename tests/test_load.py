@@ -2,9 +2,9 @@
 
 * ``test_eight_sessions_hold_for_a_minute``: ``python app.py --model preview`` in a subprocess (so the server's
   memory is measured on its own process), 8 gradio_client sessions for 60 s through
-  ``sprint_demo.loadtest.run_load``: every answer is the image for the asker's own inputs, nothing fails, and the
+  ``sprint_demo.tools.loadtest.run_load``: every answer is the image for the asker's own inputs, nothing fails, and the
   server's RSS grows by less than 200 MB after a warm-up.
-* ``test_serve_starts_loads_and_stops_its_own_server``: ``python -m sprint_demo.loadtest --serve ...`` starts its
+* ``test_serve_starts_loads_and_stops_its_own_server``: ``python -m sprint_demo.tools.loadtest --serve ...`` starts its
   own ``app.py``, loads it, measures its memory and stops it.
 * ``test_full_queue_refuses_clearly_and_keeps_serving``: a server whose queue holds 2 events
   (``SPRINT_QUEUE_SIZE=2``), that makes one frame at a time (``--max-batch-size 1``) and whose frames take a
@@ -27,9 +27,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-
 import support
-from sprint_demo import loadtest, settings
+
+from sprint_demo import settings
+from sprint_demo.tools import loadtest
 
 LOAD_SESSIONS = 8
 LOAD_DURATION_S = 60.0
@@ -207,7 +208,7 @@ def test_full_queue_refuses_clearly_and_keeps_serving(slow_server):
 
 def test_the_server_caps_malloc_arenas_on_glibc_linux():
     """``python app.py`` calls ``launch.limit_malloc_arenas`` first; here the call itself, in a fresh process."""
-    code = ("import sys; from sprint_demo.launch import limit_malloc_arenas as cap; "
+    code = ("import sys; from sprint_demo.web.launch import limit_malloc_arenas as cap; "
             "print(cap(2), cap(0))")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
                           capture_output=True, text=True, timeout=120, check=False)

@@ -9,9 +9,9 @@ from PIL import Image, ImageDraw
 from transformers import Gemma2Model
 
 from sprint_demo import settings
-from sprint_demo.checkpoints import diffusers_to_nvlabs_state_dict
-from sprint_demo.controlnet import NUM_LAYERS, SanaSprintControlNetModel
-from sprint_demo.models import (
+from sprint_demo.models.checkpoints import diffusers_to_nvlabs_state_dict
+from sprint_demo.models.controlnet import NUM_LAYERS, SanaSprintControlNetModel
+from sprint_demo.models.loading import (
     ModelLoadError,
     build_byte_tokenizer,
     build_random_pipeline,
@@ -52,7 +52,8 @@ def test_building_the_preview_leaves_the_global_rng_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
-@pytest.mark.parametrize("text", ["a cat", "", "🐱🚀 émoji", "مرحبا بالعالم", "日本語のテキスト", "nul\x00char", "x" * 2000])
+@pytest.mark.parametrize("text", ["a cat", "", "🐱🚀 émoji", "مرحبا بالعالم", "日本語のテキスト", "nul\x00char",
+                                  "x" * 2000])
 def test_byte_tokenizer_handles_any_unicode(text):
     tokenizer = build_byte_tokenizer()
     ids = tokenizer(text).input_ids
@@ -91,7 +92,8 @@ def weights_folder(tmp_path_factory, preview):
     """The preview components saved as a diffusers SanaSprintPipeline folder: what the real weights look like."""
     folder = tmp_path_factory.mktemp("sprint")
     pipe = preview.pipe
-    SanaSprintPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler).save_pretrained(folder)
+    stock = SanaSprintPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.transformer, pipe.scheduler)
+    stock.save_pretrained(folder)
     return folder
 
 
@@ -154,8 +156,8 @@ def test_bad_dtype_and_controlnet_on_random_models_are_refused():
 def test_the_tiny_autoencoder_for_each_kind_of_model(monkeypatch):
     """Random weights for the built-in models (no file needed, offline); the published files for real weights;
     the two files named by "ENCODER,DECODER" otherwise."""
-    from sprint_demo.models import load_tiny_autoencoder
-    from sprint_demo.tiny_autoencoder import TinyAutoencoder
+    from sprint_demo.models.loading import load_tiny_autoencoder
+    from sprint_demo.models.tiny_autoencoder import TinyAutoencoder
 
     asked = []
     monkeypatch.setattr(TinyAutoencoder, "from_files", classmethod(lambda cls, *files: asked.append(files) or "files"))

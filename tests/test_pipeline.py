@@ -7,7 +7,7 @@ import torch
 from diffusers import SanaSprintPipeline
 from PIL import Image, ImageDraw
 
-from sprint_demo.pipeline import MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
+from sprint_demo.models.pipeline import MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
 
 SIZES = [(256, 256), (256, 384)]  # (height, width): square and non-square
 
@@ -85,7 +85,8 @@ def test_denoise_runs_a_batch_of_rows_each_with_its_own_values(preview):
     embeds, mask = pipe.encode_prompt(prompts, device="cpu", complex_human_instruction=None)
     control = pipe.prepare_control_latents(sketch(256, 256), 256, 256)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    batch = pipe.denoise(pipe.prepare_initial_latents(2, 256, 256, generators), embeds, mask, pipe.prepare_timesteps(2),
+    batch = pipe.denoise(pipe.prepare_initial_latents(2, 256, 256, generators), embeds, mask,
+                         pipe.prepare_timesteps(2),
                          torch.tensor(guidance), control_latents=control,
                          controlnet_conditioning_scale=torch.tensor(strength), generator=generators)
     for row in range(2):
@@ -171,7 +172,7 @@ def test_step_adaptive_schedule(preview):
 def test_accepts_every_keyword_of_sana_sprint_pipeline():
     import inspect
 
-    from sprint_demo.pipeline import SanaSprintControlNetPipeline
+    from sprint_demo.models.pipeline import SanaSprintControlNetPipeline
 
     theirs = set(inspect.signature(SanaSprintPipeline.__call__).parameters)
     ours = inspect.signature(SanaSprintControlNetPipeline.__call__).parameters

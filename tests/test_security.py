@@ -23,12 +23,13 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import support
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-import support
-from sprint_demo import loadtest, settings
+from sprint_demo import settings
 from sprint_demo.sketches import png_data_url
+from sprint_demo.tools import loadtest
 
 pytestmark = pytest.mark.slow
 REPO = support.REPO

@@ -1,7 +1,7 @@
 """Ray Serve: two CPU replicas of the preview model behind ``RayEngine`` and the Gradio app.
 
-The slow tests share one private Ray instance (loopback only, ``serve_ray.start_local_ray``) and one two-replica deployment serve the
-whole module; the kill test runs last because it replaces a replica. Every frame that comes back is compared
+The slow tests share one private Ray instance (loopback only, ``serve_ray.start_local_ray``) and one two-replica
+deployment serve the whole module; the kill test runs last because it replaces a replica. Every frame that comes back is compared
 with the frame a local engine makes from the same inputs: the replicas run the same deterministic preview model,
 so a frame must equal it within a batched row's bound (a replica batches the frames it holds, and a batched row
 may differ by one level; tests/support.py); another session's frame differs by far more (cross-talk).
@@ -27,14 +27,15 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import support  # noqa: E402
 
-from sprint_demo import serve_ray, settings  # noqa: E402
-from sprint_demo.launch import free_port  # noqa: E402
+from sprint_demo import settings  # noqa: E402
 from sprint_demo.inputs import InputError  # noqa: E402
+from sprint_demo.tools import serve_ray  # noqa: E402
+from sprint_demo.tools.app_process import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 REPLICAS = 2
-SESSIONS = 6  # more sessions than the replicas take at once (REPLICAS x MAX_ONGOING_REQUESTS = 4)
+SESSIONS = 6  # more sessions than the replicas take at once (REPLICAS x settings.RAY_MAX_ONGOING = 4)
 CALLS_PER_SESSION = 3
 RECOVERY_TIMEOUT_S = 300.0  # a replacement replica starts a process and loads the model on a busy 2-core machine
 
@@ -43,7 +44,7 @@ RECOVERY_TIMEOUT_S = 300.0  # a replacement replica starts a process and loads t
 def served():
     serve_ray.start_local_ray()
     try:
-        yield serve_ray.deploy(REPLICAS, settings.PREVIEW_MODEL, device="cpu")
+        yield serve_ray.deploy(REPLICAS, dict(model=settings.PREVIEW_MODEL, device="cpu"))
     finally:
         serve_ray.shutdown(local=True)
 
@@ -129,7 +130,7 @@ def test_replicas_are_separate_processes_on_loopback(served):
                  if conn.status == psutil.CONN_LISTEN and conn.pid in family]
     assert listening and {conn.laddr.ip for conn in listening} <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
     assert (served.size, served.model_name, served.device) == (settings.PREVIEW_SIZE, settings.PREVIEW_MODEL, "cpu")
-    assert served.concurrency == REPLICAS * serve_ray.MAX_ONGOING_REQUESTS
+    assert served.concurrency == REPLICAS * settings.RAY_MAX_ONGOING
 
 
 @pytest.mark.slow
@@ -160,8 +161,8 @@ def test_gradio_app_serves_frames_from_the_replicas(served, preview_engine):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    from sprint_demo.canvas import png_data_url
-    from sprint_demo.ui import CSS, create_demo, encode_frame
+    from sprint_demo.web.canvas import png_data_url
+    from sprint_demo.web.ui import CSS, create_demo, encode_frame
 
     demo = create_demo(served, concurrency_limit=served.concurrency)
     demo.queue(max_size=settings.QUEUE_SIZE)
@@ -251,7 +252,7 @@ def test_killed_replica_mid_load_costs_no_frame_and_is_replaced(served, expected
 
 @pytest.mark.slow
 def test_the_single_gpu_app_never_imports_ray():
-    code = ("import sys, app, sprint_demo.engine, sprint_demo.ui, sprint_demo.serve_ray; "
+    code = ("import sys, app, sprint_demo.engine, sprint_demo.web.ui, sprint_demo.tools.serve_ray; "
             "app.parse_args([]); sys.exit(int('ray' in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                           check=False)

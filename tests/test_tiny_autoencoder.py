@@ -14,8 +14,9 @@ import pytest
 import skimage.data
 import torch
 
-from sprint_demo import bench, tiny_autoencoder
-from sprint_demo.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderLoadError
+from sprint_demo.models import tiny_autoencoder
+from sprint_demo.models.tiny_autoencoder import TinyAutoencoder, TinyAutoencoderLoadError
+from sprint_demo.tools import autoencoder_bench, bench
 
 DATA = Path(__file__).parent / "data"
 ENCODER_FILE = DATA / "taesana_encoder.pth"
@@ -265,7 +266,7 @@ def test_the_default_sources_are_the_published_files():
 def test_component_flops_at_1024():
     """Counted on the meta device. The tiny figures match a count by hand of the published shapes (2 x MACs of
     every convolution): 33.3 GFLOP to encode, 592 to decode."""
-    flops = tiny_autoencoder.component_flops(1024)
+    flops = autoencoder_bench.component_flops(1024)
     assert flops["tiny_encode"] == pytest.approx(33.3, abs=0.1)
     assert flops["tiny_decode"] == pytest.approx(592.1, abs=0.1)
     assert flops["dc_ae_encode"] == pytest.approx(5180, rel=0.01)
@@ -279,9 +280,9 @@ def test_bench_components_mode_is_parsed_alone():
     with pytest.raises(SystemExit):
         bench.parse_args(["--mode", "components,t2i"])
     with pytest.raises(ValueError, match="multiple of 32.*got 100"):
-        tiny_autoencoder.benchmark_components(100)
+        autoencoder_bench.benchmark_components(100)
     with pytest.raises(ValueError, match="repeat must be a positive integer, got 0"):
-        tiny_autoencoder.benchmark_components(64, repeat=0)
+        autoencoder_bench.benchmark_components(64, repeat=0)
 
 
 @pytest.mark.slow
@@ -303,7 +304,7 @@ def test_on_the_cpu_only_the_tiny_autoencoder_goes_channels_last():
     """The one CPU speed-up (speedups.apply_speedups): NHWC for the tiny autoencoder's convolutions, measured faster
     there; the DC-AE keeps its layout, so full-lane CPU frames keep their pixels."""
     from sprint_demo.engine import load_engine
-    from sprint_demo.speedups import SpeedOptions
+    from sprint_demo.models.speedups import SpeedOptions
 
     def nhwc(module) -> bool:
         weights = [m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d)]

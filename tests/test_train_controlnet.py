@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from sprint_demo import train_controlnet as tc
 from sprint_demo.conditioning import sketch_to_control_map
-from sprint_demo.models import load_pipeline
+from sprint_demo.models.loading import load_pipeline
 from sprint_demo.sketches import stroke_sketch
+from sprint_demo.tools import train_controlnet as tc
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--resolution", "256", "--detector", "classical"]
@@ -120,7 +120,7 @@ def test_two_processes_equal_one_process_at_twice_the_batch(data, tmp_path):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--main_process_port", str(_free_port())]
-    result = subprocess.run([*launch, "-m", "sprint_demo.train_controlnet", *args, "--output", str(two),
+    result = subprocess.run([*launch, "-m", "sprint_demo.tools.train_controlnet", *args, "--output", str(two),
                              "--batch-size", "2"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     tc.main([*args, "--output", str(one), "--batch-size", "4"])

@@ -1,12 +1,5 @@
-"""Starting the app, in one place: the queue, the upload limit, the page CSS and where it listens.
-
-* ``launch(engine, ...)`` serves a loaded engine in this process. ``app.py`` calls it after parsing its flags;
-  the tests call it with ``prevent_thread_lock=True`` to keep running beside the server.
-* ``AppProcess(args)`` runs ``python app.py ARGS`` as a process of its own on a free loopback port (so its memory
-  and threads are its own); ``python -m sprint_demo.loadtest --serve`` and the tests start servers this way.
-
-Nothing here imports Gradio at module level: ``app.py --help`` and the load test's client side stay light.
-"""
+"""``python app.py ARGS`` as a process of its own on a free loopback port: how the load test and the tests start
+servers whose memory and threads are their own (``python -m sprint_demo.tools.loadtest --serve``)."""
 
 from __future__ import annotations
 
@@ -17,53 +10,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from . import settings
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_SCRIPT = REPO_ROOT / "app.py"
-DEFAULT_HOST = settings.SPACES_HOST if settings.ON_SPACES else settings.HOST  # a Space's proxy must reach the app
 START_TIMEOUT_S = 180.0  # imports + preview model build + warm-up on 2 busy cores
 # A started process is a local launch as on a developer's machine: these host, queue and Spaces switches are not
 # inherited from this environment (pass them in ``env`` to set them).
 NOT_INHERITED = ("SPRINT_HOST", "SPRINT_PORT", "SPRINT_QUEUE_SIZE", "SPRINT_SAFETY_CHECKER", "SPACE_ID",
                  "SPACES_ZERO_GPU", "GRADIO_SERVER_NAME", "GRADIO_SHARE")
-
-
-def launch(engine: Any, *, host: str = DEFAULT_HOST, port: int = settings.PORT, share: bool = False,
-           prevent_thread_lock: bool = False, quiet: bool = False, concurrency_limit: int | None = None) -> Any:
-    """Build the interface around ``engine`` (``ui.create_demo``) and serve it; returns the ``gr.Blocks``.
-
-    One queue for everyone (``settings.QUEUE_SIZE`` waiting), which lets the engine's ``max_batch_size`` events
-    reach it at once so that frames of different users can share a batch (one at a time with 1), uploads capped
-    at ``settings.MAX_UPLOAD_BYTES``. ``concurrency_limit``: frame events let through at once (default: the
-    engine's ``max_batch_size``; the Ray Serve front passes what all its replicas take). Blocks until the server
-    stops unless ``prevent_thread_lock``; then the caller stops it with ``demo.close()``.
-    """
-    from .ui import CSS, create_demo
-
-    demo = create_demo(engine, concurrency_limit=concurrency_limit or engine.max_batch_size)
-    demo.queue(default_concurrency_limit=1, max_size=settings.QUEUE_SIZE)
-    demo.launch(server_name=host, server_port=port, share=share, max_file_size=settings.MAX_UPLOAD_BYTES, css=CSS,
-                prevent_thread_lock=prevent_thread_lock, quiet=quiet)
-    return demo
-
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
-
-
-def limit_malloc_arenas(arenas: int = settings.MALLOC_ARENAS) -> bool:
-    """Caps glibc's malloc arenas (``mallopt(M_ARENA_MAX)``) for this process; call it first thing, before threads
-    allocate. Returns whether the cap was set (False for 0, off Linux, or without glibc)."""
-    if arenas <= 0 or not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, int(arenas)))
-    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
-        return False
 
 
 def free_port() -> int:

@@ -2,7 +2,7 @@
 
 NVlabs saves the whole ``SanaMSControlNet`` (base weights included) under its own names, with fused q/k/v and
 k/v projections; diffusers-format folders use this package's names already. ``load_controlnet`` takes either,
-local or from the hub, and returns the model with a ``LoadReport``; ``sprint_demo.models`` plugs it into a
+local or from the hub, and returns the model with a ``LoadReport``; ``sprint_demo.models.loading`` plugs it into a
 pipeline. Key names follow diffusers ``scripts/convert_sana_controlnet_to_diffusers.py`` and
 ``convert_sana_to_diffusers.py`` (read, not copied).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import settings
+from .. import settings
 from .controlnet import SANA10_TIMESTEP_SCALE, SanaSprintControlNetModel
 
 # --- Key conversion (NVlabs names <-> ours) ------------------------------------------------------------
@@ -74,7 +74,8 @@ def _renames(depth: int, sprint: bool) -> list[tuple[str, str]]:
                 pairs.append((f"cfg_embedder.mlp.{layer}.{kind}", f"time_embed.guidance_embedder.{linear}.{kind}"))
     for d in range(depth):
         pairs += [(f"controlnet.{d}.copied_block.{t}", f"transformer_blocks.{d}.{o}") for t, o in _BLOCK_KEYS.items()]
-        pairs += [(f"controlnet.{d}.after_proj.{kind}", f"controlnet_blocks.{d}.{kind}") for kind in ("weight", "bias")]
+        pairs += [(f"controlnet.{d}.after_proj.{kind}", f"controlnet_blocks.{d}.{kind}")
+                  for kind in ("weight", "bias")]
     return pairs
 
 

@@ -1,4 +1,4 @@
-"""GPU speed-ups a user can switch on and off; each one is measured by ``sprint_demo.bench``, not assumed.
+"""GPU speed-ups a user can switch on and off; each one is measured by ``sprint_demo.tools.bench``, not assumed.
 
 * ``tf32``: float32 matmuls on tensor cores (only matters for float32 runs).
 * ``channels_last``: NHWC memory layout for the autoencoders' convolutions. On the CPU only the tiny autoencoder's

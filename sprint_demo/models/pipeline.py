@@ -349,7 +349,8 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         a different value with a step count other than 2 is an error. ``complex_human_instruction`` defaults to
         None here (SanaSprintPipeline prepends a long instruction by default; pass its list to match it). Custom
         ``timesteps`` (``num_inference_steps + 1`` values, with ``max_timesteps=None``) work here, where
-        SanaSprintPipeline raises a TypeError. ``eta`` is accepted for diffusers' signature; the SCM scheduler takes none."""
+        SanaSprintPipeline raises a TypeError. ``eta`` is accepted for diffusers' signature; the SCM scheduler takes
+        none."""
         # 1. Check inputs; the size the model runs at.
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs  # as in diffusers

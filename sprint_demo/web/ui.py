@@ -7,7 +7,7 @@ that arrive meanwhile collapse into the newest one, and the final image is alway
 the Sketch tab's ``CanvasGate`` keeps the same rule for the frames the canvas sends past the queue. Identical
 inputs cost nothing: the engine returns its recent frame for them (``Frame.reused``).
 
-The Sketch tab is live (``sprint_demo.live``): while the pen moves the canvas sends draft frames through its server
+The Sketch tab is live (``sprint_demo.web.live``): while the pen moves the canvas sends draft frames through its server
 function ``draft_frame`` (with the tiny decoder where the engine has one); when the pen lifts, and when the prompt
 and sliders have been still for ``settings.SETTLE_MS`` (a client-side event copies them into the canvas, which
 keeps the time), it asks its server function ``final_frame`` for the final frame (the decoder chosen for final
@@ -52,10 +52,10 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from . import inputs, settings
+from .. import inputs, settings
+from ..frames import DEFAULT_DECODER
+from ..inputs import InputError
 from .canvas import SketchCanvas, sketch_value
-from .frames import DEFAULT_DECODER
-from .inputs import InputError
 from .live import CanvasGate, GateFull, LiveImage, encode_jpeg, frame_value, sketch_digest
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from . import settings
-from .sketches import png_data_url
+from .. import settings
+from ..sketches import png_data_url
 
 _HTML = """
 <div class="sc-root">

@@ -1,4 +1,4 @@
-"""Train a SANA-Sprint-native HED ControlNet with ``accelerate``: ``python -m sprint_demo.train_controlnet``.
+"""Train a SANA-Sprint-native HED ControlNet with ``accelerate``: ``python -m sprint_demo.tools.train_controlnet``.
 
 One script from a 2-core CPU (the preview model) to many GPUs (``accelerate launch``, multi-GPU or multi-node):
 only the ControlNet trains; the Sprint transformer, the text encoder and the autoencoder are frozen (eval mode,
@@ -63,10 +63,10 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from . import settings
-from .conditioning import load_hed_detector, photo_to_control_map
-from .controlnet import ControlInputs, SanaSprintControlNetModel
-from .pipeline import MAX_SEQUENCE_LENGTH, MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
+from .. import settings
+from ..conditioning import load_hed_detector, photo_to_control_map
+from ..models.controlnet import ControlInputs, SanaSprintControlNetModel
+from ..models.pipeline import MAX_SEQUENCE_LENGTH, MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CHECKPOINTS = "checkpoints"  # under --output: step_000100/ ... (accelerator.save_state folders)
@@ -204,7 +204,7 @@ def init_controlnet(pipe, init: str, wiring: str) -> tuple[SanaSprintControlNetM
     if init == "zero":
         model = SanaSprintControlNetModel.from_transformer(transformer, wiring=wiring)
         return model.float(), f"zero-initialised from the first {model.config.num_layers} base blocks ({wiring})"
-    from .models import load_controlnet
+    from ..models.loading import load_controlnet
 
     loaded, report = load_controlnet(init, transformer.config, torch.float32)
     model, copied = adapt_to_sprint(loaded, transformer)
@@ -510,7 +510,8 @@ def latest_checkpoint(output: Path) -> Path:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sprint_demo.train_controlnet", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sprint_demo.tools.train_controlnet",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--model", default=settings.PREVIEW_MODEL, help="preview, or Sprint weights (hub id / folder)")
     p.add_argument("--init", default="zero", help="zero, or a ControlNet: hub id, diffusers folder or NVlabs .pth")
     p.add_argument("--wiring", choices=("nvlabs", "diffusers"), default="nvlabs", help="for --init zero")
@@ -588,7 +589,7 @@ def train(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import gather_object, set_seed
 
-    from .models import load_pipeline
+    from ..models.loading import load_pipeline
 
     output = Path(args.output)
     accelerator = Accelerator(

@@ -3,8 +3,8 @@
 TAESANA (``taesana_encoder.pth`` / ``taesana_decoder.pth`` in the MIT-licensed ``madebyollin/taesd`` repository)
 is distilled from the DC-AE ``dc-ae-f32c32-sana-1.0``. It is plain 3x3 convolutions with ReLU residual blocks:
 33 GFLOP to encode and 0.59 TFLOP to decode a 1024x1024 image, against 5.2 and 8.4 TFLOP for the DC-AE
-(convolutions and matmuls, counted by ``component_flops``). It trades fine detail for speed: right while a stroke
-is being drawn, wrong for the frame a user keeps.
+(convolutions and matmuls, counted by ``sprint_demo.tools.autoencoder_bench.component_flops``). It trades fine
+detail for speed: right while a stroke is being drawn, wrong for the frame a user keeps.
 
 Architecture (as the published state dicts show it; the idea adapted from ``taesd.py`` in ``madebyollin/taesd``,
 the code written here). No diffusers class represents it: ``AutoencoderTiny``'s encoder starts with a stride-1
@@ -48,11 +48,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import statistics
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -322,144 +319,3 @@ def _git_blob_id(path: Path) -> str:
     """The id git gives a file's contents: sha1 of ``b"blob <size>\\0"`` + the bytes."""
     data = path.read_bytes()
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-# --- Cost: DC-AE against the tiny autoencoder ---------------------------------------------------------------
-
-def _component_calls(dc_ae: nn.Module, tiny: TinyAutoencoder, image: torch.Tensor,
-                     latents: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-    return {
-        "dc_ae_encode": lambda: dc_ae.encode(image).latent,
-        "dc_ae_decode": lambda: dc_ae.decode(latents).sample,
-        "tiny_encode": lambda: tiny.encode(image).latents,
-        "tiny_decode": lambda: tiny.decode(latents).sample,
-    }
-
-
-def _full_size_components(device: torch.device | str, dtype: torch.dtype) -> tuple[nn.Module, TinyAutoencoder]:
-    from diffusers import AutoencoderDC
-
-    from .models import dc_ae_config  # late: models builds the whole pipeline stack
-
-    with torch.device(device):
-        dc_ae = AutoencoderDC(**dc_ae_config("full")).eval()
-        tiny = TinyAutoencoder.build_random("full")
-    if dtype != torch.float32:  # (ModelMixin.to warns on every dtype cast)
-        dc_ae, tiny = dc_ae.to(dtype), tiny.to(dtype)
-    return dc_ae, tiny
-
-
-@torch.no_grad()
-def component_flops(size: int = 1024) -> dict[str, float]:
-    """Convolution and matmul GFLOP of one encode and one decode of a ``size`` x ``size`` image, for the full-size
-    DC-AE (the real config) and TAESANA, counted by ``torch.utils.flop_counter`` on the meta device (no memory,
-    no weights)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    _check_size(size)
-    dc_ae, tiny = _full_size_components("meta", torch.float32)
-    image = torch.empty(1, 3, size, size, device="meta")
-    latents = torch.empty(1, 32, size // 32, size // 32, device="meta")
-    flops = {}
-    for name, call in _component_calls(dc_ae, tiny, image, latents).items():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            call()
-        flops[name] = round(counter.get_total_flops() / 1e9, 1)
-    return flops
-
-
-@torch.no_grad()
-def benchmark_components(size: int = 512, device: str | None = None, dtype: str | torch.dtype | None = None,
-                         repeat: int = 3) -> dict:
-    """Times the full-size DC-AE (random weights, the real config) and the full-size tiny autoencoder (random
-    weights, the published shapes) encoding and decoding one ``size`` x ``size`` image on ``device``, in the same
-    run: one untimed round of the four calls, then ``repeat`` timed rounds. Returns median milliseconds, the
-    DC-AE / tiny time ratios and the GFLOP of each call. On CUDA both use channels-last, as the app does for the
-    DC-AE. ``dtype`` as ``models.parse_dtype`` takes it (default bf16 on CUDA, float32 on the CPU). On the CPU
-    the result also has the process's CPU time per call (``median_cpu_ms``, ``speedup_cpu_time``): on cores that
-    other processes share, wall time depends on their load and CPU time much less."""
-    from .models import default_device, parse_dtype
-
-    _check_size(size)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise ValueError(f"repeat must be a positive integer, got {repeat!r}")
-    device = torch.device(device or default_device())
-    dtype = parse_dtype(dtype, device.type)
-    dc_ae, tiny = _full_size_components(device, dtype)
-    if device.type == "cuda":
-        dc_ae.to(memory_format=torch.channels_last)
-        tiny.to(memory_format=torch.channels_last)
-    generator = torch.Generator(device).manual_seed(RANDOM_SEED)
-    image = torch.rand(1, 3, size, size, generator=generator, device=device, dtype=dtype) * 2 - 1
-    latents = torch.randn(1, 32, size // 32, size // 32, generator=generator, device=device, dtype=dtype)
-    calls = _component_calls(dc_ae, tiny, image, latents)
-    wall: dict[str, list[float]] = {name: [] for name in calls}
-    cpu: dict[str, list[float]] = {name: [] for name in calls}
-    for i in range(repeat + 1):  # the first round warms up kernels and allocator pools: not counted
-        for name, call in calls.items():  # interleaved, so a busy spell on a shared machine hits all four
-            _synchronize(device)
-            began, began_cpu = time.perf_counter(), time.process_time()
-            call()
-            _synchronize(device)
-            if i:
-                wall[name].append((time.perf_counter() - began) * 1000)
-                cpu[name].append((time.process_time() - began_cpu) * 1000)
-    times_ms = _medians(wall)
-    result = {
-        "size": size,
-        "device": _device_label(device),
-        "dtype": str(dtype).removeprefix("torch."),
-        "repeat": repeat,
-        "median_ms": times_ms,
-        "speedup": {
-            "encode": round(times_ms["dc_ae_encode"] / times_ms["tiny_encode"], 1),
-            "decode": round(times_ms["dc_ae_decode"] / times_ms["tiny_decode"], 1),
-        },
-        "gflop": component_flops(size),
-    }
-    if device.type == "cpu":  # CPU time of this process: the work done, even when other processes share the cores
-        cpu_ms = _medians(cpu)
-        result["median_cpu_ms"] = cpu_ms
-        result["speedup_cpu_time"] = {part: round(cpu_ms["dc_ae_" + part] / cpu_ms["tiny_" + part], 1)
-                                      for part in ("encode", "decode")}
-    return result
-
-
-def _medians(samples: dict[str, list[float]]) -> dict[str, float]:
-    return {name: round(statistics.median(values), 2) for name, values in samples.items()}
-
-
-def format_components(result: dict) -> str:
-    """``benchmark_components``' result as a small table."""
-    ms, gflop = result["median_ms"], result["gflop"]
-    title = (f"# components at {result['size']}x{result['size']} on {result['device']}, {result['dtype']}, "
-             f"median of {result['repeat']}")
-    lines = [title, f"{'':>7} {'DC-AE ms':>10} {'tiny ms':>9} {'speed-up':>9} {'DC-AE GFLOP':>12} {'tiny GFLOP':>11}"]
-    cpu_ms = result.get("median_cpu_ms")
-    if cpu_ms:
-        lines[1] += f" {'DC-AE CPU ms':>13} {'tiny CPU ms':>12} {'CPU-time ratio':>15}"
-    for part in ("encode", "decode"):
-        full, tiny = "dc_ae_" + part, "tiny_" + part
-        line = (f"{part:>7} {ms[full]:>10.1f} {ms[tiny]:>9.1f} {result['speedup'][part]:>8.1f}x "
-                f"{gflop[full]:>12.1f} {gflop[tiny]:>11.1f}")
-        if cpu_ms:
-            line += f" {cpu_ms[full]:>13.1f} {cpu_ms[tiny]:>12.1f} {result['speedup_cpu_time'][part]:>14.1f}x"
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def _check_size(size: int) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 32 or size % 32:
-        raise ValueError(f"size must be a positive multiple of 32 (the autoencoders compress 32x), got {size!r}")
-
-
-def _device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -231,11 +231,15 @@ def sana_transformer_forward(
     if guidance is not None:
         time_mod, embedded_timestep = transformer.time_embed(timestep, guidance=guidance, hidden_dtype=hidden.dtype)
     else:
-        time_mod, embedded_timestep = transformer.time_embed(timestep, batch_size=batch_size, hidden_dtype=hidden.dtype)
+        time_mod, embedded_timestep = transformer.time_embed(
+            timestep, batch_size=batch_size, hidden_dtype=hidden.dtype
+        )
     captions = transformer.caption_projection(encoder_hidden_states)
     captions = transformer.caption_norm(captions.view(batch_size, -1, hidden.shape[-1]))
 
-    add_residual = _residual_schedule(control, hidden_states, raw_prompt_embeds, timestep, guidance, encoder_attention_mask)
+    add_residual = _residual_schedule(
+        control, hidden_states, raw_prompt_embeds, timestep, guidance, encoder_attention_mask
+    )
     for index, block in enumerate(transformer.transformer_blocks):
         hidden = block(hidden, None, captions, mask_bias, time_mod, post_h, post_w)
         hidden = add_residual(index, hidden)

@@ -2,14 +2,14 @@
 
 Usage, against a server that is already running (``python app.py --model preview``)::
 
-    python -m sprint_demo.loadtest --url http://127.0.0.1:7860 --sessions 8 --duration 60 \
+    python -m sprint_demo.tools.loadtest --url http://127.0.0.1:7860 --sessions 8 --duration 60 \
         --json load.json --server-pid $(pgrep -n -f "app.py --model preview")
 
 or against servers it starts itself, one after the other, to compare settings (each ``--serve`` is
 ``python app.py ARGS`` on a free loopback port, its pid measured, stopped after its run); the report gives each
 server's frames/s as a ratio to the first's, e.g. batches of frames across users against one frame at a time::
 
-    python -m sprint_demo.loadtest --sessions 8 --duration 60 --serve "--model preview --max-batch-size 1" \
+    python -m sprint_demo.tools.loadtest --sessions 8 --duration 60 --serve "--model preview --max-batch-size 1" \
         --serve "--model preview"
 
 What it does:
@@ -52,9 +52,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import settings
-from .launch import AppProcess
-from .sketches import png_data_url, stroke_sketch
+from .. import settings
+from ..sketches import png_data_url, stroke_sketch
+from .app_process import AppProcess
 
 LOAD_SIZE = settings.MIN_SIZE  # small frames: the load test measures the serving path, not the model
 SKETCH_SET_SIZE = 4  # distinct sketches; sessions cycle through them
@@ -560,7 +560,7 @@ def serve_and_load(app_args: str, load: Callable[[str, int], LoadResult], log: C
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sprint_demo.loadtest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sprint_demo.tools.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=f"http://{settings.HOST}:{settings.PORT}", help="server root URL")
     parser.add_argument("--sessions", type=int, default=8, help="concurrent client sessions")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (warm-up included)")

@@ -1,8 +1,8 @@
 """The same app with N engine replicas on Ray Serve: one GPU each when there are GPUs, one Gradio UI in front.
 
-    python -m sprint_demo.serve_ray --replicas 8 --model auto        # a multi-GPU machine: one replica per GPU
-    python -m sprint_demo.serve_ray --replicas 2 --model preview     # two CPU replicas of the preview model
-    python -m sprint_demo.serve_ray --ray-address auto ...           # an existing Ray cluster (``ray start``)
+    python -m sprint_demo.tools.serve_ray --replicas 8 --model auto        # a multi-GPU machine: one replica per GPU
+    python -m sprint_demo.tools.serve_ray --replicas 2 --model preview     # two CPU replicas of the preview model
+    python -m sprint_demo.tools.serve_ray --ray-address auto ...           # an existing Ray cluster (``ray start``)
 
 Pieces (docs/SCALING.md has the picture and the cluster recipe):
 
@@ -36,19 +36,16 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from . import settings
-from .inputs import InputError
-from .launch import DEFAULT_HOST, launch, limit_malloc_arenas
-from .speedups import COMPILE_SCOPES, SpeedOptions
+from .. import settings
+from ..inputs import InputError
+from ..web.launch import build_parser, engine_options, launch, limit_malloc_arenas
+from ..web.launch import parse_args as launch_args
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "sprint"  # the Serve application
 DEPLOYMENT_NAME = "EngineReplica"
 REPLICA_NOTICE = "made by Ray Serve replica"  # frame notice prefix; the replica id follows
-# Frames one replica accepts at once. More than 1 lets the next frame wait inside the replica (no round trip
-# between frames) and lets an engine that batches across users see several frames together.
-MAX_ONGOING_REQUESTS = int(os.getenv("SPRINT_RAY_MAX_ONGOING", "2"))
 REPLICA_CPUS = 1.0  # Ray's CPU reservation per replica (a scheduling unit; Ray also sets OMP_NUM_THREADS to it)
 FRAME_TIMEOUT_S = 120.0  # a frame that takes longer is reported as a fault (first frames of a real model: < 10 s)
 HEALTH_CHECK_PERIOD_S = 5.0
@@ -69,16 +66,16 @@ class EngineReplica:
     """One engine in one Ray actor process. Wrapped by ``serve.deployment`` in ``deploy`` (not with the decorator
     here, so that importing this module does not import Ray)."""
 
-    def __init__(self, model: str, controlnet: str | None, device: str | None, dtype: str | None,
-                 speed: SpeedOptions | None, max_batch_size: int = settings.MAX_BATCH_SIZE) -> None:
+    def __init__(self, options: dict[str, Any]) -> None:
+        """``options``: ``load_engine``'s keyword arguments (``web.launch.engine_options``)."""
         from ray import serve
 
-        from .engine import load_engine
+        from ..engine import load_engine
 
         limit_malloc_arenas()  # a replica is a server process of its own
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         _keep_replica_port_on_loopback()
-        self.engine = load_engine(model, controlnet, device, dtype, speed=speed, max_batch_size=max_batch_size)
+        self.engine = load_engine(**options)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self._faults = 0  # consecutive model faults (InputErrors are the caller's, not the replica's)
         self._faults_lock = threading.Lock()
@@ -205,18 +202,17 @@ def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def deploy(replicas: int, model: str = settings.MODEL, controlnet: str | None = settings.CONTROLNET,
-           device: str | None = None, dtype: str | None = None, speed: SpeedOptions | None = None,
-           gpus: bool | None = None, max_ongoing_requests: int = MAX_ONGOING_REQUESTS,
-           max_batch_size: int = settings.MAX_BATCH_SIZE) -> RayEngine:
-    """Starts Serve (no HTTP proxy) and ``replicas`` replicas of ``EngineReplica``; returns the proxy engine once
-    every replica has loaded its model. ``gpus``: one GPU per replica (default: when the cluster has GPUs and
-    ``device`` is not the CPU). Each replica's engine batches up to ``max_batch_size`` of the frames it holds
+def deploy(replicas: int, options: dict[str, Any], gpus: bool | None = None,
+           max_ongoing_requests: int = settings.RAY_MAX_ONGOING) -> RayEngine:
+    """Starts Serve (no HTTP proxy) and ``replicas`` replicas of ``EngineReplica``, each loading its engine with
+    ``options`` (``load_engine``'s keyword arguments: ``web.launch.engine_options``); returns the proxy engine once
+    every replica has loaded its model. ``gpus``: one GPU per replica (default: when the cluster has GPUs and the
+    device is not the CPU). Each replica's engine batches up to its ``max_batch_size`` of the frames it holds
     (``max_ongoing_requests``), so batches fill only when that is at least the batch size."""
     from ray import serve
 
     if gpus is None:
-        gpus = cluster_gpus() > 0 and (device or "").split(":")[0] != "cpu"
+        gpus = cluster_gpus() > 0 and (options.get("device") or "").split(":")[0] != "cpu"
     serve.start(proxy_location="Disabled")  # handles only: no HTTP or gRPC port
     deployment = serve.deployment(
         EngineReplica,
@@ -227,7 +223,7 @@ def deploy(replicas: int, model: str = settings.MODEL, controlnet: str | None = 
         health_check_period_s=HEALTH_CHECK_PERIOD_S,
         health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
     )
-    handle = serve.run(deployment.bind(model, controlnet, device, dtype, speed, max_batch_size), name=APP_NAME, route_prefix=None)
+    handle = serve.run(deployment.bind(options), name=APP_NAME, route_prefix=None)
     return RayEngine(handle, replicas, max_ongoing_requests)
 
 
@@ -251,7 +247,7 @@ class RayEngine:
     to ``create_demo`` so the UI's queue lets that many through. ``retries`` counts frames that were sent again
     because their replica died."""
 
-    def __init__(self, handle: Any, replicas: int, max_ongoing_requests: int = MAX_ONGOING_REQUESTS) -> None:
+    def __init__(self, handle: Any, replicas: int, max_ongoing_requests: int = settings.RAY_MAX_ONGOING) -> None:
         self._handle = handle
         self.replica_count = replicas
         self.concurrency = replicas * max_ongoing_requests
@@ -312,36 +308,26 @@ class RayEngine:
 
 # --- Command line ---------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sprint_demo.serve_ray",
-                                     description="SANA-Sprint Live Sketch with N engine replicas on Ray Serve "
-                                                 "(model flags as in `python app.py --help`).")
+    """``app.py``'s flags (``web.launch.build_parser``: every replica loads its engine with them) plus the
+    replicas'."""
+    parser = build_parser(prog="python -m sprint_demo.tools.serve_ray",
+                          description="SANA-Sprint Live Sketch with N engine replicas on Ray Serve (model flags as "
+                                      "in `python app.py --help`; --share is not offered).")
     parser.add_argument("--replicas", type=int, default=None,
                         help="engine replicas (default: one per GPU in the Ray cluster, 1 without GPUs)")
     parser.add_argument("--ray-address", default=None,
                         help="an existing Ray cluster ('auto' or host:port); default: a private Ray instance on "
                              "this machine, bound to 127.0.0.1")
-    parser.add_argument("--max-batch-size", type=int, default=settings.MAX_BATCH_SIZE,
-                        help="as app.py: frames one replica's engine makes in one batch at most (default: %(default)s)")
     parser.add_argument("--max-ongoing-requests", type=int, default=None,
-                        help=f"frames one replica accepts at once (default: the larger of {MAX_ONGOING_REQUESTS}, env "
-                             "SPRINT_RAY_MAX_ONGOING, and --max-batch-size, so that a replica's batches can fill)")
-    parser.add_argument("--model", default=settings.MODEL, help="as app.py (default: %(default)s)")
-    parser.add_argument("--controlnet", default=settings.CONTROLNET, help="as app.py")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: each replica's GPU if it has one)")
-    parser.add_argument("--dtype", default=None, help="as app.py")
-    parser.add_argument("--compile", action="store_true", default=SpeedOptions().compile, help="as app.py")
-    parser.add_argument("--cuda-graphs", action="store_true", default=SpeedOptions().cuda_graphs, help="as app.py")
-    parser.add_argument("--compile-scope", default=SpeedOptions().compile_scope, choices=COMPILE_SCOPES,
-                        help="as app.py")
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address Gradio listens on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=settings.PORT, help="Gradio's port (default: %(default)s)")
-    args = parser.parse_args(argv)
+                        help=f"frames one replica accepts at once (default: the larger of {settings.RAY_MAX_ONGOING}, "
+                             "env SPRINT_RAY_MAX_ONGOING, and --max-batch-size, so that a replica's batches can fill)")
+    args = launch_args(argv, parser)
+    if args.share:
+        parser.error("--share is not offered with Ray Serve replicas")
     if args.replicas is not None and args.replicas < 1:
         parser.error(f"--replicas must be at least 1, got {args.replicas}")
-    if args.max_batch_size < 1:
-        parser.error(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
     if args.max_ongoing_requests is None:
-        args.max_ongoing_requests = max(MAX_ONGOING_REQUESTS, args.max_batch_size)
+        args.max_ongoing_requests = max(settings.RAY_MAX_ONGOING, args.max_batch_size)
     if args.max_ongoing_requests < 1:
         parser.error(f"--max-ongoing-requests must be at least 1, got {args.max_ongoing_requests}")
     return args
@@ -358,11 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         connect_ray(args.ray_address)
     try:
         replicas = args.replicas or max(1, cluster_gpus())
-        speed = replace(SpeedOptions(), compile=args.compile, cuda_graphs=args.cuda_graphs,
-                        compile_scope=args.compile_scope)
         log.info("starting %d replica(s) of %s", replicas, args.model)
-        engine = deploy(replicas, args.model, args.controlnet, args.device, args.dtype, speed,
-                        max_ongoing_requests=args.max_ongoing_requests, max_batch_size=args.max_batch_size)
+        engine = deploy(replicas, engine_options(args), max_ongoing_requests=args.max_ongoing_requests)
         if engine.banner:
             log.warning("%s", engine.banner)
         log.info("model %s, %d replica(s) on %s, frame size %d, speed-ups: %s", engine.model_name, replicas,

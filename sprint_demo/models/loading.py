@@ -6,7 +6,7 @@
 * ``"random-full"``: the real SANA-Sprint 0.6B / 7-block ControlNet / DC-AE f32c32 / Gemma-2-2B shapes with
   random weights, for GPU benchmarks (shapes from the models' published hub configs).
 * anything else: a hub id or local folder of the Sprint weights in diffusers format, with ``controlnet`` a hub
-  id, a diffusers folder, or an NVlabs ``.pth`` converted on load (``sprint_demo.checkpoints``).
+  id, a diffusers folder, or an NVlabs ``.pth`` converted on load (``sprint_demo.models.checkpoints``).
 
 Beside the pipeline, ``load_pipeline`` loads the tiny autoencoder of the "tiny" decoder lane
 (``load_tiny_autoencoder``; a failure leaves the full lane working and says why in ``LoadedPipeline.tiny_note``)
@@ -24,7 +24,8 @@ import torch
 from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
 from transformers import Gemma2Config, Gemma2Model, GemmaTokenizer
 
-from . import checkpoints, settings
+from .. import settings
+from . import checkpoints
 from .checkpoints import LoadReport
 from .controlnet import SanaSprintControlNetModel
 from .pipeline import SanaSprintControlNetPipeline
@@ -320,7 +321,8 @@ def _offline_help(source: str, error: Exception, what: str) -> str:
             f"diffusers format (or a .pth file for a ControlNet), a hub id, or --model {settings.PREVIEW_MODEL}."
         )
     offline = os.getenv("HF_HUB_OFFLINE") == "1"
-    tried = "a local folder/file and the Hugging Face cache" if offline else "a local folder/file, the cache and the hub"
+    tried = ("a local folder/file and the Hugging Face cache" if offline
+             else "a local folder/file, the cache and the hub")
     return (
         f"could not load the {what} weights {source!r} (tried {tried}): {type(error).__name__}: "
         f"{str(error).splitlines()[0][:300] if str(error) else ''}\n"

@@ -1,7 +1,7 @@
 """Frame benchmark: per-stage median and p90 through the same Engine the app uses.
 
-    python -m sprint_demo.bench --model preview --size 512 --steps 1,2,4 --mode t2i,controlnet --repeat 10
-    python -m sprint_demo.bench --model preview --size 512 --steps 1 --mode t2i,controlnet --decoder full,tiny
+    python -m sprint_demo.tools.bench --model preview --size 512 --steps 1,2,4 --mode t2i,controlnet --repeat 10
+    python -m sprint_demo.tools.bench --model preview --size 512 --steps 1 --mode t2i,controlnet --decoder full,tiny
 
 Modes:
   t2i              a new seed each frame, same prompt (the prompt cache is warm: text_encode ~ 0)
@@ -14,7 +14,7 @@ autoencoder encodes the control map and decodes the frame); each run records its
 
 ``--mode components`` (alone) times the autoencoders instead: the full-size DC-AE against the full-size tiny
 autoencoder (both random weights), encode and decode at ``--size`` (default 512), same run, with their ratio and
-GFLOP (``sprint_demo.tiny_autoencoder.benchmark_components``).
+GFLOP (``sprint_demo.tools.autoencoder_bench.benchmark_components``).
 
 ``--mode users`` (alone) simulates users calling the engine directly, no web server: ``--users`` threads, each
 drawing its own frames (its own prompt, a new seed every frame; every other user with its own sketch) for
@@ -22,7 +22,7 @@ drawing its own frames (its own prompt, a new seed every frame; every other user
 frames/s over all users and per user, p50/p95 latency, the mean batch size, frames/s as a ratio to the first batch
 size, and the largest difference (uint8 levels) between a batched frame and the same request made alone::
 
-    python -m sprint_demo.bench --mode users --model random-full --size 1024 --users 8 --max-batch-size 1,8 \
+    python -m sprint_demo.tools.bench --mode users --model random-full --size 1024 --users 8 --max-batch-size 1,8 \
         --decoder full,tiny --duration 30 --json users.json
 
 ``--summarize A.json B.json ...`` prints one table over earlier runs with each case's ratio to the first.
@@ -50,11 +50,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import settings
-from .engine import STAGE_LABEL, STAGES, Engine, Frame, load_engine
-from .frames import DECODERS, DEFAULT_DECODER
-from .sketches import stroke_sketch
-from .speedups import COMPILE_SCOPES, SpeedOptions
+from .. import settings
+from ..engine import STAGE_LABEL, STAGES, Engine, Frame, load_engine
+from ..frames import DECODERS, DEFAULT_DECODER
+from ..models.speedups import COMPILE_SCOPES, SpeedOptions
+from ..sketches import stroke_sketch
 
 MODES = ("t2i", "controlnet", "controlnet-warm")
 COMPONENTS_MODE = "components"  # the autoencoders alone, no engine
@@ -282,7 +282,7 @@ def summarize(paths: list[Path]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sprint_demo.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m sprint_demo.tools.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=settings.PREVIEW_MODEL, help="preview | random-full | weights id/folder")
     parser.add_argument("--controlnet", default=None, help="ControlNet checkpoint for real weights")
@@ -326,7 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_components(args: argparse.Namespace) -> int:
-    from .tiny_autoencoder import benchmark_components, format_components
+    from .autoencoder_bench import benchmark_components, format_components
 
     result = benchmark_components(args.size or 512, args.device, args.dtype, args.repeat)
     print(format_components(result))
@@ -353,7 +353,7 @@ def run_users_cases(engine: Engine, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--summarize"]:  # python -m sprint_demo.bench --summarize eager.json compiled.json ...
+    if argv[:1] == ["--summarize"]:  # python -m sprint_demo.tools.bench --summarize eager.json compiled.json ...
         print(summarize([Path(p) for p in argv[1:]]))
         return 0
     args = parse_args(argv)

@@ -1,7 +1,7 @@
 """One image from the command line.
 
-    python -m sprint_demo.generate --prompt "a cat in a garden" --sketch assets/cat_face.png --out cat.png
-    python -m sprint_demo.generate --prompt "a cat" --model preview --steps 2 --seed 7 --out cat.png
+    python -m sprint_demo.tools.generate --prompt "a cat in a garden" --sketch assets/cat_face.png --out cat.png
+    python -m sprint_demo.tools.generate --prompt "a cat" --model preview --steps 2 --seed 7 --out cat.png
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import json
 import sys
 from pathlib import Path
 
-from . import settings
-from .inputs import InputError
-from .models import ModelLoadError
+from .. import settings
+from ..inputs import InputError
+from ..models.loading import ModelLoadError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sprint_demo.generate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m sprint_demo.tools.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--sketch", type=Path, help="PNG/JPEG: dark strokes on light paper (omit for text-to-image)")
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .engine import load_engine  # after argument parsing: --help stays instant
+    from ..engine import load_engine  # after argument parsing: --help stays instant
 
     try:
         engine = load_engine(args.model, args.controlnet, args.device, args.dtype, warmup=False)
