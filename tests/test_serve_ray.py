@@ -1,10 +1,10 @@
 """Ray Serve: two CPU replicas of the preview model behind ``RayEngine`` and the Gradio app.
 
 The slow tests share one private Ray instance (loopback only, ``serve_ray.start_local_ray``) and one two-replica
-deployment serve the whole module; the kill test runs last because it replaces a replica. Every frame that comes back is compared
-with the frame a local engine makes from the same inputs: the replicas run the same deterministic preview model,
-so a frame must equal it within a batched row's bound (a replica batches the frames it holds, and a batched row
-may differ by one level; tests/support.py); another session's frame differs by far more (cross-talk).
+deployment serve the whole module; the kill test runs last because it replaces a replica. Every frame that comes
+back is compared with the frame a local engine makes from the same inputs: the replicas run the same deterministic
+preview model, so a frame must equal it within a batched row's bound (a replica batches the frames it holds, and a
+batched row may differ by one level; tests/support.py); another session's frame differs by far more (cross-talk).
 """
 
 from __future__ import annotations
