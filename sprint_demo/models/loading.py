@@ -69,9 +69,9 @@ def build_byte_tokenizer() -> GemmaTokenizer:
         vocab[f"<0x{byte:02X}>"] = len(vocab)
     for word in _WORDS:
         vocab.setdefault("\u2581" + word, len(vocab))  # SentencePiece marks a word start with U+2581
-    tokenizer = GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=True)
-    tokenizer.padding_side = "right"  # what the Sprint pipeline expects of Gemma
-    return tokenizer
+    # padding_side as an argument, not an attribute set afterwards: only arguments are saved with the tokenizer,
+    # and a saved preview pipeline must load padding on the right, as the Sprint pipeline expects of Gemma
+    return GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=True, padding_side="right")
 
 
 # --- Component configs ------------------------------------------------------------------------------------
