@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import os
 
+
+def _env_flag(name: str, default: bool) -> bool:
+    """The switch ``name`` from the environment: "1" is on, any other value off, unset ``default``."""
+    return os.getenv(name, "1" if default else "0") == "1"
+
+
 # --- Models -------------------------------------------------------------------------------------------
 SPRINT_MODEL_ID = "Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers"  # real text-to-image weights
 SPRINT_MODEL_ID_1600M = "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"
@@ -26,6 +32,14 @@ RANDOM_FULL_MODEL = "random-full"  # real shapes, random weights: for GPU benchm
 # TAESANA files, downloaded once, for real weights) | off | "ENCODER,DECODER" (paths or URLs of the two .pth files)
 TINY_AUTOENCODER = os.getenv("SPRINT_TINY_AUTOENCODER") or "auto"
 VAE_LITE = os.getenv("SPRINT_VAE_LITE") or None  # DC-AE-Lite (hub id or diffusers folder): its decoder, full lane
+
+# --- GPU speed-ups (sprint_demo/models/speedups.py; app.py and bench override them from their command lines) ---
+TF32 = _env_flag("SPRINT_TF32", True)  # float32 matmuls on tensor cores (matters for float32 runs only)
+CHANNELS_LAST = _env_flag("SPRINT_CHANNELS_LAST", True)  # NHWC layout for the autoencoders' convolutions
+COMPILE = _env_flag("SPRINT_COMPILE", False)  # torch.compile: minutes of compile at start, so opt in
+CUDA_GRAPHS = _env_flag("SPRINT_CUDA_GRAPHS", False)  # with COMPILE: mode "reduce-overhead" (CUDA graphs)
+COMPILE_SCOPES = ("blocks", "step")  # what COMPILE compiles: each block apart, or each denoising step whole
+COMPILE_SCOPE = os.getenv("SPRINT_COMPILE_SCOPE", "blocks")  # blocks (measured on GPUs) | step
 
 # --- Sampling (the schedule's own constants live in sprint_demo/pipeline.py) ----------------------------
 MIN_STEPS, MAX_STEPS = 1, 4  # Sprint is step-adaptive over 1-4 steps; the app offers that range

@@ -320,6 +320,9 @@ def test_diffusers_folders_load(tmp_path):
     assert report.wiring == "nvlabs" and report.family == "sprint"
     for (name, a), (_, b) in zip(ours.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
+    # the wiring is the checkpoint's own: a folder of ours records it in its config
+    SanaSprintControlNetModel.from_transformer(transformer, wiring="diffusers").save_pretrained(tmp_path / "ours-d")
+    assert load_diffusers_controlnet(str(tmp_path / "ours-d"))[1].wiring == "diffusers"
 
     # a stock diffusers SanaControlNetModel folder (e.g. the community conversion of the Sana 1.0 HED model)
     base10 = tiny_transformer(qk_norm=None, guidance_embeds=False)

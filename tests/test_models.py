@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel
 from PIL import Image, ImageDraw
-from transformers import Gemma2Model
+from transformers import Gemma2Model, GemmaTokenizer
 
 from sprint_demo import settings
 from sprint_demo.models.checkpoints import diffusers_to_nvlabs_state_dict
@@ -60,6 +60,14 @@ def test_byte_tokenizer_handles_any_unicode(text):
     assert ids[0] == tokenizer.bos_token_id
     assert tokenizer.unk_token_id not in ids
     assert tokenizer.decode(ids, skip_special_tokens=True).replace("\u2581", " ").strip() == text.strip()
+
+
+def test_byte_tokenizer_pads_on_the_right_after_a_save_and_load(tmp_path):
+    """A saved preview pipeline (a training run's, a test's) must load padding prompts as Sana does."""
+    build_byte_tokenizer().save_pretrained(tmp_path)
+    loaded = GemmaTokenizer.from_pretrained(tmp_path)
+    assert loaded.padding_side == "right"
+    assert loaded("a cat", padding="max_length", max_length=32).input_ids[-1] == loaded.pad_token_id
 
 
 def test_preview_pipeline_makes_images_of_the_requested_size(preview):

@@ -174,52 +174,52 @@ def load_controlnet(
     source: str | Path,
     base_config: dict | None = None,
     dtype: torch.dtype | None = None,
-    wiring: str | None = None,
 ) -> tuple[SanaSprintControlNetModel, LoadReport]:
     """The one way a ControlNet is loaded: ``source`` is an NVlabs ``.pth`` file (local, or ``owner/repo/path.pth``
     on the hub), a diffusers folder, or a hub repo holding either (an NVlabs repo keeps its weights at
     ``settings.SANA10_HED_CONTROLNET_FILE``).
-    ``base_config`` is the base transformer's config (NVlabs files do not store the head layout). Raises OSError
-    when the files cannot be found or fetched and ValueError when they do not fit."""
+    ``base_config`` is the base transformer's config (NVlabs files do not store the head layout). The wiring
+    comes with the checkpoint: "nvlabs" for an NVlabs ``.pth`` (what those were trained with), the folder's
+    ``config.wiring`` for ours, "diffusers" for a stock ``SanaControlNetModel``. Raises OSError when the files
+    cannot be found or fetched and ValueError when they do not fit."""
     source = str(source)
     if source.endswith(".pth"):
         path = source if Path(source).exists() else _hub_file(source)
-        return load_nvlabs_checkpoint(path, base_config, dtype, wiring or "nvlabs")
+        return load_nvlabs_checkpoint(path, base_config, dtype)
     if Path(source).is_dir() or _hub_has_diffusers_config(source):
-        return load_diffusers_controlnet(source, dtype, wiring)
+        return load_diffusers_controlnet(source, dtype)
     path = _hub_file(f"{source}/{settings.SANA10_HED_CONTROLNET_FILE}")
-    return load_nvlabs_checkpoint(path, base_config, dtype, wiring or "nvlabs")
+    return load_nvlabs_checkpoint(path, base_config, dtype)
 
 
 def load_nvlabs_checkpoint(
-    path: str | Path, base_config: dict | None = None, dtype: torch.dtype | None = None, wiring: str = "nvlabs"
+    path: str | Path, base_config: dict | None = None, dtype: torch.dtype | None = None
 ) -> tuple[SanaSprintControlNetModel, LoadReport]:
-    """Loads an NVlabs ``.pth`` ControlNet (Sprint-native or Sana 1.0 HED), converting names on load. NVlabs
-    checkpoints were trained with the NVlabs wiring; ``wiring`` exists only for experiments."""
+    """Loads an NVlabs ``.pth`` ControlNet (Sprint-native or Sana 1.0 HED), converting names on load, with the
+    NVlabs wiring its weights were trained with."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     nvlabs = checkpoint.get("state_dict", checkpoint)
     state, ignored = nvlabs_to_diffusers_state_dict(nvlabs)
-    config = config_from_nvlabs(state, base_config) | {"wiring": wiring}
+    config = config_from_nvlabs(state, base_config)
     model = SanaSprintControlNetModel(**config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     _refuse_misfit(path, missing, unexpected)
     if dtype is not None:
         model = model.to(dtype)
     family = "sprint" if config["guidance_embeds"] else "sana-1.0"
-    return model.eval(), LoadReport(str(path), family, wiring, ignored_base_keys=ignored)
+    return model.eval(), LoadReport(str(path), family, model.config.wiring, ignored_base_keys=ignored)
 
 
 def load_diffusers_controlnet(
-    path_or_id: str, dtype: torch.dtype | None = None, wiring: str | None = None, **hub_kwargs
+    path_or_id: str, dtype: torch.dtype | None = None, **hub_kwargs
 ) -> tuple[SanaSprintControlNetModel, LoadReport]:
     """Loads a diffusers-format ControlNet folder or hub repo: ours, or a stock ``SanaControlNetModel`` (Sana 1.0
-    shapes, run with the diffusers wiring that diffusers' own SanaControlNetPipeline uses)."""
+    shapes, run with the diffusers wiring that diffusers' own SanaControlNetPipeline uses). Ours run with the
+    wiring their config records."""
     config = SanaSprintControlNetModel.load_config(path_or_id, **hub_kwargs)
     overrides = {}
     if config.get("_class_name") == "SanaControlNetModel":
         overrides = dict(qk_norm=None, guidance_embeds=False, timestep_scale=SANA10_TIMESTEP_SCALE, wiring="diffusers")
-    if wiring is not None:
-        overrides["wiring"] = wiring
     model, info = SanaSprintControlNetModel.from_pretrained(
         path_or_id, dtype=dtype, output_loading_info=True, **overrides, **hub_kwargs
     )

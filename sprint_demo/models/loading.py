@@ -69,9 +69,9 @@ def build_byte_tokenizer() -> GemmaTokenizer:
         vocab[f"<0x{byte:02X}>"] = len(vocab)
     for word in _WORDS:
         vocab.setdefault("\u2581" + word, len(vocab))  # SentencePiece marks a word start with U+2581
-    tokenizer = GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=True)
-    tokenizer.padding_side = "right"  # what the Sprint pipeline expects of Gemma
-    return tokenizer
+    # padding_side as an argument, not an attribute set afterwards: only arguments are saved with the tokenizer,
+    # and a saved preview pipeline must load padding on the right, as the Sprint pipeline expects of Gemma
+    return GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=True, padding_side="right")
 
 
 # --- Component configs ------------------------------------------------------------------------------------
@@ -181,7 +181,6 @@ def load_pipeline(
     controlnet: str | None = None,
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
-    controlnet_wiring: str | None = None,
     tiny_autoencoder: str | None = settings.TINY_AUTOENCODER,
     vae_lite: str | None = settings.VAE_LITE,
 ) -> LoadedPipeline:
@@ -205,7 +204,7 @@ def load_pipeline(
     pipe.set_progress_bar_config(disable=True)
     loaded = LoadedPipeline(pipe=pipe, model_name=model, controlnet_report=None)
     if controlnet is not None:
-        attach_controlnet(loaded, controlnet, controlnet_wiring)
+        attach_controlnet(loaded, controlnet)
     if tiny_autoencoder not in (None, "off"):
         try:
             tiny = load_tiny_autoencoder(model, tiny_autoencoder)
@@ -277,10 +276,10 @@ def swap_in_lite_decoder(pipe: SanaSprintControlNetPipeline, source: str) -> Non
     log.info("full-lane decoder: DC-AE-Lite from %s", source)
 
 
-def attach_controlnet(loaded: LoadedPipeline, source: str, wiring: str | None = None) -> None:
+def attach_controlnet(loaded: LoadedPipeline, source: str) -> None:
     """Loads a ControlNet in the pipeline's dtype, on its device, and plugs it in (raises ModelLoadError)."""
     pipe = loaded.pipe
-    controlnet, report = load_controlnet(source, pipe.transformer.config, pipe.transformer.dtype, wiring)
+    controlnet, report = load_controlnet(source, pipe.transformer.config, pipe.transformer.dtype)
     base, config = pipe.transformer.config, controlnet.config  # e.g. one trained on the preview (train_controlnet)
     if (config.num_attention_heads * config.attention_head_dim, config.caption_channels) != (
         base.num_attention_heads * base.attention_head_dim, base.caption_channels
@@ -290,13 +289,11 @@ def attach_controlnet(loaded: LoadedPipeline, source: str, wiring: str | None = 
     loaded.controlnet_report = report
 
 
-def load_controlnet(
-    source: str, base_config, dtype: torch.dtype, wiring: str | None = None
-) -> tuple[SanaSprintControlNetModel, LoadReport]:
+def load_controlnet(source: str, base_config, dtype: torch.dtype) -> tuple[SanaSprintControlNetModel, LoadReport]:
     """``checkpoints.load_controlnet`` (an NVlabs ``.pth``, a diffusers folder or a hub id), its failures turned
     into a ModelLoadError that says what to do."""
     try:
-        return checkpoints.load_controlnet(source, dict(base_config), dtype, wiring)
+        return checkpoints.load_controlnet(source, dict(base_config), dtype)
     except (OSError, ValueError) as error:
         raise ModelLoadError(_offline_help(source, error, "ControlNet")) from error
 

@@ -1,51 +1,50 @@
-"""GPU speed-ups a user can switch on and off; each one is measured by ``sprint_demo.tools.bench``, not assumed.
+"""GPU speed-ups a user can switch on and off; ``sprint_demo.tools.bench`` measures each one (figures:
+docs/PERFORMANCE.md).
 
 * ``tf32``: float32 matmuls on tensor cores (only matters for float32 runs).
-* ``channels_last``: NHWC memory layout for the autoencoders' convolutions. On the CPU only the tiny autoencoder's
-  (measured on this project's 2-core CPU: its decode 1.4x faster at the published shapes and 2x at the preview's,
-  its encode 1.5x; the DC-AE's unchanged), so full-lane CPU frames keep their pixels.
+* ``channels_last``: NHWC memory layout for the autoencoders' convolutions. On the CPU it applies to the tiny
+  autoencoder only, where it is faster, and not to the DC-AE, where it gains nothing, so full-lane CPU frames keep
+  their pixels (docs/PERFORMANCE.md, "CPU: the preview model").
 * ``compile``: ``torch.compile`` of every transformer / ControlNet block and of the DC-AE encoder and decoder.
   Blocks, not whole models, are compiled so the same compiled code serves both the stock diffusers forward
   (text-to-image) and our ControlNet forward, and compile time stays one block's worth (the blocks repeat).
 * ``cuda_graphs``: with ``compile``, mode "reduce-overhead" (CUDA graphs) instead of the default mode; shapes
   must repeat, which they do for a fixed canvas size. (No autotuning mode: minutes of start-up for a demo.)
-* ``compile_scope``: ``"blocks"`` (measured, the default: see docs/PERFORMANCE.md) compiles each block apart;
-  ``"step"`` compiles the whole transformer forward, with the ControlNet branch, as one region per denoising
-  step, so that CUDA graphs replay one graph instead of 35 with Python between them. It is the candidate fix for
-  the H100 ControlNet frame (denoise 31.7 ms against 16.8 on the H200); tested for correctness on the CPU,
-  **not yet timed on a GPU**. Inside that graph each block is a nested compile region, compiled once and stamped
-  out for the other blocks: the 28-block transformer compiled in 43 s instead of 122 s (torch 2.14) and 74 s
-  instead of 102 s (torch 2.11, what the GPU machines run), inductor on a 2-core CPU.
+* ``compile_scope``: ``"blocks"`` (the default, the scope the GPU figures were measured with) compiles each block
+  apart; ``"step"`` compiles the whole transformer forward, with the ControlNet branch, as one region per
+  denoising step, so that CUDA graphs replay one graph instead of 35 with Python between them. Inside that graph
+  each block is a nested compile region, compiled once and stamped out for the other blocks, which shortens the
+  compile. Its status, compile times and the frame it is meant to speed up: docs/PERFORMANCE.md, "Where the
+  ControlNet frame's time goes".
 
 bf16 is the default dtype on CUDA (``models.parse_dtype``); fused attention is already what diffusers runs
 (SDPA for cross-attention, Sana's linear attention for self-attention), so there is no switch for it.
-Settings come from the environment (``SPRINT_COMPILE=1`` ...) or the command line of ``app.py`` / ``bench``.
+``SpeedOptions()`` takes its defaults from ``sprint_demo.settings`` (``TF32``, ``CHANNELS_LAST``, ``COMPILE``,
+``CUDA_GRAPHS``, ``COMPILE_SCOPE``: environment ``SPRINT_*``); ``app.py`` and ``bench`` override them from their
+command lines.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass, replace
+
+from .. import settings
 
 log = logging.getLogger(__name__)
 
 
-COMPILE_SCOPES = ("blocks", "step")
-
-
-def _env_flag(name: str, default: bool) -> bool:
-    return os.getenv(name, "1" if default else "0") == "1"
+COMPILE_SCOPES = settings.COMPILE_SCOPES  # what --compile-scope offers (app.py, bench)
 
 
 @dataclass(frozen=True)
 class SpeedOptions:
-    tf32: bool = _env_flag("SPRINT_TF32", True)
-    channels_last: bool = _env_flag("SPRINT_CHANNELS_LAST", True)
-    compile: bool = _env_flag("SPRINT_COMPILE", False)  # minutes of compile at start: opt in
-    cuda_graphs: bool = _env_flag("SPRINT_CUDA_GRAPHS", False)
-    compile_scope: str = os.getenv("SPRINT_COMPILE_SCOPE", "blocks")  # blocks | step
+    tf32: bool = settings.TF32
+    channels_last: bool = settings.CHANNELS_LAST
+    compile: bool = settings.COMPILE
+    cuda_graphs: bool = settings.CUDA_GRAPHS
+    compile_scope: str = settings.COMPILE_SCOPE  # one of COMPILE_SCOPES
 
     def describe(self) -> str:
         on = [name for name, value in vars(self).items() if value is True]
@@ -106,10 +105,10 @@ def compile_models(pipe, scope: str, mode: str = "default", backend: str = "indu
 def _nested_region_class(block_class: type) -> type:
     """A subclass of ``block_class`` whose forward is a ``torch.compiler.nested_compile_region``: within a compiled
     step, dynamo and inductor compile a block once and reuse that code for every block of the same shapes (a no-op
-    outside torch.compile). A subclass, not a per-instance wrapper: a region bound to each block with
-    ``types.MethodType`` gave every block the first block's weights under torch 2.14 (2.11 got it right): wrong
-    images. As a method of the class, each block's parameters are inputs of the shared region in both. The
-    subclass keeps the base class's name, which diffusers and accelerate look blocks up by."""
+    outside torch.compile). A subclass, not a per-instance wrapper: under torch 2.14 a region bound to each block
+    with ``types.MethodType`` gives every block the first block's weights (wrong images), while as a method of the
+    class each block's parameters are inputs of the shared region. The subclass keeps the base class's name, which
+    diffusers and accelerate look blocks up by."""
     import torch
 
     forward = torch.compiler.nested_compile_region(block_class.forward)
@@ -118,9 +117,9 @@ def _nested_region_class(block_class: type) -> type:
 
 def _strength_as_tensor(compiled_forward):
     """Dynamo specialises on Python floats: with the ControlNet strength inside the compiled step as a float,
-    every new slider position compiled the step again (tests/test_engine.py fails on any recompile). As a 0-dim
-    tensor it is an input like the latents, and one graph serves every strength. Per-row strengths (a batch) are a
-    tensor already, in the transformer's dtype, and stay so (as float32 they would promote the residuals)."""
+    every new slider position would compile the step again (tests/test_engine.py fails on any recompile). As a
+    0-dim tensor it is an input like the latents, and one graph serves every strength. Per-row strengths (a batch)
+    are a tensor already, in the transformer's dtype, and stay so (as float32 they would promote the residuals)."""
     import torch
 
     def controlled_forward(transformer, hidden_states, *args, control, **kwargs):

@@ -1,10 +1,10 @@
 """``TinyAutoencoder``: TAESANA, a tiny autoencoder for Sana's 32-channel, 32x-compressed latent space.
 
 TAESANA (``taesana_encoder.pth`` / ``taesana_decoder.pth`` in the MIT-licensed ``madebyollin/taesd`` repository)
-is distilled from the DC-AE ``dc-ae-f32c32-sana-1.0``. It is plain 3x3 convolutions with ReLU residual blocks:
-33 GFLOP to encode and 0.59 TFLOP to decode a 1024x1024 image, against 5.2 and 8.4 TFLOP for the DC-AE
-(convolutions and matmuls, counted by ``sprint_demo.tools.autoencoder_bench.component_flops``). It trades fine
-detail for speed: right while a stroke is being drawn, wrong for the frame a user keeps.
+is distilled from the DC-AE ``dc-ae-f32c32-sana-1.0``. It is plain 3x3 convolutions with ReLU residual blocks,
+a small fraction of the DC-AE's arithmetic (``sprint_demo.tools.autoencoder_bench.component_flops`` counts both;
+figures: docs/PERFORMANCE.md, "The tiny autoencoder lane"). It trades fine detail for speed: right while a stroke
+is being drawn, wrong for the frame a user keeps.
 
 Architecture (as the published state dicts show it; the idea adapted from ``taesd.py`` in ``madebyollin/taesd``,
 the code written here). No diffusers class represents it: ``AutoencoderTiny``'s encoder starts with a stride-1
@@ -24,23 +24,13 @@ Interface: diffusers' ``AutoencoderTiny`` conventions. Images are in [-1, 1] in 
 for the DC-AE (``vae.encode(x).latent * scaling_factor``), gets the same latent space from both.
 
 Latent convention: TAESANA latents are the transformer's latents, i.e. DC-AE latents already multiplied by the
-DC-AE's ``scaling_factor`` (0.41407), with no offset; ``config.scaling_factor`` is therefore 1.0. The evidence:
-
-* TAESD's documented convention is that its latents *are* the diffusion model's latents, the big VAE's latents
-  times that VAE's scaling factor (its "scale_factor" is 1).
-* Those scaled latents should have about unit variance (the scaling factor is chosen for that; the Sprint
-  sampler starts from noise of standard deviation ``sigma_data`` and divides by it at the end). The published
-  encoder gives on ``skimage.data.astronaut()`` (512x512) mean 0.04, standard deviation 1.04, range -4.6..7.4;
-  over eight scikit-image photos (astronaut, chelsea, coffee, rocket, camera, immunohistochemistry,
-  hubble_deep_field, retina) standard deviations 0.79 to 1.04 (0.96 pooled) and means -0.02 to 0.29 (0.06
-  pooled). Unscaled DC-AE latents would have a standard deviation near 1 / 0.41407 = 2.4.
-* The decoder's input soft clamp (``tanh(z / 3) * 3``) is built for that range: 1 % of the astronaut's latents
-  (at most 3 % on any of the eight photos) lie beyond +-3, where it squashes; the same latents unscaled (divided
-  by 0.41407) would put 19 % there.
-
-Not checked here, because the DC-AE weights are not available offline: the element-wise agreement of TAESANA
-latents with ``DC-AE.encode(x).latent * 0.41407`` on the same image, and that the Sana 1.1 DC-AE shipped with
-SANA-Sprint shares the Sana 1.0 latent space TAESANA was distilled from (expected, not verified).
+DC-AE's ``scaling_factor`` (0.41407), with no offset; ``config.scaling_factor`` is therefore 1.0. That is TAESD's
+documented convention (its latents are the big VAE's latents times that VAE's scaling factor), and the published
+weights agree with it: their latents have about unit variance, where unscaled DC-AE latents would spread about
+1 / 0.41407 = 2.4 times wider, and the decoder's input soft clamp (``tanh(z / 3) * 3``) squashes only their
+tails. The measurements behind this, and what is not yet checked (element-wise agreement with the DC-AE's scaled
+latents, and the Sana 1.1 DC-AE of SANA-Sprint sharing the Sana 1.0 latent space): docs/PERFORMANCE.md,
+"The tiny autoencoder's latent convention".
 """
 
 from __future__ import annotations
