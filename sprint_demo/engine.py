@@ -16,17 +16,13 @@ engine is the only place that knows about caches, the GPU lock and timings:
   request is refused with the reason, and ``Engine.tiny_note`` says it for the UI and the log;
 * a request equal to one of the last ``max_batch_size`` frames' returns that frame without any work
   (``Frame.reused``): equal requests give equal pixels, so whoever asked first, the answer is the same;
-* frames of different users that wait at the same time with the same size, steps and decoder (``batch_key``) run
-  as one batch of up to ``max_batch_size`` rows, each row from its own prompt, seed, guidance, control latent and
-  strength (a row without control gets strength 0 and a zero latent), so a row does not depend on the others;
-  one engine thread makes the batches: it waits up to ``settings.BATCH_WINDOW_MS`` after the oldest waiting
-  frame arrived for others of its key to join, runs the batch and hands every caller its frame (or the batch's
-  error); callers that arrive while a batch runs wait and form the next one. It waits only when company can be
-  expected: a frame of a lone user (no batch of more than one frame in the last ``COMPANY_MEMORY_S``) goes at
-  once; otherwise the window is waited for a full batch, as users whose frames came back together are on their
-  way again.
-  ``max_batch_size=1`` runs each frame in its caller's thread under the lock, with no window;
-* one lock serialises all model work (one GPU, shared by every user through the app's queue);
+* all model work runs on the engine's one thread (``sprint_demo.batcher.Batcher``): frames of different users
+  that wait at the same time with the same size, steps and decoder (``batch_key``) run as one batch of up to
+  ``max_batch_size`` rows, each row from its own prompt, seed, guidance, control latent and strength (a row without
+  control gets strength 0 and a zero latent), so a row does not depend on the others; the batcher decides the order
+  (finals before drafts, round-robin over sessions, one waiting frame per session, a final stops its session's
+  draft in flight) and raises ``Superseded`` / ``EngineBusy`` to callers it turns away. A batch whose frames have
+  all been superseded stops at its next stage or denoising step;
 * each frame carries per-stage timings in milliseconds (``STAGES``, and "total"), the GPU synchronised at stage
   edges.
 """
@@ -37,15 +33,17 @@ import itertools
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from typing import TypeVar
 
 import torch
 from PIL import Image
 
 from . import conditioning, inputs, settings
+from .batcher import Batcher, EngineBusy, Priority, Superseded, Ticket
 from .frames import DECODERS, DEFAULT_DECODER, Frame, FrameRequest
 from .models.loading import LoadedPipeline, ModelLoadError, attach_controlnet, load_pipeline
 from .models.pipeline import MAX_SEQUENCE_LENGTH
@@ -55,32 +53,16 @@ log = logging.getLogger(__name__)
 
 STAGES = settings.FRAME_STAGES
 STAGE_LABEL = "stage:"  # prefix of each stage's range in a torch.profiler trace
-BATCHER_IDLE_S = 5.0  # the batch thread ends after this long without frames (a later frame starts another)
+T = TypeVar("T")
 COMPANY_MEMORY_S = 1.0  # a batch waits for company only if a batch of this many seconds back had any
 
-__all__ = ["STAGES", "Engine", "Frame", "FrameRequest", "batch_key", "load_engine", "to_pil"]
+__all__ = ["STAGES", "Engine", "EngineBusy", "Frame", "FrameRequest", "Priority", "Superseded", "batch_key",
+           "load_engine", "to_pil"]
 
 
 def batch_key(request: FrameRequest) -> tuple[int, int, int, str]:
     """Frames share a batch only when these agree: one latent shape, one schedule, one autoencoder."""
     return request.width, request.height, request.steps, request.decoder
-
-
-@dataclass(eq=False)
-class _Waiting:
-    """One caller's frame on its way through the batcher: set once, by the batch that ran it."""
-
-    request: FrameRequest
-    control_prep_ms: float
-    arrived: float = field(default_factory=time.perf_counter)
-    frame: Frame | None = None
-    error: BaseException | None = None
-    done: bool = False  # set under the queue's condition once frame or error is
-
-    def result(self) -> Frame:
-        if self.error is not None:
-            raise self.error
-        return self.frame
 
 
 class _LRU(OrderedDict):
@@ -102,15 +84,22 @@ class _LRU(OrderedDict):
 
 
 class _Stopwatch:
-    """Per-stage wall time; synchronises the GPU at stage edges so the split is honest."""
+    """Per-stage wall time; synchronises the GPU at stage edges so the split is honest. Before each stage it asks
+    ``stopped`` whether anyone still waits for the frames, and raises ``Superseded`` if not."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, stopped: Callable[[], bool] = lambda: False):
         self.cuda = device.type == "cuda"
+        self.stopped = stopped
         self.ms = dict.fromkeys(STAGES, 0.0)
         self.start = time.perf_counter()
 
+    def check(self) -> None:
+        if self.stopped():
+            raise Superseded("every frame of this batch was superseded")
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        self.check()
         began = time.perf_counter()
         with torch.profiler.record_function(f"{STAGE_LABEL}{name}"):  # names the stage in `bench --profile`
             yield
@@ -124,17 +113,17 @@ class _Stopwatch:
 
 
 class Engine:
-    """Owns the pipeline, its device, caches and the GPU lock. Thread-safe.
+    """Owns the pipeline, its device, caches and its one model thread (``sprint_demo.batcher``). Thread-safe.
 
     ``render`` takes a clean ``FrameRequest``; the keyword conveniences (``sketch_to_image``, ``text_to_image``,
     ``photo_to_control_map``) take raw values, build the request through ``sprint_demo.inputs`` and raise
     ``inputs.InputError`` naming a bad value. Model failures propagate as they are (the UI turns them into
-    messages)."""
+    messages). ``close`` ends the model thread."""
 
     def __init__(
         self,
         loaded: LoadedPipeline,
-        banner: str | None = None,
+        fallback_reason: str | None = None,
         speed: SpeedOptions | None = None,
         size: int | None = None,
         max_batch_size: int = settings.MAX_BATCH_SIZE,
@@ -143,49 +132,74 @@ class Engine:
         self.pipe = loaded.pipe
         self.model_name = loaded.model_name
         self.is_preview = loaded.is_preview
-        self.banner = banner
+        self.fallback_reason = fallback_reason  # why "auto" fell back to the preview model (None: it did not)
         self.size = size or (settings.PREVIEW_SIZE if self.is_preview else settings.DEFAULT_SIZE)
-        self.controlnet_note = self._controlnet_note()
         # Binning snaps sizes to the 1024px model's trained aspect bins; the preview model has none to respect.
         self.use_resolution_binning = not self.is_preview
         self.device = self.pipe._execution_device
         self.tiny = loaded.tiny_autoencoder  # the "tiny" lane's autoencoder, or None (loaded.tiny_note says why)
         self.tiny_note = loaded.tiny_note
         self.speed = apply_speedups(self.pipe, speed or SpeedOptions(), tiny=self.tiny)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by the model thread while it runs a batch; clear_caches waits for it
         self._prompts = _LRU(settings.PROMPT_CACHE_SIZE)
         self._controls = _LRU(settings.CONTROL_CACHE_SIZE)
         self._frames = _LRU(1)  # request -> (frame, its prompt notices): the frames reuse may hand out
+        self.batch_sizes: Counter[int] = Counter()  # rows of every batch made (frames reused from a batch: none)
+        self._batcher = Batcher(self._run, max_batch_size=1, window_s=settings.BATCH_WINDOW_MS / 1000,
+                                max_waiting=settings.MAX_WAITING_FRAMES, company_memory_s=COMPANY_MEMORY_S,
+                                inline=settings.ZERO_GPU)
         self.max_batch_size = max_batch_size
-        self.batch_window_s = settings.BATCH_WINDOW_MS / 1000
-        self.expect_full_batches = False  # True: always wait the window for a full batch (tests' deterministic mode)
-        self._shared_batch_at = -float("inf")  # when the last batch of more than one frame was gathered
-        self._waiting: list[_Waiting] = []  # callers whose frames no batch has taken yet, oldest first
-        self._queue = threading.Condition()  # guards _waiting, _batcher and every _Waiting.done
-        self._batcher: threading.Thread | None = None  # runs the batches (max_batch_size > 1) while there is work
         self._warm = False  # set by warmup(): from then on nothing compiles (see render)
         self.eager = False  # True: frames ignore torch.compile (the benchmark's check of what compiled code draws)
+        self._watch: _Stopwatch | None = None  # the batch running now, whose stop points the layers below check
+        if not self.speed.compile:
+            self._add_stop_points()
 
     @property
     def max_batch_size(self) -> int:
-        return self._max_batch_size
+        return self._batcher.max_batch_size
 
     @max_batch_size.setter
     def max_batch_size(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"max_batch_size must be a positive integer, got {value!r}")
-        self._max_batch_size = value
+        self._batcher.max_batch_size = value
         self._frames.capacity = value  # the last batch's frames (1: the previous frame)
 
-    def _controlnet_note(self) -> str | None:
+    @property
+    def batch_window_s(self) -> float:
+        return self._batcher.window_s
+
+    @batch_window_s.setter
+    def batch_window_s(self, value: float) -> None:
+        self._batcher.window_s = value
+
+    @property
+    def expect_full_batches(self) -> bool:
+        """True: a batch always waits ``batch_window_s`` to fill (tests' deterministic mode)."""
+        return self._batcher.expect_full_batches
+
+    @expect_full_batches.setter
+    def expect_full_batches(self, value: bool) -> None:
+        self._batcher.expect_full_batches = value
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread that runs all of this engine's model work (None on ZeroGPU: callers run their own frames)."""
+        return self._batcher.thread
+
+    def expects_company(self, now: float) -> bool:
+        return self._batcher.expects_company(now)
+
+    @property
+    def has_controlnet(self) -> bool:
+        return self.pipe.controlnet is not None
+
+    @property
+    def controlnet_description(self) -> str | None:
+        """What the loaded ControlNet checkpoint is (None when it was built in code: preview, random-full)."""
         report = self.loaded.controlnet_report
-        if self.pipe.controlnet is None:
-            return "No ControlNet is loaded: the sketch does not steer the image (the prompt alone does)."
-        if report is not None:
-            return report.description
-        if self.is_preview:
-            return None
-        return "ControlNet with random weights (benchmark model): strokes change the image but not meaningfully."
+        return None if report is None else report.description
 
     @property
     def decoders(self) -> tuple[str, ...]:
@@ -196,6 +210,27 @@ class Engine:
     @property
     def has_tiny_decoder(self) -> bool:
         return self.tiny is not None
+
+    def _add_stop_points(self) -> None:
+        """A batch that nobody waits for any more (a final superseded its draft) stops before the next transformer
+        block or decoder layer, not only at the next stage: on a CPU one stage of a draft is tens of milliseconds
+        that a final would otherwise wait for. Not when compiled (a hook inside a compiled region breaks its graph;
+        compiled stages take milliseconds anyway)."""
+        modules = [self.pipe.transformer.transformer_blocks, self.pipe.vae.decoder]
+        if self.pipe.controlnet is not None:
+            modules.append(self.pipe.controlnet.transformer_blocks)
+        if self.tiny is not None and self.tiny.has_decoder:
+            modules.append(self.tiny.decoder)
+        for module in modules:
+            for layer in module.children():
+                sublayers = list(layer.children()) if isinstance(layer, (torch.nn.ModuleList, torch.nn.Sequential)) \
+                    else [layer]
+                for sublayer in sublayers:
+                    sublayer.register_forward_pre_hook(self._stop_point)
+
+    def _stop_point(self, *_hook_args) -> None:
+        if self._watch is not None:
+            self._watch.check()
 
     def _autoencoder(self, decoder: str):
         """The autoencoder a lane's stage calls use (the control encode and the decode): the pipeline's DC-AE for
@@ -246,43 +281,60 @@ class Engine:
         return self.render(request)
 
     def photo_to_control_map(self, photo: Image.Image | str | bytes, thickness: int = settings.DEFAULT_THICKNESS):
-        """An uploaded photo -> HED edge map (white lines on black) at the engine's frame size."""
+        """An uploaded photo -> HED edge map (white lines on black) at the engine's frame size, made on the model
+        thread (the HED net shares the GPU)."""
         photo = inputs.decode_image(photo, what="photo")
         if photo is None:
             raise inputs.InputError("photo is empty: upload an image")
         thickness = inputs.check_thickness(thickness)
-        with self._lock:  # the HED net shares the GPU
+
+        def edges() -> Image.Image:
             detector = conditioning.load_hed_detector().to(self.device)
             return conditioning.photo_to_control_map(photo, thickness, (self.size, self.size), detector=detector)
 
-    def render(self, request: FrameRequest, control_prep_ms: float = 0.0) -> Frame:
+        return self._batcher.call(edges)
+
+    def render(self, request: FrameRequest, control_prep_ms: float = 0.0, session: str | None = None,
+               priority: Priority = Priority.FINAL, limited: bool = True) -> Frame:
         """The one way a frame is made. ``request`` is clean (``sprint_demo.inputs``); ``control_prep_ms`` is what
         building it took at the boundary (decoding the sketch, making its control map), reported as that stage.
-        Thread-safe: with ``max_batch_size > 1`` concurrent callers' frames may be made in one batch
-        (``Frame.batch_size``); a model fault in a batch is raised to each of its callers."""
-        self._autoencoder(request.decoder)  # refuses a lane this engine does not have before waiting for the lock
-        waiting = _Waiting(request, control_prep_ms)
-        if self.max_batch_size == 1:
-            with self._lock:
-                self._run([waiting])
-        else:
-            self._join_batch(waiting)
-        return waiting.result()
+        ``session`` (a tab, a camera stream) and ``priority`` order the work (``sprint_demo.batcher``): a newer
+        frame of the same session replaces this one while it waits (``Superseded``), and too many sessions waiting
+        refuse it (``EngineBusy``) unless ``limited`` is False (a caller that Gradio's queue bounds already).
+        Thread-safe: concurrent callers' frames may be made in one batch (``Frame.batch_size``); a model fault in a
+        batch is raised to each of its callers."""
+        self._autoencoder(request.decoder)  # refuses a lane this engine does not have before waiting
+        ticket = Ticket((request, control_prep_ms), batch_key(request), session=session, priority=priority,
+                        limited=limited)
+        return self._batcher.submit(ticket)
+
+    def on_model_thread(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the model thread (frames it renders run at once, inline): a profiler started there sees
+        every kernel, as one started in another thread would not."""
+        return self._batcher.call(fn)
+
+    def cancel(self, session: str) -> None:
+        """Drops ``session``'s waiting frame and stops its frame in flight at the next stage (a stopped camera)."""
+        self._batcher.cancel(session)
 
     def warmup(self) -> float:
-        """Frames with and without control at the canvas size: loads kernels, fills allocator pools and runs
-        compilation before the first user arrives. Compiled with CUDA graphs, every step count is warmed too: each
-        one is a new path of graphs to record (seconds), which the first user to move the steps slider would
-        otherwise wait for. Returns seconds taken."""
+        """Frames with and without control at the canvas size, on the model thread: loads kernels, fills allocator
+        pools and runs compilation before the first user arrives. Compiled with CUDA graphs, every step count is
+        warmed too: each one is a new path of graphs to record (seconds), which the first user to move the steps
+        slider would otherwise wait for. Returns seconds taken."""
+        return self._batcher.call(self._warmup)
+
+    def _warmup(self) -> float:
         began = time.perf_counter()
         blank = Image.new("RGB", (self.size, self.size), "black")
         step_counts = range(settings.MIN_STEPS, settings.MAX_STEPS + 1) if self.speed.cuda_graphs else [
             settings.DEFAULT_STEPS]
         for decoder, control, steps in itertools.product(
-                self.decoders, (None, blank) if self.pipe.controlnet is not None else (None,), step_counts):
+                self.decoders, (None, blank) if self.has_controlnet else (None,), step_counts):
             self.sketch_to_image(None, "warm-up", steps=steps, seed=0, control_strength=1.0, control_map=control,
                                  decoder=decoder)
         self.clear_caches()
+        self.batch_sizes.clear()
         self._warm = True
         return time.perf_counter() - began
 
@@ -293,120 +345,82 @@ class Engine:
             self._controls.clear()
             self._frames.clear()
 
+    def close(self) -> None:
+        """Ends the model thread (callers still waiting get an error); the engine makes no frames after this."""
+        self._batcher.close()
+
     # --- batches -------------------------------------------------------------------------------------------
 
-    def _join_batch(self, waiting: _Waiting) -> None:
-        """Queue ``waiting`` for the batch thread and wait until a batch has made its frame (or failed)."""
-        with self._queue:
-            self._waiting.append(waiting)
-            self._queue.notify_all()
-            while not waiting.done:
-                if self._batcher is None:
-                    self._batcher = threading.Thread(target=self._make_batches, name="engine-batches", daemon=True)
-                    self._batcher.start()
-                self._queue.wait()
+    def _run(self, batch: list[Ticket]) -> None:
+        """(Model thread.) Gives every ticket its frame or the error that stopped the batch; never raises an
+        Exception."""
+        with self._lock:
+            self._run_locked(batch)
 
-    def _make_batches(self) -> None:
-        """The batch thread: gathers and runs batches while frames wait; ends after BATCHER_IDLE_S without any.
-        One thread does all batched model work, so its allocations stay in one thread's heap arena and, compiled with
-        CUDA graphs, one thread's graph trees serve every frame (torch keeps them per thread)."""
-        while True:
-            with self._queue:
-                if not self._waiting and not self._queue.wait_for(lambda: self._waiting, timeout=BATCHER_IDLE_S):
-                    self._batcher = None
-                    return
-                batch = self._gather()
-            ending = True  # until _run returns: it raises only what ends a thread (KeyboardInterrupt, SystemExit)
-            try:
-                with self._lock:
-                    self._run(batch)
-                ending = False
-            finally:
-                with self._queue:
-                    for member in batch:
-                        member.done = True
-                    if ending:
-                        self._batcher = None  # a waiting caller starts another
-                    self._queue.notify_all()
-
-    def _gather(self) -> list[_Waiting]:
-        """(Queue lock held.) The oldest waiting frame and those of the same ``batch_key``, up to max_batch_size,
-        after waiting until the batch is full or the oldest has waited ``batch_window_s``; a lone user's frame
-        (``expects_company`` False) does not wait."""
-        key = batch_key(self._waiting[0].request)
-        deadline = self._waiting[0].arrived + self.batch_window_s
-        now = time.perf_counter()
-        # A full batch, unless the engine has been serving a lone user: then nobody is coming.
-        wanted = self.max_batch_size if self.expect_full_batches or self.expects_company(now) else 1
-
-        def same() -> list[_Waiting]:
-            return [w for w in self._waiting if batch_key(w.request) == key][: self.max_batch_size]
-
-        while len(same()) < wanted and (left := deadline - time.perf_counter()) > 0:
-            self._queue.wait(left)
-        batch = same()
-        self._waiting = [w for w in self._waiting if w not in batch]
-        if len(batch) > 1:
-            self._shared_batch_at = now
-        return batch
-
-    def expects_company(self, now: float) -> bool:
-        """Whether a batch of more than one frame was gathered in the ``COMPANY_MEMORY_S`` before ``now``
-        (``time.perf_counter()``): if not, the engine is serving a lone user and a batch does not wait."""
-        return now - self._shared_batch_at <= COMPANY_MEMORY_S
-
-    def _run(self, batch: list[_Waiting]) -> None:
-        """(GPU lock held.) Gives every member its frame or the error that stopped the batch; never raises an
-        Exception (a caller's thread may be the one running other callers' frames)."""
+    def _run_locked(self, batch: list[Ticket]) -> None:
         todo: dict[FrameRequest, float] = {}  # distinct requests to make -> control prep time (equal: made once)
-        for member in batch:
-            cached = self._frames.get_or_none(member.request)
+        for ticket in batch:
+            request, prep_ms = ticket.payload
+            cached = self._frames.get_or_none(request)
             if cached is not None:
                 frame, prompt_notices = cached
-                member.frame = replace(frame, reused=True, timings_ms=dict.fromkeys((*STAGES, "total"), 0.0),
-                                       notices=member.request.notices + prompt_notices,
-                                       control_map=member.request.control_map)
+                ticket.result = replace(frame, reused=True, timings_ms=dict.fromkeys((*STAGES, "total"), 0.0),
+                                        notices=request.notices + prompt_notices, control_map=request.control_map)
             else:
-                todo.setdefault(member.request, member.control_prep_ms)
+                todo.setdefault(request, prep_ms)
         if not todo:
             return
+        making = [t for t in batch if t.result is None]
+
+        def stopped() -> bool:  # every frame still to make was superseded: nobody waits for this batch
+            return all(t.cancelled for t in making)
+
         if self.eager:
             stance = "force_eager"
         elif self._warm and self.speed.compile:
             # Once warm, a compiled engine never compiles again: a size the warm-up did not see (an aspect preset,
-            # an API call) runs eagerly instead of holding the GPU lock for the minute a compile takes.
+            # an API call) runs eagerly instead of holding the GPU for the minute a compile takes.
             stance = "eager_on_recompile"
         else:
             stance = "default"
         try:
             with torch.compiler.set_stance(stance):
-                made = self._render(list(todo), list(todo.values()))
+                made = self._render(list(todo), list(todo.values()), stopped)
         except BaseException as error:
+            self._watch = None
             if isinstance(error, torch.OutOfMemoryError) and self.device.type == "cuda":
                 torch.cuda.empty_cache()  # hand the failed frame's blocks back so the next frame can fit
-            for member in batch:
-                if member.frame is None:
-                    member.error = error
+            for ticket in making:
+                ticket.error = error
             if not isinstance(error, Exception):
                 raise
             return
+        self._watch = None
+        self.batch_sizes[len(todo)] += 1
         frames = dict(zip(todo, made))
         for request, made_frame in frames.items():
             self._frames.put(request, made_frame)
-        for member in batch:
-            if member.frame is None:
-                frame, prompt_notices = frames[member.request]
-                member.frame = replace(frame, notices=member.request.notices + prompt_notices)
+        for ticket in making:
+            frame, prompt_notices = frames[ticket.payload[0]]
+            ticket.result = replace(frame, notices=ticket.payload[0].notices + prompt_notices)
 
     # --- the frame path ------------------------------------------------------------------------------------
 
-    def _render(self, requests: list[FrameRequest], prep_ms: list[float]) -> list[tuple[Frame, tuple[str, ...]]]:
+    def _render(self, requests: list[FrameRequest], prep_ms: list[float],
+                stopped: Callable[[], bool] = lambda: False) -> list[tuple[Frame, tuple[str, ...]]]:
         """Requests of one ``batch_key`` -> (frame, prompt notices) each, through the pipeline's stages with one
-        row per request. One request runs exactly as a frame alone always has (numbers, not per-row tensors)."""
+        row per request. One request runs exactly as a frame alone always has (numbers, not per-row tensors).
+        Raises ``Superseded`` at a stage or step boundary once ``stopped()``."""
         pipe, first, rows = self.pipe, requests[0], len(requests)
         if self.speed.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new frame: earlier graph outputs may be reused
-        watch = _Stopwatch(self.device)
+        watch = self._watch = _Stopwatch(self.device, stopped)
+
+        def between_steps(_pipe, step: int, _t, tensors: dict) -> dict:
+            if step + 1 < first.steps:
+                watch.check()
+            return tensors
+
         vae = self._autoencoder(first.decoder)
         with torch.inference_mode():
             with watch.stage("text_encode"):
@@ -431,6 +445,7 @@ class Engine:
                     control_latents=control_latents,
                     controlnet_conditioning_scale=strength,
                     generator=generator,
+                    callback_on_step_end=between_steps if first.steps > 1 else None,
                 )
             with watch.stage("decode"):
                 pixels = pipe.decode_latents(latents, first.height, first.width, output_type="pt", vae=vae)
@@ -507,13 +522,13 @@ def load_engine(
     """Loads the pipeline (``sprint_demo.models.loading.load_pipeline``) and wraps it in an Engine.
 
     ``model="auto"``: the real SANA-Sprint weights (with the experimental Sana 1.0 HED ControlNet unless
-    ``controlnet`` names another) when they load; otherwise the offline preview model, with a banner and a log
-    line saying why. Any other model that fails to load raises ``ModelLoadError``. ``size``: the canvas's frame side
-    (default: the model's own, ``Engine``). ``tiny_autoencoder`` and ``vae_lite`` as ``load_pipeline`` takes them:
-    a tiny autoencoder that cannot load leaves the engine with the full lane only (``Engine.tiny_note`` says why);
-    a DC-AE-Lite that cannot load raises ``ModelLoadError``."""
+    ``controlnet`` names another) when they load; otherwise the offline preview model, with the reason in
+    ``Engine.fallback_reason`` and the log. Any other model that fails to load raises ``ModelLoadError``.
+    ``size``: the canvas's frame side (default: the model's own, ``Engine``). ``tiny_autoencoder`` and ``vae_lite``
+    as ``load_pipeline`` takes them: a tiny autoencoder that cannot load leaves the engine with the full lane only
+    (``Engine.tiny_note`` says why); a DC-AE-Lite that cannot load raises ``ModelLoadError``."""
     lanes = dict(tiny_autoencoder=tiny_autoencoder, vae_lite=vae_lite)
-    banner = None
+    fallback_reason = None
     if model == "auto":
         try:
             loaded = load_pipeline(settings.SPRINT_MODEL_ID, None, device, dtype, **lanes)
@@ -521,10 +536,7 @@ def load_engine(
             reason = str(error).splitlines()[0]
             log.warning("falling back to the offline preview model: %s", reason)
             loaded = load_pipeline(settings.PREVIEW_MODEL, None, device, dtype, **lanes)
-            banner = (
-                "Preview mode: the SANA-Sprint weights could not be loaded here, so images come from a tiny "
-                f"random model that runs on any CPU (they will not look like anything). Reason: {reason[:200]}"
-            )
+            fallback_reason = reason
         else:  # real weights: a ControlNet that fails to load costs the sketch its steering, not the app
             try:
                 attach_controlnet(loaded, controlnet or settings.SANA10_HED_CONTROLNET_ID)
@@ -532,11 +544,7 @@ def load_engine(
                 log.warning("no ControlNet: %s", str(error).splitlines()[0])
     else:
         loaded = load_pipeline(model, controlnet, device, dtype, **lanes)
-        if loaded.is_preview:
-            banner = "Preview model: tiny random weights for trying the app anywhere; images are not meaningful."
-        elif model == settings.RANDOM_FULL_MODEL:
-            banner = "Benchmark model: real SANA-Sprint shapes with random weights; images are not meaningful."
-    engine = Engine(loaded, banner=banner, speed=speed, size=size, max_batch_size=max_batch_size)
+    engine = Engine(loaded, fallback_reason=fallback_reason, speed=speed, size=size, max_batch_size=max_batch_size)
     if warmup:
         log.info("warm-up took %.1f s", engine.warmup())
     return engine

@@ -23,7 +23,8 @@ Decisions, written once here:
   than ``settings.BLANK_INK_LEVEL``. ``None`` counts as blank.
 * Prompts (``clean_prompt``): NFC-normalised; NUL and other control characters removed; newlines, tabs and
   other whitespace become single spaces; emoji, joiners and right-to-left text are kept. An empty prompt is
-  allowed (the model then draws from the sketch alone) and comes back with a notice saying so. Prompts longer
+  allowed and the request says what the image then follows (``EMPTY_PROMPT_NOTICES``: the sketch, the image, or
+  the seed alone). Prompts longer
   than ``settings.MAX_PROMPT_CHARS`` are cut, with a notice.
 * Safety hook (``check_safety``): off unless ``settings.SAFETY_CHECKER`` (env ``SPRINT_SAFETY_CHECKER``) names
   ``"module:function"``. The function takes the cleaned prompt and returns ``None`` when it is acceptable or a
@@ -229,8 +230,6 @@ def clean_prompt(prompt: object) -> tuple[str, tuple[str, ...]]:
     if len(text) > settings.MAX_PROMPT_CHARS:
         text = unicodedata.normalize("NFC", text[: settings.MAX_PROMPT_CHARS].rstrip())
         notices.append(f"prompt cut to {settings.MAX_PROMPT_CHARS} characters (it had {raw_chars})")
-    if not text:
-        notices.append("empty prompt: the image follows the sketch alone")
     return text, tuple(notices)
 
 
@@ -390,9 +389,18 @@ def sketch_request(sketch: object, prompt: object, steps: object, seed: object, 
     return _request(prompt, steps, seed, guidance_scale, size, decoder, control_map, control_strength)
 
 
+# What an empty prompt leaves the image to follow, by what the request has besides the prompt.
+EMPTY_PROMPT_NOTICES = {
+    "control": "empty prompt: the image follows the sketch alone",
+    "none": "empty prompt: the image comes from the seed alone",
+}
+
+
 def _request(prompt: object, steps: object, seed: object, guidance_scale: object, size: tuple[int, int],
              decoder: object, control_map: Image.Image | None = None, control_strength: float = 0.0) -> FrameRequest:
     prompt, notices = clean_prompt(prompt)
+    if not prompt:
+        notices += (EMPTY_PROMPT_NOTICES["none" if control_map is None else "control"],)
     check_safety(prompt)
     return FrameRequest(
         prompt=prompt,

@@ -27,7 +27,8 @@ import support  # noqa: E402  (tests/support.py: live_app)
 from sprint_demo import settings  # noqa: E402
 from sprint_demo.sketches import png_data_url, stroke_sketch  # noqa: E402
 from sprint_demo.web.canvas import sketch_value  # noqa: E402
-from sprint_demo.web.ui import aspect_size, encode_frame, format_latency  # noqa: E402
+from sprint_demo.web.handlers import encode_frame, format_latency  # noqa: E402
+from sprint_demo.web.ui import aspect_size  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # decoder is last: positional calls written before it existed still work
@@ -157,7 +158,7 @@ def test_aspect_sizes_are_valid_frame_sizes():
             assert abs(width / height - a / b) < 0.05
 
 
-def test_format_latency_lists_every_stage_and_notice():
+def test_format_latency_lists_the_stages_the_frame_ran_and_every_notice():
     class FakeFrame:  # only the fields format_latency reads
         timings_ms = {"text_encode": 1.0, "control_prep": 2.0, "control_encode": 3.0, "denoise": 40.0,
                       "decode": 50.0, "postprocess": 4.0, "total": 100.0}
@@ -165,6 +166,7 @@ def test_format_latency_lists_every_stage_and_notice():
         reused = False
         decoder = "tiny"
         batch_size = 1
+        control_map = "a map"
 
     text = format_latency(FakeFrame(), ("extra note",))
     assert text.startswith("**100 ms** total · decoder: tiny") and "batch" not in text
@@ -174,6 +176,10 @@ def test_format_latency_lists_every_stage_and_notice():
     for stage in FakeFrame.timings_ms:
         assert stage in text
     assert "prompt cut" in text and "extra note" in text
+    text_only = FakeFrame()
+    text_only.control_map = None  # a frame without control ran no control stage: none is listed at 0.0 ms
+    listed = format_latency(text_only)
+    assert "control_prep" not in listed and "control_encode" not in listed and "denoise 40.0" in listed
 
 
 def test_sketch_value_is_a_white_square_png_of_the_canvas_size():
@@ -241,16 +247,16 @@ def test_readme_api_example_runs(live_app, capsys):
 def test_zero_gpu_wraps_the_frame_functions_only_on_zero_gpu(monkeypatch):
     import types
 
-    from sprint_demo.web import ui
+    from sprint_demo.web import handlers
 
     def plain():
         return "frame"
 
-    assert ui._on_gpu(plain) is plain  # not on ZeroGPU: untouched, `spaces` never imported
+    assert handlers.on_gpu(plain) is plain  # not on ZeroGPU: untouched, `spaces` never imported
     asked = []
     fake = types.ModuleType("spaces")
     fake.GPU = lambda duration: (lambda fn: asked.append(duration) or (lambda *a, **k: ("gpu", fn(*a, **k))))
     monkeypatch.setitem(sys.modules, "spaces", fake)
     monkeypatch.setattr(settings, "ZERO_GPU", True)
-    assert ui._on_gpu(plain)() == ("gpu", "frame")
+    assert handlers.on_gpu(plain)() == ("gpu", "frame")
     assert asked == [settings.ZERO_GPU_DURATION_S]

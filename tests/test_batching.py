@@ -107,9 +107,9 @@ def test_different_sizes_step_counts_and_decoders_never_share_a_batch(engine):
     batches: list[list[FrameRequest]] = []
     real = engine._render
 
-    def record(batch, prep_ms):
+    def record(batch, *args):
         batches.append(list(batch))
-        return real(batch, prep_ms)
+        return real(batch, *args)
 
     with mock.patch.object(engine, "_render", side_effect=record):
         frames = concurrently([lambda r=r: engine.render(r) for r in requests])
@@ -140,7 +140,7 @@ def test_a_model_fault_fails_its_batch_and_the_engine_keeps_serving(engine):
     assert all(isinstance(r, RuntimeError) and "kernel failed" in str(r) for r in results), results
     frames = concurrently([lambda r=r: engine.render(r) for r in requests])  # the same frames, now made
     assert all(isinstance(f, Frame) and f.batch_size == 3 and not f.reused for f in frames), frames
-    assert not engine._waiting
+    assert engine._batcher.waiting() == 0
 
 
 def test_an_equal_request_gets_the_equal_frame_and_equal_callers_cost_one_row(engine):
@@ -159,11 +159,21 @@ def test_an_equal_request_gets_the_equal_frame_and_equal_callers_cost_one_row(en
     assert not other.reused and other.image.tobytes() != again.image.tobytes()
 
 
-def test_a_batch_size_of_one_runs_each_frame_at_once_without_the_batcher(engine):
+def test_a_batch_size_of_one_runs_each_frame_alone_on_the_engine_thread(engine):
     engine.max_batch_size = 1
-    with mock.patch.object(engine, "_join_batch", side_effect=AssertionError("batcher used")):
-        frame = engine.render(session_request(0))
-    assert frame.batch_size == 1
+    ran: list[tuple[int, threading.Thread]] = []
+    real = engine._render
+
+    def record(batch, *args):
+        ran.append((len(batch), threading.current_thread()))
+        return real(batch, *args)
+
+    with mock.patch.object(engine, "_render", side_effect=record):
+        frames = concurrently([lambda i=i: engine.render(session_request(i)) for i in range(3)])
+    assert [f.batch_size for f in frames] == [1, 1, 1]
+    assert ran == [(1, engine.thread)] * 3
+    with pytest.raises(ValueError, match="max_batch_size must be a positive integer, got 0"):
+        engine.max_batch_size = 0
     with pytest.raises(ValueError, match="max_batch_size must be a positive integer, got 0"):
         engine.max_batch_size = 0
 
@@ -174,7 +184,7 @@ def test_a_lone_frame_never_waits_for_company_and_a_batch_waits_for_the_company_
     batch of three, three callers arriving one after another are made together (a full batch, here of three)."""
     import sprint_demo.engine as engine_module
 
-    monkeypatch.setattr(engine_module, "COMPANY_MEMORY_S", 3600.0)  # however slow the machine, the batch is recent
+    monkeypatch.setattr(engine._batcher, "company_memory_s", 3600.0)  # however slow the machine, the batch is recent
     engine.expect_full_batches = False
     began = time.monotonic()
     lone = engine.render(session_request(0))
@@ -186,12 +196,12 @@ def test_a_lone_frame_never_waits_for_company_and_a_batch_waits_for_the_company_
     first = threading.Thread(target=engine.render, args=(session_request(1),))
     with engine._lock:
         first.start()
-        while engine._waiting:  # the batch thread took the first caller and waits for the lock
+        while engine._batcher.waiting():  # the engine thread took the first caller and waits for the lock
             threading.Event().wait(0.01)
         waiting = [threading.Thread(target=engine.render, args=(session_request(i),)) for i in (2, 3, 4)]
         for thread in waiting:
             thread.start()
-        while len(engine._waiting) < 3:
+        while engine._batcher.waiting() < 3:
             threading.Event().wait(0.01)
     for thread in (first, *waiting):
         thread.join(600)
@@ -232,3 +242,88 @@ def test_the_users_benchmark_compares_batch_sizes_in_one_run(tmp_path, capsys):
         assert run["frames"] >= run["users"] and len(run["user_frames_per_s"]) == run["users"]
         assert run["latency_p95_ms"] >= run["latency_p50_ms"] > 0
     assert "mean batch" in capsys.readouterr().out
+
+
+def test_a_final_stops_its_tab_s_draft_in_flight_at_the_next_denoising_step():
+    """A draft of 4 steps is in its first step when the same tab's final arrives: the draft stops before its second
+    step (the caller gets Superseded) and the final is made next."""
+    from sprint_demo.engine import Priority, Superseded
+
+    engine = load_engine("preview", device="cpu", warmup=False, max_batch_size=1)
+    engine.size = SIZE
+    in_step, release = threading.Event(), threading.Event()
+    steps_run: list[int] = []
+    real = type(engine.pipe).predict_velocity
+
+    def slow_step(pipe, *args, **kwargs):
+        steps_run.append(args[0].shape[0])
+        if len(steps_run) == 1:
+            in_step.set()
+            release.wait(30)
+        return real(pipe, *args, **kwargs)
+
+    outcomes: dict[str, object] = {}
+
+    def call(name: str, request: FrameRequest, priority: Priority) -> threading.Thread:
+        def run() -> None:
+            try:
+                outcomes[name] = engine.render(request, session="tab", priority=priority)
+            except Exception as error:  # noqa: BLE001 - the outcome is what is checked
+                outcomes[name] = error
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    with mock.patch.object(type(engine.pipe), "predict_velocity", slow_step):
+        draft = call("draft", session_request(0, steps=4), Priority.DRAFT)
+        assert in_step.wait(60)
+        final = call("final", session_request(1, steps=1), Priority.FINAL)
+        while engine._batcher.waiting() < 1:
+            time.sleep(0.005)
+        release.set()
+        draft.join(60)
+        final.join(60)
+    assert isinstance(outcomes["draft"], Superseded), outcomes
+    assert isinstance(outcomes["final"], Frame)
+    assert len(steps_run) == 2  # the draft's first step, then the final's one step: the draft's other 3 never ran
+    engine.close()
+
+
+def test_a_superseded_one_step_draft_stops_inside_its_stage_before_the_next_layer():
+    """One denoising step has no step boundary: the draft stops before its next transformer block instead (a
+    superseded batch checks at every block and decoder layer when not compiled)."""
+    from sprint_demo.engine import Priority, Superseded
+
+    engine = load_engine("preview", device="cpu", warmup=False, max_batch_size=1)
+    engine.size = SIZE
+    blocks = list(engine.pipe.transformer.transformer_blocks)
+    ran: list[int] = []
+    in_block, release = threading.Event(), threading.Event()
+
+    def first_block_waits(module, args):
+        ran.append(blocks.index(module))
+        if len(ran) == 1:
+            in_block.set()
+            release.wait(30)
+
+    hooks = [block.register_forward_pre_hook(first_block_waits) for block in blocks]
+    outcome: dict[str, object] = {}
+
+    def draft() -> None:
+        try:
+            outcome["draft"] = engine.render(session_request(0, steps=1), session="tab", priority=Priority.DRAFT)
+        except Exception as error:  # noqa: BLE001 - the outcome is what is checked
+            outcome["draft"] = error
+
+    thread = threading.Thread(target=draft)
+    thread.start()
+    assert in_block.wait(60)
+    engine.cancel("tab")
+    release.set()
+    thread.join(60)
+    for hook in hooks:
+        hook.remove()
+    assert isinstance(outcome["draft"], Superseded)
+    assert ran == [0], f"the draft ran blocks {ran} after it was superseded"
+    engine.close()

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser as helpers  # noqa: E402  (tests/browser.py)
 import support  # noqa: E402  (tests/support.py)
 
-from sprint_demo.web.ui import encode_frame  # noqa: E402
+from sprint_demo.web.handlers import encode_frame  # noqa: E402
 
 pytestmark = pytest.mark.browser
 TIMINGS_JSON = Path("/tmp/sprint_browser_timings.json")
@@ -314,7 +314,7 @@ def test_example_gallery_box_fits_its_thumbnails(chromium, live_app, viewport):
 def test_canvas_script_compiles_in_chromium(chromium):
     """canvas.js as Gradio runs it (the body of a function of its six arguments): a syntax error would otherwise
     only show as a canvas that does not draw, with the error in the browser console."""
-    source = (support.REPO / "sprint_demo" / "canvas.js").read_text(encoding="utf-8")
+    source = (support.REPO / "sprint_demo" / "web" / "canvas.js").read_text(encoding="utf-8")
     context = _need(chromium).new_context()
     try:
         page = context.new_page()
@@ -323,4 +323,4 @@ def test_canvas_script_compiles_in_chromium(chromium):
             catch (e) { return e.name + ': ' + e.message; } }""", source)
     finally:
         context.close()
-    assert error is None, f"sprint_demo/canvas.js does not compile: {error}"
+    assert error is None, f"sprint_demo/web/canvas.js does not compile: {error}"

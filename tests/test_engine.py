@@ -14,6 +14,7 @@ from sprint_demo.engine import STAGES, load_engine, to_pil
 from sprint_demo.inputs import InputError
 from sprint_demo.sketches import stroke_sketch
 from sprint_demo.tools import bench
+from sprint_demo.web import messages
 
 
 def canvas(strokes: int, size: int = 512) -> Image.Image:
@@ -308,14 +309,14 @@ def test_auto_uses_real_weights_and_survives_a_missing_controlnet(tmp_path, monk
     monkeypatch.setattr(settings, "SPRINT_MODEL_ID", str(tmp_path / "sprint"))
     monkeypatch.setattr(settings, "SANA10_HED_CONTROLNET_ID", str(tmp_path / "missing.pth"))
     engine = load_engine("auto", None, device="cpu", dtype="fp32", warmup=False, tiny_autoencoder="off")
-    assert engine.model_name == str(tmp_path / "sprint") and engine.banner is None
-    assert engine.pipe.controlnet is None and "No ControlNet" in engine.controlnet_note
+    assert engine.model_name == str(tmp_path / "sprint") and messages.banner(engine) is None
+    assert engine.pipe.controlnet is None and "No ControlNet" in messages.controlnet_note(engine)
     assert engine.sketch_to_image(canvas(2), "a tree").image.size == (settings.DEFAULT_SIZE,) * 2
 
     torch.save({"state_dict": diffusers_to_nvlabs_state_dict(pipe.controlnet.state_dict())}, tmp_path / "cn.pth")
     engine = load_engine("auto", str(tmp_path / "cn.pth"), device="cpu", dtype="fp32", warmup=False,
                          tiny_autoencoder="off")
-    assert engine.pipe.controlnet is not None and "Sprint-native ControlNet" in engine.controlnet_note
+    assert engine.pipe.controlnet is not None and "Sprint-native ControlNet" in messages.controlnet_note(engine)
 
 
 @pytest.mark.slow
@@ -458,3 +459,29 @@ def _warm_compiled_engine(backend):
     engine.speed = replace(engine.speed, compile=True)  # the CPU turns compile off; here it is on by hand
     engine.warmup()
     return engine
+
+
+def test_auto_falls_back_to_the_preview_model_and_the_page_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(settings, "SPRINT_MODEL_ID", str(tmp_path / "no-weights-here"))
+    engine = load_engine("auto", None, device="cpu", warmup=False, tiny_autoencoder="off")
+    assert engine.is_preview and "no-weights-here" in engine.fallback_reason
+    banner = messages.banner(engine)
+    assert banner.startswith("Preview mode: the SANA-Sprint weights could not be loaded here")
+    assert engine.fallback_reason[:60] in banner
+    engine.close()
+
+
+def test_the_page_s_sentences_follow_the_engine_s_facts():
+    from types import SimpleNamespace
+
+    facts = dict(fallback_reason=None, is_preview=False, model_name="random-full", has_controlnet=True,
+                 controlnet_description=None, has_tiny_decoder=False, tiny_note="its files are unreachable")
+    engine = SimpleNamespace(**facts)
+    assert messages.banner(engine).startswith("Benchmark model: real SANA-Sprint shapes")
+    assert messages.controlnet_note(engine).startswith("ControlNet with random weights")
+    assert messages.decoder_info(engine) == "Only the full decoder here: its files are unreachable."
+    engine = SimpleNamespace(**facts | dict(model_name="/weights/sprint", controlnet_description="Sprint-native x",
+                                            has_tiny_decoder=True))
+    assert messages.banner(engine) is None and messages.controlnet_note(engine) == "Sprint-native x"
+    assert messages.decoder_info(engine) is None
+    assert messages.controlnet_note(SimpleNamespace(**facts | dict(has_controlnet=False))).startswith("No ControlNet")

@@ -295,10 +295,16 @@ def test_prompt_must_be_a_string(value):
 
 
 @pytest.mark.parametrize("prompt", ["", "   ", "\n\t \r\n", "\x00\x01"])
-def test_empty_prompt_allowed_with_a_notice(prompt):
-    text, notices = clean_prompt(prompt)
-    assert text == ""
-    assert any("empty prompt" in notice for notice in notices)
+def test_empty_prompt_allowed_with_a_notice_saying_what_the_image_follows(prompt):
+    assert clean_prompt(prompt)[0] == ""
+    sketch = Image.new("RGB", (256, 256), "white")
+    sketch.paste((0, 0, 0), (40, 40, 200, 50))
+    with_sketch = inputs.sketch_request(sketch, prompt=prompt, steps=1, seed=0, guidance_scale=4.5,
+                                        control_strength=1.0, thickness=2, size=(256, 256)).notices
+    text_only = inputs.text_request(prompt=prompt, steps=1, seed=0, guidance_scale=4.5, width=256, height=256).notices
+    assert "empty prompt: the image follows the sketch alone" in with_sketch
+    assert "empty prompt: the image comes from the seed alone" in text_only
+    assert not any("sketch" in notice for notice in text_only)
 
 
 def test_plain_prompt_unchanged_and_silent():

@@ -1,5 +1,5 @@
 """Live drafts: frames while the pen moves, the final frame when it lifts, the switch, the phone layout, and the
-canvas's admission (``live.CanvasGate``) and server functions on their own.
+canvas's server functions on their own.
 
 Browser tests drive Debian's chromium (Playwright) against the app on the preview engine, with slow strokes made of
 small mouse moves and waits; they fail (never skip) without /usr/bin/chromium and assert no timings. A draft is
@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import io
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +31,8 @@ import support  # noqa: E402  (tests/support.py)
 
 from sprint_demo import settings  # noqa: E402
 from sprint_demo.inputs import decode_image  # noqa: E402
-from sprint_demo.web.live import CanvasGate, GateFull, encode_jpeg, sketch_digest  # noqa: E402
+from sprint_demo.web.handlers import SKETCH_INPUTS  # noqa: E402
+from sprint_demo.web.live import encode_jpeg, sketch_digest  # noqa: E402
 
 DRAFTS_WANTED = 2  # a slow stroke goes on until this many drafts have been shown (or STROKE_LIMIT_S passed)
 STROKE_LIMIT_S = 30.0
@@ -189,11 +189,11 @@ def _short_stroke(page, y: float) -> None:
     page.mouse.up()
 
 
-def test_a_final_the_gate_turns_away_comes_through_the_queue(chromium, monkeypatch):
-    """With no room in the CanvasGate (``MAX_WAITING_FRAMES`` 0: every canvas frame is turned away), the canvas asks
-    the queue for its final frame, which arrives for the final canvas."""
-    monkeypatch.setattr(settings, "MAX_WAITING_FRAMES", 0)
-    with support.live_app() as (url, _engine, _demo), _app_page(chromium, url) as page:
+def test_a_final_the_engine_turns_away_comes_through_the_queue(chromium, monkeypatch):
+    """With no room for waiting tabs (``max_waiting`` 0: every frame of the canvas's server functions is turned
+    away), the canvas asks the queue for its final frame, which arrives for the final canvas."""
+    with support.live_app() as (url, engine, _demo), _app_page(chromium, url) as page:
+        monkeypatch.setattr(engine._batcher, "max_waiting", 0)
         helpers.wait_idle(page)
         page.evaluate("() => { window.__probe.frames = []; window.__probe.requests = []; }")
         src = helpers.output_src(page)
@@ -271,76 +271,7 @@ def test_the_image_is_in_view_while_the_canvas_is(chromium, live_app, viewport):
             assert page.locator("#banner summary").bounding_box()["height"] <= 1.6 * line
 
 
-# --- The draft path on its own ---------------------------------------------------------------------------------
-def test_draft_gate_runs_one_at_a_time_and_drops_a_tab_s_older_waiting_draft():
-    gate = CanvasGate(max_waiting=2)
-    release, started, results = threading.Event(), threading.Event(), {}
-
-    def slow():
-        started.set()
-        release.wait(10)
-        return "first"
-
-    def run(name, tab, fn):
-        results[name] = gate.run(tab, fn)
-
-    first = threading.Thread(target=run, args=("first", "a", slow))
-    first.start()
-    assert started.wait(10)
-    older = threading.Thread(target=run, args=("older", "b", lambda: "older"))
-    older.start()
-    while gate.waiting < 1:
-        time.sleep(0.01)
-    newer = threading.Thread(target=run, args=("newer", "b", lambda: "newer"))
-    newer.start()
-    older.join(10)  # dropped at once, while the first draft still holds the gate
-    assert results["older"] is None and not release.is_set()
-    other = threading.Thread(target=run, args=("other", "c", lambda: "other"))
-    other.start()
-    while gate.waiting < 2:
-        time.sleep(0.01)
-    with pytest.raises(GateFull):  # two tabs wait already: a third is refused at once, not queued
-        gate.run("d", lambda: "refused")
-    gate.drop("c")  # tab c's final frame arrived: its waiting draft goes
-    other.join(10)
-    assert results["other"] is None
-    release.set()
-    for thread in (first, newer):
-        thread.join(10)
-    assert results["first"] == "first" and results["newer"] == "newer"
-    assert gate.waiting == 0
-
-
-def _served_order(arrivals: list[tuple[str, bool]]) -> list[str]:
-    """The order a CanvasGate serves tabs that start waiting, one after another, while another frame holds it;
-    ``arrivals``: (tab, is a final)."""
-    gate, order, release = CanvasGate(max_waiting=8), [], threading.Event()
-    holder = threading.Thread(target=gate.run, args=("hold", lambda: release.wait(10)))
-    holder.start()
-    while gate.running < 1:
-        time.sleep(0.01)
-    threads = []
-    for tab, final in arrivals:
-        threads.append(threading.Thread(target=gate.run, args=(tab, lambda tab=tab: order.append(tab)),
-                                        kwargs={"final": final}))
-        threads[-1].start()
-        while gate.waiting < len(threads):
-            time.sleep(0.01)
-    release.set()
-    for thread in (holder, *threads):
-        thread.join(10)
-    return order
-
-
-def test_draft_gate_serves_tabs_in_arrival_order():
-    assert _served_order([("x", False), ("y", False), ("z", False)]) == ["x", "y", "z"]
-
-
-def test_canvas_gate_serves_waiting_finals_before_waiting_drafts():
-    # finals first, each kind in arrival order
-    assert _served_order([("x", False), ("y", True), ("z", False), ("w", True)]) == ["y", "w", "x", "z"]
-
-
+# --- The server functions on their own -------------------------------------------------------------------
 def _canvas_functions(engine):
     """The canvas's server functions (draft, final) of an app around ``engine``."""
     from sprint_demo.web.canvas import SketchCanvas
@@ -364,7 +295,7 @@ def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
     preview_engine = support.preview_engine()
     draft, _final = _canvas_functions(preview_engine)
     sketch, png = _bar_sketch(preview_engine.size, (40, 40, 200, 48))
-    inputs = ["a cat", 1, 7, settings.DEFAULT_GUIDANCE, 1.0, 2]
+    inputs = dict(zip(SKETCH_INPUTS, ["a cat", 1, 7, settings.DEFAULT_GUIDANCE, 1.0, 2]))
     answer = draft({"png": png, "inputs": inputs, "seq": 5, "tab": "t"})
     assert answer["seq"] == 5 and answer["digest"] == sketch_digest(sketch), answer.keys()
     decoder = settings.DRAFT_DECODER if preview_engine.has_tiny_decoder else "full"  # tiny where there is one
@@ -377,18 +308,21 @@ def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
         assert np.array_equal(shown, np.asarray(image.convert("RGB"), dtype=np.int16))
     bad = draft({"png": "data:image/png;base64,bm90IGFuIGltYWdl", "inputs": inputs, "seq": 6, "tab": "t"})
     assert "sketch" in bad["error"] and "src" not in bad
-    assert "error" in draft({"png": png, "inputs": [*inputs[:5], 99], "seq": 7, "tab": "t"})  # thickness 99
+    assert "thickness" in draft({"png": png, "inputs": inputs | {"thickness": 99}, "seq": 7, "tab": "t"})["error"]
     assert "error" in draft({"inputs": inputs})  # malformed: no png
+    positional = draft({"png": png, "inputs": list(inputs.values()), "seq": 7, "tab": "t"})  # by name only
+    assert "inputs: {prompt, steps, seed, guidance_scale, control_strength, thickness}" in positional["error"]
+    assert "error" in draft({"png": png, "inputs": inputs | {"extra": 1}, "seq": 7, "tab": "t"})
     assert "src" in draft({"png": png, "inputs": inputs, "seq": 8, "tab": "t"})  # still serving
 
 
 def test_final_server_function_returns_the_api_s_pixels_with_the_chosen_decoder_and_a_readout():
-    from sprint_demo.web.ui import encode_frame
+    from sprint_demo.web.handlers import encode_frame
 
     preview_engine = support.preview_engine()
     _draft, final = _canvas_functions(preview_engine)
     sketch, png = _bar_sketch(preview_engine.size, (60, 100, 300, 110))
-    inputs = ["a bridge", 2, 11, settings.DEFAULT_GUIDANCE, 0.8, 3]
+    inputs = dict(zip(SKETCH_INPUTS, ["a bridge", 2, 11, settings.DEFAULT_GUIDANCE, 0.8, 3]))
     for decoder in preview_engine.decoders:
         answer = final({"png": png, "inputs": inputs, "decoder": decoder, "seq": 3, "tab": "t"})
         expected = preview_engine.sketch_to_image(sketch, "a bridge", 2, 11, settings.DEFAULT_GUIDANCE, 0.8, 3,
@@ -399,16 +333,16 @@ def test_final_server_function_returns_the_api_s_pixels_with_the_chosen_decoder_
         assert f"decoder: {decoder}" in answer["readout"] and "**" not in answer["readout"]  # plain lines
     default = final({"png": png, "inputs": inputs, "seq": 4, "tab": "t"})  # no decoder named: the default, full
     assert "decoder: full" in default["readout"]
-    assert "steps" in final({"png": png, "inputs": [inputs[0], 9, *inputs[2:]], "seq": 5, "tab": "t"})["error"]
+    assert "steps" in final({"png": png, "inputs": inputs | {"steps": 9}, "seq": 5, "tab": "t"})["error"]
     assert "src" in final({"png": png, "inputs": inputs, "seq": 6, "tab": "t"})  # still serving
 
 
 def test_banner_is_one_line_with_the_whole_text_behind_a_disclosure():
-    from sprint_demo.web.ui import _banner_html
+    from sprint_demo.web.ui import banner_html
 
     text = ("Preview mode: the weights could not be loaded here, so images come from a tiny random model. "
             "Reason: <no network>")
-    markup = _banner_html(text)
+    markup = banner_html(text)
     assert markup.startswith("<details><summary>") and "Reason: &lt;no network&gt;" in markup
     summary = markup.split("<summary>")[1].split("</summary>")[0]
     assert "Reason" not in summary and "tiny random model" in summary

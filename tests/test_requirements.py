@@ -90,3 +90,12 @@ def test_gradio_pin_is_the_spaces_sdk_version():
     sdk_version = re.search(r"^sdk_version:\s*[\"']?([^\"'\s]+)", front_matter, re.MULTILINE)
     assert sdk_version, "README.md front matter has no sdk_version"
     assert pins(RUNTIME)["gradio"] == sdk_version[1]
+
+
+def test_ci_runs_the_readme_test_command_and_it_checks_the_code_first():
+    """CI must run what a newcomer runs: the README's test command, verbatim, with ruff before pytest."""
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if "pip install -r requirements-dev.txt" in line
+                   and "pytest" in line)
+    assert command in (ROOT / ".ci" / "run").read_text()
+    assert command.index("ruff check") < command.index("pytest")

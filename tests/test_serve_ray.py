@@ -162,7 +162,8 @@ def test_gradio_app_serves_frames_from_the_replicas(served, preview_engine):
     from gradio_client.exceptions import AppError
 
     from sprint_demo.web.canvas import png_data_url
-    from sprint_demo.web.ui import CSS, create_demo, encode_frame
+    from sprint_demo.web.handlers import encode_frame
+    from sprint_demo.web.ui import CSS, create_demo
 
     demo = create_demo(served, concurrency_limit=served.concurrency)
     demo.queue(max_size=settings.QUEUE_SIZE)
@@ -285,8 +286,9 @@ class _FakeHandle:
 
 
 def _proxy(*outcomes) -> serve_ray.RayEngine:
-    info = {"size": 512, "banner": None, "controlnet_note": None, "model_name": "preview", "is_preview": True,
-            "device": "cpu", "speed": "none", "decoders": ["full", "tiny"], "tiny_note": None}
+    info = {"size": 512, "fallback_reason": None, "has_controlnet": True, "controlnet_description": None,
+            "model_name": "preview", "is_preview": True, "device": "cpu", "speed": "none",
+            "decoders": ["full", "tiny"], "tiny_note": None}
     return serve_ray.RayEngine(_FakeHandle(info, *outcomes), replicas=2)
 
 

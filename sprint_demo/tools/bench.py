@@ -215,8 +215,12 @@ def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3, decoder
 
     cuda = engine.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        run_case(engine, mode, steps, engine.size, frames - 1, decoder)  # run_case adds one frame of its own
+    def profiled() -> profile:  # on the model thread: the profiler records the thread it was started in
+        with profile(activities=activities) as prof:
+            run_case(engine, mode, steps, engine.size, frames - 1, decoder)  # run_case adds one frame of its own
+        return prof
+
+    prof = engine.on_model_thread(profiled)
     events = prof.key_averages()
     # A stage is two entries: its range on the host, and (CUDA) the same label on the device's timeline.
     host = {e.key: e for e in events if e.key.startswith(STAGE_LABEL) and e.device_type == DeviceType.CPU}

@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import settings
 from ..inputs import InputError
 from ..models.loading import ModelLoadError
+from ..web import messages
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.image.save(args.out)
-    if engine.banner:
-        print(f"note: {engine.banner}", file=sys.stderr)
+    if note := messages.banner(engine):
+        print(f"note: {note}", file=sys.stderr)
     for notice in frame.notices:
         print(f"note: {notice}", file=sys.stderr)
     print(json.dumps({"out": str(args.out), "size": frame.image.size, "model": engine.model_name,

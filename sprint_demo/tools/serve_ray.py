@@ -38,6 +38,7 @@ from typing import Any
 
 from .. import settings
 from ..inputs import InputError
+from ..web import messages
 from ..web.launch import build_parser, engine_options, launch, limit_malloc_arenas
 from ..web.launch import parse_args as launch_args
 
@@ -84,8 +85,9 @@ class EngineReplica:
         """What the UI and the proxy need to know about this replica's engine."""
         engine = self.engine
         return {
-            "replica": self.replica_id, "pid": os.getpid(), "size": engine.size, "banner": engine.banner,
-            "controlnet_note": engine.controlnet_note, "model_name": engine.model_name,
+            "replica": self.replica_id, "pid": os.getpid(), "size": engine.size,
+            "fallback_reason": engine.fallback_reason, "has_controlnet": engine.has_controlnet,
+            "controlnet_description": engine.controlnet_description, "model_name": engine.model_name,
             "is_preview": engine.is_preview, "device": str(engine.device), "speed": engine.speed.describe(),
             "decoders": list(engine.decoders), "tiny_note": engine.tiny_note,
         }
@@ -93,6 +95,12 @@ class EngineReplica:
     def pid(self) -> tuple[str, int]:
         """(replica id, process id): tests kill a replica's process with it."""
         return self.replica_id, os.getpid()
+
+    def render(self, *args: Any, **kwargs: Any):
+        return self._frame(self.engine.render, args, kwargs)
+
+    def cancel(self, session: str) -> None:
+        self.engine.cancel(session)
 
     def sketch_to_image(self, *args: Any, **kwargs: Any):
         return self._frame(self.engine.sketch_to_image, args, kwargs)
@@ -255,8 +263,9 @@ class RayEngine:
         self._retries_lock = threading.Lock()
         info = self._call("info")
         self.size: int = info["size"]
-        self.banner: str | None = info["banner"]
-        self.controlnet_note: str | None = info["controlnet_note"]
+        self.fallback_reason: str | None = info["fallback_reason"]
+        self.has_controlnet: bool = info["has_controlnet"]
+        self.controlnet_description: str | None = info["controlnet_description"]
         self.model_name: str = info["model_name"]
         self.is_preview: bool = info["is_preview"]
         self.device: str = info["device"]  # as a replica sees it (each replica its own GPU)
@@ -265,7 +274,14 @@ class RayEngine:
         self.has_tiny_decoder: bool = "tiny" in self.decoders
         self.tiny_note: str | None = info["tiny_note"]
 
-    # The engine's frame methods, forwarded as called: the defaults and checks stay the engine's own.
+    # The engine's frame methods, forwarded as called: the defaults and checks stay the engine's own. A session's
+    # frames may reach different replicas, so a newer frame supersedes an older one only within one replica.
+    def render(self, *args: Any, **kwargs: Any):
+        return self._call("render", *args, **kwargs)
+
+    def cancel(self, session: str) -> None:
+        self._call("cancel", session)
+
     def sketch_to_image(self, *args: Any, **kwargs: Any):
         return self._call("sketch_to_image", *args, **kwargs)
 
@@ -346,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         replicas = args.replicas or max(1, cluster_gpus())
         log.info("starting %d replica(s) of %s", replicas, args.model)
         engine = deploy(replicas, engine_options(args), max_ongoing_requests=args.max_ongoing_requests)
-        if engine.banner:
-            log.warning("%s", engine.banner)
+        if note := messages.banner(engine):
+            log.warning("%s", note)
         log.info("model %s, %d replica(s) on %s, frame size %d, speed-ups: %s", engine.model_name, replicas,
                  engine.device, engine.size, engine.speed)
 

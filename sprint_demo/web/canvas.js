@@ -258,7 +258,7 @@ watch('value', () => { if ((props.value || '') !== lastSent) load(props.value ||
 const DRAFT_INTERVAL = Number(props.draft_interval_ms) || 75;
 const SETTLE = Number(props.settle_ms) || 350;
 const TAB = Math.random().toString(36).slice(2) + Date.now().toString(36);  // this page's frames, for the server
-let inputs = null;        // [prompt, steps, seed, guidance, control strength, thickness], as the tab shows them
+let inputs = null;        // the tab's frame inputs by name (prompt, steps, ...), as the tab shows them
 let decoder = null;       // the decoder chosen for final frames
 let liveOn = false;       // the Live drafts switch
 let photoActive = false;  // an uploaded photo's edge map replaces the sketch: a draft of the sketch would be wrong
@@ -350,16 +350,18 @@ async function requestFinal(mine, url) {
   }
 }
 
-// The tab's other inputs, sent here by a client-side event whenever one changes (ui.py): a prompt or slider that
-// moves gets drafts while it moves (live) and its final frame once it has been still for SETTLE ms.
+// The tab's other inputs, sent here by a client-side event whenever one changes (ui.py), as one object keyed by
+// name: the frame inputs (sent with every frame request, under the same names) and the switches `live`, `photo`
+// and `decoder`. A prompt or slider that moves gets drafts while it moves (live) and its final frame once it has
+// been still for SETTLE ms.
 root.setInputs = (values) => {
-  const next = values.slice(0, 6);
-  const changed = inputs !== null && JSON.stringify(next) !== JSON.stringify(inputs);
-  const decoderChanged = decoder !== null && values[8] !== decoder;
-  inputs = next;
-  liveOn = Boolean(values[6]);
-  photoActive = Boolean(values[7]);
-  decoder = values[8];
+  const { live, photo, decoder: chosen, ...frameInputs } = values;
+  const changed = inputs !== null && JSON.stringify(frameInputs) !== JSON.stringify(inputs);
+  const decoderChanged = decoder !== null && chosen !== decoder;
+  inputs = frameInputs;
+  liveOn = Boolean(live);
+  photoActive = Boolean(photo);
+  decoder = chosen;
   if (!changed && !decoderChanged) return;
   if (changed && liveOn && !photoActive) wantDraft();
   if (settleTimer !== null) clearTimeout(settleTimer);

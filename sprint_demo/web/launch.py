@@ -21,6 +21,7 @@ from typing import Any
 from .. import settings
 from ..inputs import InputError, check_size
 from ..models.speedups import COMPILE_SCOPES, SpeedOptions
+from . import messages
 
 DEFAULT_HOST = settings.SPACES_HOST if settings.ON_SPACES else settings.HOST  # a Space's proxy must reach the app
 
@@ -140,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, OSError, ValueError) as error:
         print(f"error: could not load model {args.model!r}: {error}", file=sys.stderr)
         return 2
-    if engine.banner:
-        log.warning("%s", engine.banner)
+    if note := messages.banner(engine):
+        log.warning("%s", note)
     log.info("model %s on %s, frame size %d, batches of up to %d, speed-ups: %s, decoders: %s", engine.model_name,
              engine.device, engine.size, engine.max_batch_size, engine.speed.describe(), ", ".join(engine.decoders))
 

@@ -10,19 +10,18 @@ shortest way into Python and back (docs/PERFORMANCE.md, "The app around the mode
   server function ``final_frame``, the decoder chosen for final frames, JPEG at ``settings.JPEG_QUALITY`` -- the same
   pixels ``/sketch_to_image`` returns.
 
-Gradio's queue is not on that path, so ``CanvasGate`` does the queue's job for it (one frame at a time per GPU slot,
-one waiting frame per tab, a bounded number of tabs waiting). When the gate is full, or the frame fails, the canvas
-asks the queue instead (its custom event ``final``), which also makes the frames the canvas does not ask for (page
-load, a photo's edge map, held in session state). Either way the frame is made by the engine's one entry point,
-under its lock, wrapped for ZeroGPU by the UI.
+Gradio's queue is not on that path; the engine does its job (``sprint_demo.batcher``): each tab is a session with
+one waiting frame, the newest; finals go before drafts and stop the tab's draft in flight; too many tabs waiting
+turn a frame away. When a final is turned away or fails, the canvas asks the queue instead (its custom event
+``final``), which also makes the frames the canvas does not ask for (page load, a photo's edge map, held in session
+state).
 
 ``LiveImage`` is the output: an ``<img>`` with download and full-screen buttons (the final frame on show), and the
-latency readout. Its value (set by the queue's frames) is
-``{"src": data URL, "digest", "seq", "nonce", "readout"}``; the canvas hands it the frames of its server functions
-directly in the page. The newest picture wins: every request from the canvas carries a sequence number, and a
-frame for an older one than the frame on screen is not shown. Each frame says which canvas it drew (``digest``,
-``sketch_digest`` of the PNG's pixels), so tests can check a frame against the canvas states a stroke passed
-through.
+latency readout. Its value (set by the queue's frames) is ``{"src": data URL, "digest", "seq", "nonce",
+"readout"}``; the canvas hands it the frames of its server functions directly in the page. The newest picture wins:
+every request from the canvas carries a sequence number, and a frame for an older one than the frame on screen is
+not shown. Each frame says which canvas it drew (``digest``, ``sketch_digest`` of the PNG's pixels), so tests can
+check a frame against the canvas states a stroke passed through.
 """
 
 from __future__ import annotations
@@ -30,9 +29,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,81 +66,6 @@ def sketch_digest(image: Image.Image | None) -> str | None:
     if image is None:
         return None
     return hashlib.blake2b(image.convert("RGB").tobytes(), digest_size=8).hexdigest()
-
-
-class GateFull(RuntimeError):
-    """Too many tabs wait for the GPU already: the frame was refused, not queued (the canvas asks the queue)."""
-
-
-class CanvasGate:
-    """Admission of the frames the canvas sends through its server functions, which reach the engine without
-    Gradio's queue; it does for them what the queue does for the other events:
-
-    * ``slots`` frames at a time go to the engine (the queue's concurrency limit for the ``"gpu"`` id: 1 for one
-      GPU); the engine's lock then orders them with the queue's frames;
-    * at most one waiting frame per tab: a newer frame of the same tab (a draft or a final) takes its place in
-      line, and the older one returns ``None`` at once, as does a waiting one when ``drop`` says the tab's final
-      frame went to the queue;
-    * at most ``max_waiting`` tabs wait (the queue's ``max_size``; each waiting frame holds one of Gradio's worker
-      threads); a frame beyond that raises ``GateFull`` at once;
-    * a waiting final frame goes before every waiting draft (the frame a user keeps never waits behind other
-      tabs' drafts; drafts only fill the time between finals); otherwise tabs are served in the order they
-      started waiting.
-    """
-
-    def __init__(self, max_waiting: int, slots: int = 1):
-        self.max_waiting = max_waiting
-        self.slots = slots
-        self._cond = threading.Condition()
-        # tab -> (ticket, is a final) of its newest waiting frame, in line order
-        self._waiting: OrderedDict[str, tuple[int, bool]] = OrderedDict()
-        self._tickets = 0
-        self._running = 0
-
-    def run(self, tab: str, fn: Callable[[], T], final: bool = False) -> T | None:
-        """``fn()`` once it is this tab's turn, or ``None`` if a newer frame of the tab took its place first.
-        ``final``: the frame is a final one (served before waiting drafts)."""
-        with self._cond:
-            if tab not in self._waiting and len(self._waiting) >= self.max_waiting:
-                raise GateFull(f"{len(self._waiting)} tabs are waiting for the GPU")
-            self._tickets += 1
-            ticket = self._tickets
-            self._waiting[tab] = (ticket, final)  # an older waiting frame of this tab sees a newer ticket and leaves
-            self._cond.notify_all()
-            while True:
-                if self._waiting.get(tab, (None,))[0] != ticket:
-                    return None
-                if self._running < self.slots and self._next() == tab:
-                    break
-                self._cond.wait()
-            del self._waiting[tab]
-            self._running += 1
-        try:
-            return fn()
-        finally:
-            with self._cond:
-                self._running -= 1
-                self._cond.notify_all()
-
-    def _next(self) -> str:
-        """(Lock held.) The tab to serve next: the first waiting final, else the first waiting tab."""
-        return next((tab for tab, (_, final) in self._waiting.items() if final), next(iter(self._waiting)))
-
-    def drop(self, tab: str) -> None:
-        """The tab's newer picture went to the queue as a final frame: its waiting frame, if any, is dropped."""
-        with self._cond:
-            if self._waiting.pop(tab, None) is not None:
-                self._cond.notify_all()
-
-    @property
-    def waiting(self) -> int:
-        with self._cond:
-            return len(self._waiting)
-
-    @property
-    def running(self) -> int:
-        with self._cond:
-            return self._running
 
 
 class LiveImage(gr.HTML):

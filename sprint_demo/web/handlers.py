@@ -1,0 +1,283 @@
+"""The app's frame functions: what the page and the API ask the engine for, and what they get back.
+
+``web.ui`` lays the page out and wires its events to a ``Handlers`` instance. Each function here decodes its
+inputs once, builds one ``FrameRequest`` (``sprint_demo.inputs``: the checks and their messages live there), calls
+``Engine.render`` with the caller's session and priority, and turns the frame, or what went wrong, into what the
+page shows: ``gr.Error`` naming a bad value or the model fault, never a dead server.
+
+Two ways in:
+
+* the canvas's **server functions** ``draft_frame`` / ``final_frame`` (one HTTP POST answered with the frame, no
+  queue): ``{png, inputs: {name: value for name in SKETCH_INPUTS}, seq, tab}`` (and ``decoder`` for a final) ->
+  ``live.frame_value`` (``{src, digest, seq, nonce, readout}``), or ``{seq, dropped: true}`` when a newer frame
+  of the tab took its place, ``{seq, busy: true}`` when too many tabs wait, ``{seq, error}``. The tab is the
+  engine session: one frame waiting per tab, the newest; drafts at draft priority, finals before them, a final
+  stopping the tab's draft in flight;
+* **queue events** (Gradio's queue, ``trigger_mode="always_last"``): page load, a photo, a final the canvas could
+  not get from its server function, the Playground, and the named API endpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from .. import inputs, settings
+from ..batcher import EngineBusy, Priority, Superseded
+from ..frames import DEFAULT_DECODER, Frame, FrameRequest
+from ..inputs import InputError
+from .live import encode_jpeg, frame_value, sketch_digest
+
+log = logging.getLogger(__name__)
+
+# The Sketch tab's frame inputs, by the names ``inputs.sketch_request`` takes them: the canvas sends them under these
+# names and the page's components are wired in this order.
+SKETCH_INPUTS = ("prompt", "steps", "seed", "guidance_scale", "control_strength", "thickness")
+FRAME_FILES_KEPT = 256  # JPEGs kept in our own folder; Gradio copies each into its cache before we drop it
+CONTROL_STAGES = ("control_prep", "control_encode")  # stages that run only for a frame with a control map
+
+
+def encode_frame(image: Image.Image) -> bytes:
+    """A frame -> the JPEG bytes the app serves for final frames (deterministic for identical pixels)."""
+    return encode_jpeg(image, settings.JPEG_QUALITY)
+
+
+def format_latency(frame: Frame, extra_notices: tuple[str, ...] = (), markdown: bool = True) -> str:
+    """The readout: total, then the per-stage split (the stages the frame ran), then reuse and notices; Markdown
+    (the API's latency text) or plain lines (the Sketch tab's readout)."""
+    timings = frame.timings_ms
+    total = f"{timings.get('total', 0.0):.0f} ms"
+    head = f"{f'**{total}**' if markdown else total} total · decoder: {frame.decoder}"
+    if frame.reused:
+        head += " (same inputs as a recent frame: reused, no model work)"
+    elif frame.batch_size > 1:
+        head += f" (batch of {frame.batch_size}: made together with frames of other users)"
+    stages = [s for s in settings.FRAME_STAGES if s in timings and (frame.control_map is not None
+                                                                     or s not in CONTROL_STAGES)]
+    split = " · ".join(f"{stage} {timings[stage]:.1f}" for stage in stages)
+    lines = [head, f"{split} (ms)" if split else ""]
+    lines += [f"ℹ️ {notice}" for notice in (*frame.notices, *extra_notices)]
+    return ("  \n" if markdown else "\n").join(line for line in lines if line)
+
+
+def on_gpu(fn: Callable) -> Callable:
+    """On ZeroGPU, ask for a GPU for the duration of ``fn``; everywhere else ``fn`` unchanged."""
+    if not settings.ZERO_GPU:
+        return fn
+    import spaces  # preinstalled on Spaces; never needed elsewhere
+
+    return spaces.GPU(duration=settings.ZERO_GPU_DURATION_S)(fn)
+
+
+class Busy(gr.Error):
+    """Too many visitors' frames wait already (``EngineBusy``): this one was turned away, not queued."""
+
+
+def user_error(error: Exception) -> gr.Error:
+    """What went wrong, as a message for the user (a model fault is logged whole)."""
+    if isinstance(error, InputError):
+        return gr.Error(str(error), print_exception=False)
+    if isinstance(error, EngineBusy):
+        return Busy("The server is busy with other visitors' frames; try again in a moment.", print_exception=False)
+    log.error("frame failed", exc_info=error)
+    if type(error).__name__ == "OutOfMemoryError":
+        return gr.Error("The GPU ran out of memory on this frame; try fewer steps or a smaller size. "
+                        "The server is still running.", print_exception=False)
+    return gr.Error(f"The model failed on this frame ({type(error).__name__}: {str(error)[:200]}). Try again.",
+                    print_exception=False)
+
+
+class FinalAsked(gr.EventData):
+    """The canvas's ``final`` event: it asks the queue for the final frame of request ``seq`` of tab ``tab`` (the
+    server function could not make it, or a photo's edge map replaces the sketch). Other triggers carry neither."""
+
+    def __init__(self, target: Any, data: Any):
+        super().__init__(target, data)
+        data = data if isinstance(data, dict) else {}
+        self.seq: int | None = data["seq"] if isinstance(data.get("seq"), int) else None
+        self.tab: str | None = str(data["tab"])[:64] if data.get("tab") else None
+
+
+class FrameFiles:
+    """Content-addressed JPEG files for Gradio to serve (the API's images). Gradio copies a returned file into its
+    own cache, so only the newest ``FRAME_FILES_KEPT`` are kept here."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="sprint-frames-"))
+        self._recent: deque[Path] = deque()
+        self._lock = threading.Lock()
+
+    def write(self, image: Image.Image) -> str:
+        data = encode_frame(image)
+        path = self.folder / f"{hashlib.blake2b(data, digest_size=12).hexdigest()}.jpg"
+        with self._lock:
+            if not path.exists():
+                path.write_bytes(data)
+                self._recent.append(path)
+                while len(self._recent) > FRAME_FILES_KEPT:
+                    self._recent.popleft().unlink(missing_ok=True)
+        return str(path)
+
+
+class Handlers:
+    """The frame functions of one app around one engine (``engine.Engine`` or ``serve_ray.RayEngine``)."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.size = int(engine.size)
+        self.files = FrameFiles()
+        self._nonces = itertools.count(1)
+        # looked up at each call, so that the engine's methods may be swapped (tests inject faults)
+        self._render = on_gpu(lambda *args, **kwargs: self.engine.render(*args, **kwargs))
+        self._edges = on_gpu(lambda *args, **kwargs: self.engine.photo_to_control_map(*args, **kwargs))
+        # Drafts ask for the tiny decoder only where the engine has one; else they are full frames, sent smaller.
+        self.draft_decoder = settings.DRAFT_DECODER if engine.has_tiny_decoder else DEFAULT_DECODER
+
+    # --- the one path to the engine -----------------------------------------------------------------------------
+
+    def render(self, request: FrameRequest, *, session: str | None = None, priority: Priority = Priority.FINAL,
+               prep_ms: float = 0.0, queued: bool = False) -> Frame:
+        """``Engine.render``; any failure but ``Superseded`` becomes a ``gr.Error`` for the user. ``queued``: the
+        caller came through Gradio's queue, which bounds its callers itself (the engine does not refuse it)."""
+        try:
+            return self._render(request, control_prep_ms=prep_ms, session=session, priority=priority,
+                                limited=not queued)
+        except Superseded:
+            raise
+        except Exception as error:  # noqa: BLE001 - every fault becomes a message; the server keeps serving
+            raise user_error(error) from None
+
+    def sketch_frame(self, picture: Image.Image | None, values: dict[str, Any], *, decoder: str = DEFAULT_DECODER,
+                     control_map: Image.Image | None = None, session: str | None = None,
+                     priority: Priority = Priority.FINAL, markdown: bool = False,
+                     queued: bool = True) -> tuple[Frame, str]:
+        """The Sketch tab's frame of ``picture`` (decoded once, by the caller) with the tab's ``values`` (named as in
+        ``SKETCH_INPUTS``), and its readout."""
+        began = time.perf_counter()
+        try:
+            request = inputs.sketch_request(picture, **values, size=(self.size, self.size), control_map=control_map,
+                                            decoder=decoder)
+        except InputError as error:
+            raise user_error(error) from None
+        frame = self.render(request, session=session, priority=priority, queued=queued,
+                            prep_ms=(time.perf_counter() - began) * 1000)
+        extra = ("using the uploaded photo's edge map; clear the photo to draw again",) if control_map else ()
+        return frame, format_latency(frame, extra, markdown=markdown)
+
+    # --- the canvas's server functions --------------------------------------------------------------------------
+
+    def canvas_frame(self, request: dict, final: bool) -> dict:
+        """A frame the canvas asked for (see the module docstring). Never raises: the canvas asks the queue for a
+        final frame this could not make, and the queue shows the error."""
+        try:
+            seq, tab = int(request["seq"]), str(request["tab"])[:64]
+            values = request["inputs"]
+            if not isinstance(values, dict) or set(values) != set(SKETCH_INPUTS):
+                raise TypeError(values)
+            picture = inputs.decode_image(request["png"], what="sketch")
+            decoder = (request.get("decoder") or DEFAULT_DECODER) if final else self.draft_decoder
+        except InputError as error:
+            return {"seq": None, "error": str(error)}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return {"seq": None, "error": f"a canvas frame request is {{png, inputs: {{{', '.join(SKETCH_INPUTS)}}}, "
+                                          "seq, tab}"}
+        try:
+            frame, readout = self.sketch_frame(picture, values, decoder=decoder, session=tab, queued=False,
+                                               priority=Priority.FINAL if final else Priority.DRAFT)
+        except Superseded:
+            return {"seq": seq, "dropped": True}
+        except Busy:
+            return {"seq": seq, "busy": True}
+        except gr.Error as error:
+            return {"seq": seq, "error": error.message}
+        jpeg = encode_frame(frame.image) if final else encode_jpeg(frame.image, settings.DRAFT_JPEG_QUALITY)
+        return frame_value(jpeg, sketch_digest(picture), seq, next(self._nonces), readout)
+
+    def draft_frame(self, request: dict) -> dict:
+        """The canvas's server function for draft frames (see ``canvas_frame``)."""
+        return self.canvas_frame(request, final=False)
+
+    def final_frame(self, request: dict) -> dict:
+        """The canvas's server function for final frames (see ``canvas_frame``)."""
+        return self.canvas_frame(request, final=True)
+
+    def canvas_functions(self) -> list[Callable[[dict], dict]]:
+        """``draft_frame`` and ``final_frame`` as plain functions (Gradio marks its server functions with an
+        attribute, which a bound method cannot carry), for ``SketchCanvas(server_functions=...)``."""
+
+        def draft_frame(request: dict) -> dict:
+            return self.draft_frame(request)
+
+        def final_frame(request: dict) -> dict:
+            return self.final_frame(request)
+
+        return [draft_frame, final_frame]
+
+    # --- queue events ---------------------------------------------------------------------------------------------
+
+    def sketch_final(self, sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
+                     control_strength: float, thickness: int, control_map: Image.Image | None, decoder: str,
+                     event: FinalAsked) -> dict:
+        """The Sketch tab's final frame through the queue (page load, the canvas's ``final`` event): the photo's
+        edge map when there is one, else the sketch. As the tab's session, it replaces the tab's waiting frame."""
+        values = dict(zip(SKETCH_INPUTS, (prompt, steps, seed, guidance_scale, control_strength, thickness)))
+        picture = None
+        if control_map is None:
+            try:
+                picture = inputs.decode_image(sketch or None, what="sketch")
+            except InputError as error:
+                raise user_error(error) from None
+        try:
+            frame, readout = self.sketch_frame(picture, values, decoder=decoder, control_map=control_map,
+                                               session=event.tab)
+        except Superseded:  # a newer frame of the tab is on its way
+            return gr.skip()
+        return frame_value(encode_frame(frame.image), sketch_digest(picture), event.seq, next(self._nonces), readout)
+
+    def photo_frame(self, photo: Image.Image | None, thickness: int, sketch: str, prompt: str, steps: int, seed: int,
+                    guidance_scale: float, control_strength: float, decoder: str) -> Iterator[tuple]:
+        """A photo uploaded (or cleared, or the thickness moved with a photo in): its edge map, shown as soon as it
+        is made, then the frame it steers, in the same event (no round trip through the browser). Yields
+        (edge map shown, edge map state, frame)."""
+        control = None
+        if photo is not None:
+            try:
+                control = self._edges(photo, thickness)
+            except Exception as error:  # noqa: BLE001 - a bad upload or a fault: a message, the server keeps serving
+                raise user_error(error) from None
+        yield control, control, gr.skip()
+        yield gr.skip(), gr.skip(), self.sketch_final(sketch, prompt, steps, seed, guidance_scale, control_strength,
+                                                      thickness, control, decoder, FinalAsked(None, None))
+
+    def sketch_to_image(self, sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
+                        control_strength: float, thickness: int, decoder: str = DEFAULT_DECODER) -> tuple[str, str]:
+        """``/sketch_to_image``: (JPEG file, latency Markdown)."""
+        values = dict(zip(SKETCH_INPUTS, (prompt, steps, seed, guidance_scale, control_strength, thickness)))
+        try:
+            picture = inputs.decode_image(sketch or None, what="sketch")
+        except InputError as error:
+            raise user_error(error) from None
+        frame, text = self.sketch_frame(picture, values, decoder=decoder, markdown=True)
+        return self.files.write(frame.image), text
+
+    def text_to_image(self, prompt: str, steps: int, seed: int, guidance_scale: float, width: int, height: int,
+                      decoder: str = DEFAULT_DECODER) -> tuple[str, str]:
+        """``/text_to_image`` and the Playground: (JPEG file, latency Markdown)."""
+        try:
+            request = inputs.text_request(prompt, steps=steps, seed=seed, guidance_scale=guidance_scale, width=width,
+                                          height=height, decoder=decoder)
+        except InputError as error:
+            raise user_error(error) from None
+        frame = self.render(request, queued=True)
+        return self.files.write(frame.image), format_latency(frame)
