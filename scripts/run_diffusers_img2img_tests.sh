@@ -10,12 +10,13 @@
 #
 # The tests are copied to a temporary folder and changed there, never in the checkout; the installed diffusers
 # runs them (the copy has no src/ beside tests/, which diffusers' conftest would put first on sys.path). The only
-# changes, each required to match exactly once:
+# changes (with the imports they need), each required to match exactly once:
 #   * GemmaTokenizer.from_pretrained("hf-internal-testing/dummy-gemma") -> build_byte_tokenizer() (no hub here;
 #     its ids for the tests' empty prompt, <bos> then <pad>, lie within the dummy Gemma's 8-token vocabulary);
 #   * (ours) "controlnet": None added to get_dummy_components;
 #   * (ours) pipeline_class = SanaSprintControlNetImg2ImgPipeline.
-# No test is skipped beyond diffusers' own skips.
+# No test is skipped beyond diffusers' own skips. diffusers' test modules import parameterized and requests_mock
+# (pip install parameterized requests_mock); tests that need an accelerator skip themselves on a CPU.
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then

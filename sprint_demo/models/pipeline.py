@@ -119,9 +119,10 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         if self._pixel_levels is None or self._pixel_levels.device != device or self._pixel_levels.dtype != dtype:
             levels = torch.arange(256, dtype=torch.float32) / 255.0  # VaeImageProcessor.pil_to_numpy
             self._pixel_levels = (2.0 * levels - 1.0).to(device=device, dtype=dtype)  # .normalize, then the cast
-        pixels = torch.from_numpy(np.array(image)).to(device)  # (H, W, 3) uint8
-        # HWC viewed as NCHW: the same channels-last strides preprocess hands the encoder
-        return torch.take(self._pixel_levels, pixels.long()).permute(2, 0, 1).unsqueeze(0)
+        pixels = torch.from_numpy(np.array(image)).to(device).unsqueeze(0)  # (1, H, W, 3) uint8
+        # NHWC viewed as NCHW: the strides preprocess hands the encoder, the batch stride included (CPU convolution
+        # kernels read it: a batch stride of 3 instead of H * W * 3 changed the DC-AE's latent in the last bit)
+        return torch.take(self._pixel_levels, pixels.long()).permute(0, 3, 1, 2)
 
     def prepare_timesteps(
         self,
