@@ -22,6 +22,7 @@ from typing import Any
 # public name -> the module that defines it
 _EXPORTS = {
     "SanaSprintControlNetPipeline": "sprint_demo.models.pipeline",
+    "SanaSprintControlNetImg2ImgPipeline": "sprint_demo.models.pipeline",
     "SanaSprintControlNetModel": "sprint_demo.models.controlnet",
     "TinyAutoencoder": "sprint_demo.models.tiny_autoencoder",
     "load_pipeline": "sprint_demo.models.loading",

@@ -131,10 +131,12 @@ def test_public_names_come_from_the_top_level_and_settings_stays_light():
     code = ("import sys, sprint_demo.settings; "
             "assert not {'torch', 'gradio', 'diffusers'} & set(sys.modules), sorted(sys.modules); "
             "import sprint_demo; "
-            "from sprint_demo import (SanaSprintControlNetPipeline, "
+            "from sprint_demo import (SanaSprintControlNetPipeline, SanaSprintControlNetImg2ImgPipeline, "
             "SanaSprintControlNetModel, TinyAutoencoder, Engine, FrameRequest, load_pipeline, build_byte_tokenizer); "
             "from sprint_demo.models.pipeline import SanaSprintControlNetPipeline as P; "
-            "assert SanaSprintControlNetPipeline is P; assert 'Engine' in dir(sprint_demo); print('ok')")
+            "from sprint_demo.models.pipeline import SanaSprintControlNetImg2ImgPipeline as I; "
+            "assert SanaSprintControlNetPipeline is P and SanaSprintControlNetImg2ImgPipeline is I; "
+            "assert 'Engine' in dir(sprint_demo); print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             cwd=PACKAGE.parent)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -116,7 +116,8 @@ def test_control_image_conversion_equals_diffusers_preprocess(preview, dtype, mo
         pipe.vae.to(old_dtype)
     assert got.dtype == dtype and got.shape == (1, 3, 256, 384)
     assert torch.equal(got, expected)
-    assert got.stride()[1:] == expected.stride()[1:]  # the encoder sees the same memory layout
+    assert got.stride() == expected.stride()  # the encoder sees the same memory layout
+    assert torch.equal(pipe.vae.encode(got.float()).latent, pipe.vae.encode(expected.float()).latent)
 
 
 def test_resolution_binning_matches_diffusers(preview):
@@ -178,3 +179,39 @@ def test_accepts_every_keyword_of_sana_sprint_pipeline():
     ours = inspect.signature(SanaSprintControlNetPipeline.__call__).parameters
     assert theirs <= set(ours)
     assert {"control_image", "control_latents", "controlnet_conditioning_scale"} <= set(ours)
+
+
+@pytest.mark.parametrize("control", [False, True], ids=["plain", "controlled"])
+@pytest.mark.parametrize("image_to_image", [False, True], ids=["text_to_image", "image_to_image"])
+def test_the_lora_scale_of_attention_kwargs_reaches_the_models_with_and_without_control(
+    preview, monkeypatch, control, image_to_image
+):
+    """SanaTransformer2DModel uses ``attention_kwargs`` for one thing: their ``scale`` multiplies its LoRA layers
+    during the forward (diffusers' ``apply_lora_scale``, with the PEFT backend); diffusers' ControlNet pipeline
+    hands the ControlNet the same. Without PEFT installed the scaling calls are recorded instead (the backend flag
+    set, ``scale_lora_layers`` / ``unscale_lora_layers`` replaced): every step must scale the transformer, and
+    with control the ControlNet inside it, by the caller's scale, and unscale them after."""
+    import diffusers.utils
+    from diffusers.utils import peft_utils
+
+    from sprint_demo.models.pipeline import SanaSprintControlNetImg2ImgPipeline
+
+    calls = []
+    monkeypatch.setattr(diffusers.utils, "USE_PEFT_BACKEND", True)
+    monkeypatch.setattr(peft_utils, "scale_lora_layers", lambda model, weight: calls.append(("scale", model, weight)))
+    monkeypatch.setattr(peft_utils, "unscale_lora_layers",
+                        lambda model, weight=None: calls.append(("unscale", model, weight)))
+    pipe = preview.pipe
+    extra = dict(control_image=sketch(64, 64)) if control else {}
+    if image_to_image:
+        pipe = SanaSprintControlNetImg2ImgPipeline(**pipe.components)
+        pipe.set_progress_bar_config(disable=True)
+        extra |= dict(image=sketch(64, 64), strength=1.0)
+    attention_kwargs = {"scale": 0.5}
+    run(pipe, 2, 64, 64, attention_kwargs=attention_kwargs, **extra)
+    transformer, controlnet = pipe.transformer, pipe.controlnet
+    step = [("scale", transformer, 0.5), ("unscale", transformer, 0.5)]
+    if control:
+        step[1:1] = [("scale", controlnet, 0.5), ("unscale", controlnet, 0.5)]
+    assert calls == step * 2  # modules compare by identity
+    assert attention_kwargs == {"scale": 0.5}  # the caller's dict is left as it was

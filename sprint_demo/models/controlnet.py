@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffusers import SanaTransformer2DModel
@@ -36,6 +37,7 @@ from diffusers.models.transformers.sana_transformer import (
     SanaCombinedTimestepGuidanceEmbeddings,
     SanaTransformerBlock,
 )
+from diffusers.utils import apply_lora_scale
 from torch import nn
 
 WIRINGS = ("nvlabs", "diffusers")
@@ -154,6 +156,7 @@ class SanaSprintControlNetModel(ModelMixin, ConfigMixin):
         captions = self.caption_norm(captions.view(batch_size, -1, captions.shape[-1]))
         return time_mod, captions
 
+    @apply_lora_scale("attention_kwargs")  # as diffusers' SanaControlNetModel.forward
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -163,13 +166,15 @@ class SanaSprintControlNetModel(ModelMixin, ConfigMixin):
         guidance: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         conditioning_scale: float = 1.0,
+        attention_kwargs: dict[str, Any] | None = None,
     ) -> list[torch.Tensor]:
         """Residuals, one per block, already multiplied by ``conditioning_scale``.
 
         hidden_states: (B, N, D) tokens the branch starts from (base block 0's output for the NVlabs wiring,
         ``patch_embed`` of the noisy latent for the diffusers wiring); control_latents: (B, C, h, w) the VAE
         latent of the control map; encoder_hidden_states: (B, L, caption_channels) raw prompt embeddings;
-        encoder_attention_mask: (B, L) 1 = keep, or an additive bias (B, 1, L).
+        encoder_attention_mask: (B, L) 1 = keep, or an additive bias (B, 1, L); attention_kwargs: a LoRA
+        ``scale`` for this model's LoRA layers during the call (with PEFT), as diffusers' models take it.
         """
         height, width = control_latents.shape[-2:]
         p = self.config.patch_size
@@ -217,10 +222,34 @@ def sana_transformer_forward(
     guidance: torch.Tensor | None = None,
     encoder_attention_mask: torch.Tensor | None = None,
     control: ControlInputs | None = None,
+    attention_kwargs: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """SanaTransformer2DModel.forward (diffusers 0.42), step for step, with ControlNet residuals added where the
     ControlNet's wiring says. With ``control=None`` this is bit-identical to ``transformer(...)``, and with the
-    diffusers wiring to ``transformer(..., controlnet_block_samples=residuals)`` (both tested)."""
+    diffusers wiring to ``transformer(..., controlnet_block_samples=residuals)`` (both tested).
+
+    ``attention_kwargs`` as the transformer's forward takes them: their LoRA ``scale`` applies to the
+    transformer's LoRA layers during the call (diffusers' ``apply_lora_scale``, with PEFT), and the ControlNet is
+    handed the same dict, as diffusers' SanaControlNetPipeline hands both models."""
+    # the decorator hands the forward a copy without "scale": the ControlNet gets the caller's dict
+    return _scaled_forward(
+        transformer, hidden_states, encoder_hidden_states, timestep, guidance, encoder_attention_mask, control,
+        attention_kwargs=attention_kwargs, controlnet_attention_kwargs=attention_kwargs,
+    )
+
+
+@apply_lora_scale("attention_kwargs")  # what SanaTransformer2DModel.forward does with them
+def _scaled_forward(
+    transformer: SanaTransformer2DModel,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    timestep: torch.Tensor,
+    guidance: torch.Tensor | None,
+    encoder_attention_mask: torch.Tensor | None,
+    control: ControlInputs | None,
+    attention_kwargs: dict[str, Any] | None = None,
+    controlnet_attention_kwargs: dict[str, Any] | None = None,
+) -> torch.Tensor:
     batch_size, _, height, width = hidden_states.shape  # (B, C, h, w) latent
     p = transformer.config.patch_size
     post_h, post_w = height // p, width // p
@@ -238,7 +267,8 @@ def sana_transformer_forward(
     captions = transformer.caption_norm(captions.view(batch_size, -1, hidden.shape[-1]))
 
     add_residual = _residual_schedule(
-        control, hidden_states, raw_prompt_embeds, timestep, guidance, encoder_attention_mask
+        control, hidden_states, raw_prompt_embeds, timestep, guidance, encoder_attention_mask,
+        controlnet_attention_kwargs,
     )
     for index, block in enumerate(transformer.transformer_blocks):
         hidden = block(hidden, None, captions, mask_bias, time_mod, post_h, post_w)
@@ -257,6 +287,7 @@ def _residual_schedule(
     timestep: torch.Tensor,
     guidance: torch.Tensor | None,
     encoder_attention_mask: torch.Tensor | None,
+    attention_kwargs: dict[str, Any] | None = None,
 ) -> Callable[[int, torch.Tensor], torch.Tensor]:
     """Returns add(index, hidden): what to add after base block ``index``."""
     if control is None:
@@ -266,7 +297,10 @@ def _residual_schedule(
 
     def run_branch(start_tokens: torch.Tensor) -> None:
         residuals.extend(
-            cn(start_tokens, control.latents, prompt_embeds, timestep, guidance, encoder_attention_mask, control.scale)
+            cn(
+                start_tokens, control.latents, prompt_embeds, timestep, guidance, encoder_attention_mask,
+                control.scale, attention_kwargs=attention_kwargs,
+            )
         )
 
     if cn.config.wiring == "diffusers":

@@ -1,24 +1,35 @@
-"""``SanaSprintControlNetPipeline``: SANA-Sprint's step-adaptive sampler with optional HED ControlNet control.
+"""SANA-Sprint's step-adaptive sampler with optional HED ControlNet control, text-to-image and image-to-image.
 
-It is ``diffusers.SanaSprintPipeline`` (prompt encoding, latents: inherited) with the frame split into stages that
-callers may run, time and cache one by one, and a ``__call__`` that runs them in order:
+``SanaSprintControlNetPipeline`` is ``diffusers.SanaSprintPipeline`` (prompt encoding, latents: inherited) with the
+frame split into stages that callers may run, time and cache one by one, and a ``__call__`` that runs them in
+order. ``SanaSprintControlNetImg2ImgPipeline`` (diffusers' name for image-to-image with a ControlNet) is the same
+pipeline with the ``__call__`` of diffusers' ``SanaSprintImg2ImgPipeline``: its start latent is the input image's,
+noised to the first timestep, and its steps are the same stages (one denoising loop for both):
 
 =============================  ========================================================================
 ``encode_prompt``              prompt -> (embeddings, mask) (inherited)
 ``resolution``                 requested (height, width) -> the size the model runs at (resolution binning)
 ``prepare_control_latents``    control map -> scaled control latent (a VAE encode)
 ``prepare_timesteps``          step count -> the SCM schedule (step-adaptive: 1 to 4 steps, or any)
-``prepare_initial_latents``    generator -> noise latents, already scaled by the scheduler's ``sigma_data``
+``strength_timesteps``         image-to-image: the schedule cut by ``strength`` (diffusers' discrete rule)
+``prepare_initial_latents``    text-to-image: generator -> noise latents, already scaled by ``sigma_data``
+``prepare_image_latents``      image-to-image: input image -> scaled image latent (a VAE encode)
+``noise_image_latents``        image-to-image: image latent -> TrigFlow latents at the start time
 ``denoise``                    the SCM loop, ControlNet residuals added when control latents are given
 ``decode_latents``             latents -> images, cropped back to the requested size when binning moved it
 =============================  ========================================================================
 
+``continuous_strength_timesteps`` is the continuous image-to-image strength: a custom schedule that starts at
+``strength * max_timesteps`` (diffusers' strength only picks whole steps of the schedule).
+
 The stages carry no ``torch.no_grad``: callers choose inference mode (``__call__`` does) or run gradients through
 them (ControlNet training). Without control, or at ``controlnet_conditioning_scale=0``, the output is
-``torch.equal`` to SanaSprintPipeline's for the same components and seed (tests/test_pipeline.py).
+``torch.equal`` to SanaSprintPipeline's (tests/test_pipeline.py) and SanaSprintImg2ImgPipeline's
+(tests/test_img2img_pipeline.py) for the same components and seed.
 
 The denoising loop follows diffusers ``pipelines/sana/pipeline_sana_sprint.py`` (SCM / TrigFlow math); the
-control image handling follows diffusers ``pipelines/sana/pipeline_sana_controlnet.py``.
+image-to-image start follows ``pipelines/sana/pipeline_sana_sprint_img2img.py``; the control image handling follows
+``pipelines/sana/pipeline_sana_controlnet.py``.
 """
 
 from __future__ import annotations
@@ -30,10 +41,13 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
+import torch.nn.functional as F
 from diffusers import SanaSprintPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import PipelineImageInput
 from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_1024_BIN
 from diffusers.pipelines.sana.pipeline_output import SanaPipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
 
 from .controlnet import ControlInputs, SanaSprintControlNetModel, sana_transformer_forward
 
@@ -85,7 +99,7 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
             image = control_image.to(device=self._execution_device, dtype=vae.dtype)
         else:
             raise ValueError(f"control_image must be a PIL image or a (B, 3, H, W) tensor, got {control_image!r:.80}")
-        latents = vae.encode(image, return_dict=False)[0] * vae.config.scaling_factor
+        latents = _encode(vae, image)
         if latents.shape[0] < batch_size:  # one map for every image of the batch
             latents = latents.repeat_interleave(batch_size // latents.shape[0], dim=0)
         return latents
@@ -105,9 +119,10 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         if self._pixel_levels is None or self._pixel_levels.device != device or self._pixel_levels.dtype != dtype:
             levels = torch.arange(256, dtype=torch.float32) / 255.0  # VaeImageProcessor.pil_to_numpy
             self._pixel_levels = (2.0 * levels - 1.0).to(device=device, dtype=dtype)  # .normalize, then the cast
-        pixels = torch.from_numpy(np.array(image)).to(device)  # (H, W, 3) uint8
-        # HWC viewed as NCHW: the same channels-last strides preprocess hands the encoder
-        return torch.take(self._pixel_levels, pixels.long()).permute(2, 0, 1).unsqueeze(0)
+        pixels = torch.from_numpy(np.array(image)).to(device).unsqueeze(0)  # (1, H, W, 3) uint8
+        # NHWC viewed as NCHW: the strides preprocess hands the encoder, the batch stride included (CPU convolution
+        # kernels read it: a batch stride of 3 instead of H * W * 3 changed the DC-AE's latent in the last bit)
+        return torch.take(self._pixel_levels, pixels.long()).permute(0, 3, 1, 2)
 
     def prepare_timesteps(
         self,
@@ -132,6 +147,21 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
             self.scheduler.set_begin_index(0)
         return self.scheduler.timesteps
 
+    def strength_timesteps(self, timesteps: torch.Tensor, strength: float) -> torch.Tensor:
+        """Image-to-image with diffusers' discrete strength: the tail of ``timesteps`` (from ``prepare_timesteps``,
+        n steps) that keeps ``n - int(n - n * strength)`` steps, and the scheduler set to begin there
+        (SanaSprintImg2ImgPipeline.get_timesteps). At 1 step every strength keeps the whole schedule, so it starts
+        from (nearly) pure noise; ``continuous_strength_timesteps`` is the continuous alternative. A strength that
+        leaves no step is a ValueError."""
+        _check_strength(strength)
+        steps = len(timesteps) - 1
+        start = int(max(steps - min(steps * strength, steps), 0))  # diffusers' arithmetic, rounding included
+        if steps - start < 1:
+            raise ValueError(f"strength {strength!r} leaves no denoising step of {steps}")
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start)  # SCMScheduler.step reads its times from this index on
+        return timesteps[start:]
+
     def prepare_initial_latents(
         self,
         batch_size: int,
@@ -153,6 +183,71 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
             latents,
         )
         return latents * self.scheduler.config.sigma_data
+
+    def prepare_image_latents(
+        self,
+        image: PipelineImageInput,
+        height: int,
+        width: int,
+        batch_size: int = 1,
+        vae=None,
+    ) -> torch.Tensor:
+        """Image-to-image input -> (batch_size, C, height/f, width/f) latent ``vae.encode(x) * scaling_factor``, the
+        clean image ``noise_image_latents`` starts from. ``image``: what SanaSprintImg2ImgPipeline takes (PIL image,
+        numpy array, (3, H, W) or (B, 3, H, W) tensor in [0, 1] or [-1, 1], or a list of them), resized to
+        (height, width) as it does; or a (B, C, h, w) tensor with the transformer's latent channels, taken as this
+        stage's output and not encoded again. An image batch smaller than ``batch_size`` is repeated whole
+        (``torch.cat``, as diffusers: images [a, b] for 4 rows give [a, b, a, b]). ``vae`` as in
+        ``prepare_control_latents``."""
+        vae = self.vae if vae is None else vae
+        latent_channels = self.transformer.config.in_channels
+        if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[1] == latent_channels:
+            latents = image.to(self._execution_device)
+        else:
+            latents = _encode(vae, self.image_to_tensor(image, height, width, vae.dtype))
+        if latents.shape[0] < batch_size and batch_size % latents.shape[0] == 0:
+            latents = torch.cat([latents] * (batch_size // latents.shape[0]), dim=0)
+        elif latents.shape[0] != batch_size:
+            raise ValueError(f"cannot repeat an image batch of {latents.shape[0]} to {batch_size} rows")
+        return latents
+
+    def image_to_tensor(
+        self, image: PipelineImageInput, height: int, width: int, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Image-to-image input -> (B, 3, height, width) in [-1, 1] on the execution device, in ``dtype`` (default:
+        the VAE's): SanaSprintImg2ImgPipeline.prepare_image's values (tensors resized bilinearly, then the image
+        processor's ``preprocess``); a single PIL image takes ``control_image_to_tensor``'s equal, faster path."""
+        dtype = self.vae.dtype if dtype is None else dtype
+        if isinstance(image, PIL.Image.Image):
+            return self.control_image_to_tensor(image, height, width, dtype)
+        if isinstance(image, torch.Tensor):
+            image = image.unsqueeze(0) if image.ndim == 3 else image
+            if image.shape[-2:] != (height, width):
+                image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
+        pixels = self.image_processor.preprocess(image, height=height, width=width)
+        return pixels.to(device=self._execution_device, dtype=dtype)
+
+    def noise_image_latents(
+        self,
+        image_latents: torch.Tensor,
+        start_time: torch.Tensor | float,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> torch.Tensor:
+        """The TrigFlow latents at time ``start_time`` (the first timestep ``denoise`` runs):
+        ``cos(t) * x0 + sin(t) * z`` with x0 = ``image_latents * sigma_data`` (from ``prepare_image_latents``) and
+        z = ``randn * sigma_data`` drawn from ``generator`` as SanaSprintImg2ImgPipeline draws it (float32, one
+        generator per row when a list). Pass the start time as the schedule's tensor (``timesteps[:1]``): its
+        float32 cosine is what diffusers computes. At t = float32(pi/2 rounded to 1.57080) the cosine is about
+        -3.7e-6, not 0: the image leaves a trace of that size."""
+        if isinstance(generator, list) and len(generator) != image_latents.shape[0]:
+            raise ValueError(
+                f"{len(generator)} generators for {image_latents.shape[0]} rows: pass one generator per row"
+            )
+        sigma_data = self.scheduler.config.sigma_data
+        clean = image_latents * sigma_data
+        noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=torch.float32) * sigma_data
+        start_time = torch.as_tensor(start_time, dtype=torch.float32, device=clean.device)
+        return torch.cos(start_time) * clean + torch.sin(start_time) * noise
 
     def denoise(
         self,
@@ -252,7 +347,8 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
             )[0]
         else:
             flow = self.controlled_forward(
-                self.transformer, latent_model_input.to(dtype=transformer_dtype), **model_kwargs, control=control
+                self.transformer, latent_model_input.to(dtype=transformer_dtype), **model_kwargs, control=control,
+                attention_kwargs=attention_kwargs,
             )
         # Flow prediction -> TrigFlow velocity
         velocity = ((1 - 2 * s) * latent_model_input + (1 - 2 * s + 2 * s**2) * flow) / torch.sqrt(s**2 + (1 - s) ** 2)
@@ -422,14 +518,202 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         )
 
         # 8. Decode, cropped back to the requested size.
-        if output_type == "latent":
-            image = latents
-        else:
-            image = self.decode_latents(latents, orig_height, orig_width, output_type)
+        return self._output(latents, orig_height, orig_width, output_type, return_dict)
+
+    def _output(self, latents: torch.Tensor, height: int, width: int, output_type: str, return_dict: bool):
+        """The last step of both ``__call__``s: decoded images (or the latents), offload hooks released."""
+        image = latents if output_type == "latent" else self.decode_latents(latents, height, width, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (image,)
         return SanaPipelineOutput(images=image)
+
+
+class SanaSprintControlNetImg2ImgPipeline(SanaSprintControlNetPipeline):
+    """Image-to-image: SanaSprintImg2ImgPipeline's call over the text-to-image pipeline's stages (same components,
+    the same optional ``controlnet``)."""
+
+    def check_inputs(
+        self,
+        prompt,
+        strength,
+        height,
+        width,
+        num_inference_steps,
+        *diffusers_args,
+        image: PipelineImageInput | None = None,
+        latents: torch.Tensor | None = None,
+        **kwargs,
+    ) -> None:
+        """SanaSprintImg2ImgPipeline.check_inputs (same arguments) plus the text-to-image pipeline's checks; a
+        strength outside (0, 1] or an image missing (without ``latents``) is a ValueError naming it."""
+        _check_strength(strength)
+        if image is None and latents is None:
+            raise ValueError("image-to-image needs an image (or latents), got image=None")
+        super().check_inputs(prompt, height, width, num_inference_steps, *diffusers_args, **kwargs)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        num_inference_steps: int = 2,
+        timesteps: list[float] | None = None,
+        max_timesteps: float | None = MAX_TIMESTEPS,
+        intermediate_timesteps: float | None = TWO_STEP_INTERMEDIATE_TIMESTEPS,
+        guidance_scale: float = 4.5,
+        image: PipelineImageInput = None,
+        strength: float = 0.6,
+        num_images_per_prompt: int | None = 1,
+        height: int = 1024,
+        width: int = 1024,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        output_type: str | None = "pil",
+        return_dict: bool = True,
+        clean_caption: bool = False,
+        use_resolution_binning: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+        max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+        complex_human_instruction: list[str] | None = None,
+        control_image: ControlImage | None = None,
+        control_latents: torch.Tensor | None = None,
+        controlnet_conditioning_scale: float = 1.0,
+    ) -> SanaPipelineOutput | tuple:
+        """SanaSprintImg2ImgPipeline.__call__ plus ``control_image`` / ``control_latents`` and
+        ``controlnet_conditioning_scale``; without control (or at scale 0) ``torch.equal`` to it.
+
+        ``strength`` in (0, 1]. Without ``timesteps`` it cuts the step-adaptive schedule as diffusers does
+        (``strength_timesteps``: whole steps only). With custom ``timesteps`` (``num_inference_steps + 1`` values,
+        ``max_timesteps=None``; ``continuous_strength_timesteps`` makes them from a strength) they are run exactly as
+        given, uncut: the image is noised to ``timesteps[0]`` and ``strength`` is only checked (diffusers 0.42.1
+        raises a TypeError for any custom timesteps). Strength 1 is not text-to-image exactly: the image leaves a
+        trace of cos(1.57080), about 4e-6 (``noise_image_latents``); callers that want exactly text-to-image there
+        run the text-to-image pipeline. ``latents``, as in diffusers, are the start latents as they are (already
+        noised; no image is encoded). Defaults as the text-to-image pipeline's: step-adaptive
+        ``intermediate_timesteps``, ``complex_human_instruction`` None. ``eta`` is accepted for diffusers'
+        signature; the SCM scheduler takes none."""
+        # 1. Check inputs; the size the model runs at.
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs  # as in diffusers
+        intermediate_timesteps = _step_adaptive(num_inference_steps, intermediate_timesteps)
+        orig_height, orig_width = height, width
+        height, width = self.resolution(height, width, use_resolution_binning)
+        self.check_inputs(
+            prompt,
+            strength,
+            height,
+            width,
+            num_inference_steps,
+            timesteps,
+            max_timesteps,
+            intermediate_timesteps,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            prompt_embeds=prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask,
+            image=image,
+            latents=latents,
+            guidance_scale=guidance_scale,
+            control_image=control_image,
+            control_latents=control_latents,
+            controlnet_conditioning_scale=controlnet_conditioning_scale,
+        )
+        self._guidance_scale = guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._interrupt = False
+
+        # 2. Batch size and device.
+        batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
+        device = self._execution_device
+        lora_scale = attention_kwargs.get("scale") if attention_kwargs is not None else None
+
+        # 3. Encode the prompt (skipped by callers that pass prompt_embeds).
+        prompt_embeds, prompt_attention_mask = self.encode_prompt(
+            prompt,
+            num_images_per_prompt=num_images_per_prompt,
+            device=device,
+            prompt_embeds=prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask,
+            clean_caption=clean_caption,
+            max_sequence_length=max_sequence_length,
+            complex_human_instruction=complex_human_instruction,
+            lora_scale=lora_scale,
+        )
+
+        # 4. Timesteps: custom ones as given, else the schedule cut by strength.
+        custom = timesteps is not None
+        timesteps = self.prepare_timesteps(num_inference_steps, timesteps, max_timesteps, intermediate_timesteps)
+        if not custom:
+            timesteps = self.strength_timesteps(timesteps, strength)
+
+        # 5. Initial latents: the image latent noised to the first timestep (given latents as they are).
+        total = batch_size * num_images_per_prompt
+        if latents is None:
+            image_latents = self.prepare_image_latents(image, height, width, total)
+            latents = self.noise_image_latents(image_latents, timesteps[:1], generator)
+        else:
+            latents = latents.to(device=device, dtype=torch.float32)
+
+        # 6. Control latents (skipped by callers that pass control_latents).
+        if control_image is not None:
+            control_latents = self.prepare_control_latents(control_image, height, width, total)
+
+        # 7. Denoising loop.
+        latents = self.denoise(
+            latents,
+            prompt_embeds,
+            prompt_attention_mask,
+            timesteps,
+            guidance_scale,
+            control_latents=control_latents,
+            controlnet_conditioning_scale=controlnet_conditioning_scale,
+            generator=generator,
+            attention_kwargs=attention_kwargs,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+
+        # 8. Decode, cropped back to the requested size.
+        return self._output(latents, orig_height, orig_width, output_type, return_dict)
+
+
+def continuous_strength_timesteps(
+    strength: float,
+    num_inference_steps: int,
+    max_timesteps: float = MAX_TIMESTEPS,
+    intermediate_timesteps: float | None = TWO_STEP_INTERMEDIATE_TIMESTEPS,
+) -> list[float]:
+    """Continuous image-to-image strength: the custom ``timesteps`` (``num_inference_steps + 1`` TrigFlow times,
+    the last 0) for strength ``s`` in (0, 1].
+
+    The rule: the text-to-image schedule for this step count (SCMScheduler's: ``[max, intermediate, 0]`` at 2 steps,
+    else ``linspace(max, 0, n + 1)``; the default intermediate time applies to 2 steps only) times ``s``. So the
+    start time is ``t(s) = s * max_timesteps``, where the image latent keeps ``cos(t(s))`` of its signal; every
+    strength runs all ``n`` steps (1 step: from any start straight to 0); the later times keep their ratio to the
+    start; and ``s = 1`` gives the text-to-image schedule bit for bit. The start agrees with diffusers' discrete
+    ``strength`` wherever that one is exact (a linear schedule and ``n * s`` whole), which then runs fewer steps.
+    Pass the result with ``max_timesteps=None`` and the same ``num_inference_steps``."""
+    _check_strength(strength)
+    if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+    intermediate_timesteps = _step_adaptive(num_inference_steps, intermediate_timesteps)
+    if intermediate_timesteps is not None and num_inference_steps != 2:
+        raise ValueError(f"intermediate_timesteps applies to 2 steps only, got {num_inference_steps} steps")
+    if intermediate_timesteps is not None:  # float32 values, as SCMScheduler.set_timesteps builds them
+        schedule = torch.tensor([max_timesteps, intermediate_timesteps, 0]).float()
+    else:
+        schedule = torch.linspace(max_timesteps, 0, num_inference_steps + 1).float()
+    return (schedule * strength).tolist()  # times 1.0 is exact: strength 1 is the text-to-image schedule
+
+
+def _encode(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> the scaled latent; ``encode(x, return_dict=False)[0]`` is the latent for both
+    AutoencoderDC and AutoencoderTiny."""
+    return vae.encode(pixels, return_dict=False)[0] * vae.config.scaling_factor
 
 
 def _step_adaptive(num_inference_steps: int, intermediate_timesteps: float | None) -> float | None:
@@ -439,8 +723,18 @@ def _step_adaptive(num_inference_steps: int, intermediate_timesteps: float | Non
     return intermediate_timesteps
 
 
+def _check_strength(strength: Any) -> None:
+    if not _is_finite_number(strength) or not 0 < strength <= 1:
+        raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
+
+
 def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-__all__ = ["SanaSprintControlNetPipeline", "SanaSprintControlNetModel"]
+__all__ = [
+    "SanaSprintControlNetPipeline",
+    "SanaSprintControlNetImg2ImgPipeline",
+    "SanaSprintControlNetModel",
+    "continuous_strength_timesteps",
+]

@@ -101,8 +101,8 @@ class _Branch:
     def __init__(self, wrapped: torch.nn.Module, model: SanaSprintControlNetModel) -> None:
         self.wrapped, self.config, self.patch_embed = wrapped, model.config, model.patch_embed
 
-    def __call__(self, *args):
-        return self.wrapped(*args)
+    def __call__(self, *args, **kwargs):
+        return self.wrapped(*args, **kwargs)
 
 
 def sample_key(seed: int, epoch: int, sample_id: str) -> int:
