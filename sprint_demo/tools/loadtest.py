@@ -24,7 +24,8 @@ What it does:
    image with the expected one.
 4. Report: requests, frames/s over all sessions and per session (right images only), failures by kind,
    mismatches, p50/p95 latency, and (with ``--server-pid`` or ``--serve``) the
-   server's resident memory after warm-up and at the end, the growth between, and its thread count.
+   server's resident memory after warm-up and at the end, the growth between, the part of it that grew the way a
+   leak grows (``leak_mb``), and its thread count.
 
 Only loopback or a server you operate should be targeted: the script sends requests as fast as the server
 answers them.
@@ -64,14 +65,16 @@ SEED_BASE = 1000  # session i uses seed SEED_BASE + i
 # same image. The expected images are made one at a time; under load the server makes frames in batches, and a
 # batched row may differ from the same request alone by 1 level (tests/test_batching.py). JPEG at
 # settings.JPEG_QUALITY spreads such a difference over the pixels of its 8x8 block (one quantisation step of one
-# coefficient moves pixels by up to a quarter of the step, and several may move): up to 7 levels measured. An
-# answer must also be nearer (mean difference) its own expected image than any other session's, which differ by
-# 20 levels or more on average, so this tolerance hides no cross-talk.
+# coefficient moves pixels by up to a quarter of the step, and several may move): up to 7 levels measured under
+# load, up to 11 for random one-level changes (tests/support.py). An answer must also be nearer (mean difference)
+# its own expected image than any other session's, which differ by 20 levels or more on average, so this tolerance
+# hides no cross-talk.
 TOLERANCE_LEVELS = 16
 REQUEST_TIMEOUT_S = 120.0  # one request slower than this counts as a "timeout" failure
 SERVE_START_TIMEOUT_S = 900.0  # --serve: a real model may download weights and compile before it answers
 MEMORY_SAMPLE_S = 0.5  # how often the server's RSS is sampled
 RSS_WINDOW_S = 5.0  # memory references (after warm-up, middle, end) are medians over this many seconds
+LEAK_STEP_WINDOWS = 3  # leak_mb leaves out the largest rise within this many windows (15 s): one allocator episode
 SKETCH_ENDPOINT = "/sketch_to_image"
 TEXT_ENDPOINT = "/text_to_image"
 PROMPT_SUBJECTS = (
@@ -235,6 +238,35 @@ class MemoryMonitor:
         return max((rss for _, rss, _ in self.samples), default=None)
 
 
+def leak_mb(samples: list[tuple[float, float]], start_s: float, end_s: float,
+            window_s: float = RSS_WINDOW_S) -> float | None:
+    """How much the memory in ``samples`` ((seconds, MB) pairs) grew from ``start_s`` to ``end_s`` the way a leak
+    grows: MB over that span, None when it holds fewer than ``LEAK_STEP_WINDOWS`` + 2 windows or a window without
+    samples.
+
+    The span is cut into windows of ``window_s``, each reduced to its median sample (one frame's activations swing
+    RSS by tens of MB). The largest rise within ``LEAK_STEP_WINDOWS`` windows is taken out of the growth from the
+    first window to the last: an allocator that steps up once and stays there (glibc keeping a new high-water mark,
+    ~250 MB at once, or a few steps in a row) drops out whatever its size, while a leak goes on rising in the other
+    windows. The rate of the growth left is extrapolated to the whole span, so a steady leak of L MB over the span
+    gives L (to 0.1 MB, as samples are kept).
+    """
+    count = int((end_s - start_s) // window_s)
+    if count < LEAK_STEP_WINDOWS + 2:
+        return None
+    medians = []
+    for i in range(count):
+        begin = start_s + i * window_s
+        inside = [mb for t, mb in samples if begin <= t < begin + window_s]
+        if not inside:
+            return None
+        medians.append(float(np.median(inside)))
+    step = max(0.0, *(medians[j] - medians[i] for i in range(count)
+                      for j in range(i + 1, min(count, i + LEAK_STEP_WINDOWS + 1))))
+    rest_s = (count - 1 - LEAK_STEP_WINDOWS) * window_s
+    return round((medians[-1] - medians[0] - step) / rest_s * (end_s - start_s), 1)
+
+
 # --- Report -------------------------------------------------------------------------------------------------
 @dataclass
 class LoadResult:
@@ -267,7 +299,8 @@ class LoadResult:
     rss_peak_mb: float | None = None
     rss_growth_mb: float | None = None  # end - after warm-up
     rss_growth_second_half_mb: float | None = None  # end - middle of the measured part: a leak grows here too
-    rss_timeline_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the load, MB), ~5 s apart
+    rss_leak_mb: float | None = None  # leak_mb of the samples after warm-up: growth that goes on, one episode left out
+    rss_timeline_mb: list[tuple[float, float]] = field(default_factory=list)  # (s into the load, MB), every sample
     server_threads_after_warmup: int | None = None
     server_threads_end: int | None = None
     rss_after_load_mb: float | None = None  # one sample, 2 s after every client closed
@@ -320,6 +353,7 @@ class LoadResult:
                                                  f"{fmt(self.rss_peak_mb)} MB"),
                 ("server RSS growth (2nd half)", f"{fmt(self.rss_growth_mb, ' MB')} "
                                                  f"({fmt(self.rss_growth_second_half_mb, ' MB')})"),
+                ("server RSS growth like a leak", fmt(self.rss_leak_mb, " MB")),
                 ("server threads warm / end / after", f"{fmt(self.server_threads_after_warmup)} / "
                                                       f"{fmt(self.server_threads_end)} / "
                                                       f"{fmt(self.server_threads_after_load)}"),
@@ -538,7 +572,7 @@ def _hold_load(clients: list, calls: dict[int, tuple[Call, Call]], deadline: flo
 
 
 def _record_memory(report: LoadResult, monitor: MemoryMonitor, start: float, warm_at: float, end_at: float) -> None:
-    """The server's memory during the load (monotonic times): reference levels, growth, peak and a timeline."""
+    """The server's memory during the load (monotonic times): reference levels, growth, peak and every sample."""
     # RSS swings by tens of MB within one frame (decoder activations come and go), so each reference is the
     # median of the samples in a window, not one sample.
     after_warmup = monitor.window(warm_at, warm_at + RSS_WINDOW_S)
@@ -554,11 +588,9 @@ def _record_memory(report: LoadResult, monitor: MemoryMonitor, start: float, war
         report.rss_growth_mb = report.rss_end_mb - report.rss_after_warmup_mb
     if middle and end:
         report.rss_growth_second_half_mb = report.rss_end_mb - middle[0] / 2**20
-    next_t = start
-    for t, rss, _ in monitor.samples:
-        if t >= next_t:
-            report.rss_timeline_mb.append((round(t - start, 1), round(rss / 2**20, 1)))
-            next_t = t + 5.0
+    report.rss_timeline_mb = [(round(t - start, 2), round(rss / 2**20, 1)) for t, rss, _ in monitor.samples
+                              if start <= t <= end_at]
+    report.rss_leak_mb = leak_mb(report.rss_timeline_mb, warm_at - start, end_at - start)
     peak = monitor.peak_rss()
     report.rss_peak_mb = peak / 2**20 if peak is not None else None
 
