@@ -15,10 +15,16 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
 
 from sprint_demo import settings
 from sprint_demo.tools.app_process import REPO_ROOT, AppProcess, free_port
+from sprint_demo.tools.loadtest import TOLERANCE_LEVELS as SERVED_TOLERANCE_LEVELS
 from sprint_demo.web.launch import launch
 
 REPO = REPO_ROOT
@@ -26,12 +32,96 @@ TEST_ENV = {"HF_HUB_OFFLINE": "1"}  # test servers never reach the hub
 BLOCKED_TEST_WORD = "zyzzogeton"  # the stand-in safety checker below refuses prompts holding this word
 CANARY_ENV = "SPRINT_TEST_CANARY"  # a secret-like value put in the suite server's environment
 CANARY = f"canary-{os.getpid()}-{time.time_ns()}"
-# A frame made in a batch with other users' frames may differ from the same request made alone: on the CPU a
-# batch runs other matrix and convolution kernels (blocked over more rows), whose float32 sums differ in the last
-# bits (measured: 1e-6 after denoising, 1e-5 after decoding, on a 0..1 pixel scale). A uint8 level is 1/255 =
-# 0.004, so such a difference moves a pixel only where its value lies that close to a rounding boundary, and then
-# by one level. Other sessions' images differ from each other by 20 levels or more on average.
-BATCHED_ROW_TOLERANCE_LEVELS = 1
+
+
+# --- Images made by other CPU kernels ---------------------------------------------------------------------------
+# The same model on the same inputs gives bit-equal images only where the same kernels run on the same tensors.
+# Another thread count, a batch of several rows, weights at other memory addresses (save_pretrained then
+# from_pretrained) or another CPU's instruction set sums float32 products in another order, and the last bits
+# differ. Comparisons across those boundaries use the bounds below; within one process on shared tensors they stay
+# exact. Measured with the preview model on a 2-core AMD EPYC with AVX-512, each condition against the same call
+# in a 2-thread process: torch.set_num_threads(1); every weight copied 4 or 12 bytes off its address
+# (misaligned_weights); a save_pretrained / from_pretrained round trip; a process with ATEN_CPU_CAPABILITY=avx2
+# MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 (a CPU without AVX-512), at 1 and 2 threads; a process
+# with ATEN_CPU_CAPABILITY=default (no vector kernels); a row of a 3-row batch.
+
+# Float images (0..1) of a 64x64 two-step call: at most 2.2e-6 apart (no vector kernels; AVX2 1.9e-6, misaligned
+# weights 1.5e-6, round trip 1.3e-6, one thread 9.5e-7). The bound is 9x that. guidance_scale +0.05 moves them by
+# 6.0e-4 or more, one control-map pixel by 2.1e-2.
+KERNEL_NOISE_MAX_ABS = 2e-5
+
+
+@dataclass(frozen=True)
+class PixelDifference:
+    """How two uint8 images of one shape differ: the largest difference and how many values differ at all."""
+
+    max_levels: int
+    differing: int  # values (pixel channels) that differ
+    values: int
+
+    @property
+    def fraction(self) -> float:
+        return self.differing / self.values
+
+    def __str__(self) -> str:
+        return f"{self.differing} of {self.values} values ({self.fraction:.3%}) differ, by up to {self.max_levels}"
+
+
+@dataclass(frozen=True)
+class PixelTolerance:
+    """Two uint8 images count as the same frame when no value differs by more than ``max_levels`` and at most
+    ``max_fraction`` of the values differ at all."""
+
+    max_levels: int
+    max_fraction: float
+
+    def admits(self, difference: PixelDifference) -> bool:
+        return difference.max_levels <= self.max_levels and difference.fraction <= self.max_fraction
+
+    def __str__(self) -> str:
+        return f"up to {self.max_levels} levels in at most {self.max_fraction:.3%} of the values"
+
+
+# uint8 frames, lossless: float noise of ~1e-5 moves a value only where it lies that close to a rounding boundary,
+# and then by one level. Measured on 256x256 full-lane frames (196,608 values) under each condition above: one
+# level in at most 9 values (4.6e-5); the saved reference frames, written on another machine, differ here in 3-7
+# values. A 512x512 frame from a 3-row batch: 17 values. The bound: one level in at most 5e-4 of the values (98 at
+# 256x256), 11x the worst. guidance_scale +0.05 changes 875 values or more (4.5e-3), one erased stroke pixel 4,745
+# or more by up to 3 levels; other sessions' images differ by 20 levels or more on average.
+KERNEL_NOISE = PixelTolerance(max_levels=1, max_fraction=5e-4)
+BATCHED_ROW_TOLERANCE_LEVELS = KERNEL_NOISE.max_levels  # a batched row runs other kernels: the same noise
+
+# JPEG frames as the app serves them (settings.JPEG_QUALITY): JPEG spreads a one-level change over its 8x8 block.
+# Measured on a 512x512 frame (786,432 values) under each condition above: up to 10 levels in up to 1,922 values
+# (0.24%); 150 trials of 5-200 random one-level changes to the frame before encoding: up to 11 levels in up to
+# 1.2%. The bound: loadtest.TOLERANCE_LEVELS (16) levels in at most 2% of the values. guidance_scale +0.05
+# changes 13.7% of the values (by up to 14 levels); another session's sketch, prompt or seed moves values by 61
+# levels or more.
+SERVED_FRAME_TOLERANCE = PixelTolerance(max_levels=SERVED_TOLERANCE_LEVELS, max_fraction=0.02)
+
+
+def pixel_difference(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> PixelDifference:
+    """The difference of two uint8 images of one shape (PIL images are compared as RGB)."""
+    a, b = (np.asarray(x.convert("RGB") if isinstance(x, Image.Image) else x, dtype=np.int16) for x in (a, b))
+    assert a.shape == b.shape, f"shapes differ: {a.shape} and {b.shape}"
+    difference = np.abs(a - b)
+    return PixelDifference(int(difference.max()), int(np.count_nonzero(difference)), difference.size)
+
+
+def max_abs_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest absolute difference of two float tensors of one shape."""
+    assert a.shape == b.shape, f"shapes differ: {tuple(a.shape)} and {tuple(b.shape)}"
+    return float((a.double() - b.double()).abs().max())
+
+
+def misaligned_weights(module: torch.nn.Module, offset: int = 1) -> torch.nn.Module:
+    """``module`` with every parameter and buffer moved to a copy ``offset`` elements past an allocation's start,
+    the same values at an address the CPU kernels handle differently (as weights loaded from a file can be)."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        storage = torch.empty(tensor.numel() + offset, dtype=tensor.dtype, device=tensor.device)
+        storage[offset:].copy_(tensor.detach().reshape(-1))
+        tensor.data = storage[offset:].view(tensor.shape)
+    return module
 
 
 def refuse_blocked_test_word(prompt: str) -> str | None:

@@ -1,9 +1,13 @@
-"""The full lane (the DC-AE) draws exactly the pixels it drew before the tiny autoencoder lane was added: frames of
-the preview model saved then as lossless PNGs (tests/data/full_lane_*.png) are rendered again and compared.
+"""The full lane (the DC-AE) draws the pixels it drew before the tiny autoencoder lane was added: frames of the
+preview model saved then as lossless PNGs (tests/data/full_lane_*.png) are rendered again and compared.
+
+They are float32 CPU frames: another machine, thread count or instruction set rounds a few values the other way,
+so the comparison is within ``support.KERNEL_NOISE`` (one level in at most 0.05% of the values; the references,
+written on another machine, differ here in 3-7 of 196,608 values). The sensitivity tests show that this bound
+still catches the smallest real changes: guidance_scale +0.05, and one stroke pixel erased from the sketch.
 
 Regenerate the reference frames (only when a change is meant to alter the full lane's pixels) with
-``PYTHONPATH=. python tests/test_full_lane_frames.py --write``. They are float32 CPU frames: a machine whose
-CPU kernels round differently may need its own copy.
+``PYTHONPATH=. python tests/test_full_lane_frames.py --write``.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import support  # tests/support.py: pytest and a script run both find it beside this file
 from PIL import Image
 
+from sprint_demo import settings
+from sprint_demo.conditioning import sketch_to_control_map
 from sprint_demo.engine import Engine, load_engine
 from sprint_demo.sketches import stroke_sketch
 
@@ -27,6 +34,7 @@ FRAMES = {
     "full_lane_control_1step": (4, dict(steps=1, seed=12)),
     "full_lane_control_2step": (6, dict(steps=2, seed=13, control_strength=0.7)),
 }
+SKETCHES = [name for name, (strokes, _) in FRAMES.items() if strokes is not None]
 
 
 def full_lane_engine() -> Engine:
@@ -35,24 +43,61 @@ def full_lane_engine() -> Engine:
     return engine
 
 
-def render(engine: Engine, name: str, **extra) -> Image.Image:
+def render(engine: Engine, name: str, sketch: Image.Image | None = None, **extra) -> Image.Image:
+    """Frame ``name``; ``sketch`` replaces its sketch and ``extra`` adds to or replaces its keyword arguments."""
     strokes, kwargs = FRAMES[name]
+    kwargs = kwargs | extra
     if strokes is None:
-        return engine.text_to_image(PROMPT, width=SIZE, height=SIZE, **kwargs, **extra).image
-    return engine.sketch_to_image(stroke_sketch(SIZE, strokes), PROMPT, **kwargs, **extra).image
+        return engine.text_to_image(PROMPT, width=SIZE, height=SIZE, **kwargs).image
+    return engine.sketch_to_image(sketch or stroke_sketch(SIZE, strokes), PROMPT, **kwargs).image
+
+
+def reference(name: str) -> Image.Image:
+    with Image.open(DATA / f"{name}.png") as image:
+        return image.convert("RGB")
+
+
+def erase_one_stroke_pixel(sketch: Image.Image) -> Image.Image:
+    """``sketch`` with its first stroke pixel (in reading order) whose loss changes the control map turned white.
+    (An isolated flip can vanish: the control map blurs the strokes and thresholds them.)"""
+    control = np.asarray(sketch_to_control_map(sketch, settings.DEFAULT_THICKNESS, (SIZE, SIZE)))
+    for y, x in zip(*np.nonzero(np.asarray(sketch.convert("L")) < settings.SKETCH_INK_LEVEL)):
+        changed = sketch.copy()
+        changed.putpixel((int(x), int(y)), (255, 255, 255))
+        if not np.array_equal(np.asarray(sketch_to_control_map(changed, settings.DEFAULT_THICKNESS, (SIZE, SIZE))),
+                              control):
+            return changed
+    raise AssertionError("no single stroke pixel changes the control map")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return full_lane_engine()
 
 
 @pytest.mark.parametrize("name", FRAMES)
-def test_full_lane_frames_are_pixel_identical_to_the_saved_reference(name):
-    reference = np.asarray(Image.open(DATA / f"{name}.png").convert("RGB"), dtype=np.int16)
-    engine = full_lane_engine()
+def test_full_lane_frames_match_the_saved_reference(engine, name):
     for extra in ({}, {"decoder": "full"}):  # the default and the explicit choice are the same lane
         engine.clear_caches()
-        frame = np.asarray(render(engine, name, **extra), dtype=np.int16)
-        assert frame.shape == reference.shape
-        difference = np.abs(frame - reference)
-        assert difference.max() == 0, f"{name}: {np.count_nonzero(difference)} values differ, by up to " \
-                                      f"{difference.max()} levels"
+        difference = support.pixel_difference(render(engine, name, **extra), reference(name))
+        assert support.KERNEL_NOISE.admits(difference), (
+            f"{name}: {difference} levels; kernel noise is {support.KERNEL_NOISE} (measured: 9 values at most)")
+
+
+@pytest.mark.parametrize("change", [*(("guidance", name) for name in FRAMES), *(("pixel", name) for name in SKETCHES)],
+                         ids=lambda change: "-".join(change))
+def test_the_tolerance_catches_a_small_real_change(engine, change):
+    """guidance_scale +0.05 (measured: 875-1,194 values differ) or one stroke pixel erased (4,745-5,431 values, by
+    up to 3 levels) lies far beyond the bound of 98 values at this size."""
+    kind, name = change
+    engine.clear_caches()
+    if kind == "guidance":
+        frame = render(engine, name, guidance_scale=settings.DEFAULT_GUIDANCE + 0.05)
+    else:
+        frame = render(engine, name, sketch=erase_one_stroke_pixel(stroke_sketch(SIZE, FRAMES[name][0])))
+    difference = support.pixel_difference(frame, reference(name))
+    assert difference.fraction > 5 * support.KERNEL_NOISE.max_fraction, (
+        f"{name}, {kind}: only {difference} levels, not five times beyond kernel noise ({support.KERNEL_NOISE})")
 
 
 def write_reference_frames() -> None:

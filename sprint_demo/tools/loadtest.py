@@ -24,7 +24,8 @@ What it does:
    image with the expected one.
 4. Report: requests, frames/s over all sessions and per session (right images only), failures by kind,
    mismatches, p50/p95 latency, and (with ``--server-pid`` or ``--serve``) the
-   server's resident memory after warm-up and at the end, the growth between, and its thread count.
+   server's resident memory after warm-up and at the end, the growth between, the part of it that grew the way a
+   leak grows (``leak_mb``), and its thread count.
 
 Only loopback or a server you operate should be targeted: the script sends requests as fast as the server
 answers them.
@@ -64,14 +65,16 @@ SEED_BASE = 1000  # session i uses seed SEED_BASE + i
 # same image. The expected images are made one at a time; under load the server makes frames in batches, and a
 # batched row may differ from the same request alone by 1 level (tests/test_batching.py). JPEG at
 # settings.JPEG_QUALITY spreads such a difference over the pixels of its 8x8 block (one quantisation step of one
-# coefficient moves pixels by up to a quarter of the step, and several may move): up to 7 levels measured. An
-# answer must also be nearer (mean difference) its own expected image than any other session's, which differ by
-# 20 levels or more on average, so this tolerance hides no cross-talk.
+# coefficient moves pixels by up to a quarter of the step, and several may move): up to 7 levels measured under
+# load, up to 11 for random one-level changes (tests/support.py). An answer must also be nearer (mean difference)
+# its own expected image than any other session's, which differ by 20 levels or more on average, so this tolerance
+# hides no cross-talk.
 TOLERANCE_LEVELS = 16
 REQUEST_TIMEOUT_S = 120.0  # one request slower than this counts as a "timeout" failure
 SERVE_START_TIMEOUT_S = 900.0  # --serve: a real model may download weights and compile before it answers
 MEMORY_SAMPLE_S = 0.5  # how often the server's RSS is sampled
 RSS_WINDOW_S = 5.0  # memory references (after warm-up, middle, end) are medians over this many seconds
+LEAK_STEP_WINDOWS = 3  # leak_mb leaves out the largest rise within this many windows (15 s): one allocator episode
 SKETCH_ENDPOINT = "/sketch_to_image"
 TEXT_ENDPOINT = "/text_to_image"
 PROMPT_SUBJECTS = (
@@ -235,6 +238,35 @@ class MemoryMonitor:
         return max((rss for _, rss, _ in self.samples), default=None)
 
 
+def leak_mb(samples: list[tuple[float, float]], start_s: float, end_s: float,
+            window_s: float = RSS_WINDOW_S) -> float | None:
+    """How much the memory in ``samples`` ((seconds, MB) pairs) grew from ``start_s`` to ``end_s`` the way a leak
+    grows: MB over that span, None when it holds fewer than ``LEAK_STEP_WINDOWS`` + 2 windows or a window without
+    samples.
+
+    The span is cut into windows of ``window_s``, each reduced to its median sample (one frame's activations swing
+    RSS by tens of MB). The largest rise within ``LEAK_STEP_WINDOWS`` windows is taken out of the growth from the
+    first window to the last: an allocator that steps up once and stays there (glibc keeping a new high-water mark,
+    ~250 MB at once, or a few steps in a row) drops out whatever its size, while a leak goes on rising in the other
+    windows. The rate of the growth left is extrapolated to the whole span, so a steady leak of L MB over the span
+    gives L (to 0.1 MB, as samples are kept).
+    """
+    count = int((end_s - start_s) // window_s)
+    if count < LEAK_STEP_WINDOWS + 2:
+        return None
+    medians = []
+    for i in range(count):
+        begin = start_s + i * window_s
+        inside = [mb for t, mb in samples if begin <= t < begin + window_s]
+        if not inside:
+            return None
+        medians.append(float(np.median(inside)))
+    step = max(0.0, *(medians[j] - medians[i] for i in range(count)
+                      for j in range(i + 1, min(count, i + LEAK_STEP_WINDOWS + 1))))
+    rest_s = (count - 1 - LEAK_STEP_WINDOWS) * window_s
+    return round((medians[-1] - medians[0] - step) / rest_s * (end_s - start_s), 1)
+
+
 # --- Report -------------------------------------------------------------------------------------------------
 @dataclass
 class LoadResult:
@@ -267,7 +299,8 @@ class LoadResult:
     rss_peak_mb: float | None = None
     rss_growth_mb: float | None = None  # end - after warm-up
     rss_growth_second_half_mb: float | None = None  # end - middle of the measured part: a leak grows here too
-    rss_timeline_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the load, MB), ~5 s apart
+    rss_leak_mb: float | None = None  # leak_mb of the samples after warm-up: growth that goes on, one episode left out
+    rss_timeline_mb: list[tuple[float, float]] = field(default_factory=list)  # (s into the load, MB), every sample
     server_threads_after_warmup: int | None = None
     server_threads_end: int | None = None
     rss_after_load_mb: float | None = None  # one sample, 2 s after every client closed
@@ -320,6 +353,7 @@ class LoadResult:
                                                  f"{fmt(self.rss_peak_mb)} MB"),
                 ("server RSS growth (2nd half)", f"{fmt(self.rss_growth_mb, ' MB')} "
                                                  f"({fmt(self.rss_growth_second_half_mb, ' MB')})"),
+                ("server RSS growth like a leak", fmt(self.rss_leak_mb, " MB")),
                 ("server threads warm / end / after", f"{fmt(self.server_threads_after_warmup)} / "
                                                       f"{fmt(self.server_threads_end)} / "
                                                       f"{fmt(self.server_threads_after_load)}"),
@@ -372,102 +406,18 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
     monitor = MemoryMonitor(server_pid)
     download_root = tempfile.mkdtemp(prefix="sprint-loadtest-")
     calls = {i: session_calls(i, size, steps) for i in range(sessions)}
-    lock = threading.Lock()
-    latencies: dict[str, list[float]] = {SKETCH_ENDPOINT: [], TEXT_ENDPOINT: []}
-    failures: Counter[str] = Counter()
-    by_endpoint: Counter[str] = Counter()
-    right_by_session: Counter[int] = Counter()
-    batch_sizes: list[int] = []  # of the right answers, from their readouts
-
+    tally = _Tally(report)
     try:
-        # 1. Baseline: the expected image of every distinct input, one call at a time.
-        log(f"baseline: {2 * sessions} distinct inputs against {url}")
-        expected: dict[str, np.ndarray] = {}
-        baseline_client = _client(url, os.path.join(download_root, "baseline"))
-        try:
-            for session_pair in calls.values():
-                for call in session_pair:
-                    expected[call.key] = _call(baseline_client, call, request_timeout_s)[0]
-                    report.baseline_requests += 1
-        finally:
-            baseline_client.close()
-        report.distinct_expected_images = len({digest(p) for p in expected.values()})
-        if report.distinct_expected_images < len(expected):
-            log(f"warning: only {report.distinct_expected_images} distinct expected images for {len(expected)} "
-                "inputs: cross-talk between sessions with equal images cannot be seen")
+        expected = _learn_expected_images(url, calls, download_root, request_timeout_s, report, log)
         first = monitor.sample()
         if first:
             report.rss_before_load_mb = first[0] / 2**20
-
-        # 2. Load: one thread and one client per session.
+        log(f"load: {sessions} sessions for {duration_s:.0f} s (warm-up {warmup_s:.0f} s)")
         clients = [_client(url, os.path.join(download_root, f"session{i}")) for i in range(sessions)]
         start = time.monotonic()
         deadline = start + duration_s
-        warm_at = start + warmup_s
-
-        def difference(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-            return np.abs(a.astype(np.int16) - b.astype(np.int16)) if a.shape == b.shape else None
-
-        def nearest(pixels: np.ndarray) -> str:
-            distances = {key: float(d.mean()) for key, p in expected.items()
-                         if (d := difference(pixels, p)) is not None}
-            return min(distances, key=distances.get)
-
-        def same(pixels: np.ndarray, key: str) -> bool:
-            d = difference(pixels, expected[key])
-            if d is None or int(d.max()) > tolerance:
-                return False
-            return tolerance == 0 or nearest(pixels) == key
-
-        def worker(index: int) -> None:
-            client, pair = clients[index], calls[index]
-            k = index  # stagger: half the sessions start with each endpoint
-            while time.monotonic() < deadline:
-                call = pair[k % 2]
-                k += 1
-                t0 = time.perf_counter()
-                try:
-                    pixels, batch_size = _call(client, call, request_timeout_s)
-                except Exception as error:  # noqa: BLE001 - every failure is counted by kind
-                    kind = classify_error(error)
-                    with lock:
-                        report.requests += 1
-                        by_endpoint[call.api_name] += 1
-                        failures[kind] += 1
-                        if len(report.failure_samples) < 10:
-                            report.failure_samples.append(f"{call.key}: {kind}: {str(error)[:300]}")
-                    if kind == "connection":
-                        time.sleep(0.5)  # do not spin on a dead server
-                    continue
-                elapsed_ms = (time.perf_counter() - t0) * 1000
-                match = same(pixels, call.key)
-                own = difference(pixels, expected[call.key])
-                with lock:
-                    if own is not None:
-                        report.largest_difference_levels = max(report.largest_difference_levels or 0, int(own.max()))
-                    report.requests += 1
-                    by_endpoint[call.api_name] += 1
-                    latencies[call.api_name].append(elapsed_ms)
-                    if match:
-                        report.successes += 1
-                        right_by_session[index] += 1
-                        batch_sizes.append(batch_size)
-                    else:
-                        report.mismatches += 1
-                        if len(report.mismatch_samples) < 10:
-                            owner = next((key for key in expected if same(pixels, key)), "nobody")
-                            report.mismatch_samples.append(
-                                f"{call.key}: got {digest(pixels)} {pixels.shape} (matches {owner}), "
-                                f"expected {digest(expected[call.key])}")
-
-        threads = [threading.Thread(target=worker, args=(i,), name=f"loadtest-session{i}", daemon=True)
-                   for i in range(sessions)]
-        log(f"load: {sessions} sessions for {duration_s:.0f} s (warm-up {warmup_s:.0f} s)")
         monitor.start()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()) + request_timeout_s + 10)
+        stuck = _hold_load(clients, calls, deadline, request_timeout_s, _Matcher(expected, tolerance), tally)
         report.duration_s = time.monotonic() - start
         monitor.stop()
         for client in clients:
@@ -476,47 +426,173 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
         settled = monitor.sample()
         if settled:
             report.rss_after_load_mb, report.server_threads_after_load = settled[0] / 2**20, settled[1]
-        # RSS swings by tens of MB within one frame (decoder activations come and go), so each reference is the
-        # median of the samples in a window, not one sample.
-        end_at = min(deadline, time.monotonic())
-        after_warmup = monitor.window(warm_at, warm_at + RSS_WINDOW_S)
-        middle_at = warm_at + (end_at - warm_at) / 2
-        middle = monitor.window(middle_at - RSS_WINDOW_S / 2, middle_at + RSS_WINDOW_S / 2)
-        end = monitor.window(end_at - RSS_WINDOW_S, end_at)
-        if after_warmup:
-            report.rss_after_warmup_mb = after_warmup[0] / 2**20
-            report.server_threads_after_warmup = after_warmup[1]
-        if end:
-            report.rss_end_mb, report.server_threads_end = end[0] / 2**20, end[1]
-        if after_warmup and end:
-            report.rss_growth_mb = report.rss_end_mb - report.rss_after_warmup_mb
-        if middle and end:
-            report.rss_growth_second_half_mb = report.rss_end_mb - middle[0] / 2**20
-        next_t = start
-        for t, rss, _ in monitor.samples:
-            if t >= next_t:
-                report.rss_timeline_mb.append((round(t - start, 1), round(rss / 2**20, 1)))
-                next_t = t + 5.0
-        peak = monitor.peak_rss()
-        report.rss_peak_mb = peak / 2**20 if peak is not None else None
-        stuck = [t.name for t in threads if t.is_alive()]
+        _record_memory(report, monitor, start, start + warmup_s, min(deadline, time.monotonic()))
         if stuck:
-            failures["stuck_session"] += len(stuck)
+            tally.failures["stuck_session"] += stuck
     finally:
         shutil.rmtree(download_root, ignore_errors=True)
-
-    overall = latency_summary([ms for values in latencies.values() for ms in values])
-    report.failures = dict(failures)
-    report.requests_by_endpoint = dict(by_endpoint)
-    report.latency_p50_ms, report.latency_p95_ms = overall["p50"], overall["p95"]
-    report.latency_max_ms = overall["max"]
-    report.latency_by_endpoint_ms = {name: latency_summary(values) for name, values in latencies.items()}
-    if report.duration_s:
-        report.throughput_rps = report.requests / report.duration_s
-        report.frames_per_s = report.successes / report.duration_s
-        report.session_frames_per_s = [right_by_session[i] / report.duration_s for i in range(sessions)]
-    report.mean_batch_size = float(np.mean(batch_sizes)) if batch_sizes else None
+    tally.summarise()
     return report
+
+
+def _learn_expected_images(url: str, calls: dict[int, tuple[Call, Call]], download_root: str, timeout_s: float,
+                           report: LoadResult, log: Callable[[str], None]) -> dict[str, np.ndarray]:
+    """The baseline: the expected image of every distinct input, one call at a time."""
+    log(f"baseline: {2 * len(calls)} distinct inputs against {url}")
+    expected: dict[str, np.ndarray] = {}
+    client = _client(url, os.path.join(download_root, "baseline"))
+    try:
+        for session_pair in calls.values():
+            for call in session_pair:
+                expected[call.key] = _call(client, call, timeout_s)[0]
+                report.baseline_requests += 1
+    finally:
+        client.close()
+    report.distinct_expected_images = len({digest(p) for p in expected.values()})
+    if report.distinct_expected_images < len(expected):
+        log(f"warning: only {report.distinct_expected_images} distinct expected images for {len(expected)} "
+            "inputs: cross-talk between sessions with equal images cannot be seen")
+    return expected
+
+
+class _Matcher:
+    """Whether an answer is the expected image of a call: within ``tolerance`` levels per channel and, when a
+    tolerance is allowed, nearer (mean difference) that image than any other call's."""
+
+    def __init__(self, expected: dict[str, np.ndarray], tolerance: int):
+        self.expected, self.tolerance = expected, tolerance
+
+    @staticmethod
+    def difference(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+        return np.abs(a.astype(np.int16) - b.astype(np.int16)) if a.shape == b.shape else None
+
+    def nearest(self, pixels: np.ndarray) -> str:
+        distances = {key: float(d.mean()) for key, p in self.expected.items()
+                     if (d := self.difference(pixels, p)) is not None}
+        return min(distances, key=distances.get)
+
+    def same(self, pixels: np.ndarray, key: str) -> bool:
+        d = self.difference(pixels, self.expected[key])
+        if d is None or int(d.max()) > self.tolerance:
+            return False
+        return self.tolerance == 0 or self.nearest(pixels) == key
+
+    def owner(self, pixels: np.ndarray) -> str:
+        return next((key for key in self.expected if self.same(pixels, key)), "nobody")
+
+
+@dataclass
+class _Tally:
+    """What the sessions' threads record during the load, under one lock, and its summary into the report."""
+
+    report: LoadResult
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {SKETCH_ENDPOINT: [], TEXT_ENDPOINT: []})
+    failures: Counter[str] = field(default_factory=Counter)
+    by_endpoint: Counter[str] = field(default_factory=Counter)
+    right_by_session: Counter[int] = field(default_factory=Counter)
+    batch_sizes: list[int] = field(default_factory=list)  # of the right answers, from their readouts
+
+    def failed(self, call: Call, kind: str, error: BaseException) -> None:
+        with self.lock:
+            self.report.requests += 1
+            self.by_endpoint[call.api_name] += 1
+            self.failures[kind] += 1
+            if len(self.report.failure_samples) < 10:
+                self.report.failure_samples.append(f"{call.key}: {kind}: {str(error)[:300]}")
+
+    def answered(self, session: int, call: Call, pixels: np.ndarray, batch_size: int, elapsed_ms: float,
+                 matcher: _Matcher) -> None:
+        match = matcher.same(pixels, call.key)
+        own = matcher.difference(pixels, matcher.expected[call.key])
+        report = self.report
+        with self.lock:
+            if own is not None:
+                report.largest_difference_levels = max(report.largest_difference_levels or 0, int(own.max()))
+            report.requests += 1
+            self.by_endpoint[call.api_name] += 1
+            self.latencies[call.api_name].append(elapsed_ms)
+            if match:
+                report.successes += 1
+                self.right_by_session[session] += 1
+                self.batch_sizes.append(batch_size)
+            else:
+                report.mismatches += 1
+                if len(report.mismatch_samples) < 10:
+                    report.mismatch_samples.append(
+                        f"{call.key}: got {digest(pixels)} {pixels.shape} (matches {matcher.owner(pixels)}), "
+                        f"expected {digest(matcher.expected[call.key])}")
+
+    def summarise(self) -> None:
+        report = self.report
+        overall = latency_summary([ms for values in self.latencies.values() for ms in values])
+        report.failures = dict(self.failures)
+        report.requests_by_endpoint = dict(self.by_endpoint)
+        report.latency_p50_ms, report.latency_p95_ms = overall["p50"], overall["p95"]
+        report.latency_max_ms = overall["max"]
+        report.latency_by_endpoint_ms = {name: latency_summary(values) for name, values in self.latencies.items()}
+        if report.duration_s:
+            report.throughput_rps = report.requests / report.duration_s
+            report.frames_per_s = report.successes / report.duration_s
+            report.session_frames_per_s = [self.right_by_session[i] / report.duration_s
+                                           for i in range(report.sessions)]
+        report.mean_batch_size = float(np.mean(self.batch_sizes)) if self.batch_sizes else None
+
+
+def _session_loop(index: int, client, pair: tuple[Call, Call], deadline: float, timeout_s: float,
+                  matcher: _Matcher, tally: _Tally) -> None:
+    """One session: alternate its two calls until ``deadline``, every answer checked and counted."""
+    k = index  # stagger: half the sessions start with each endpoint
+    while time.monotonic() < deadline:
+        call = pair[k % 2]
+        k += 1
+        t0 = time.perf_counter()
+        try:
+            pixels, batch_size = _call(client, call, timeout_s)
+        except Exception as error:  # noqa: BLE001 - every failure is counted by kind
+            kind = classify_error(error)
+            tally.failed(call, kind, error)
+            if kind == "connection":
+                time.sleep(0.5)  # do not spin on a dead server
+            continue
+        tally.answered(index, call, pixels, batch_size, (time.perf_counter() - t0) * 1000, matcher)
+
+
+def _hold_load(clients: list, calls: dict[int, tuple[Call, Call]], deadline: float, timeout_s: float,
+               matcher: _Matcher, tally: _Tally) -> int:
+    """One thread and one client per session until ``deadline``; returns how many threads never finished."""
+    threads = [threading.Thread(target=_session_loop, name=f"loadtest-session{i}", daemon=True,
+                                args=(i, clients[i], calls[i], deadline, timeout_s, matcher, tally))
+               for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()) + timeout_s + 10)
+    return sum(thread.is_alive() for thread in threads)
+
+
+def _record_memory(report: LoadResult, monitor: MemoryMonitor, start: float, warm_at: float, end_at: float) -> None:
+    """The server's memory during the load (monotonic times): reference levels, growth, peak and every sample."""
+    # RSS swings by tens of MB within one frame (decoder activations come and go), so each reference is the
+    # median of the samples in a window, not one sample.
+    after_warmup = monitor.window(warm_at, warm_at + RSS_WINDOW_S)
+    middle_at = warm_at + (end_at - warm_at) / 2
+    middle = monitor.window(middle_at - RSS_WINDOW_S / 2, middle_at + RSS_WINDOW_S / 2)
+    end = monitor.window(end_at - RSS_WINDOW_S, end_at)
+    if after_warmup:
+        report.rss_after_warmup_mb = after_warmup[0] / 2**20
+        report.server_threads_after_warmup = after_warmup[1]
+    if end:
+        report.rss_end_mb, report.server_threads_end = end[0] / 2**20, end[1]
+    if after_warmup and end:
+        report.rss_growth_mb = report.rss_end_mb - report.rss_after_warmup_mb
+    if middle and end:
+        report.rss_growth_second_half_mb = report.rss_end_mb - middle[0] / 2**20
+    report.rss_timeline_mb = [(round(t - start, 2), round(rss / 2**20, 1)) for t, rss, _ in monitor.samples
+                              if start <= t <= end_at]
+    report.rss_leak_mb = leak_mb(report.rss_timeline_mb, warm_at - start, end_at - start)
+    peak = monitor.peak_rss()
+    report.rss_peak_mb = peak / 2**20 if peak is not None else None
 
 
 def compare(results: list[LoadResult]) -> str:
