@@ -46,7 +46,7 @@ from . import conditioning, inputs, settings
 from .batcher import Batcher, EngineBusy, Priority, Superseded, Ticket
 from .frames import DECODERS, DEFAULT_DECODER, Frame, FrameRequest
 from .models.loading import LoadedPipeline, ModelLoadError, attach_controlnet, load_pipeline
-from .models.pipeline import MAX_SEQUENCE_LENGTH
+from .models.pipeline import MAX_SEQUENCE_LENGTH, continuous_strength_timesteps
 from .models.speedups import SpeedOptions, apply_speedups
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,10 @@ __all__ = ["STAGES", "Engine", "EngineBusy", "Frame", "FrameRequest", "Priority"
            "load_engine", "to_pil"]
 
 
-def batch_key(request: FrameRequest) -> tuple[int, int, int, str]:
-    """Frames share a batch only when these agree: one latent shape, one schedule, one autoencoder."""
-    return request.width, request.height, request.steps, request.decoder
+def batch_key(request: FrameRequest) -> tuple[int, int, int, str, float]:
+    """Frames share a batch only when these agree: one latent shape, one schedule (steps, and the image-to-image
+    strength that sets where it starts: the scheduler steps every row from the same time), one autoencoder."""
+    return request.width, request.height, request.steps, request.decoder, request.strength
 
 
 class _LRU(OrderedDict):
@@ -143,6 +144,7 @@ class Engine:
         self._lock = threading.Lock()  # held by the model thread while it runs a batch; clear_caches waits for it
         self._prompts = _LRU(settings.PROMPT_CACHE_SIZE)
         self._controls = _LRU(settings.CONTROL_CACHE_SIZE)
+        self._pictures = _LRU(settings.IMAGE_CACHE_SIZE)
         self._frames = _LRU(1)  # request -> (frame, its prompt notices): the frames reuse may hand out
         self.batch_sizes: Counter[int] = Counter()  # rows of every batch made (frames reused from a batch: none)
         self._batcher = Batcher(self._run, max_batch_size=1, window_s=settings.BATCH_WINDOW_MS / 1000,
@@ -263,7 +265,7 @@ class Engine:
             sketch, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale, control_strength=control_strength,
             thickness=thickness, size=(self.size, self.size), control_map=control_map, decoder=decoder,
         )
-        return self.render(request, control_prep_ms=(time.perf_counter() - started) * 1000)
+        return self.render(request, prep_ms=(time.perf_counter() - started) * 1000)
 
     def text_to_image(
         self,
@@ -280,6 +282,25 @@ class Engine:
                                       width=width or self.size, height=height or self.size, decoder=decoder)
         return self.render(request)
 
+    def image_to_image(
+        self,
+        image: Image.Image | str | bytes,
+        prompt: str,
+        strength: float = settings.DEFAULT_STRENGTH,
+        steps: int = settings.DEFAULT_STEPS,
+        seed: int = settings.DEFAULT_SEED,
+        guidance_scale: float = settings.DEFAULT_GUIDANCE,
+        decoder: str = DEFAULT_DECODER,
+        edges: bool = False,
+        control_strength: float = settings.DEFAULT_CONTROL_STRENGTH,
+    ) -> Frame:
+        """A picture redrawn from ``strength`` (``inputs.image_request``: its aspect ratio kept, the long side the
+        engine's size); ``edges``: its dark lines also steer the ControlNet."""
+        started = time.perf_counter()
+        request = inputs.image_request(image, prompt, strength, steps, seed, guidance_scale, self.size, decoder,
+                                       edges=edges, control_strength=control_strength)
+        return self.render(request, prep_ms=(time.perf_counter() - started) * 1000)
+
     def photo_to_control_map(self, photo: Image.Image | str | bytes, thickness: int = settings.DEFAULT_THICKNESS):
         """An uploaded photo -> HED edge map (white lines on black) at the engine's frame size, made on the model
         thread (the HED net shares the GPU)."""
@@ -294,9 +315,9 @@ class Engine:
 
         return self._batcher.call(edges)
 
-    def render(self, request: FrameRequest, control_prep_ms: float = 0.0, session: str | None = None,
+    def render(self, request: FrameRequest, prep_ms: float = 0.0, session: str | None = None,
                priority: Priority = Priority.FINAL, limited: bool = True) -> Frame:
-        """The one way a frame is made. ``request`` is clean (``sprint_demo.inputs``); ``control_prep_ms`` is what
+        """The one way a frame is made. ``request`` is clean (``sprint_demo.inputs``); ``prep_ms`` is what
         building it took at the boundary (decoding the sketch, making its control map), reported as that stage.
         ``session`` (a tab, a camera stream) and ``priority`` order the work (``sprint_demo.batcher``): a newer
         frame of the same session replaces this one while it waits (``Superseded``), and too many sessions waiting
@@ -304,7 +325,7 @@ class Engine:
         Thread-safe: concurrent callers' frames may be made in one batch (``Frame.batch_size``); a model fault in a
         batch is raised to each of its callers."""
         self._autoencoder(request.decoder)  # refuses a lane this engine does not have before waiting
-        ticket = Ticket((request, control_prep_ms), batch_key(request), session=session, priority=priority,
+        ticket = Ticket((request, prep_ms), batch_key(request), session=session, priority=priority,
                         limited=limited)
         return self._batcher.submit(ticket)
 
@@ -343,6 +364,7 @@ class Engine:
         with self._lock:
             self._prompts.clear()
             self._controls.clear()
+            self._pictures.clear()
             self._frames.clear()
 
     def close(self) -> None:
@@ -431,16 +453,26 @@ class Engine:
                 with watch.stage("control_encode"):
                     controls = [None if r.control_map is None else self._control_latents(r, height, width, vae)
                                 for r in requests]
+            generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+            generator = generators[0] if rows == 1 else generators  # a list: each row draws its own noise
+            if first.init_key is None:
+                timesteps = pipe.prepare_timesteps(first.steps)
+                start = pipe.prepare_initial_latents(rows, height, width, generator)
+            else:  # image-to-image: the pictures noised to the strength's start time (one for the whole batch)
+                with watch.stage("image_encode"):
+                    pictures = torch.cat([self._picture_latents(r, height, width, vae) for r in requests])
+                timesteps = pipe.prepare_timesteps(
+                    first.steps, continuous_strength_timesteps(first.strength, first.steps), max_timesteps=None,
+                    intermediate_timesteps=None)
+                start = pipe.noise_image_latents(pictures, timesteps[:1], generator)
             with watch.stage("denoise"):
-                generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
                 control_latents, strength = _control_rows(controls, [r.control_strength for r in requests])
                 guidance = first.guidance_scale if rows == 1 else torch.tensor([r.guidance_scale for r in requests])
-                generator = generators[0] if rows == 1 else generators  # a list: each row draws its own noise
                 latents = pipe.denoise(
-                    pipe.prepare_initial_latents(rows, height, width, generator),
+                    start,
                     torch.cat([p[0] for p in prompts]),
                     torch.cat([p[1] for p in prompts]),
-                    pipe.prepare_timesteps(first.steps),
+                    timesteps,
                     guidance,
                     control_latents=control_latents,
                     controlnet_conditioning_scale=strength,
@@ -453,10 +485,10 @@ class Engine:
                 images = [to_pil(pixels[i : i + 1]) for i in range(rows)]
         timings = watch.finish()
         return [
-            (Frame(image=image, timings_ms=timings | {"control_prep": round(prep, 2),
+            (Frame(image=image, timings_ms=timings | {"input_prep": round(prep, 2),
                                                       "total": round(timings["total"] + prep, 2)},
-                   control_map=request.control_map, batch_size=rows,
-                   decoder=request.decoder), notices)
+                   control_map=request.control_map, batch_size=rows, decoder=request.decoder,
+                   strength=request.strength), notices)
             for image, request, prep, (_, _, notices) in zip(images, requests, prep_ms, prompts)
         ]
 
@@ -472,6 +504,15 @@ class Engine:
             cached = (embeds, mask, notices)
             self._prompts.put(prompt, cached)
         return cached
+
+    def _picture_latents(self, request: FrameRequest, height: int, width: int, vae) -> torch.Tensor:
+        """The start picture's clean latent (1, C, h, w), cached per picture and lane like control latents."""
+        cache_key = (request.init_key, height, width, request.decoder)
+        latents = self._pictures.get_or_none(cache_key)
+        if latents is None:
+            latents = self.pipe.prepare_image_latents(request.init_image, height, width, vae=vae).clone()
+            self._pictures.put(cache_key, latents)
+        return latents
 
     def _control_latents(self, request: FrameRequest, height: int, width: int, vae) -> torch.Tensor:
         # Each lane's encoder gives its own latents of the same map: cached apart, under the lane's name.

@@ -1,9 +1,10 @@
 """What goes into the engine and what comes out: ``FrameRequest`` and ``Frame``.
 
 A ``FrameRequest`` is built and validated once, at the boundary (``sprint_demo.inputs.sketch_request`` /
-``text_request``); everything after that takes its fields as they are. Two requests that compare equal give the
-same pixels, which is what the engine's frame reuse, its batches and its caches rely on: the control map
-itself is left out of the comparison and stands in through its digest (``control_key``).
+``text_request`` / ``image_request``); everything after that takes its fields as they are. Two requests that
+compare equal give the same pixels, which is what the engine's frame reuse, its batches and its caches rely on: the
+control map and the start picture themselves are left out of the comparison and stand in through their digests
+(``control_key``, ``init_key``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class FrameRequest:
     control_key: str | None = None  # digest of control_map; None for no control
     control_strength: float = 0.0  # 0.0 whenever there is no control map
     decoder: str = DEFAULT_DECODER  # one of DECODERS
+    # image-to-image: the picture to start from, exactly width x height (None: start from noise)
+    init_image: Image.Image | None = field(default=None, compare=False, repr=False)
+    init_key: str | None = None  # digest of init_image; None for no start picture
+    strength: float = 1.0  # how far the start picture is taken towards noise, (0, 1); 1.0 without one
     notices: tuple[str, ...] = field(default=(), compare=False)  # for the user, e.g. "prompt cut to ..."
 
 
@@ -46,3 +51,4 @@ class Frame:
     control_map: Image.Image | None = None  # the map the ControlNet saw (white lines on black), if any
     decoder: str = DEFAULT_DECODER  # the autoencoder lane that made it (FrameRequest.decoder)
     batch_size: int = 1  # rows of the forward pass that made it (frames of other users made at the same time)
+    strength: float = 1.0  # image-to-image strength it was made at (FrameRequest.strength; 1.0: from noise)

@@ -47,6 +47,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -355,6 +356,31 @@ def check_size(width: object, height: object) -> tuple[int, int]:
     return _side(width, "width"), _side(height, "height")
 
 
+def check_strength(value: object) -> float:
+    """Image-to-image strength: a number in (0, 1] (0 would keep the picture as it is: nothing to make)."""
+    expected = "a number in (0, 1]"
+    number = float(_number(value, "strength", expected))
+    if not 0 < number <= 1:
+        raise InputError(f"strength must be {expected}, got {_show(value)}")
+    return number
+
+
+def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """The frame size for a picture of ``width`` x ``height``: its long side becomes ``long_side`` (the engine's
+    frame side), its short side keeps the aspect ratio, rounded to a multiple of ``settings.SIZE_MULTIPLE`` and at
+    least ``settings.MIN_SIZE`` (a picture more elongated than that is cropped to it: ``fit_picture``)."""
+    snap, ratio = settings.SIZE_MULTIPLE, min(width, height) / max(width, height)
+    short = min(long_side, max(settings.MIN_SIZE, round(long_side * ratio / snap) * snap))
+    return (long_side, short) if width >= height else (short, long_side)
+
+
+def fit_picture(image: Image.Image, long_side: int) -> Image.Image:
+    """``image`` at ``fit_size``: cropped about its centre to that aspect ratio (a few pixels at most, unless it is
+    more elongated than the sizes allow), then resized."""
+    width, height = fit_size(image.width, image.height, long_side)
+    return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+
+
 def check_decoder(value: object) -> str:
     """Which autoencoder decodes the frame: one of ``frames.DECODERS``."""
     if value not in DECODERS:
@@ -391,16 +417,46 @@ def sketch_request(sketch: object, prompt: object, steps: object, seed: object, 
 
 # What an empty prompt leaves the image to follow, by what the request has besides the prompt.
 EMPTY_PROMPT_NOTICES = {
+    "picture": "empty prompt: the image follows the picture alone",
     "control": "empty prompt: the image follows the sketch alone",
     "none": "empty prompt: the image comes from the seed alone",
 }
 
 
+def image_request(image: object, prompt: object, strength: object, steps: object, seed: object,
+                  guidance_scale: object, long_side: int, decoder: object = DEFAULT_DECODER, edges: bool = False,
+                  control_strength: object = settings.DEFAULT_CONTROL_STRENGTH,
+                  thickness: object = settings.DEFAULT_THICKNESS, control_map: object = None) -> FrameRequest:
+    """Raw image-to-image values -> a clean FrameRequest: the picture (a painting, a photo, a camera frame) at
+    ``fit_picture(image, long_side)``, taken back to ``strength`` and redrawn. Strength 1 is text-to-image at that
+    size (the picture is dropped). ``edges``: the picture's dark lines also steer the ControlNet, as a sketch's
+    would; or ``control_map`` (a ready map, e.g. a camera frame's edges) does."""
+    strength = check_strength(strength)
+    picture = decode_image(image, what="image")
+    if picture is None:
+        raise InputError("image is empty: send a PNG, JPEG or WebP picture")
+    picture = fit_picture(picture, long_side)
+    size = picture.size
+    control_strength = check_control_strength(control_strength)
+    thickness = check_thickness(thickness)
+    if control_map is not None:
+        control_map = decode_image(control_map, what="control map")
+        control_map = control_map if control_map.size == size else control_map.resize(size, Image.BILINEAR)
+    elif edges and not is_blank(picture):
+        control_map = sketch_to_control_map(picture, thickness, size)
+    request = _request(prompt, steps, seed, guidance_scale, size, decoder, control_map, control_strength,
+                       picture=strength < 1.0)
+    if strength == 1.0:
+        return request
+    return replace(request, init_image=picture, init_key=_digest(picture), strength=strength)
+
+
 def _request(prompt: object, steps: object, seed: object, guidance_scale: object, size: tuple[int, int],
-             decoder: object, control_map: Image.Image | None = None, control_strength: float = 0.0) -> FrameRequest:
+             decoder: object, control_map: Image.Image | None = None, control_strength: float = 0.0,
+             picture: bool = False) -> FrameRequest:
     prompt, notices = clean_prompt(prompt)
     if not prompt:
-        notices += (EMPTY_PROMPT_NOTICES["none" if control_map is None else "control"],)
+        notices += (EMPTY_PROMPT_NOTICES["picture" if picture else "none" if control_map is None else "control"],)
     check_safety(prompt)
     return FrameRequest(
         prompt=prompt,

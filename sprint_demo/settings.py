@@ -56,6 +56,13 @@ MIN_CONTROL_STRENGTH, MAX_CONTROL_STRENGTH = 0.0, 2.0
 DEFAULT_THICKNESS = 2  # NVlabs HED demo: line thickness 1-4, default 2
 MIN_THICKNESS, MAX_THICKNESS = 1, 4
 
+# --- Image-to-image (Paint tab, photos, camera) ----------------------------------------------------------
+# Strength s in (0, 1]: how far the picture is taken back towards noise before the model redraws it (TrigFlow start
+# time s * pi/2, sprint_demo.models.pipeline.continuous_strength_timesteps); 1 ignores the picture (text-to-image).
+DEFAULT_STRENGTH = 0.6  # keeps the painting's colours and layout, redraws its detail
+MIN_UI_STRENGTH = 0.05  # the sliders' low end; the API takes any strength in (0, 1]
+DEFAULT_PAINT_EDGES = False  # Paint: also read the painting's dark lines as edges for the ControlNet
+
 # --- Image sizes ----------------------------------------------------------------------------------------
 SIZE_MULTIPLE = 32  # DC-AE compresses 32x; the transformer patch size is 1
 MIN_SIZE, MAX_SIZE = 256, 2048
@@ -70,7 +77,8 @@ ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")  # playground aspect choic
 # --- Frame timings --------------------------------------------------------------------------------------
 # Stages of a frame, in order, as the engine times them and the UI and benchmark report them. A frame's
 # timings_ms holds these and "total" (the frame's wall time, which also covers the gaps between stages).
-FRAME_STAGES = ("text_encode", "control_prep", "control_encode", "denoise", "decode", "postprocess")
+FRAME_STAGES = ("text_encode", "input_prep", "control_encode", "image_encode", "denoise", "decode",
+                "postprocess")
 
 # --- Serving --------------------------------------------------------------------------------------------
 HOST = os.getenv("SPRINT_HOST", "127.0.0.1")  # loopback unless told otherwise (Spaces set 0.0.0.0 below)
@@ -96,6 +104,7 @@ RAY_MAX_ONGOING = int(os.getenv("SPRINT_RAY_MAX_ONGOING", "2"))
 QUEUE_SIZE = int(os.getenv("SPRINT_QUEUE_SIZE", "64"))  # waiting events before new ones are refused
 PROMPT_CACHE_SIZE = 64  # prompt embeddings kept (LRU)
 CONTROL_CACHE_SIZE = 16  # control latents kept (LRU), one per recent canvas content
+IMAGE_CACHE_SIZE = 16  # image-to-image start latents kept (LRU), one per recent picture and lane
 JPEG_QUALITY = 90  # output frames are sent as JPEG: small transfers
 DRAFT_JPEG_QUALITY = 75  # draft frames (shown for a moment while the pen moves): 40% fewer bytes than at 90
 

@@ -61,14 +61,15 @@ def _pixels(path_or_image) -> np.ndarray:
 def test_named_endpoints_and_parameter_names(client):
     api = client.view_api(return_format="dict", print_info=False)
     endpoints = api["named_endpoints"]
-    assert set(endpoints) == {"/sketch_to_image", "/text_to_image"}, list(endpoints)
+    assert set(endpoints) == {"/sketch_to_image", "/text_to_image", "/image_to_image"}, list(endpoints)
     assert [p["parameter_name"] for p in endpoints["/sketch_to_image"]["parameters"]] == SKETCH_PARAMS
     assert [p["parameter_name"] for p in endpoints["/text_to_image"]["parameters"]] == TEXT_PARAMS
-    for name in ("/sketch_to_image", "/text_to_image"):
+    for name in endpoints:
         returns = endpoints[name]["returns"]
         assert [r["component"] for r in returns] == ["Image", "Markdown"], returns
-        # every parameter but the sketch image data has a default, so callers may pass only what they change
-        assert all(p["parameter_has_default"] for p in endpoints[name]["parameters"]), name
+        # every parameter but the picture of /image_to_image has a default, so callers pass only what they change
+        assert [p["parameter_name"] for p in endpoints[name]["parameters"] if not p["parameter_has_default"]] == (
+            ["image"] if name == "/image_to_image" else []), name
 
 
 # --- Frames -------------------------------------------------------------------------------------------------
@@ -160,16 +161,17 @@ def test_aspect_sizes_are_valid_frame_sizes():
 
 def test_format_latency_lists_the_stages_the_frame_ran_and_every_notice():
     class FakeFrame:  # only the fields format_latency reads
-        timings_ms = {"text_encode": 1.0, "control_prep": 2.0, "control_encode": 3.0, "denoise": 40.0,
-                      "decode": 50.0, "postprocess": 4.0, "total": 100.0}
+        timings_ms = {"text_encode": 1.0, "input_prep": 2.0, "control_encode": 3.0, "image_encode": 5.0,
+                      "denoise": 40.0, "decode": 50.0, "postprocess": 4.0, "total": 100.0}
         notices = ("prompt cut to 2000 characters",)
         reused = False
         decoder = "tiny"
         batch_size = 1
         control_map = "a map"
+        strength = 0.4
 
     text = format_latency(FakeFrame(), ("extra note",))
-    assert text.startswith("**100 ms** total · decoder: tiny") and "batch" not in text
+    assert text.startswith("**100 ms** total · decoder: tiny · strength 0.4") and "batch" not in text
     batched = FakeFrame()
     batched.batch_size = 3
     assert "batch of 3" in format_latency(batched)
@@ -177,9 +179,10 @@ def test_format_latency_lists_the_stages_the_frame_ran_and_every_notice():
         assert stage in text
     assert "prompt cut" in text and "extra note" in text
     text_only = FakeFrame()
-    text_only.control_map = None  # a frame without control ran no control stage: none is listed at 0.0 ms
+    text_only.control_map, text_only.strength = None, 1.0  # ran no control or picture stage: none is listed
     listed = format_latency(text_only)
-    assert "control_prep" not in listed and "control_encode" not in listed and "denoise 40.0" in listed
+    assert "input_prep 2.0" in listed and "image_encode" not in listed and "control_encode" not in listed
+    assert "denoise 40.0" in listed and "image_encode 5.0" in text
 
 
 def test_sketch_value_is_a_white_square_png_of_the_canvas_size():

@@ -44,8 +44,14 @@ log = logging.getLogger(__name__)
 # The Sketch tab's frame inputs, by the names ``inputs.sketch_request`` takes them: the canvas sends them under these
 # names and the page's components are wired in this order.
 SKETCH_INPUTS = ("prompt", "steps", "seed", "guidance_scale", "control_strength", "thickness")
+# The Paint tab's, by the names ``inputs.image_request`` takes them (``edges``: the painting's dark lines also steer
+# the ControlNet).
+PAINT_INPUTS = ("prompt", "strength", "steps", "seed", "guidance_scale", "edges", "control_strength")
+CANVAS_INPUTS = {"sketch": SKETCH_INPUTS, "paint": PAINT_INPUTS}
 FRAME_FILES_KEPT = 256  # JPEGs kept in our own folder; Gradio copies each into its cache before we drop it
-CONTROL_STAGES = ("control_prep", "control_encode")  # stages that run only for a frame with a control map
+# stages that run only for some frames: listed in a readout only for those
+CONTROL_STAGES = ("control_encode",)  # a frame with a control map
+PICTURE_STAGES = ("image_encode",)  # an image-to-image frame
 
 
 def encode_frame(image: Image.Image) -> bytes:
@@ -59,12 +65,15 @@ def format_latency(frame: Frame, extra_notices: tuple[str, ...] = (), markdown: 
     timings = frame.timings_ms
     total = f"{timings.get('total', 0.0):.0f} ms"
     head = f"{f'**{total}**' if markdown else total} total · decoder: {frame.decoder}"
+    if frame.strength < 1:
+        head += f" · strength {frame.strength:g}"
     if frame.reused:
         head += " (same inputs as a recent frame: reused, no model work)"
     elif frame.batch_size > 1:
         head += f" (batch of {frame.batch_size}: made together with frames of other users)"
-    stages = [s for s in settings.FRAME_STAGES if s in timings and (frame.control_map is not None
-                                                                     or s not in CONTROL_STAGES)]
+    skipped = (() if frame.control_map is not None else CONTROL_STAGES) + (
+        () if frame.strength < 1 else PICTURE_STAGES)
+    stages = [s for s in settings.FRAME_STAGES if s in timings and s not in skipped]
     split = " · ".join(f"{stage} {timings[stage]:.1f}" for stage in stages)
     lines = [head, f"{split} (ms)" if split else ""]
     lines += [f"ℹ️ {notice}" for notice in (*frame.notices, *extra_notices)]
@@ -151,7 +160,7 @@ class Handlers:
         """``Engine.render``; any failure but ``Superseded`` becomes a ``gr.Error`` for the user. ``queued``: the
         caller came through Gradio's queue, which bounds its callers itself (the engine does not refuse it)."""
         try:
-            return self._render(request, control_prep_ms=prep_ms, session=session, priority=priority,
+            return self._render(request, prep_ms=prep_ms, session=session, priority=priority,
                                 limited=not queued)
         except Superseded:
             raise
@@ -175,26 +184,42 @@ class Handlers:
         extra = ("using the uploaded photo's edge map; clear the photo to draw again",) if control_map else ()
         return frame, format_latency(frame, extra, markdown=markdown)
 
-    # --- the canvas's server functions --------------------------------------------------------------------------
+    def paint_frame(self, picture: Image.Image, values: dict[str, Any], *, decoder: str = DEFAULT_DECODER,
+                    session: str | None = None, priority: Priority = Priority.FINAL, markdown: bool = False,
+                    queued: bool = True) -> tuple[Frame, str]:
+        """The Paint tab's frame: ``picture`` (decoded once, by the caller) redrawn with the tab's ``values`` (named
+        as in ``PAINT_INPUTS``), and its readout."""
+        began = time.perf_counter()
+        try:
+            request = inputs.image_request(picture, **values, long_side=self.size, decoder=decoder)
+        except InputError as error:
+            raise user_error(error) from None
+        frame = self.render(request, session=session, priority=priority, queued=queued,
+                            prep_ms=(time.perf_counter() - began) * 1000)
+        return frame, format_latency(frame, markdown=markdown)
 
-    def canvas_frame(self, request: dict, final: bool) -> dict:
-        """A frame the canvas asked for (see the module docstring). Never raises: the canvas asks the queue for a
-        final frame this could not make, and the queue shows the error."""
+    # --- the canvases' server functions ---------------------------------------------------------------------------
+
+    def canvas_frame(self, request: dict, final: bool, tab_kind: str = "sketch") -> dict:
+        """A frame a canvas asked for (see the module docstring); ``tab_kind``: "sketch" or "paint", whose inputs
+        (``CANVAS_INPUTS``) and frame function it takes. Never raises: the canvas asks the queue for a final frame
+        this could not make, and the queue shows the error."""
+        names, make = CANVAS_INPUTS[tab_kind], self.sketch_frame if tab_kind == "sketch" else self.paint_frame
         try:
             seq, tab = int(request["seq"]), str(request["tab"])[:64]
             values = request["inputs"]
-            if not isinstance(values, dict) or set(values) != set(SKETCH_INPUTS):
+            if not isinstance(values, dict) or set(values) != set(names):
                 raise TypeError(values)
-            picture = inputs.decode_image(request["png"], what="sketch")
+            picture = inputs.decode_image(request["png"], what=tab_kind)
             decoder = (request.get("decoder") or DEFAULT_DECODER) if final else self.draft_decoder
         except InputError as error:
             return {"seq": None, "error": str(error)}
         except (KeyError, TypeError, ValueError, AttributeError):
-            return {"seq": None, "error": f"a canvas frame request is {{png, inputs: {{{', '.join(SKETCH_INPUTS)}}}, "
-                                          "seq, tab}"}
+            shape = f"{{png, inputs: {{{', '.join(names)}}}, seq, tab}}"
+            return {"seq": None, "error": f"a canvas frame request is {shape}"}
         try:
-            frame, readout = self.sketch_frame(picture, values, decoder=decoder, session=tab, queued=False,
-                                               priority=Priority.FINAL if final else Priority.DRAFT)
+            frame, readout = make(picture, values, decoder=decoder, session=tab, queued=False,
+                                  priority=Priority.FINAL if final else Priority.DRAFT)
         except Superseded:
             return {"seq": seq, "dropped": True}
         except Busy:
@@ -205,22 +230,23 @@ class Handlers:
         return frame_value(jpeg, sketch_digest(picture), seq, next(self._nonces), readout)
 
     def draft_frame(self, request: dict) -> dict:
-        """The canvas's server function for draft frames (see ``canvas_frame``)."""
+        """The Sketch canvas's server function for draft frames (see ``canvas_frame``)."""
         return self.canvas_frame(request, final=False)
 
     def final_frame(self, request: dict) -> dict:
-        """The canvas's server function for final frames (see ``canvas_frame``)."""
+        """The Sketch canvas's server function for final frames (see ``canvas_frame``)."""
         return self.canvas_frame(request, final=True)
 
-    def canvas_functions(self) -> list[Callable[[dict], dict]]:
-        """``draft_frame`` and ``final_frame`` as plain functions (Gradio marks its server functions with an
-        attribute, which a bound method cannot carry), for ``SketchCanvas(server_functions=...)``."""
+    def canvas_functions(self, tab_kind: str = "sketch") -> list[Callable[[dict], dict]]:
+        """The ``draft_frame`` and ``final_frame`` server functions of a canvas of ``tab_kind`` ("sketch" or
+        "paint"), as plain functions (Gradio marks its server functions with an attribute, which a bound method
+        cannot carry), for the canvas's ``server_functions``."""
 
         def draft_frame(request: dict) -> dict:
-            return self.draft_frame(request)
+            return self.canvas_frame(request, final=False, tab_kind=tab_kind)
 
         def final_frame(request: dict) -> dict:
-            return self.final_frame(request)
+            return self.canvas_frame(request, final=True, tab_kind=tab_kind)
 
         return [draft_frame, final_frame]
 
@@ -269,6 +295,18 @@ class Handlers:
         except InputError as error:
             raise user_error(error) from None
         frame, text = self.sketch_frame(picture, values, decoder=decoder, markdown=True)
+        return self.files.write(frame.image), text
+
+    def image_to_image(self, image: str, prompt: str, strength: float, steps: int, seed: int, guidance_scale: float,
+                       decoder: str = DEFAULT_DECODER) -> tuple[str, str]:
+        """``/image_to_image``: a picture (PNG / JPEG / WebP data URL) redrawn at ``strength`` -> (JPEG file,
+        latency Markdown); the picture keeps its aspect ratio (``inputs.fit_size``)."""
+        try:
+            picture = inputs.decode_image(image or None, what="image")
+        except InputError as error:
+            raise user_error(error) from None
+        values = dict(prompt=prompt, strength=strength, steps=steps, seed=seed, guidance_scale=guidance_scale)
+        frame, text = self.paint_frame(picture, values, decoder=decoder, markdown=True)
         return self.files.write(frame.image), text
 
     def text_to_image(self, prompt: str, steps: int, seed: int, guidance_scale: float, width: int, height: int,

@@ -186,7 +186,22 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
                 _sketch_tab(demo, engine, handlers, queued)
             with gr.Tab("Playground", id="playground_tab") as playground_tab:
                 _playground_tab(playground_tab, engine, handlers, queued)
+        _image_to_image_api(handlers, queued)
     return demo
+
+
+def _image_to_image_api(handlers: Handlers, queued: dict) -> None:
+    """``/image_to_image``: an endpoint with no trigger in the page (the Paint tab's frames are its own events)."""
+    inputs = [gr.Textbox(None, visible=False), gr.Textbox("", visible=False)] + [
+        _engine_checked(gr.Number(visible=False)) for _ in ("strength", "steps", "seed", "guidance_scale")] + [
+        _engine_checked(gr.Textbox(value=DEFAULT_DECODER, visible=False))]
+    inputs[2].value, inputs[3].value = settings.DEFAULT_STRENGTH, settings.DEFAULT_STEPS
+    inputs[4].value, inputs[5].value = settings.DEFAULT_SEED, settings.DEFAULT_GUIDANCE
+    outputs = [gr.Image(format="jpeg", type="filepath", visible=False), gr.Markdown(visible=False)]
+    gr.on(triggers=[], fn=handlers.image_to_image, inputs=inputs, outputs=outputs, api_name="image_to_image",
+          api_description="Picture (PNG/JPEG/WebP data URL) + prompt + strength in (0, 1] -> (JPEG image keeping the "
+                          "picture's aspect ratio, latency markdown).",
+          concurrency_id=GPU, concurrency_limit=queued["concurrency_limit"])
 
 
 def _sketch_tab(demo: gr.Blocks, engine: Any, handlers: Handlers, queued: dict) -> None:
