@@ -241,6 +241,17 @@ class StubCameraServer:
         with self._cond:
             return list(self.stops.get(session, []))
 
+    def waiting_seq(self, session: str) -> int | None:
+        """The seq of the session's frame waiting in line, if any."""
+        with self._cond:
+            job = self._waiting.get((session, False))
+            return None if job is None else job.seq
+
+    def waiting_count(self) -> int:
+        """Frames and snapshots waiting in line."""
+        with self._cond:
+            return len(self._waiting)
+
     def sessions(self) -> list[str]:
         with self._cond:
             return list(self.works)
@@ -257,15 +268,20 @@ MIRROR_PROMPT_JS = """(prompt) => {
 
 def build_camera_app(stub: StubCameraServer, capture_size: int = 512, prompt: str = "a red fox") -> Any:
     """Blocks: a prompt Textbox (``#prompt``) mirrored into ``CameraStream`` (``#camera``, output
-    ``#camera_output``, latency ``#camera_latency``) whose server functions are ``stub``'s."""
+    ``#camera_output``, latency ``#camera_latency``) whose server functions are ``stub``'s, in a tab "Camera"
+    (shown first) next to a tab "Other", as in the app."""
     import gradio as gr
 
     from sprint_demo.web.camera import CameraStream
 
     with gr.Blocks(title="camera test") as demo:
         box = gr.Textbox(prompt, label="Prompt", elem_id="prompt")
-        CameraStream(elem_id="camera", capture_size=capture_size, output_id="camera_output",
-                     latency_id="camera_latency", server_functions=stub.server_functions())
+        with gr.Tabs():
+            with gr.Tab("Camera", id="camera_tab"):
+                CameraStream(elem_id="camera", capture_size=capture_size, output_id="camera_output",
+                             latency_id="camera_latency", server_functions=stub.server_functions())
+            with gr.Tab("Other", id="other_tab"):
+                gr.Markdown("Another tab: the camera stops when this one is chosen.")
         gr.on(triggers=[demo.load, box.change], fn=None, inputs=[box], js=MIRROR_PROMPT_JS)
     return demo
 

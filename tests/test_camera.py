@@ -26,18 +26,35 @@ def frame_request(session: str, seq: int, prompt: str = "p", rgb=(200, 20, 20), 
             "session": session, "captured_at": 1000.0 + seq}
 
 
-class Calls:
-    """Server-function calls on threads of their own (Gradio runs each in a worker thread)."""
+def until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
 
-    def __init__(self):
+
+class Calls:
+    """Server-function calls on threads of their own (Gradio runs each in a worker thread). Each call returns once
+    ``reached()`` says the stub holds it (the first call: being made; later ones: being made or waiting), so
+    calls reach the stub in the test's order however busy the machine is."""
+
+    def __init__(self, stub: camera_stub.StubCameraServer):
+        self.stub = stub
         self.answers: dict[str, dict] = {}
         self.threads: list[threading.Thread] = []
 
-    def call(self, name: str, fn, request: dict) -> None:
+    def call(self, name: str, fn, request: dict, reached=None) -> None:
         thread = threading.Thread(target=lambda: self.answers.__setitem__(name, fn(request)))
         thread.start()
         self.threads.append(thread)
-        time.sleep(0.02)  # in this order at the server
+        if reached is None and "seq" in request:
+            session, seq = request["session"], request["seq"]
+            first = len(self.threads) == 1  # the one being made: waiting is not enough, it could still be replaced
+
+            def reached() -> bool:
+                started = any(w.seq == seq for w in self.stub.works_of(session))
+                return started or (not first and self.stub.waiting_seq(session) == seq)
+        until(reached or (lambda: True))
 
     def join(self) -> dict[str, dict]:
         for thread in self.threads:
@@ -47,7 +64,7 @@ class Calls:
 
 @pytest.fixture
 def stub():
-    server = camera_stub.StubCameraServer(work_s=0.15)
+    server = camera_stub.StubCameraServer(work_s=0.3)  # ample time to line calls up behind the one being made
     yield server
     server.close()
 
@@ -80,7 +97,7 @@ def test_component_config_and_checks(stub):
 
 def test_frame_is_tinted_by_the_prompt(stub):
     answer = stub.frame(frame_request("s", 1, prompt="a blue lake"))
-    assert answer["seq"] == 1 and answer["captured_at"] == 1001.0 and 140 < answer["server_ms"] < 1000
+    assert answer["seq"] == 1 and answer["captured_at"] == 1001.0 and 290 < answer["server_ms"] < 2000
     image = camera_stub.data_url_image(answer["src"])
     assert image.size == (64, 48)
     mean = np.asarray(image, dtype=float).reshape(-1, 3).mean(axis=0)
@@ -90,7 +107,7 @@ def test_frame_is_tinted_by_the_prompt(stub):
 
 
 def test_newer_frame_replaces_the_waiting_one(stub):
-    calls = Calls()
+    calls = Calls(stub)
     calls.call("1", stub.frame, frame_request("s", 1))  # being made
     calls.call("2", stub.frame, frame_request("s", 2))  # waits
     calls.call("3", stub.frame, frame_request("s", 3))  # replaces 2
@@ -101,7 +118,7 @@ def test_newer_frame_replaces_the_waiting_one(stub):
 
 
 def test_sessions_take_turns(stub):
-    calls = Calls()
+    calls = Calls(stub)
     calls.call("a1", stub.frame, frame_request("a", 1))
     calls.call("a2", stub.frame, frame_request("a", 2))
     calls.call("b1", stub.frame, frame_request("b", 1))
@@ -113,7 +130,7 @@ def test_sessions_take_turns(stub):
 
 
 def test_stop_drops_the_waiting_frame_and_late_ones(stub):
-    calls = Calls()
+    calls = Calls(stub)
     calls.call("1", stub.frame, frame_request("s", 1))
     calls.call("2", stub.frame, frame_request("s", 2))
     assert stub.stop({"session": "s", "seq": 3}) == {"stopped": True}
@@ -128,7 +145,7 @@ def test_stop_drops_the_waiting_frame_and_late_ones(stub):
 
 def test_busy_and_expired(stub):
     stub.max_waiting = 1
-    calls = Calls()
+    calls = Calls(stub)
     calls.call("a", stub.frame, frame_request("a", 1))  # being made
     calls.call("b", stub.frame, frame_request("b", 1))  # waits: the line is full
     assert stub.frame(frame_request("c", 1)) == {"seq": 1, "busy": True}
@@ -142,12 +159,12 @@ def test_busy_and_expired(stub):
 
 
 def test_snapshot_goes_first_and_bad_requests_answer(stub):
-    calls = Calls()
+    calls = Calls(stub)
     calls.call("a1", stub.frame, frame_request("a", 1))
     calls.call("b1", stub.frame, frame_request("b", 1))
     request = frame_request("a", 0)
     del request["seq"]
-    calls.call("snap", stub.snapshot, request)
+    calls.call("snap", stub.snapshot, request, reached=lambda: stub.waiting_count() == 2)
     answers = calls.join()
     assert "src" in answers["snap"] and "seq" not in answers["snap"]
     snap = next(w for w in stub.works_of("a") if w.seq is None)

@@ -134,17 +134,18 @@ def test_frames_per_second_and_order(app, playwright):
         page.evaluate("() => { window.__cam.length = 0; }")
         t0 = now_ms(page)
         page.wait_for_timeout(10_000)
-        t1 = now_ms(page)
-        frames = [f for f in page.evaluate("() => window.__cam") if f["shown_at"] <= t1]
+        # one instant: the frames shown so far and the image on screen (a frame may come between two reads)
+        snap = page.evaluate("() => { const o = document.querySelector('#camera_output'); "
+                             "return {t: performance.now(), frames: window.__cam.slice(), out: {"
+                             "seq: Number(o.dataset.seq), captured: Number(o.dataset.capturedAt), "
+                             "shown: Number(o.dataset.shownAt), count: Number(o.dataset.shown), w: o.naturalWidth, "
+                             "h: o.naturalHeight}}; }")
+        t1, frames, out = snap["t"], snap["frames"], snap["out"]
         assert frames, "no frame shown in 10 s"
         seqs = [f["seq"] for f in frames]
         assert all(b > a for a, b in zip(seqs, seqs[1:])), f"frames out of order: {seqs}"
         fps = len(frames) / ((t1 - t0) / 1000)
         ages = [f["shown_at"] - f["captured_at"] for f in frames]
-        out = page.evaluate("() => { const o = document.querySelector('#camera_output'); "
-                            "return {seq: Number(o.dataset.seq), captured: Number(o.dataset.capturedAt), "
-                            "shown: Number(o.dataset.shownAt), count: Number(o.dataset.shown), w: o.naturalWidth, "
-                            "h: o.naturalHeight}; }")
         sent = int(page.evaluate("() => document.querySelector('#camera .cam-root').dataset.sent"))
         latency = page.inner_text("#camera_latency")
         record("frames_per_second", {
@@ -372,5 +373,30 @@ def test_front_and_back_cameras(app, playwright):
         page.wait_for_function("() => document.querySelector('#camera .cam-status').textContent"
                                ".includes('fake_device_1')", timeout=5000)
         assert not page.is_checked("#camera .cam-mirror")
+    finally:
+        chromium.close()
+
+
+def test_leaving_the_tab_stops_the_camera(app, playwright):
+    """Gradio keeps a left tab's components in the page, hidden, and the video keeps playing there: the camera
+    stops itself (and tells the server) when its tab is left, and Start works again when it is back."""
+    chromium = launch(playwright)
+    try:
+        page = open_page(chromium, app.url)
+        sess = session(page)
+        start(page, frames=2)
+        page.get_by_role("tab", name="Other").click()
+        page.wait_for_function("() => document.querySelector('#camera .cam-root').dataset.running === 'false'",
+                               timeout=5000)
+        deadline = time.monotonic() + 5  # the page stopped; its camera_stop POST is on its way
+        while not app.stub.stops_of(sess) and time.monotonic() < deadline:
+            page.wait_for_timeout(20)
+        stops = app.stub.stops_of(sess)
+        assert len(stops) == 1, stops
+        page.wait_for_timeout(800)
+        assert not [w for w in app.stub.works_of(sess) if w.started >= stops[0].at]
+        page.get_by_role("tab", name="Camera").click()
+        assert "tab was left" in status(page)
+        start(page, frames=1)
     finally:
         chromium.close()

@@ -111,8 +111,17 @@ function later(ms) {
   pumpTimer = setTimeout(() => { pumpTimer = null; pump(); }, Math.max(0, ms));
 }
 
+// Gradio keeps a tab's components in the page, hidden, when another tab is chosen; the video still plays there,
+// so a camera left on in a hidden tab would keep its light on and the GPU busy for nobody.
+function shownOnPage() {
+  if (!root.isConnected) return false;
+  return root.checkVisibility ? root.checkVisibility() : root.offsetParent !== null;
+}
+const LEFT = 'The camera stopped when its tab was left: press Start to go on.';
+
 function pump() {
   if (!running || outstanding >= MAX_OUTSTANDING) return;
+  if (!shownOnPage()) { stop(LEFT); return; }
   const now = performance.now();
   if (now < backoffUntil) { later(backoffUntil - now); return; }
   if (!videoReady()) { later(30); return; }
@@ -324,7 +333,13 @@ async function begin(media, run) {
   root.dataset.running = 'true';
   buttons();
   setStatus('Camera on: waiting for the first frame...');
-  if (fpsTimer === null) fpsTimer = setInterval(() => { if (running) updateLatency(); }, 500);
+  if (fpsTimer === null) {
+    fpsTimer = setInterval(() => {
+      if (!running) return;
+      if (!shownOnPage()) stop(LEFT);  // also while waiting on the server, when pump() does not run
+      else updateLatency();
+    }, 500);
+  }
   watchFrames(run);
   refreshDevices();
   pump();
