@@ -12,6 +12,8 @@
 * ``camera_stop`` drops the session's waiting frame, and every frame of the session up to the stop's ``seq`` that
   reaches the server later; the session's time window restarts with its next frame;
 * ``time_limit_s`` per session (from its first frame after creation or a stop) -> ``{seq, expired: true, error}``;
+* ``fail_with`` (a message) makes every frame answer ``{seq, error}``; ``max_waiting = 0`` makes every frame
+  answer ``busy`` (both can be changed while the app runs);
 * a record per session of each piece of work (``Work``: when it started and ended, the prompt and input size) and
   of each stop (``Stop``), on ``time.monotonic()``, for tests to assert on.
 
@@ -114,6 +116,7 @@ class StubCameraServer:
         self._stopped_seq: dict[str, int] = {}
         self._window: dict[str, float] = {}  # session -> start of its time window
         self._closed = False
+        self.fail_with: str | None = None  # set: every frame is answered {seq, error: fail_with}, without work
         self.works: dict[str, list[Work]] = {}
         self.stops: dict[str, list[Stop]] = {}
         self.arrivals: dict[str, list[tuple[int, float]]] = {}  # session -> (seq, arrival) of each frame request
@@ -147,6 +150,8 @@ class StubCameraServer:
             self.arrivals.setdefault(session, []).append((seq, now))
             if seq <= self._stopped_seq.get(session, 0):
                 return {"seq": seq, "dropped": True}
+            if self.fail_with is not None:
+                return {"seq": seq, "error": self.fail_with}
             started = self._window.setdefault(session, now)
             if now - started > self.time_limit_s:
                 return {"seq": seq, "expired": True,

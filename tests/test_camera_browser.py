@@ -377,6 +377,7 @@ def test_front_and_back_cameras(app, playwright):
         chromium.close()
 
 
+@pytest.mark.slow
 def test_leaving_the_tab_stops_the_camera(app, playwright):
     """Gradio keeps a left tab's components in the page, hidden, and the video keeps playing there: the camera
     stops itself (and tells the server) when its tab is left, and Start works again when it is back."""
@@ -399,4 +400,47 @@ def test_leaving_the_tab_stops_the_camera(app, playwright):
         assert "tab was left" in status(page)
         start(page, frames=1)
     finally:
+        chromium.close()
+
+
+@pytest.mark.slow
+def test_errors_busy_and_insecure_origin(app, playwright):
+    """A server error shows in the status line and streaming goes on, until max_errors (5) in a row stop it; a
+    full server ("busy") makes the page back off, not stop; a page not served over HTTPS or from localhost says
+    that the browser will not open the camera there."""
+    chromium = launch(playwright, "--host-resolver-rules=MAP camera.example 127.0.0.1")
+    saved = app.stub.max_waiting
+    try:
+        page = open_page(chromium, app.url)
+        start(page, frames=1)
+        app.stub.fail_with = "stub model fault"
+        page.wait_for_function("() => document.querySelector('#camera .cam-status').textContent"
+                               ".startsWith('stub model fault')", timeout=5000)
+        page.wait_for_function("() => document.querySelector('#camera .cam-root').dataset.running === 'false'",
+                               timeout=10_000)
+        assert "5 times in a row" in status(page), status(page)
+        app.stub.fail_with = None
+        app.stub.max_waiting = 0  # every frame: busy
+        sent_before = int(page.evaluate("() => document.querySelector('#camera .cam-root').dataset.sent"))
+        page.click("#camera .cam-start")
+        page.wait_for_function("() => document.querySelector('#camera .cam-status').textContent"
+                               ".includes('busy')", timeout=5000)
+        page.wait_for_timeout(3000)
+        sent = int(page.evaluate("() => document.querySelector('#camera .cam-root').dataset.sent")) - sent_before
+        assert page.evaluate("() => document.querySelector('#camera .cam-root').dataset.running") == "true"
+        assert sent <= 12, f"{sent} frames sent in 3 s to a full server: no back-off"
+        app.stub.max_waiting = saved
+        page.wait_for_function("() => document.querySelector('#camera .cam-status').textContent"
+                               ".startsWith('Streaming')", timeout=10_000)
+        record("busy_back_off", {"frames_sent_in_3s_while_busy": sent})
+
+        port = app.url.rsplit(":", 1)[1]
+        insecure = open_page(chromium, f"http://camera.example:{port}")
+        assert not insecure.evaluate("() => window.isSecureContext")
+        insecure.click("#camera .cam-start")
+        assert status(insecure) == "Browsers allow the camera only over HTTPS or on localhost."
+        assert insecure.is_enabled("#camera .cam-start")
+    finally:
+        app.stub.fail_with = None
+        app.stub.max_waiting = saved
         chromium.close()
