@@ -31,11 +31,13 @@ Gradio turns an exception into a silent ``undefined`` in the page):
       row.
 
 ``camera_stop(request)``
-    request ``{session, seq}``: the user pressed Stop (or the stream ended). ``seq`` is the newest frame the page
-    sent: the server drops the session's waiting frame and answers ``dropped`` to any frame of the session with a
-    sequence number up to ``seq`` that reaches it later (two POSTs may overtake each other). The frame being made
-    finishes; the page does not show it. A later Start may start the session's time limit afresh. Answer: anything
-    (ignored).
+    request ``{session, seq}``: the user pressed Stop, or the page stopped by itself (the camera's track ended, its
+    Gradio tab was left -- Gradio keeps a left tab's components in the page, hidden, and the video would keep
+    streaming --, the page was hidden, a time limit or ``max_errors`` errors in a row). ``seq`` is the newest frame
+    the page sent: the server drops the session's waiting frame and answers ``dropped`` to any frame of the session
+    with a sequence number up to ``seq`` that reaches it later (two POSTs may overtake each other). The frame being
+    made finishes; the page does not show it. A later Start may start the session's time limit afresh. Answer:
+    anything (ignored).
 
 ``camera_snapshot(request)`` (optional: without it the Snapshot button is hidden)
     request ``{image, inputs, session, captured_at}``: the camera frame now (JPEG quality 0.95), or once stopped
