@@ -1,0 +1,178 @@
+"""A live camera for Gradio: a ``gr.HTML`` subclass around ``getUserMedia``, talking to the server through its
+server functions (one HTTP POST per frame, no queue).
+
+Why not ``gr.Image(sources=["webcam"], streaming=True).stream(...)``: measured in headless Chromium with its fake
+camera and a 150 ms function (issue 20), the queue backs up -- frames kept arriving for over 4 s after Stop;
+``trigger_mode="always_last"`` showed no frame in 10 s; ``concurrency_limit=1`` gave 1.5 frames/s, late. fastrtc
+does not support Gradio 6. Here the page keeps only the newest frame alive, and the server drops what is stale.
+
+The page (camera.js) captures the newest video frame into an off-screen canvas with the video's aspect ratio
+(longer side ``capture_size``, both sides multiples of 32), mirrored when the switch is on, encodes it as JPEG and
+sends it to the server function ``camera_frame``. At most two requests are outstanding per page: one being made,
+one waiting, which the server replaces with a newer frame of the same session (answering the older one
+``dropped``). The next frame is captured only when fewer than two are outstanding, so nothing queues behind.
+
+Server-function contract (``server_functions``, all take one dict and return one dict, and must never raise:
+Gradio turns an exception into a silent ``undefined`` in the page):
+
+``camera_frame(request)``
+    request ``{image: "data:image/jpeg;base64,...", inputs: {name: value, ...}, seq: int, session: str,
+    captured_at: float}``: ``inputs`` is whatever the app put in with ``setInputs`` (keyed by parameter name),
+    ``seq`` grows by one per frame for the page's life (never reset by Stop/Start), ``session`` is a random id per
+    page, ``captured_at`` is the page's ``performance.now()`` at capture (echo it back; the page measures ages).
+    Answers, one of:
+
+    * ``{src: JPEG data URL, seq, captured_at, server_ms: float, readout: str}`` -- the frame;
+    * ``{seq, dropped: true}`` -- a newer frame of this session took this one's place, or the session stopped;
+    * ``{seq, busy: true}`` -- the server is full: the page retries after a short back-off;
+    * ``{seq, expired: true, error: str}`` -- the session's time limit passed: the page stops and shows ``error``
+      with "Press Start again";
+    * ``{seq, error: str}`` -- shown in the status line; the page keeps streaming unless ``max_errors`` come in a
+      row.
+
+``camera_stop(request)``
+    request ``{session, seq}``: the user pressed Stop, or the page stopped by itself (the camera's track ended, its
+    Gradio tab was left -- Gradio keeps a left tab's components in the page, hidden, and the video would keep
+    streaming --, the page was hidden, a time limit or ``max_errors`` errors in a row). ``seq`` is the newest frame
+    the page sent: the server drops the session's waiting frame and answers ``dropped`` to any frame of the session
+    with a sequence number up to ``seq`` that reaches it later (two POSTs may overtake each other). The frame being
+    made finishes; the page does not show it. A later Start may start the session's time limit afresh. Answer:
+    anything (ignored).
+
+``camera_snapshot(request)`` (optional: without it the Snapshot button is hidden)
+    request ``{image, inputs, session, captured_at}``: the camera frame now (JPEG quality 0.95), or once stopped
+    the camera frame behind the image on screen; the server makes it at full quality. Answers ``{src, readout?}``
+    | ``{busy: true}`` | ``{error: str}``. The page shows it with a download link and sets it as the
+    component's value (``change`` fires).
+
+The output is part of the component: ``<img id=output_id>`` (each frame's JPEG data URL) and the latency line
+``<div id=latency_id>``. The image carries ``data-seq``, ``data-captured-at``, ``data-shown-at`` (the page's
+``performance.now()`` clock) and ``data-shown`` (frames shown so far), and dispatches a ``camera-frame`` event
+(bubbling; ``detail``: ``{seq, captured_at, shown_at, server_ms, round_trip_ms}``) for each frame it shows.
+
+Inputs: ``element.querySelector('.cam-root').setInputs(obj)`` sets the object sent with each frame from the next
+captured frame on (the app mirrors its prompt and settings into it with a client-side ``js=`` event).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+_HTML = """
+<div class="cam-root">
+  <div class="cam-panes">
+    <div class="cam-pane">
+      <div class="cam-view"><video class="cam-video" muted playsinline autoplay
+                                   aria-label="Camera preview"></video></div>
+      <div class="cam-controls">
+        <button type="button" class="cam-start">Start</button>
+        <button type="button" class="cam-stop" disabled>Stop</button>
+        <label class="cam-mirror-label" title="Flip the picture left to right, like a mirror">
+          <input type="checkbox" class="cam-mirror" checked> Mirror</label>
+        <select class="cam-facing" aria-label="Camera" hidden>
+          <option value="user" selected>Front camera</option>
+          <option value="environment">Back camera</option>
+        </select>
+        <button type="button" class="cam-snap" disabled
+                title="Keep the current frame, made at full quality">Snapshot</button>
+      </div>
+      <div class="cam-status" role="status" aria-live="polite">Camera off: press Start.</div>
+      <div class="cam-note">Frames are sent to the server only to make the image and are not stored.</div>
+    </div>
+    <div class="cam-pane">
+      <div class="cam-out"><img id="${output_id}" class="cam-output" alt="Image made from the camera"></div>
+      <div id="${latency_id}" class="cam-latency" aria-live="off"></div>
+      <div class="cam-readout"></div>
+      <div class="cam-snapshot" hidden>
+        <img class="cam-snap-img" alt="Snapshot">
+        <a class="cam-snap-save" download="sana-sprint-camera.jpg">Download snapshot</a>
+      </div>
+    </div>
+  </div>
+</div>
+"""
+
+# Read once at import; both ship as plain files next to this module. Gradio runs the JavaScript as the body of
+# ``Function(element, trigger, props, server, upload, watch)``. It scopes the CSS to the component's root and
+# fills it in as a JavaScript template string, so the CSS may hold no backtick and no dollar-brace.
+_HERE = Path(__file__).resolve().parent
+_CSS = (_HERE / "camera.css").read_text(encoding="utf-8")
+_JS = (_HERE / "camera.js").read_text(encoding="utf-8")
+
+# The ids land in the HTML template unescaped: only plain ids are accepted.
+_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+SERVER_FUNCTIONS = ("camera_frame", "camera_stop", "camera_snapshot")
+MULTIPLE = 32  # the model's frame sides are multiples of 32 (its latent grid)
+
+
+def capture_shape(width: int, height: int, capture_size: int) -> tuple[int, int]:
+    """The capture (width, height) camera.js uses for a ``width`` x ``height`` video: the video's aspect ratio,
+    longer side ``capture_size``, both sides rounded to the nearest multiple of 32 (at least 32)."""
+    scale = capture_size / max(width, height)
+
+    def side(value: float) -> int:  # floor(x + 0.5) is JavaScript's Math.round (Python's round() halves to even)
+        return max(MULTIPLE, math.floor(value * scale / MULTIPLE + 0.5) * MULTIPLE)
+
+    return side(width), side(height)
+
+
+class CameraStream(gr.HTML):
+    """The camera, its controls and the image made from it (see the module docstring for the contract).
+
+    ``capture_size``: the longer side of the frames sent (the model's side, e.g. 512). ``output_id`` /
+    ``latency_id``: the ids of the output ``<img>`` and the latency line (unique in the page). ``server_functions``:
+    ``camera_frame`` and ``camera_stop``, optionally ``camera_snapshot`` (plain functions, named so: Gradio calls
+    them by ``__name__``). ``jpeg_quality``: of the frames sent (0-1). ``max_errors``: errors in a row that stop
+    the stream. Value: the last snapshot's JPEG data URL ('' before the first); ``change`` fires for each.
+    """
+
+    def __init__(self, value: str | None = None, *, capture_size: int, output_id: str, latency_id: str,
+                 server_functions: list[Callable[[dict], dict]], jpeg_quality: float = 0.8, max_errors: int = 5,
+                 **kwargs: Any):
+        for name, given in (("output_id", output_id), ("latency_id", latency_id)):
+            if not _ID.fullmatch(given):
+                raise ValueError(f"{name} must be a plain HTML id (letters, digits, _ and -), got {given!r}")
+        names = [getattr(fn, "__name__", "") for fn in server_functions]
+        unknown = sorted(set(names) - set(SERVER_FUNCTIONS))
+        missing = [name for name in SERVER_FUNCTIONS[:2] if name not in names]
+        if unknown or missing:
+            raise ValueError(f"CameraStream needs server functions named camera_frame and camera_stop (and "
+                             f"optionally camera_snapshot); missing {missing}, unknown {unknown}")
+        if not MULTIPLE <= int(capture_size) <= 4096:
+            raise ValueError(f"capture_size must be between {MULTIPLE} and 4096, got {capture_size}")
+        super().__init__(
+            value=value or "",
+            html_template=_HTML,
+            css_template=_CSS,
+            js_on_load=_JS,
+            apply_default_css=False,
+            server_functions=server_functions,
+            capture_size=int(capture_size),
+            output_id=output_id,
+            latency_id=latency_id,
+            jpeg_quality=float(jpeg_quality),
+            max_errors=int(max_errors),
+            **kwargs,
+        )
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
+
+    def postprocess(self, value: Any) -> Any:
+        return value
+
+    def api_info(self) -> dict[str, Any]:
+        return {"type": "string", "description": "JPEG data URL (data:image/jpeg;base64,...) of the last snapshot "
+                                                 "made from the camera; empty string = none yet"}
+
+    def example_payload(self) -> Any:
+        return ""
+
+    def example_value(self) -> Any:
+        return ""
