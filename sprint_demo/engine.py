@@ -301,9 +301,10 @@ class Engine:
                                        edges=edges, control_strength=control_strength)
         return self.render(request, prep_ms=(time.perf_counter() - started) * 1000)
 
-    def photo_to_control_map(self, photo: Image.Image | str | bytes, thickness: int = settings.DEFAULT_THICKNESS):
-        """An uploaded photo -> HED edge map (white lines on black) at the engine's frame size, made on the model
-        thread (the HED net shares the GPU)."""
+    def photo_to_control_map(self, photo: Image.Image | str | bytes, thickness: int = settings.DEFAULT_THICKNESS,
+                             size: tuple[int, int] | None = None) -> Image.Image:
+        """A photo -> HED edge map (white lines on black) of ``size`` (width, height; default the engine's square
+        frame), made on the model thread (the HED net shares the GPU)."""
         photo = inputs.decode_image(photo, what="photo")
         if photo is None:
             raise inputs.InputError("photo is empty: upload an image")
@@ -311,7 +312,8 @@ class Engine:
 
         def edges() -> Image.Image:
             detector = conditioning.load_hed_detector().to(self.device)
-            return conditioning.photo_to_control_map(photo, thickness, (self.size, self.size), detector=detector)
+            return conditioning.photo_to_control_map(photo, thickness, size or (self.size, self.size),
+                                                     detector=detector)
 
         return self._batcher.call(edges)
 

@@ -63,6 +63,14 @@ DEFAULT_STRENGTH = 0.6  # keeps the painting's colours and layout, redraws its d
 MIN_UI_STRENGTH = 0.05  # the sliders' low end; the API takes any strength in (0, 1]
 DEFAULT_PAINT_EDGES = False  # Paint: also read the painting's dark lines as edges for the ControlNet
 
+# --- Camera (Camera tab: sprint_demo/web/camera.py, handlers.py) ------------------------------------------
+CAMERA_CAPTURE_SIZE = int(os.getenv("SPRINT_CAMERA_SIZE", "512"))  # long side of the frames the page sends
+CAMERA_SESSION_S = float(os.getenv("SPRINT_CAMERA_SESSION_S", "300"))  # a stream stops after this; Start again
+CAMERA_MODES = ("image", "edges")  # image-to-image of the frame, or its edge map steering the ControlNet
+DEFAULT_CAMERA_MODE = "image"
+DEFAULT_CAMERA_STRENGTH = 0.5  # image mode: the frame's layout and colours stay, the prompt restyles it
+CAMERA_JPEG_QUALITY = 75  # frames shown for a moment, like drafts
+
 # --- Image sizes ----------------------------------------------------------------------------------------
 SIZE_MULTIPLE = 32  # DC-AE compresses 32x; the transformer patch size is 1
 MIN_SIZE, MAX_SIZE = 256, 2048

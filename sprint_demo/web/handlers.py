@@ -37,7 +37,8 @@ from .. import inputs, settings
 from ..batcher import EngineBusy, Priority, Superseded
 from ..frames import DEFAULT_DECODER, Frame, FrameRequest
 from ..inputs import InputError
-from .live import encode_jpeg, frame_value, sketch_digest
+from .live import encode_jpeg, frame_value, jpeg_data_url, sketch_digest
+from .streams import Streams
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ SKETCH_INPUTS = ("prompt", "steps", "seed", "guidance_scale", "control_strength"
 # the ControlNet).
 PAINT_INPUTS = ("prompt", "strength", "steps", "seed", "guidance_scale", "edges", "control_strength")
 CANVAS_INPUTS = {"sketch": SKETCH_INPUTS, "paint": PAINT_INPUTS}
+# The Camera tab's, mirrored into the camera component by name and sent with every frame.
+CAMERA_INPUTS = ("prompt", "mode", "strength", "steps", "seed", "guidance_scale", "control_strength", "decoder")
 FRAME_FILES_KEPT = 256  # JPEGs kept in our own folder; Gradio copies each into its cache before we drop it
 # stages that run only for some frames: listed in a readout only for those
 CONTROL_STAGES = ("control_encode",)  # a frame with a control map
@@ -107,6 +110,14 @@ def user_error(error: Exception) -> gr.Error:
                     print_exception=False)
 
 
+def camera_decoder(engine: Any) -> str:
+    """The lane camera frames use by default: the tiny autoencoder wherever there is one. Every camera frame is a
+    new picture, so it pays an encode as well as a decode: with real weights TAESANA costs a fraction of the DC-AE
+    (0.03 and 0.6 TFLOP against 5.2 and 8.4 at 1024 px), and even on the preview model, whose decoders cost about
+    the same, its encoder makes a camera frame faster (docs/PERFORMANCE.md, "Camera")."""
+    return "tiny" if engine.has_tiny_decoder else DEFAULT_DECODER
+
+
 class FinalAsked(gr.EventData):
     """The canvas's ``final`` event: it asks the queue for the final frame of request ``seq`` of tab ``tab`` (the
     server function could not make it, or a photo's edge map replaces the sketch). Other triggers carry neither."""
@@ -152,6 +163,8 @@ class Handlers:
         self._edges = on_gpu(lambda *args, **kwargs: self.engine.photo_to_control_map(*args, **kwargs))
         # Drafts ask for the tiny decoder only where the engine has one; else they are full frames, sent smaller.
         self.draft_decoder = settings.DRAFT_DECODER if engine.has_tiny_decoder else DEFAULT_DECODER
+        self.camera_decoder = camera_decoder(engine)
+        self.streams = Streams(settings.CAMERA_SESSION_S)
 
     # --- the one path to the engine -----------------------------------------------------------------------------
 
@@ -249,6 +262,111 @@ class Handlers:
             return self.canvas_frame(request, final=True, tab_kind=tab_kind)
 
         return [draft_frame, final_frame]
+
+    # --- Camera: the camera component's server functions (web.camera; never raise) -------------------------------
+
+    def camera_request(self, picture: Image.Image, values: dict[str, Any], decoder: str | None = None) -> FrameRequest:
+        """A camera frame with the tab's ``values`` (named as in ``CAMERA_INPUTS``) -> the request: image-to-image
+        of the frame ("image" mode), or text-to-image steered by the frame's edge map ("edges" mode: HED, or the
+        offline edge fallback, made on the model thread). Raises InputError naming a bad value."""
+        mode = values["mode"]
+        if mode not in settings.CAMERA_MODES:
+            raise InputError(f"mode must be one of {', '.join(settings.CAMERA_MODES)}, got {mode!r}")
+        common = dict(prompt=values["prompt"], steps=values["steps"], seed=values["seed"],
+                      guidance_scale=values["guidance_scale"], long_side=settings.CAMERA_CAPTURE_SIZE,
+                      decoder=decoder or values["decoder"], control_strength=values["control_strength"])
+        if mode == "image":
+            return inputs.image_request(picture, strength=values["strength"], **common)
+        size = inputs.fit_size(picture.width, picture.height, settings.CAMERA_CAPTURE_SIZE)
+        edges = self._edges(picture, settings.DEFAULT_THICKNESS, size)
+        return inputs.image_request(picture, strength=1.0, control_map=edges, **common)
+
+    def camera_frame(self, request: dict) -> dict:
+        """One camera frame (see ``web.camera`` for the contract): made at draft priority as the stream's session,
+        so it batches with other users' frames, replaces the stream's waiting frame and never waits behind finals."""
+        try:
+            seq, session = int(request["seq"]), "camera:" + str(request["session"])[:64]
+            values = request["inputs"]
+            if not isinstance(values, dict) or set(values) != set(CAMERA_INPUTS):
+                raise TypeError(values)
+            picture = inputs.decode_image(request["image"], what="camera frame")
+            if picture is None:
+                raise InputError("camera frame is empty")
+        except InputError as error:
+            return {"seq": request.get("seq") if isinstance(request, dict) else None, "error": str(error)}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return {"seq": None, "error": "a camera frame request is {image, inputs: {"
+                                          f"{', '.join(CAMERA_INPUTS)}}}, seq, session, captured_at}}"}
+        verdict = self.streams.admit(session, seq)
+        if verdict == "stopped":
+            return {"seq": seq, "dropped": True}
+        if verdict == "expired":
+            return {"seq": seq, "expired": True,
+                    "error": f"The camera stream stops after {settings.CAMERA_SESSION_S:.0f} s so that other "
+                             "visitors get their turn on the GPU."}
+        try:
+            began = time.perf_counter()
+            camera = self.camera_request(picture, values)
+            frame = self.render(camera, session=session, priority=Priority.DRAFT,
+                                prep_ms=(time.perf_counter() - began) * 1000)
+        except Superseded:
+            return {"seq": seq, "dropped": True}
+        except Busy:
+            return {"seq": seq, "busy": True}
+        except InputError as error:
+            return {"seq": seq, "error": str(error)}
+        except gr.Error as error:
+            return {"seq": seq, "error": error.message}
+        except Exception as error:  # noqa: BLE001 - the edge detector's fault: a message, the stream goes on
+            return {"seq": seq, "error": user_error(error).message}
+        return {"src": jpeg_data_url(encode_jpeg(frame.image, settings.CAMERA_JPEG_QUALITY)), "seq": seq,
+                "captured_at": request.get("captured_at"), "server_ms": frame.timings_ms["total"],
+                "readout": format_latency(frame, markdown=False)}
+
+    def camera_stop(self, request: dict) -> dict:
+        """The stream stopped: its waiting frame is dropped, its frame in flight stops at the next layer, and frames
+        sent before the Stop that arrive later are not made."""
+        try:
+            session, seq = "camera:" + str(request["session"])[:64], int(request.get("seq") or 0)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return {"error": "a camera stop is {session, seq}"}
+        self.streams.stop(session, seq)
+        self.engine.cancel(session)
+        return {"stopped": True}
+
+    def camera_snapshot(self, request: dict) -> dict:
+        """The camera frame now, made with the full decoder as a frame a user keeps (final priority)."""
+        try:
+            values = request["inputs"]
+            if not isinstance(values, dict) or set(values) != set(CAMERA_INPUTS):
+                raise TypeError(values)
+            picture = inputs.decode_image(request["image"], what="camera frame")
+            if picture is None:
+                raise InputError("camera frame is empty")
+            frame = self.render(self.camera_request(picture, values, decoder=DEFAULT_DECODER), queued=False)
+        except Busy:
+            return {"busy": True}
+        except InputError as error:
+            return {"error": str(error)}
+        except gr.Error as error:
+            return {"error": error.message}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return {"error": "a camera snapshot request is {image, inputs, session, captured_at}"}
+        return {"src": jpeg_data_url(encode_frame(frame.image)), "readout": format_latency(frame, markdown=False)}
+
+    def camera_functions(self) -> list[Callable[[dict], dict]]:
+        """The camera component's server functions as plain functions (see ``canvas_functions``)."""
+
+        def camera_frame(request: dict) -> dict:
+            return self.camera_frame(request)
+
+        def camera_stop(request: dict) -> dict:
+            return self.camera_stop(request)
+
+        def camera_snapshot(request: dict) -> dict:
+            return self.camera_snapshot(request)
+
+        return [camera_frame, camera_stop, camera_snapshot]
 
     # --- queue events ---------------------------------------------------------------------------------------------
 

@@ -40,8 +40,9 @@ import gradio as gr
 from .. import settings
 from ..frames import DEFAULT_DECODER
 from . import messages
+from .camera import CameraStream
 from .canvas import SketchCanvas, sketch_value
-from .handlers import SKETCH_INPUTS, Handlers
+from .handlers import CAMERA_INPUTS, SKETCH_INPUTS, Handlers
 from .live import LiveImage
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -51,13 +52,20 @@ DECODER_LABELS = {"full": "full", "tiny": "tiny (fast, for slow machines)"}
 NARROW_PX = 720  # below this width the Sketch tab stacks: the image above the canvas, pinned while drawing
 
 
+MIRROR_TRIES = 50  # a tab's content mounts when the tab is first opened: try every 100 ms for up to 5 s
+
+
 def mirror_inputs_js(root_selector: str, names: list[str]) -> str:
     """A client-side event function: the values of the wired components, in ``names``' order, handed to the
-    component at ``root_selector`` as one object keyed by name (no server round trip)."""
+    component at ``root_selector`` as one object keyed by name (no server round trip); tried again for a while
+    when the component is not in the page yet (Gradio mounts a tab's content when the tab is first opened)."""
     return (f"(...values) => {{ const names = {json.dumps(names)}; "
+            "const inputs = Object.fromEntries(names.map((n, i) => [n, values[i]])); "
+            "const hand = (tries) => { "
             f"const root = document.querySelector({json.dumps(root_selector)}); "
-            "if (root && root.setInputs) root.setInputs(Object.fromEntries(names.map((n, i) => [n, values[i]]))); "
-            "return []; }")
+            "if (root && root.setInputs) root.setInputs(inputs); "
+            "else if (tries > 0) setTimeout(() => hand(tries - 1), 100); }; "
+            f"hand({MIRROR_TRIES}); return []; }}")
 
 
 CSS = """
@@ -184,6 +192,8 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Sketch", id="sketch_tab"):
                 _sketch_tab(demo, engine, handlers, queued)
+            with gr.Tab("Camera", id="camera_tab") as camera_tab:
+                _camera_tab(demo, camera_tab, engine, handlers)
             with gr.Tab("Playground", id="playground_tab") as playground_tab:
                 _playground_tab(playground_tab, engine, handlers, queued)
         _image_to_image_api(handlers, queued)
@@ -274,6 +284,40 @@ def _sketch_tab(demo: gr.Blocks, engine: Any, handlers: Handlers, queued: dict) 
             return sketch_value(str(ASSETS / entry["file"]), size), entry["prompt"]
 
         gallery.select(load_example, outputs=[sketch, prompt], api_visibility="private", queue=False)
+
+
+def _camera_tab(demo: gr.Blocks, tab: gr.Tab, engine: Any, handlers: Handlers) -> None:
+    if settings.ZERO_GPU:  # each frame would be a GPU allocation of its own, billed against the visitor's quota
+        gr.Markdown("The camera needs a GPU of its own: on this ZeroGPU Space, where a GPU is lent per request, "
+                    "a stream of frames would spend a visitor's daily GPU quota in minutes. Run the app on a "
+                    "dedicated GPU (or locally) for the live camera; Sketch, Paint and Playground work here.",
+                    elem_id="camera_unavailable")
+        return
+    gr.Markdown("Point your camera: every frame is redrawn by the model, the newest one only (nothing queues "
+                f"behind). Browsers allow the camera only over HTTPS or on localhost. A stream stops after "
+                f"{settings.CAMERA_SESSION_S / 60:g} min so that other visitors get their turn: press Start again.")
+    prompt = _prompt_box("camera_prompt", "what the camera should become, e.g. 'an oil painting'")
+    CameraStream(elem_id="camera", capture_size=settings.CAMERA_CAPTURE_SIZE, output_id="camera_output",
+                 latency_id="camera_latency", server_functions=handlers.camera_functions())
+    with gr.Row():
+        mode = gr.Radio([("Restyle the camera (image-to-image)", "image"), ("Follow its edges (ControlNet)", "edges")],
+                        value=settings.DEFAULT_CAMERA_MODE, label="Mode", elem_id="camera_mode")
+        strength = gr.Slider(settings.MIN_UI_STRENGTH, 1.0, value=settings.DEFAULT_CAMERA_STRENGTH, step=0.05,
+                             label="Strength: how far each frame is redrawn (image mode)", elem_id="camera_strength")
+        control_strength = gr.Slider(
+            settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH, value=settings.DEFAULT_CONTROL_STRENGTH,
+            step=0.05, label="Control strength: how strongly the edges steer (edges mode)",
+            elem_id="camera_control_strength")
+    with gr.Row():
+        steps = _steps_slider("camera_steps")
+        seed = _seed_row("camera_seed")
+        guidance = _guidance_slider("camera_guidance")
+    choices = [(DECODER_LABELS[name], name) for name in engine.decoders]
+    decoder = gr.Radio(choices, value=handlers.camera_decoder, label="Decoder", elem_id="camera_decoder",
+                       info=messages.decoder_info(engine), interactive=engine.has_tiny_decoder)
+    named = dict(zip(CAMERA_INPUTS, (prompt, mode, strength, steps, seed, guidance, control_strength, decoder)))
+    gr.on(triggers=[demo.load, tab.select, *(component.change for component in named.values())], fn=None,
+          inputs=list(named.values()), js=mirror_inputs_js("#camera .cam-root", list(named)))
 
 
 def _playground_tab(tab: gr.Tab, engine: Any, handlers: Handlers, queued: dict) -> None:
