@@ -9,6 +9,7 @@ assertion depends on timing. How long the engine waits by itself (the company it
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -327,3 +328,18 @@ def test_a_superseded_one_step_draft_stops_inside_its_stage_before_the_next_laye
     assert isinstance(outcome["draft"], Superseded)
     assert ran == [0], f"the draft ran blocks {ran} after it was superseded"
     engine.close()
+
+
+@pytest.mark.slow
+def test_the_camera_users_benchmark_counts_frames_and_replaced_frames(tmp_path):
+    from sprint_demo.tools import bench
+
+    out = tmp_path / "camera.json"
+    assert bench.main(["--mode", "camera", "--users", "2", "--max-batch-size", "1,2", "--steps", "1",
+                       "--decoder", "tiny", "--duration", "3", "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["mode"], r["max_batch_size"]) for r in runs] == [("camera", 1), ("camera", 2)]
+    for run in runs:
+        assert run["frames"] > 0 and len(run["user_frames_per_s"]) == 2 and run["dropped"] >= 0
+        assert (run["width"], run["height"]) == (512, 384)  # 4:3 camera pictures keep their aspect ratio
+        assert run["batched_vs_alone_max_levels"] <= ALONE_TOLERANCE_LEVELS

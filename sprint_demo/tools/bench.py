@@ -25,6 +25,13 @@ size, and the largest difference (uint8 levels) between a batched frame and the 
     python -m sprint_demo.tools.bench --mode users --model random-full --size 1024 --users 8 --max-batch-size 1,8 \
         --decoder full,tiny --duration 30 --json users.json
 
+``--mode camera`` (alone) is ``users`` with camera users: each sends a new camera picture every frame (its own
+colour, a square moving across; ``settings.CAMERA_CAPTURE_SIZE``, 4:3) as image-to-image at draft priority, with
+two frames outstanding as the page keeps them (one being made, one waiting), as its own engine session::
+
+    python -m sprint_demo.tools.bench --mode camera --model random-full --users 8 --max-batch-size 1,8 \
+        --decoder tiny --steps 1 --duration 30 --json camera.json
+
 ``--summarize A.json B.json ...`` prints one table over earlier runs with each case's ratio to the first.
 ``--profile PATH`` then runs a few more frames of one case (ControlNet, new strokes, when asked for) under
 ``torch.profiler`` and writes, per frame, each stage's wall time beside the device time spent in it, and the
@@ -49,9 +56,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .. import settings
-from ..engine import STAGE_LABEL, STAGES, Engine, Frame, load_engine
+from .. import inputs, settings
+from ..engine import STAGE_LABEL, STAGES, Engine, Frame, Priority, Superseded, load_engine
 from ..frames import DECODERS, DEFAULT_DECODER
 from ..models.speedups import COMPILE_SCOPES, SpeedOptions
 from ..sketches import stroke_sketch
@@ -59,7 +67,9 @@ from ..sketches import stroke_sketch
 MODES = ("t2i", "controlnet", "controlnet-warm")
 COMPONENTS_MODE = "components"  # the autoencoders alone, no engine
 USERS_MODE = "users"  # simulated users calling the engine at once (cross-user batches)
-SOLO_MODES = (COMPONENTS_MODE, USERS_MODE)  # modes that run alone
+CAMERA_MODE = "camera"  # simulated camera users: a new picture every frame, two frames outstanding each
+SOLO_MODES = (COMPONENTS_MODE, USERS_MODE, CAMERA_MODE)  # modes that run alone
+CAMERA_OUTSTANDING = 2  # frames a camera page keeps in flight: one being made, one waiting (web/camera.js)
 BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
 _new_strokes = itertools.count(3)  # every "controlnet" frame of the run draws a canvas no earlier frame had
 
@@ -108,9 +118,30 @@ def user_frame(engine: Engine, user: int, frame: int, steps: int, decoder: str) 
                                   decoder=decoder)
 
 
-def run_users(engine: Engine, users: int, batch_size: int, steps: int, decoder: str, duration_s: float) -> dict:
-    """``users`` threads calling the engine at once for ``duration_s`` (after one frame each that is not counted),
-    with batches of up to ``batch_size``; then each user's last frame made again alone and compared."""
+def camera_picture(user: int, frame: int) -> Image.Image:
+    """Camera user ``user``'s ``frame``-th picture (4:3): its own colour, a dark square moving across."""
+    width, height = settings.CAMERA_CAPTURE_SIZE, settings.CAMERA_CAPTURE_SIZE * 3 // 4
+    picture = Image.new("RGB", (width, height), ((70 * user) % 256, (150 + 40 * user) % 256, (220 - 30 * user) % 256))
+    x = (frame * 16) % (width - 64)
+    picture.paste((20, 20, 20), (x, height // 3, x + 64, height // 3 + 64))
+    return picture
+
+
+def camera_frame(engine: Engine, user: int, frame: int, steps: int, decoder: str) -> Frame:
+    """Camera user ``user``'s ``frame``-th frame: image-to-image of its picture at the camera's default strength,
+    its own prompt and seed, at draft priority in its own session (as ``web.handlers.Handlers.camera_frame``)."""
+    request = inputs.image_request(camera_picture(user, frame), f"{BENCH_PROMPT}, camera {user}",
+                                   settings.DEFAULT_CAMERA_STRENGTH, steps, 10_000 * (user + 1),
+                                   settings.DEFAULT_GUIDANCE, settings.CAMERA_CAPTURE_SIZE, decoder)
+    return engine.render(request, session=f"camera:{user}", priority=Priority.DRAFT)
+
+
+def run_users(engine: Engine, users: int, batch_size: int, steps: int, decoder: str, duration_s: float,
+              kind: str = USERS_MODE) -> dict:
+    """``users`` users calling the engine at once for ``duration_s`` (after one frame each that is not counted),
+    with batches of up to ``batch_size``; then each user's last frame made again alone and compared. ``kind``:
+    drawing users (``USERS_MODE``, one frame at a time) or camera users (``CAMERA_MODE``, two outstanding)."""
+    make, loops = (camera_frame, CAMERA_OUTSTANDING) if kind == CAMERA_MODE else (user_frame, 1)
     engine.max_batch_size = batch_size
     engine.clear_caches()
     counted: list[list[tuple[float, int]]] = [[] for _ in range(users)]  # per user: (latency ms, batch size)
@@ -121,24 +152,36 @@ def run_users(engine: Engine, users: int, batch_size: int, steps: int, decoder: 
     def set_deadline() -> None:  # run once, before any thread passes the barrier
         deadline[0] = time.perf_counter() + duration_s
 
-    start = threading.Barrier(users + 1, action=set_deadline)
+    start = threading.Barrier(users * loops + 1, action=set_deadline)
+    indices = [itertools.count(1) for _ in range(users)]  # a user's frames, numbered across its loops
 
-    def user_loop(user: int) -> None:
+    dropped = [0] * users  # camera frames a newer frame of the same user replaced while they waited
+
+    def one_frame(user: int, index: int) -> Frame | None:
         try:
-            user_frame(engine, user, 0, steps, decoder)  # caches and allocator pools: not counted
+            return make(engine, user, index, steps, decoder)
+        except Superseded:  # a camera page's two frames both waited: the newer one took the older's place
+            dropped[user] += 1
+            time.sleep(settings.CAMERA_REPLACE_INTERVAL_MS / 1000)  # as the page waits before the next
+            return None
+
+    def user_loop(user: int, loop: int) -> None:
+        try:
+            one_frame(user, -1 - loop)  # caches and allocator pools: not counted
             start.wait()
-            index = 1
             while time.perf_counter() < deadline[0]:
+                index = next(indices[user])
                 began = time.perf_counter()
-                frame = user_frame(engine, user, index, steps, decoder)
+                if (frame := one_frame(user, index)) is None:
+                    continue
                 counted[user].append(((time.perf_counter() - began) * 1000, frame.batch_size))
                 last[user] = (index, np.asarray(frame.image, dtype=np.int16))
-                index += 1
         except Exception as error:  # noqa: BLE001 - reported, the other users carry on
             errors.append(f"user {user}: {type(error).__name__}: {error}"[:300])
             start.abort()
 
-    threads = [threading.Thread(target=user_loop, args=(u,), daemon=True) for u in range(users)]
+    threads = [threading.Thread(target=user_loop, args=(u, loop), daemon=True)
+               for u in range(users) for loop in range(loops)]
     for thread in threads:
         thread.start()
     try:
@@ -148,14 +191,17 @@ def run_users(engine: Engine, users: int, batch_size: int, steps: int, decoder: 
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - (deadline[0] - duration_s)
-    result = {"mode": USERS_MODE, "decoder": decoder, "max_batch_size": batch_size, "users": users, "steps": steps,
-              "height": engine.size, "width": engine.size, "device": device_name(engine), "model": engine.model_name}
+    result = {"mode": kind, "decoder": decoder, "max_batch_size": batch_size, "users": users, "steps": steps,
+              "device": device_name(engine), "model": engine.model_name}
+    picture = camera_picture(0, 0).size if kind == CAMERA_MODE else (engine.size, engine.size)
+    result["width"], result["height"] = inputs.fit_size(*picture, settings.CAMERA_CAPTURE_SIZE) \
+        if kind == CAMERA_MODE else picture
     if errors:
         return result | {"error": errors[0]}
     latencies = [ms for frames in counted for ms, _ in frames]
     engine.max_batch_size = 1  # each user's last frame again, alone (caches cleared: no reuse)
     engine.clear_caches()
-    levels = [int(np.abs(np.asarray(user_frame(engine, u, i, steps, decoder).image, dtype=np.int16) - px).max())
+    levels = [int(np.abs(np.asarray(make(engine, u, i, steps, decoder).image, dtype=np.int16) - px).max())
               for u, (i, px) in sorted(last.items())]
     return result | {
         "frames": len(latencies),
@@ -164,6 +210,7 @@ def run_users(engine: Engine, users: int, batch_size: int, steps: int, decoder: 
         "latency_p50_ms": round(float(np.percentile(latencies, 50)), 1),
         "latency_p95_ms": round(float(np.percentile(latencies, 95)), 1),
         "mean_batch_size": round(float(np.mean([b for frames in counted for _, b in frames])), 2),
+        "dropped": sum(dropped),
         "batched_vs_alone_max_levels": max(levels),
     }
 
@@ -344,7 +391,8 @@ def run_users_cases(engine: Engine, args: argparse.Namespace) -> int:
     runs = []
     for decoder in args.decoder:
         for batch_size in args.max_batch_size:
-            runs.append(run_users(engine, args.users, batch_size, args.steps[0], decoder, args.duration))
+            runs.append(run_users(engine, args.users, batch_size, args.steps[0], decoder, args.duration,
+                                  kind=args.mode[0]))
             print(format_users(runs[-1:]).splitlines()[-1], flush=True)
     print(format_users(runs))
     if args.json:
@@ -380,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup_s = engine.warmup()
     print(f"# {engine.model_name} on {device_name(engine)}, dtype {engine.pipe.transformer.dtype}, "
           f"speed-ups: {engine.speed.describe()}; load {loaded_s:.1f} s, warm-up {warmup_s:.1f} s", flush=True)
-    if args.mode == [USERS_MODE]:
+    if args.mode in ([USERS_MODE], [CAMERA_MODE]):
         return run_users_cases(engine, args)
     runs = []
     for decoder in args.decoder:  # in the order asked: the lane that matters most first, before a budget cuts in

@@ -29,6 +29,9 @@ const MAX_OUTSTANDING = 2;
 const FPS_WINDOW_MS = 2000;
 const BUSY_BACKOFF_MS = [200, 400, 800, 1600];    // consecutive "server full" answers wait longer
 const ERROR_BACKOFF_MS = 300;                     // so a failing server is not hammered before MAX_ERRORS stop it
+// after our waiting frame was replaced by our own newer one (the server is busy with other frames): the next one
+// after this long, so that a waiting frame stays fresh without a request per video frame
+const REPLACE_INTERVAL_MS = Number(props.replace_interval_ms) || 150;
 const SESSION = (crypto.randomUUID ? crypto.randomUUID()
                  : Math.random().toString(36).slice(2) + Date.now().toString(36));
 const MESSAGES = {
@@ -157,7 +160,8 @@ async function send(run) {
     busyCount = 0;
     show(answer, image, answeredAt - capturedAt, run);
   } else if (answer.dropped) {
-    // a newer frame of this page took its place on the server
+    // a newer frame of this page took its place on the server, which is busy with other frames
+    backoffUntil = Math.max(backoffUntil, performance.now() + REPLACE_INTERVAL_MS);
   } else if (answer.busy) {
     backoffUntil = performance.now() + BUSY_BACKOFF_MS[Math.min(busyCount, BUSY_BACKOFF_MS.length - 1)];
     busyCount += 1;

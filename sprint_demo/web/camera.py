@@ -24,6 +24,7 @@ Gradio turns an exception into a silent ``undefined`` in the page):
 
     * ``{src: JPEG data URL, seq, captured_at, server_ms: float, readout: str}`` -- the frame;
     * ``{seq, dropped: true}`` -- a newer frame of this session took this one's place, or the session stopped;
+      the page sends its next frame ``replace_interval_ms`` later (the server is busy with other frames);
     * ``{seq, busy: true}`` -- the server is full: the page retries after a short back-off;
     * ``{seq, expired: true, error: str}`` -- the session's time limit passed: the page stops and shows ``error``
       with "Press Start again";
@@ -63,6 +64,8 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+
+from .. import settings
 
 _HTML = """
 <div class="cam-root">
@@ -129,12 +132,14 @@ class CameraStream(gr.HTML):
     ``latency_id``: the ids of the output ``<img>`` and the latency line (unique in the page). ``server_functions``:
     ``camera_frame`` and ``camera_stop``, optionally ``camera_snapshot`` (plain functions, named so: Gradio calls
     them by ``__name__``). ``jpeg_quality``: of the frames sent (0-1). ``max_errors``: errors in a row that stop
-    the stream. Value: the last snapshot's JPEG data URL ('' before the first); ``change`` fires for each.
+    the stream. ``replace_interval_ms``: after a frame of the page was replaced on the server by its own newer one,
+    how long the page waits before the next. Value: the last snapshot's JPEG data URL ('' before the first);
+    ``change`` fires for each.
     """
 
     def __init__(self, value: str | None = None, *, capture_size: int, output_id: str, latency_id: str,
                  server_functions: list[Callable[[dict], dict]], jpeg_quality: float = 0.8, max_errors: int = 5,
-                 **kwargs: Any):
+                 replace_interval_ms: int = settings.CAMERA_REPLACE_INTERVAL_MS, **kwargs: Any):
         for name, given in (("output_id", output_id), ("latency_id", latency_id)):
             if not _ID.fullmatch(given):
                 raise ValueError(f"{name} must be a plain HTML id (letters, digits, _ and -), got {given!r}")
@@ -158,6 +163,7 @@ class CameraStream(gr.HTML):
             latency_id=latency_id,
             jpeg_quality=float(jpeg_quality),
             max_errors=int(max_errors),
+            replace_interval_ms=int(replace_interval_ms),
             **kwargs,
         )
 
