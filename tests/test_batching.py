@@ -343,3 +343,12 @@ def test_the_camera_users_benchmark_counts_frames_and_replaced_frames(tmp_path):
         assert run["frames"] > 0 and len(run["user_frames_per_s"]) == 2 and run["dropped"] >= 0
         assert (run["width"], run["height"]) == (512, 384)  # 4:3 camera pictures keep their aspect ratio
         assert run["batched_vs_alone_max_levels"] <= ALONE_TOLERANCE_LEVELS
+
+
+def test_the_idle_benchmark_times_a_frame_on_the_model_thread_and_one_in_a_fresh_thread(tmp_path, capsys):
+    from sprint_demo.tools import bench
+
+    out = tmp_path / "idle.json"
+    assert bench.main(["--mode", "idle", "--idle", "0.2", "--steps", "1", "--size", "256", "--json", str(out)]) == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["model_thread_ms"] > 0 and run["fresh_thread_ms"] > 0 and "error" not in run

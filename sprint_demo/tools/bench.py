@@ -32,6 +32,13 @@ two frames outstanding as the page keeps them (one being made, one waiting), as 
     python -m sprint_demo.tools.bench --mode camera --model random-full --users 8 --max-batch-size 1,8 \
         --decoder tiny --steps 1 --duration 30 --json camera.json
 
+``--mode idle`` (alone): the first frame after ``--idle`` seconds without work (default 10), made on the engine's
+model thread, which recorded the CUDA graphs at warm-up, against the same frame made in a thread started for it
+(where the model work of an engine without one long-lived thread ran after idle time): with CUDA graphs the latter
+re-records its graphs. One process, same warm engine::
+
+    python -m sprint_demo.tools.bench --mode idle --model random-full --compile --cuda-graphs --steps 1
+
 ``--summarize A.json B.json ...`` prints one table over earlier runs with each case's ratio to the first.
 ``--profile PATH`` then runs a few more frames of one case (ControlNet, new strokes, when asked for) under
 ``torch.profiler`` and writes, per frame, each stage's wall time beside the device time spent in it, and the
@@ -68,7 +75,8 @@ MODES = ("t2i", "controlnet", "controlnet-warm")
 COMPONENTS_MODE = "components"  # the autoencoders alone, no engine
 USERS_MODE = "users"  # simulated users calling the engine at once (cross-user batches)
 CAMERA_MODE = "camera"  # simulated camera users: a new picture every frame, two frames outstanding each
-SOLO_MODES = (COMPONENTS_MODE, USERS_MODE, CAMERA_MODE)  # modes that run alone
+IDLE_MODE = "idle"  # the first frame after idle time: on the model thread vs in a fresh thread
+SOLO_MODES = (COMPONENTS_MODE, USERS_MODE, CAMERA_MODE, IDLE_MODE)  # modes that run alone
 CAMERA_OUTSTANDING = 2  # frames a camera page keeps in flight: one being made, one waiting (web/camera.js)
 BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
 _new_strokes = itertools.count(3)  # every "controlnet" frame of the run draws a canvas no earlier frame had
@@ -233,6 +241,35 @@ def format_users(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_idle(engine: Engine, idle_s: float, steps: int, decoder: str) -> dict:
+    """The first ControlNet frame after ``idle_s`` idle seconds, made on the model thread, then (after as long again)
+    the same kind of frame run in a thread started for it, bypassing the model thread: milliseconds of each."""
+    from ..batcher import Ticket
+    from ..engine import batch_key
+
+    def request(seed: int):
+        return inputs.sketch_request(stroke_sketch(engine.size, 3 + seed % 5), BENCH_PROMPT, steps, seed,
+                                     settings.DEFAULT_GUIDANCE, settings.DEFAULT_CONTROL_STRENGTH,
+                                     settings.DEFAULT_THICKNESS, (engine.size, engine.size), decoder=decoder)
+
+    result = {"mode": IDLE_MODE, "idle_s": idle_s, "steps": steps, "decoder": decoder, "width": engine.size,
+              "height": engine.size, "device": device_name(engine), "model": engine.model_name}
+    time.sleep(idle_s)
+    began = time.perf_counter()
+    engine.render(request(101))
+    result["model_thread_ms"] = round((time.perf_counter() - began) * 1000, 1)
+    time.sleep(idle_s)
+    ticket = Ticket((request(102), 0.0), batch_key(request(102)))
+    thread = threading.Thread(target=engine._run, args=([ticket],))
+    began = time.perf_counter()
+    thread.start()
+    thread.join()
+    result["fresh_thread_ms"] = round((time.perf_counter() - began) * 1000, 1)
+    if ticket.error is not None:
+        result["error"] = f"{type(ticket.error).__name__}: {ticket.error}"[:300]
+    return result
+
+
 def compiled_vs_eager(engine: Engine) -> dict:
     """The same ControlNet frame (new canvas, 1 step) through the engine as set up, then with torch.compile ignored:
     pixel differences in uint8 levels. Compiled bf16 code may round differently; images that differ by more than
@@ -357,6 +394,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-batch-size", default=f"1,{settings.MAX_BATCH_SIZE}",
                         help=f"--mode {USERS_MODE}: comma-separated batch sizes to compare (default: %(default)s)")
     parser.add_argument("--duration", type=float, default=20.0, help=f"--mode {USERS_MODE}: seconds per case")
+    parser.add_argument("--idle", type=float, default=10.0, help=f"--mode {IDLE_MODE}: idle seconds before a frame")
     parser.add_argument("--profile", type=Path, default=None,
                         help="after the timed cases, write a torch.profiler report of a few frames here")
     args = parser.parse_args(argv)
@@ -430,6 +468,14 @@ def main(argv: list[str] | None = None) -> int:
           f"speed-ups: {engine.speed.describe()}; load {loaded_s:.1f} s, warm-up {warmup_s:.1f} s", flush=True)
     if args.mode in ([USERS_MODE], [CAMERA_MODE]):
         return run_users_cases(engine, args)
+    if args.mode == [IDLE_MODE]:
+        result = run_idle(engine, args.idle, args.steps[0], args.decoder[0])
+        print(json.dumps(result))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"runs": [result], "meta": {"speedups": engine.speed.describe(),
+                                                                        "torch": torch.__version__}}, indent=2))
+        return 0 if "error" not in result else 1
     runs = []
     for decoder in args.decoder:  # in the order asked: the lane that matters most first, before a budget cuts in
         for mode in args.mode:
