@@ -263,3 +263,11 @@ def test_zero_gpu_wraps_the_frame_functions_only_on_zero_gpu(monkeypatch):
     monkeypatch.setattr(settings, "ZERO_GPU", True)
     assert handlers.on_gpu(plain)() == ("gpu", "frame")
     assert asked == [settings.ZERO_GPU_DURATION_S]
+
+
+def test_the_engine_s_batch_counts_are_readable_but_undocumented(client, live_app):
+    assert "/engine_stats" not in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    before = client.predict(api_name="/engine_stats")["batches"]
+    client.predict(prompt="a count", seed=99, api_name="/text_to_image")
+    after = client.predict(api_name="/engine_stats")["batches"]
+    assert after.get("1", 0) == before.get("1", 0) + 1, (before, after)

@@ -24,6 +24,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -122,8 +123,9 @@ def test_report_helpers(tmp_path):
     one, batched = (loadtest.LoadResult(url="u", sessions=2, duration_s=10.0, warmup_s=0.0, frames_per_s=fps,
                                          served=served) for fps, served in ((2.0, "--max-batch-size 1"), (3.0, "")))
     assert loadtest.compare([one, batched]).splitlines()[1].endswith("1.50x the first")
-    assert loadtest.batch_size_of((str(image), "**9 ms** total (batch of 3: made together with ...)")) == 3
-    assert loadtest.batch_size_of((str(image), "**9 ms** total")) == 1
+    # the mean batch a frame came from, from the server's own counts: 2 batches of 3 and 3 of 1 -> (18 + 3) / 9
+    assert loadtest.mean_batch_size(Counter({1: 5}), Counter({1: 8, 3: 2})) == pytest.approx(21 / 9)
+    assert loadtest.mean_batch_size(Counter({1: 5}), Counter({1: 5})) is None  # nothing made
 
 
 # --- The memory bound on RSS series (fast) ------------------------------------------------------------------
@@ -217,6 +219,7 @@ def test_eight_sessions_hold_for_a_minute(capsys, slow_server):
     assert set(report.requests_by_endpoint) == {loadtest.SKETCH_ENDPOINT, loadtest.TEXT_ENDPOINT}, details
     assert report.failures == {}, details
     assert report.mismatches == 0, details
+    assert report.mean_batch_size is not None and report.mean_batch_size >= 1, details  # the server's own count
     assert report.rss_leak_mb is not None and report.rss_leak_mb < MAX_LEAK_MB, details
 
 

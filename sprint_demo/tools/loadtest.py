@@ -37,7 +37,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -289,7 +288,8 @@ class LoadResult:
     throughput_rps: float | None = None
     frames_per_s: float | None = None  # right images per second, all sessions together
     session_frames_per_s: list[float] = field(default_factory=list)  # right images per second, each session
-    mean_batch_size: float | None = None  # frames made together with each right answer (its readout), mean
+    mean_batch_size: float | None = None  # rows of the batch that made each frame during the load, mean (the
+    # server's own count, /engine_stats; None where the server keeps none)
     baseline_requests: int = 0
     distinct_expected_images: int = 0  # < 2 * sessions means some cross-talk would go unseen
     server_pid: int | None = None
@@ -370,22 +370,30 @@ def _client(url: str, download_dir: str):
     return Client(url, verbose=False, download_files=download_dir, analytics_enabled=False)
 
 
-def batch_size_of(result: Any) -> int:
-    """How many frames the server made together with this one: "batch of N" in the readout, else 1."""
-    for part in result if isinstance(result, (list, tuple)) else [result]:
-        if isinstance(part, str) and (found := re.search(r"batch of (\d+)", part)):
-            return int(found.group(1))
-    return 1
+def engine_batches(client) -> Counter[int]:
+    """The server engine's batches so far, by rows (``/engine_stats``); empty when it keeps no count."""
+    try:
+        stats = client.predict(api_name="/engine_stats")
+    except Exception:  # noqa: BLE001 - an older server, or one on Ray replicas: no count
+        return Counter()
+    return Counter({int(rows): int(count) for rows, count in (stats or {}).get("batches", {}).items()})
 
 
-def _call(client, call: Call, timeout_s: float) -> tuple[np.ndarray, int]:
+def mean_batch_size(before: Counter[int], after: Counter[int]) -> float | None:
+    """The mean number of rows of the batch that made each frame, over the batches made between the two counts."""
+    made = after - before
+    frames = sum(rows * count for rows, count in made.items())
+    return sum(rows * rows * count for rows, count in made.items()) / frames if frames else None
+
+
+def _call(client, call: Call, timeout_s: float) -> np.ndarray:
     job = client.submit(api_name=call.api_name, **dict(call.kwargs))
     try:
         result = job.result(timeout=timeout_s)
     except TimeoutError:
         job.cancel()
         raise
-    return read_pixels(result), batch_size_of(result)
+    return read_pixels(result)
 
 
 def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.0, server_pid: int | None = None,
@@ -414,12 +422,14 @@ def run_load(url: str, sessions: int, duration_s: float, *, warmup_s: float = 0.
             report.rss_before_load_mb = first[0] / 2**20
         log(f"load: {sessions} sessions for {duration_s:.0f} s (warm-up {warmup_s:.0f} s)")
         clients = [_client(url, os.path.join(download_root, f"session{i}")) for i in range(sessions)]
+        batches_before = engine_batches(clients[0])
         start = time.monotonic()
         deadline = start + duration_s
         monitor.start()
         stuck = _hold_load(clients, calls, deadline, request_timeout_s, _Matcher(expected, tolerance), tally)
         report.duration_s = time.monotonic() - start
         monitor.stop()
+        report.mean_batch_size = mean_batch_size(batches_before, engine_batches(clients[0]))
         for client in clients:
             client.close()
         time.sleep(2.0 if server_pid is not None else 0.0)  # let the server notice the clients left
@@ -444,7 +454,7 @@ def _learn_expected_images(url: str, calls: dict[int, tuple[Call, Call]], downlo
     try:
         for session_pair in calls.values():
             for call in session_pair:
-                expected[call.key] = _call(client, call, timeout_s)[0]
+                expected[call.key] = _call(client, call, timeout_s)
                 report.baseline_requests += 1
     finally:
         client.close()
@@ -491,7 +501,6 @@ class _Tally:
     failures: Counter[str] = field(default_factory=Counter)
     by_endpoint: Counter[str] = field(default_factory=Counter)
     right_by_session: Counter[int] = field(default_factory=Counter)
-    batch_sizes: list[int] = field(default_factory=list)  # of the right answers, from their readouts
 
     def failed(self, call: Call, kind: str, error: BaseException) -> None:
         with self.lock:
@@ -501,7 +510,7 @@ class _Tally:
             if len(self.report.failure_samples) < 10:
                 self.report.failure_samples.append(f"{call.key}: {kind}: {str(error)[:300]}")
 
-    def answered(self, session: int, call: Call, pixels: np.ndarray, batch_size: int, elapsed_ms: float,
+    def answered(self, session: int, call: Call, pixels: np.ndarray, elapsed_ms: float,
                  matcher: _Matcher) -> None:
         match = matcher.same(pixels, call.key)
         own = matcher.difference(pixels, matcher.expected[call.key])
@@ -515,7 +524,6 @@ class _Tally:
             if match:
                 report.successes += 1
                 self.right_by_session[session] += 1
-                self.batch_sizes.append(batch_size)
             else:
                 report.mismatches += 1
                 if len(report.mismatch_samples) < 10:
@@ -536,7 +544,6 @@ class _Tally:
             report.frames_per_s = report.successes / report.duration_s
             report.session_frames_per_s = [self.right_by_session[i] / report.duration_s
                                            for i in range(report.sessions)]
-        report.mean_batch_size = float(np.mean(self.batch_sizes)) if self.batch_sizes else None
 
 
 def _session_loop(index: int, client, pair: tuple[Call, Call], deadline: float, timeout_s: float,
@@ -548,14 +555,14 @@ def _session_loop(index: int, client, pair: tuple[Call, Call], deadline: float, 
         k += 1
         t0 = time.perf_counter()
         try:
-            pixels, batch_size = _call(client, call, timeout_s)
+            pixels = _call(client, call, timeout_s)
         except Exception as error:  # noqa: BLE001 - every failure is counted by kind
             kind = classify_error(error)
             tally.failed(call, kind, error)
             if kind == "connection":
                 time.sleep(0.5)  # do not spin on a dead server
             continue
-        tally.answered(index, call, pixels, batch_size, (time.perf_counter() - t0) * 1000, matcher)
+        tally.answered(index, call, pixels, (time.perf_counter() - t0) * 1000, matcher)
 
 
 def _hold_load(clients: list, calls: dict[int, tuple[Call, Call]], deadline: float, timeout_s: float,

@@ -427,6 +427,12 @@ class Handlers:
         frame, text = self.paint_frame(picture, values, decoder=decoder, markdown=True)
         return self.files.write(frame.image), text
 
+    def engine_stats(self) -> dict[str, dict[str, int]]:
+        """``/engine_stats`` (undocumented): ``{"batches": {rows: batches made with that many rows}}`` since the
+        warm-up, read by the load test (empty where the engine keeps none, e.g. Ray Serve replicas)."""
+        sizes = getattr(self.engine, "batch_sizes", {})
+        return {"batches": {str(rows): count for rows, count in sorted(dict(sizes).items())}}
+
     def text_to_image(self, prompt: str, steps: int, seed: int, guidance_scale: float, width: int, height: int,
                       decoder: str = DEFAULT_DECODER) -> tuple[str, str]:
         """``/text_to_image`` and the Playground: (JPEG file, latency Markdown)."""

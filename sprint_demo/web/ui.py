@@ -197,6 +197,7 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             with gr.Tab("Playground", id="playground_tab") as playground_tab:
                 _playground_tab(playground_tab, engine, handlers, queued)
         _image_to_image_api(handlers, queued)
+        gr.api(handlers.engine_stats, api_name="engine_stats", api_visibility="undocumented", queue=False)
     return demo
 
 
