@@ -7,6 +7,7 @@ strokes (the benchmark in docs/PERFORMANCE.md; it asserts nothing)::
 
     python3 tests/browser.py screenshot docs/screenshot.png
     python3 tests/browser.py measure-transit [strokes [slow strokes]]
+    python3 tests/browser.py measure-camera [seconds]
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent)]  # also as a script: support.py and sprint_demo import
 from support import live_app  # noqa: E402
+
+from sprint_demo import settings  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -239,6 +242,52 @@ def measure_transit(strokes: int = 10, long_strokes: int = 3) -> dict:
     return report
 
 
+def measure_camera(seconds: int = 60) -> dict:
+    """Benchmark (asserts nothing): the Camera tab of the app on the preview engine, in this process, one stream from
+    chromium's fake camera (640x480, sent at ``settings.CAMERA_CAPTURE_SIZE``), image-to-image on the default lane
+    for ``seconds``. Frames shown per second and the age of the frame on screen (stamped at capture in the page,
+    read when the image is shown), per 10-second window, so a backlog building up would show as growing ages."""
+    import statistics
+
+    from playwright.sync_api import sync_playwright
+
+    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    with live_app() as (url, engine, _demo), sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=require_chromium(), headless=True,
+                                              args=CHROMIUM_ARGS + fake_camera)
+        try:
+            page = chromium.new_page(viewport={"width": 1200, "height": 1000})
+            page.goto(url, wait_until="domcontentloaded")
+            page.wait_for_selector("#sketch canvas", timeout=60_000)
+            page.get_by_role("tab", name="Camera").click()
+            page.wait_for_selector("#camera .cam-start", state="visible", timeout=30_000)
+            page.evaluate("() => { window.__cam = []; document.addEventListener('camera-frame', "
+                          "(e) => window.__cam.push(e.detail), true); }")
+            page.wait_for_timeout(1000)
+            page.click("#camera .cam-start")
+            page.wait_for_function("() => window.__cam.length >= 3", timeout=60_000)
+            page.evaluate("() => { window.__cam.length = 0; }")
+            t0 = page.evaluate("() => performance.now()")
+            page.wait_for_timeout(seconds * 1000)
+            frames = page.evaluate("() => window.__cam")
+            readout = page.inner_text("#camera .cam-readout")
+            page.click("#camera .cam-stop")
+        finally:
+            chromium.close()
+    windows = []
+    for start in range(0, seconds, 10):
+        shown = [f for f in frames if start * 1000 <= f["shown_at"] - t0 < (start + 10) * 1000]
+        ages = [f["shown_at"] - f["captured_at"] for f in shown]
+        windows.append({"from_s": start, "frames_per_s": round(len(shown) / 10, 2),
+                        "age_ms_median": round(statistics.median(ages)) if ages else None,
+                        "age_ms_max": round(max(ages)) if ages else None})
+    ages = [f["shown_at"] - f["captured_at"] for f in frames]
+    return {"model": f"{engine.model_name}, capture {settings.CAMERA_CAPTURE_SIZE} px (640x480 camera)",
+            "seconds": seconds, "frames_per_s": round(len(frames) / seconds, 2),
+            "age_ms_median": round(statistics.median(ages)), "age_ms_max": round(max(ages)),
+            "windows": windows, "last_readout": readout}
+
+
 def take_screenshot(path: Path) -> None:
     """The README screenshot: the app on the preview engine with an example sketch, a stroke and its image."""
     with live_app() as (url, _engine, _demo), browser() as chromium:
@@ -268,6 +317,10 @@ if __name__ == "__main__":
         import json
 
         print(json.dumps(measure_transit(*(int(arg) for arg in sys.argv[2:])), indent=1))
+    elif 2 <= len(sys.argv) <= 3 and sys.argv[1] == "measure-camera":
+        import json
+
+        print(json.dumps(measure_camera(*(int(arg) for arg in sys.argv[2:])), indent=1))
     else:
         print(__doc__)
         sys.exit(2)
