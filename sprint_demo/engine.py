@@ -1,28 +1,32 @@
 """The frame engine: one object per process that owns the loaded pipeline and turns requests into frames.
 
-One submission path: ``Engine.render(FrameRequest) -> Frame`` (``sketch_to_image`` / ``text_to_image`` build the
-request at the boundary, ``sprint_demo.inputs``, and call it). A frame runs the pipeline's own stages
-(``SanaSprintControlNetPipeline``: resolution, encode_prompt, prepare_control_latents, prepare_timesteps,
-prepare_initial_latents, denoise, decode_latents), so the binning and crop rules live in the pipeline only. The
-engine is the only place that knows about caches, the GPU lock and timings:
+One submission path: ``Engine.render(FrameRequest) -> Frame`` (``sketch_to_image`` / ``text_to_image`` /
+``image_to_image`` build the request at the boundary, ``sprint_demo.inputs``, and call it). A frame runs the
+pipeline's own stages (``SanaSprintControlNetPipeline``: resolution, encode_prompt, prepare_control_latents,
+prepare_image_latents, prepare_timesteps, prepare_initial_latents or noise_image_latents, denoise, decode_latents),
+so the binning, crop and schedule rules live in the pipeline only. The engine is the only place that knows about
+caches, the model thread and timings:
 
 * prompt embeddings are cached (LRU): typing re-encodes, strokes do not;
-* the control latent is cached per control-map content: a new prompt or seed does not re-encode the canvas;
+* the control latent is cached per control-map content, the image-to-image start latent per picture: a new
+  prompt or seed does not re-encode the canvas;
 * two autoencoder lanes (``FrameRequest.decoder``): "full", the pipeline's DC-AE, and "tiny", the tiny
-  autoencoder from the loader (``sprint_demo.models.tiny_autoencoder``), used for both the control encode and the
-  decode
-  (``Engine._autoencoder``); their control latents are cached apart. ``Engine.decoders`` lists the lanes a server
-  has: without a tiny autoencoder (switched off, or its files unreachable offline) it is ``("full",)``, a "tiny"
-  request is refused with the reason, and ``Engine.tiny_note`` says it for the UI and the log;
+  autoencoder from the loader (``sprint_demo.models.tiny_autoencoder``), used for the encodes and the decode
+  (``Engine._autoencoder``); their latents are cached apart. ``Engine.decoders`` lists the lanes a server has:
+  without a tiny autoencoder (switched off, or its files unreachable offline) it is ``("full",)``, a "tiny"
+  request is refused with the reason, and ``Engine.tiny_note`` says why;
+* image-to-image starts from the picture's latent noised to ``continuous_strength_timesteps``' start time
+  (strength s: t = s * pi/2), every step count from any strength; strength 1 never reaches the engine as
+  image-to-image (``inputs.image_request`` makes it text-to-image);
 * a request equal to one of the last ``max_batch_size`` frames' returns that frame without any work
   (``Frame.reused``): equal requests give equal pixels, so whoever asked first, the answer is the same;
 * all model work runs on the engine's one thread (``sprint_demo.batcher.Batcher``): frames of different users
-  that wait at the same time with the same size, steps and decoder (``batch_key``) run as one batch of up to
-  ``max_batch_size`` rows, each row from its own prompt, seed, guidance, control latent and strength (a row without
-  control gets strength 0 and a zero latent), so a row does not depend on the others; the batcher decides the order
-  (finals before drafts, round-robin over sessions, one waiting frame per session, a final stops its session's
-  draft in flight) and raises ``Superseded`` / ``EngineBusy`` to callers it turns away. A batch whose frames have
-  all been superseded stops at its next stage or denoising step;
+  that wait at the same time with the same size, steps, strength and decoder (``batch_key``) run as one batch of up
+  to ``max_batch_size`` rows, each row from its own prompt, seed, guidance, picture, control latent and strength (a
+  row without control gets strength 0 and a zero latent), so a row does not depend on the others; the batcher
+  decides the order (finals before drafts, round-robin over sessions, one waiting frame per session, a final stops
+  its session's draft in flight) and raises ``Superseded`` / ``EngineBusy`` to callers it turns away. A batch whose
+  frames have all been superseded stops before its next stage, denoising step, transformer block or decoder layer;
 * each frame carries per-stage timings in milliseconds (``STAGES``, and "total"), the GPU synchronised at stage
   edges.
 """
