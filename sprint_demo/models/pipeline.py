@@ -406,6 +406,34 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         # the rest (timesteps, max/intermediate timesteps, callback names, prompt embeds) as diffusers checks them
         super().check_inputs(prompt, height, width, num_inference_steps, *diffusers_args, **diffusers_kwargs)
 
+    def _start_call(
+        self,
+        prompt: str | list[str] | None,
+        num_images_per_prompt: int,
+        prompt_embeds: torch.Tensor | None,
+        prompt_attention_mask: torch.Tensor | None,
+        guidance_scale: float,
+        attention_kwargs: dict[str, Any] | None,
+        **encode_options: Any,
+    ) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Steps 2-3 of both ``__call__``s: the call's state (diffusers' ``guidance_scale``, ``attention_kwargs`` and
+        ``interrupt`` properties read it), the batch size, and ``encode_prompt`` with the LoRA scale of
+        ``attention_kwargs``. Returns (batch_size, prompt_embeds, prompt_attention_mask)."""
+        self._guidance_scale = guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._interrupt = False
+        batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
+        prompt_embeds, prompt_attention_mask = self.encode_prompt(
+            prompt,
+            num_images_per_prompt=num_images_per_prompt,
+            device=self._execution_device,
+            prompt_embeds=prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask,
+            lora_scale=attention_kwargs.get("scale") if attention_kwargs is not None else None,
+            **encode_options,
+        )
+        return batch_size, prompt_embeds, prompt_attention_mask
+
     # --- generation -----------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -469,26 +497,11 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
             control_latents=control_latents,
             controlnet_conditioning_scale=controlnet_conditioning_scale,
         )
-        self._guidance_scale = guidance_scale
-        self._attention_kwargs = attention_kwargs
-        self._interrupt = False
-
-        # 2. Batch size and device.
-        batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
-        device = self._execution_device
-        lora_scale = attention_kwargs.get("scale") if attention_kwargs is not None else None
-
-        # 3. Encode the prompt (skipped by callers that pass prompt_embeds).
-        prompt_embeds, prompt_attention_mask = self.encode_prompt(
-            prompt,
-            num_images_per_prompt=num_images_per_prompt,
-            device=device,
-            prompt_embeds=prompt_embeds,
-            prompt_attention_mask=prompt_attention_mask,
-            clean_caption=clean_caption,
-            max_sequence_length=max_sequence_length,
+        # 2-3. The call's state, the batch size and the prompt embeddings (skipped by callers that pass them).
+        batch_size, prompt_embeds, prompt_attention_mask = self._start_call(
+            prompt, num_images_per_prompt, prompt_embeds, prompt_attention_mask, guidance_scale, attention_kwargs,
+            clean_caption=clean_caption, max_sequence_length=max_sequence_length,
             complex_human_instruction=complex_human_instruction,
-            lora_scale=lora_scale,
         )
 
         # 4. Timesteps.
@@ -622,26 +635,11 @@ class SanaSprintControlNetImg2ImgPipeline(SanaSprintControlNetPipeline):
             control_latents=control_latents,
             controlnet_conditioning_scale=controlnet_conditioning_scale,
         )
-        self._guidance_scale = guidance_scale
-        self._attention_kwargs = attention_kwargs
-        self._interrupt = False
-
-        # 2. Batch size and device.
-        batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
-        device = self._execution_device
-        lora_scale = attention_kwargs.get("scale") if attention_kwargs is not None else None
-
-        # 3. Encode the prompt (skipped by callers that pass prompt_embeds).
-        prompt_embeds, prompt_attention_mask = self.encode_prompt(
-            prompt,
-            num_images_per_prompt=num_images_per_prompt,
-            device=device,
-            prompt_embeds=prompt_embeds,
-            prompt_attention_mask=prompt_attention_mask,
-            clean_caption=clean_caption,
-            max_sequence_length=max_sequence_length,
+        # 2-3. The call's state, the batch size and the prompt embeddings (skipped by callers that pass them).
+        batch_size, prompt_embeds, prompt_attention_mask = self._start_call(
+            prompt, num_images_per_prompt, prompt_embeds, prompt_attention_mask, guidance_scale, attention_kwargs,
+            clean_caption=clean_caption, max_sequence_length=max_sequence_length,
             complex_human_instruction=complex_human_instruction,
-            lora_scale=lora_scale,
         )
 
         # 4. Timesteps: custom ones as given, else the schedule cut by strength.
@@ -656,7 +654,7 @@ class SanaSprintControlNetImg2ImgPipeline(SanaSprintControlNetPipeline):
             image_latents = self.prepare_image_latents(image, height, width, total)
             latents = self.noise_image_latents(image_latents, timesteps[:1], generator)
         else:
-            latents = latents.to(device=device, dtype=torch.float32)
+            latents = latents.to(device=self._execution_device, dtype=torch.float32)
 
         # 6. Control latents (skipped by callers that pass control_latents).
         if control_image is not None:
