@@ -118,6 +118,14 @@ def camera_decoder(engine: Any) -> str:
     return "tiny" if engine.has_tiny_decoder else DEFAULT_DECODER
 
 
+def named_values(request: dict, names: tuple[str, ...]) -> dict[str, Any]:
+    """A page request's ``inputs``: an object keyed by exactly ``names`` (TypeError otherwise)."""
+    values = request["inputs"]
+    if not isinstance(values, dict) or set(values) != set(names):
+        raise TypeError(f"inputs must be an object with exactly {', '.join(names)}")
+    return values
+
+
 class FinalAsked(gr.EventData):
     """The canvas's ``final`` event: it asks the queue for the final frame of request ``seq`` of tab ``tab`` (the
     server function could not make it, or a photo's edge map replaces the sketch). Other triggers carry neither."""
@@ -220,9 +228,7 @@ class Handlers:
         names, make = CANVAS_INPUTS[tab_kind], self.sketch_frame if tab_kind == "sketch" else self.paint_frame
         try:
             seq, tab = int(request["seq"]), str(request["tab"])[:64]
-            values = request["inputs"]
-            if not isinstance(values, dict) or set(values) != set(names):
-                raise TypeError(values)
+            values = named_values(request, names)
             picture = inputs.decode_image(request["png"], what=tab_kind)
             decoder = (request.get("decoder") or DEFAULT_DECODER) if final else self.draft_decoder
         except InputError as error:
@@ -281,17 +287,21 @@ class Handlers:
         edges = self._edges(picture, settings.DEFAULT_THICKNESS, size)
         return inputs.image_request(picture, strength=1.0, control_map=edges, **common)
 
+    @staticmethod
+    def _camera_picture(request: dict) -> tuple[dict[str, Any], Image.Image]:
+        """A camera request's inputs (by name, exactly ``CAMERA_INPUTS``: else TypeError) and its decoded frame."""
+        values = named_values(request, CAMERA_INPUTS)
+        picture = inputs.decode_image(request["image"], what="camera frame")
+        if picture is None:
+            raise InputError("camera frame is empty")
+        return values, picture
+
     def camera_frame(self, request: dict) -> dict:
         """One camera frame (see ``web.camera`` for the contract): made at draft priority as the stream's session,
         so it batches with other users' frames, replaces the stream's waiting frame and never waits behind finals."""
         try:
             seq, session = int(request["seq"]), "camera:" + str(request["session"])[:64]
-            values = request["inputs"]
-            if not isinstance(values, dict) or set(values) != set(CAMERA_INPUTS):
-                raise TypeError(values)
-            picture = inputs.decode_image(request["image"], what="camera frame")
-            if picture is None:
-                raise InputError("camera frame is empty")
+            values, picture = self._camera_picture(request)
         except InputError as error:
             return {"seq": request.get("seq") if isinstance(request, dict) else None, "error": str(error)}
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -337,12 +347,7 @@ class Handlers:
     def camera_snapshot(self, request: dict) -> dict:
         """The camera frame now, made with the full decoder as a frame a user keeps (final priority)."""
         try:
-            values = request["inputs"]
-            if not isinstance(values, dict) or set(values) != set(CAMERA_INPUTS):
-                raise TypeError(values)
-            picture = inputs.decode_image(request["image"], what="camera frame")
-            if picture is None:
-                raise InputError("camera frame is empty")
+            values, picture = self._camera_picture(request)
             frame = self.render(self.camera_request(picture, values, decoder=DEFAULT_DECODER), queued=False)
         except Busy:
             return {"busy": True}
