@@ -62,6 +62,14 @@ MIN_THICKNESS, MAX_THICKNESS = 1, 4
 DEFAULT_STRENGTH = 0.6  # keeps the painting's colours and layout, redraws its detail
 MIN_UI_STRENGTH = 0.05  # the sliders' low end; the API takes any strength in (0, 1]
 DEFAULT_PAINT_EDGES = False  # Paint: also read the painting's dark lines as edges for the ControlNet
+STRENGTH_STEP = 0.05  # the strength sliders' step (Paint, the Sketch tab's photo restyle)
+DEFAULT_PHOTO_RESTYLE = False  # Sketch tab: an uploaded photo gives its edges only, unless restyled (image-to-image)
+# Paint canvas: the palette's swatches (any other colour through the colour picker), the colour it starts with and
+# a wider brush than the Sketch tab's, for areas of colour rather than lines
+PAINT_PALETTE = ("#000000", "#ffffff", "#808080", "#8b5a2b", "#e53935", "#fb8c00", "#fdd835", "#7cb342",
+                 "#2e7d32", "#4fc3f7", "#1e88e5", "#3949ab", "#8e24aa", "#f48fb1")
+DEFAULT_PAINT_COLOR = "#1e88e5"
+DEFAULT_PAINT_BRUSH = 16
 
 # --- Camera (Camera tab: sprint_demo/web/camera.py, handlers.py) ------------------------------------------
 CAMERA_CAPTURE_SIZE = int(os.getenv("SPRINT_CAMERA_SIZE", "512"))  # long side of the frames the page sends

@@ -1,7 +1,9 @@
-"""Sketch images in code: a deterministic stroke drawing, and the PNG data URL the canvas sends.
+"""Sketch images in code: a deterministic stroke drawing (and a coloured painting), and the PNG data URL the canvas
+sends.
 
-The benchmark, the load test and the tests all draw their sketches with ``stroke_sketch`` and send them with
-``png_data_url``, so every tool feeds the engine the same kind of input the browser canvas does.
+The benchmark, the load test and the tests all draw their sketches with ``stroke_sketch`` (paintings with
+``stroke_painting``) and send them with ``png_data_url``, so every tool feeds the engine the same kind of input the
+browser canvas does.
 """
 
 from __future__ import annotations
@@ -31,4 +33,22 @@ def stroke_sketch(size: int, strokes: int) -> Image.Image:
         a = (i * 97) % size, (i * 193 + size // 3) % size
         b = (i * 151 + size // 2) % size, (i * 61) % size
         draw.line([a, b], fill="black", width=max(3, size // 128))
+    return canvas
+
+
+PAINT_COLOURS = ((229, 57, 53), (30, 136, 229), (253, 216, 53), (67, 160, 71), (142, 36, 170), (251, 140, 0))
+
+
+def stroke_painting(size: int, strokes: int) -> Image.Image:
+    """A ``size`` x ``size`` painting, as the Paint canvas makes one: a sky, a field and a sun in flat colour, then
+    ``strokes`` deterministic wide strokes in the colours of ``PAINT_COLOURS``. As with ``stroke_sketch``, stroke
+    ``i`` is the same whatever the total, so each added stroke is a new painting one stroke further on."""
+    canvas = Image.new("RGB", (size, size), (135, 190, 235))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle([0, size * 2 // 3, size, size], fill=(90, 160, 70))
+    draw.ellipse([size * 3 // 5, size // 10, size * 4 // 5, size * 3 // 10], fill=(250, 210, 60))
+    for i in range(strokes):
+        a = (i * 97) % size, (i * 193 + size // 3) % size
+        b = (i * 151 + size // 2) % size, (i * 61) % size
+        draw.line([a, b], fill=PAINT_COLOURS[i % len(PAINT_COLOURS)], width=max(6, size // 40))
     return canvas

@@ -8,6 +8,7 @@ strokes (the benchmark in docs/PERFORMANCE.md; it asserts nothing)::
     python3 tests/browser.py screenshot docs/screenshot.png
     python3 tests/browser.py measure-transit [strokes [slow strokes]]
     python3 tests/browser.py measure-camera [seconds]
+    python3 tests/browser.py measure-paint [slow strokes]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 # In-page probe: timestamps of every pointerup and of every new image shown in an output, so latency is measured
 # inside the page (no Playwright round trips in the numbers); each load says whether it was a draft or a final frame
-# (``kind``, the Sketch tab's output only). ``frames``: every frame the Sketch tab's output showed (kind, digest of
+# (``kind``, the canvas tabs' outputs only). ``frames``: every frame the Sketch tab's output showed (kind, digest of
 # the canvas it drew, request number). ``drafts``: one entry per draft the canvas sent; with ``probe.sample`` set,
 # each holds the canvas picture at that moment (what the draft carries), for checking frames against it.
 # ``requests``: every fetch the page makes from then on ({path: last URL segment, fn: a server function's name}),
@@ -53,7 +54,7 @@ PROBE_JS = """
     const img = event.target;
     if (!(img instanceof HTMLImageElement)) return;
     for (let el = img; el; el = el.parentElement) {
-      if (el.id === 'sketch_output' || el.id === 't2i_output') {
+      if (el.id === 'sketch_output' || el.id === 'paint_output' || el.id === 't2i_output') {
         const entry = { src: img.currentSrc || img.src, t: performance.now(), kind: img.dataset.kind || null };
         (probe.loads[el.id] = probe.loads[el.id] || []).push(entry);
         // on screen: the frame after the one that follows the load (two animation frames later)
@@ -130,14 +131,14 @@ def wait_idle(page, elem_id: str = "sketch_output", quiet_ms: int = 1200, timeou
     raise TimeoutError(f"#{elem_id} kept changing for {timeout_s} s")
 
 
-def canvas_box(page) -> dict:
-    page.locator("#sketch canvas").scroll_into_view_if_needed()
-    return page.locator("#sketch canvas").bounding_box()
+def canvas_box(page, canvas: str = "#sketch canvas") -> dict:
+    page.locator(canvas).scroll_into_view_if_needed()
+    return page.locator(canvas).bounding_box()
 
 
-def draw_stroke(page, points: list[tuple[float, float]], steps: int = 4) -> None:
+def draw_stroke(page, points: list[tuple[float, float]], steps: int = 4, canvas: str = "#sketch canvas") -> None:
     """A real mouse stroke through ``points`` given as fractions (0..1) of the canvas box."""
-    box = canvas_box(page)
+    box = canvas_box(page, canvas)
     xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
     page.mouse.move(*xy[0])
     page.mouse.down()
@@ -146,9 +147,44 @@ def draw_stroke(page, points: list[tuple[float, float]], steps: int = 4) -> None
     page.mouse.up()
 
 
-def canvas_data_url(page) -> str:
+def canvas_data_url(page, canvas: str = "#sketch canvas") -> str:
     """The canvas value as it would be sent now (the off-screen SIZE x SIZE canvas, not the display one)."""
-    return page.evaluate("() => document.querySelector('#sketch canvas').sketchDataURL()")
+    return page.evaluate("(selector) => document.querySelector(selector).sketchDataURL()", canvas)
+
+
+def open_paint_tab(page) -> str:
+    """The Paint tab selected, once its first frame (the tab's opening) is shown and nothing more arrives; returns
+    that frame's src."""
+    page.get_by_role("tab", name="Paint").click()
+    page.wait_for_selector("#paint canvas", state="visible", timeout=60_000)
+    page.wait_for_function("() => { const i = document.querySelector('#paint_output img'); "
+                           "return i && i.getAttribute('src') && i.complete && i.naturalWidth > 0; }",
+                           timeout=60_000, polling="raf")
+    return wait_idle(page, "paint_output")
+
+
+def slow_stroke(page, canvas: str, seconds: float = 2.0, row: float = 0.5, drafts_wanted: int = 0,
+                limit_s: float = 30.0) -> int:
+    """A slow continuous stroke on ``canvas`` (a small mouse move every ~20 ms) at height ``row`` of the canvas box,
+    for ``seconds``, or on until ``drafts_wanted`` drafts have been shown (at most ``limit_s``, in a zigzag that
+    stays on the canvas); returns the drafts shown while drawing (the probe's frames of kind 'draft' since then)."""
+    box = canvas_box(page, canvas)
+    page.evaluate("() => { window.__probe.frames = []; window.__probe.drafts = []; }")
+    x0, y0 = box["x"] + box["width"] * 0.1, box["y"] + box["height"] * row
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    started, step, shown = time.monotonic(), 0, 0
+    while time.monotonic() - started < limit_s:
+        step += 1
+        across = (step * 0.008) % 1.6  # 0 -> 0.8 of the box width, then back
+        page.mouse.move(x0 + box["width"] * min(across, 1.6 - across), y0 + 12 * ((step // 8) % 2))
+        page.wait_for_timeout(20)
+        if time.monotonic() - started >= seconds:
+            shown = page.evaluate("() => window.__probe.frames.filter((f) => f.kind === 'draft').length")
+            if shown >= drafts_wanted:
+                break
+    page.mouse.up()
+    return shown
 
 
 def fetch_image(page, src: str):
@@ -288,6 +324,30 @@ def measure_camera(seconds: int = 60) -> dict:
             "windows": windows, "last_readout": readout}
 
 
+def measure_paint(strokes: int = 5) -> dict:
+    """Benchmark (asserts nothing): on the Paint tab (the app on the preview engine in this process), ``strokes``
+    slow continuous 2-second strokes in colour (``slow_stroke``), each on a painting one stroke further on: the
+    drafts shown while drawing, the live readout (first-frame latency, frames/s) and the final frame's readout."""
+    report: dict = {"drafts_per_2s_stroke": []}
+    with live_app() as (url, engine, _demo), browser() as chromium:
+        context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+        page = open_app(context, url)
+        open_paint_tab(page)
+        swatches = page.locator("#paint .sc-swatch")
+        for index in range(strokes):
+            swatches.nth(4 + index % 8).click()  # a colour of the palette (not black, white or grey)
+            shown = slow_stroke(page, "#paint canvas", row=0.2 + 0.15 * (index % 5))
+            wait_idle(page, "paint_output", quiet_ms=800)
+            report["drafts_per_2s_stroke"].append({
+                "drafts_while_drawing": shown, "live_line": page.inner_text("#paint_output .lv-live"),
+                "final": page.inner_text("#paint_latency").splitlines()[0]})
+        from sprint_demo import settings
+
+        drafts = settings.DRAFT_DECODER if engine.has_tiny_decoder else "full"
+        report["model"] = f"{engine.model_name} at {engine.size}x{engine.size}, drafts with the {drafts} decoder"
+    return report
+
+
 def take_screenshot(path: Path) -> None:
     """The README screenshot: the app on the preview engine with an example sketch, a stroke and its image."""
     with live_app() as (url, _engine, _demo), browser() as chromium:
@@ -321,6 +381,10 @@ if __name__ == "__main__":
         import json
 
         print(json.dumps(measure_camera(*(int(arg) for arg in sys.argv[2:])), indent=1))
+    elif 2 <= len(sys.argv) <= 3 and sys.argv[1] == "measure-paint":
+        import json
+
+        print(json.dumps(measure_paint(*(int(arg) for arg in sys.argv[2:])), indent=1))
     else:
         print(__doc__)
         sys.exit(2)

@@ -241,10 +241,10 @@ def test_readme_api_example_runs(live_app, capsys):
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Using the API"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert 'api_name="/sketch_to_image"' in code and 'api_name="/text_to_image"' in code
+    assert all(f'api_name="/{name}"' in code for name in ("sketch_to_image", "text_to_image", "image_to_image"))
     exec(compile(code.replace('"http://127.0.0.1:7860"', repr(url)), "README.md", "exec"), {})
     printed = capsys.readouterr().out
-    assert printed.count(".jpg") == 2 and printed.count("total") == 2, printed
+    assert printed.count(".jpg") == 3 and printed.count("total") == 3, printed
 
 
 def test_zero_gpu_wraps_the_frame_functions_only_on_zero_gpu(monkeypatch):

@@ -1,5 +1,5 @@
 """Image-to-image in the engine and through ``/image_to_image``: continuous strength, the picture's aspect ratio,
-cached picture latents, text-to-image at strength 1, and bad values refused by name.
+cached picture latents, text-to-image at strength 1, and bad values refused by name; ``bench --mode img2img``.
 
 Engine frames are compared exactly where both sides run in this process on the same tensors (the engine against
 the pipeline class, strength 1 against text-to-image); the API's JPEG files against the engine's frames encoded by
@@ -9,6 +9,7 @@ the same encoder, also exactly.
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 from unittest import mock
@@ -31,6 +32,7 @@ from sprint_demo.models.pipeline import (  # noqa: E402
     continuous_strength_timesteps,
 )
 from sprint_demo.sketches import png_data_url  # noqa: E402
+from sprint_demo.tools import bench  # noqa: E402
 from sprint_demo.web.handlers import encode_frame  # noqa: E402
 
 IMAGE_PARAMS = ["image", "prompt", "strength", "steps", "seed", "guidance_scale", "decoder"]
@@ -198,3 +200,29 @@ def test_bad_values_are_refused_by_name_and_the_server_keeps_serving(served, bad
         client.predict(**{**good, **bad}, api_name="/image_to_image")
     path, _ = client.predict(**good, api_name="/image_to_image")
     assert _api_pixels(path).shape == (384, 512, 3)
+
+
+# --- the benchmark -------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_img2img_benchmark_times_each_strength_on_each_lane_with_a_new_painting_every_frame(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--model", "preview", "--size", "256", "--steps", "1", "--mode", "img2img", "--strength",
+                       "0.3,0.8", "--decoder", "full,tiny", "--repeat", "2", "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["mode"], r["decoder"], r["strength"]) for r in runs] == [
+        ("img2img", decoder, strength) for decoder in ("full", "tiny") for strength in (0.3, 0.8)]
+    for run in runs:
+        stages = run["stages_ms"]
+        assert set(stages) == set(settings.FRAME_STAGES) and run["height"] == run["width"] == 256
+        assert stages["image_encode"] > 0.5 and stages["control_encode"] == 0  # a new painting, no control map
+        assert run["model_ms"] > stages["image_encode"] and run["p90_total_ms"] >= run["total_ms"] > 0
+    printed = capsys.readouterr().out
+    assert "img2img s=0.3" in printed and "img2img s=0.8" in printed and "image_encode" in printed
+
+
+def test_the_benchmark_s_strengths_are_checked_and_default_to_the_ui_s():
+    assert bench.parse_args(["--mode", "img2img"]).strength == [settings.DEFAULT_STRENGTH]
+    assert bench.parse_args(["--mode", "t2i,img2img", "--strength", "0.2,1"]).strength == [0.2, 1.0]
+    for bad in ("0", "1.5", "strong"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--mode", "img2img", "--strength", bad])

@@ -278,7 +278,8 @@ def _canvas_functions(engine):
     from sprint_demo.web.ui import create_demo
 
     demo = create_demo(engine)
-    (canvas,) = [block for block in demo.blocks.values() if isinstance(block, SketchCanvas)]
+    (canvas,) = [block for block in demo.blocks.values()
+                 if isinstance(block, SketchCanvas) and block.elem_id == "sketch"]  # not the Paint tab's
     return canvas.draft_frame, canvas.final_frame
 
 

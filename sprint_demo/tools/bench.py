@@ -2,12 +2,16 @@
 
     python -m sprint_demo.tools.bench --model preview --size 512 --steps 1,2,4 --mode t2i,controlnet --repeat 10
     python -m sprint_demo.tools.bench --model preview --size 512 --steps 1 --mode t2i,controlnet --decoder full,tiny
+    python -m sprint_demo.tools.bench --model preview --size 512 --steps 1 --mode img2img --decoder full,tiny
 
 Modes:
   t2i              a new seed each frame, same prompt (the prompt cache is warm: text_encode ~ 0)
   controlnet       a new stroke on the canvas each frame: a full control-map encode every frame
                    ("model time" = control_encode + denoise + decode is the figure the issue asks for)
   controlnet-warm  same canvas and prompt, a new seed each frame: text_encode and control_encode ~ 0
+  img2img          a new painting on the canvas each frame (one more coloured stroke), redrawn at each
+                   ``--strength`` (default ``settings.DEFAULT_STRENGTH``): a full image_encode every frame, as
+                   while painting on the Paint tab ("model time" = image_encode + denoise + decode)
 
 ``--decoder full,tiny`` runs every case with each autoencoder lane (``"full"``: the DC-AE; ``"tiny"``: the tiny
 autoencoder encodes the control map and decodes the frame); each run records its ``"decoder"``.
@@ -45,8 +49,8 @@ re-records its graphs. One process, same warm engine::
 operators and kernels that took the most: where a stage's milliseconds go, from the same run.
 
 Writes ``{"runs": [{"mode", "decoder", "steps", "height", "width", "device", "model", "stages_ms", "total_ms",
-"p90_total_ms", ...}], "meta": {...}}`` when ``--json`` is given; ``meta.compiled_vs_eager`` compares one frame of
-the compiled engine with the same frame with torch.compile ignored.
+"p90_total_ms", ...}], "meta": {...}}`` (img2img runs also ``"strength"``) when ``--json`` is given;
+``meta.compiled_vs_eager`` compares one frame of the compiled engine with the same frame with torch.compile ignored.
 """
 
 from __future__ import annotations
@@ -68,10 +72,12 @@ from PIL import Image
 from .. import inputs, settings
 from ..engine import STAGE_LABEL, STAGES, Engine, Frame, Priority, Superseded, load_engine
 from ..frames import DECODERS, DEFAULT_DECODER
+from ..inputs import InputError, check_strength
 from ..models.speedups import COMPILE_SCOPES, SpeedOptions
-from ..sketches import stroke_sketch
+from ..sketches import stroke_painting, stroke_sketch
 
-MODES = ("t2i", "controlnet", "controlnet-warm")
+IMG2IMG_MODE = "img2img"  # image-to-image: a new painting each frame (the Paint tab)
+MODES = ("t2i", "controlnet", "controlnet-warm", IMG2IMG_MODE)
 COMPONENTS_MODE = "components"  # the autoencoders alone, no engine
 USERS_MODE = "users"  # simulated users calling the engine at once (cross-user batches)
 CAMERA_MODE = "camera"  # simulated camera users: a new picture every frame, two frames outstanding each
@@ -79,15 +85,20 @@ IDLE_MODE = "idle"  # the first frame after idle time: on the model thread vs in
 SOLO_MODES = (COMPONENTS_MODE, USERS_MODE, CAMERA_MODE, IDLE_MODE)  # modes that run alone
 CAMERA_OUTSTANDING = 2  # frames a camera page keeps in flight: one being made, one waiting (web/camera.js)
 BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
-_new_strokes = itertools.count(3)  # every "controlnet" frame of the run draws a canvas no earlier frame had
+_new_strokes = itertools.count(3)  # every "controlnet" / "img2img" frame of the run draws a canvas no earlier had
 
 
-def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int, decoder: str = DEFAULT_DECODER) -> dict:
+def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int, decoder: str = DEFAULT_DECODER,
+             strength: float = settings.DEFAULT_STRENGTH) -> dict:
+    """``repeat`` timed frames of one case (``strength``: img2img's); medians and p90s of their stages."""
     frames = []
     for i in range(repeat + 1):  # the first frame of a case warms caches and allocator pools: not counted
         if mode == "t2i":
             frame = engine.text_to_image(BENCH_PROMPT, steps=steps, seed=1000 + i, width=size, height=size,
                                          decoder=decoder)
+        elif mode == IMG2IMG_MODE:
+            frame = engine.image_to_image(stroke_painting(engine.size, next(_new_strokes)), BENCH_PROMPT,
+                                          strength=strength, steps=steps, seed=7, decoder=decoder)
         else:
             strokes = next(_new_strokes) if mode == "controlnet" else 2
             seed = 1000 + i if mode == "controlnet-warm" else 7
@@ -97,8 +108,9 @@ def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int, deco
             frames.append(frame.timings_ms)
     stages = {stage: round(statistics.median(f[stage] for f in frames), 2) for stage in STAGES}
     totals = [f["total"] for f in frames]
-    model = [f["control_encode"] + f["denoise"] + f["decode"] for f in frames]
-    return {
+    model = [f["control_encode"] + f["image_encode"] + f["denoise"] + f["decode"] for f in frames]
+    strength_field = {"strength": strength} if mode == IMG2IMG_MODE else {}
+    return strength_field | {
         "mode": mode,
         "decoder": decoder,
         "steps": steps,
@@ -339,7 +351,8 @@ def format_table(runs: list[dict]) -> str:
     header = ["mode", "decoder", "steps", "size", *STAGES, "model", "total", "p90"]
     rows = [header]
     for run in runs:
-        rows.append([run["mode"], run.get("decoder", DEFAULT_DECODER), str(run["steps"]),
+        mode = run["mode"] + (f" s={run['strength']:g}" if "strength" in run else "")
+        rows.append([mode, run.get("decoder", DEFAULT_DECODER), str(run["steps"]),
                      f"{run['width']}x{run['height']}"]
                     + [f"{run['stages_ms'][s]:.1f}" for s in STAGES]
                     + [f"{run['model_ms']:.1f}", f"{run['total_ms']:.1f}", f"{run['p90_total_ms']:.1f}"])
@@ -381,6 +394,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", default="t2i,controlnet", help=f"comma-separated, from {', '.join(MODES)}")
     parser.add_argument("--decoder", default=DEFAULT_DECODER,
                         help=f"comma-separated autoencoder lanes, from {', '.join(DECODERS)} (default: %(default)s)")
+    parser.add_argument("--strength", default=str(settings.DEFAULT_STRENGTH),
+                        help=f"--mode {IMG2IMG_MODE}: comma-separated strengths in (0, 1] (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed frames per case, after one warm-up frame (default 10; 3 calls for components)")
     parser.add_argument("--json", type=Path, default=None, help="write the runs here")
@@ -409,6 +424,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if any(m in SOLO_MODES for m in args.mode) and len(args.mode) > 1:
         parser.error(f"--mode {' or '.join(SOLO_MODES)} runs alone, got {args.mode}")
     args.max_batch_size = [int(b) for b in args.max_batch_size.split(",")]
+    try:
+        args.strength = [check_strength(s) for s in args.strength.split(",")]
+    except InputError as error:
+        parser.error(f"--strength: {error}")
     if args.repeat is None:
         args.repeat = 3 if args.mode == [COMPONENTS_MODE] else 10
     return args
@@ -480,8 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     for decoder in args.decoder:  # in the order asked: the lane that matters most first, before a budget cuts in
         for mode in args.mode:
             for steps in args.steps:
-                runs.append(run_case(engine, mode, steps, engine.size, args.repeat, decoder))
-                print(format_table(runs[-1:]).splitlines()[-1], flush=True)
+                for strength in args.strength if mode == IMG2IMG_MODE else [settings.DEFAULT_STRENGTH]:
+                    runs.append(run_case(engine, mode, steps, engine.size, args.repeat, decoder, strength))
+                    print(format_table(runs[-1:]).splitlines()[-1], flush=True)
     print(format_table(runs))
     try:  # a failed check is a finding to record, not a reason to lose the timings
         check = compiled_vs_eager(engine)

@@ -1,10 +1,15 @@
 // The SketchCanvas's js_on_load (sprint_demo/canvas.py). Gradio runs this file as the body of a function of
 // (element, trigger, props, server, upload, watch): element is the component's root, props its properties
-// (value, size, brush, eraser_factor), watch(name, callback) observes a property set from Python.
+// (value, size, brush, eraser_factor), watch(name, callback) observes a property set from Python. The Paint canvas
+// (canvas.py, palette=True) has a second toolbar row: colour swatches, a colour picker and a photo button.
 const canvas = element.querySelector('.sc-canvas');  // what the user sees: backing store = CSS size x devicePixelRatio
 const brushInput = element.querySelector('.sc-brush');
 const penButton = element.querySelector('.sc-pen');
 const eraserButton = element.querySelector('.sc-eraser');
+const colorInput = element.querySelector('.sc-color');  // the Paint canvas's colour; none: black ink
+const swatches = Array.from(element.querySelectorAll('.sc-swatch'));
+const photoInput = element.querySelector('.sc-photo-file');
+const PAINT = colorInput !== null;
 const SIZE = Number(props.size) || canvas.width;      // the model's frame side: the value's fixed resolution
 const model = document.createElement('canvas');        // off-screen: what is sent, SIZE x SIZE whatever the screen
 model.width = SIZE;
@@ -15,7 +20,8 @@ const contexts = [mctx, dctx];                          // every drawing op runs
 const ERASER_FACTOR = Number(props.eraser_factor) || 3;
 const MAX_DISPLAY = 4096;
 let tool = 'pen';
-let actions = [];          // {kind: 'stroke', points, width, color} | {kind: 'clear'} | {kind: 'image', img}
+let actions = [];          // {kind: 'stroke', points, width, color, erase} | {kind: 'clear'} | {kind: 'image', img, crop}
+let background = null;     // the loaded image the visible strokes lie on (Paint: what the eraser paints back)
 let current = null;        // the stroke being drawn
 let activePointer = null;  // one pointer draws at a time; a second finger is ignored
 let lastSent = props.value || '';
@@ -31,9 +37,26 @@ function paper(ctx) {
 
 function mid(a, b) { return { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 }; }
 
+// What the Paint canvas's eraser paints: the loaded picture under the strokes, as a pattern in model coordinates
+// (each context's own transform scales it, like the strokes), or white paper when there is none.
+function underneath(ctx) {
+  if (background === null) return null;
+  if (!background.paper) {
+    const copy = document.createElement('canvas');
+    copy.width = SIZE;
+    copy.height = SIZE;
+    drawAction(copy.getContext('2d'), background);
+    background.paper = copy;
+    background.patterns = new Map();
+  }
+  if (!background.patterns.has(ctx)) background.patterns.set(ctx, ctx.createPattern(background.paper, 'no-repeat'));
+  return background.patterns.get(ctx);
+}
+
 function style(ctx, stroke) {
-  ctx.strokeStyle = stroke.color;
-  ctx.fillStyle = stroke.color;
+  const paint = (stroke.erase && underneath(ctx)) || stroke.color;
+  ctx.strokeStyle = paint;
+  ctx.fillStyle = paint;
   ctx.lineWidth = stroke.width;
   ctx.lineCap = 'round';
   ctx.lineJoin = 'round';
@@ -80,7 +103,9 @@ function drawAction(ctx, action) {
     paper(ctx);
   } else if (action.kind === 'image') {
     paper(ctx);
-    ctx.drawImage(action.img, 0, 0, SIZE, SIZE);
+    const c = action.crop;
+    if (c) ctx.drawImage(action.img, c.x, c.y, c.side, c.side, 0, 0, SIZE, SIZE);
+    else ctx.drawImage(action.img, 0, 0, SIZE, SIZE);
   } else {
     for (let k = 0; k < action.points.length; k++) drawSegment(ctx, action, k);
     drawTail(ctx, action);
@@ -93,6 +118,7 @@ function redraw(targets) {
   for (let i = actions.length - 1; i >= 0; i--) {
     if (actions[i].kind !== 'stroke') { start = i; break; }
   }
+  background = actions[start] && actions[start].kind === 'image' ? actions[start] : null;
   for (const ctx of targets || contexts) {
     paper(ctx);
     for (let i = start; i < actions.length; i++) drawAction(ctx, actions[i]);
@@ -162,6 +188,18 @@ function setTool(name) {
   eraserButton.classList.toggle('sc-active', name === 'eraser');
 }
 
+// Paint: a swatch or the colour picker sets the brush's colour and takes up the pen.
+function setColor(color) {
+  colorInput.value = color;
+  for (const swatch of swatches) swatch.classList.toggle('sc-active', swatch.dataset.color === colorInput.value);
+  setTool('pen');
+}
+if (PAINT) {
+  for (const swatch of swatches) swatch.addEventListener('click', () => setColor(swatch.dataset.color));
+  colorInput.addEventListener('input', () => setColor(colorInput.value));
+  setColor(colorInput.value);
+}
+
 canvas.addEventListener('pointerdown', (event) => {
   if (activePointer !== null) return;
   if (event.pointerType === 'mouse' && event.button !== 0) return;
@@ -170,8 +208,8 @@ canvas.addEventListener('pointerdown', (event) => {
   try { canvas.setPointerCapture(event.pointerId); } catch (e) { /* synthetic pointers have no capture */ }
   canvas.focus({ preventScroll: true });
   const width = Number(brushInput.value) * (tool === 'eraser' ? ERASER_FACTOR : 1);
-  current = { kind: 'stroke', points: [toModel(event)], width: width,
-              color: tool === 'eraser' ? '#ffffff' : '#000000' };
+  current = { kind: 'stroke', points: [toModel(event)], width: width, erase: PAINT && tool === 'eraser',
+              color: tool === 'eraser' ? '#ffffff' : (PAINT ? colorInput.value : '#000000') };
   for (const ctx of contexts) drawSegment(ctx, current, 0);
   stroke = { t0: performance.now(), first: null, frames: 0 };
   lastDraftAt = performance.now();  // the first draft after DRAFT_INTERVAL of drawing: a tap makes none
@@ -246,6 +284,34 @@ function load(url, ask) {
   img.src = url;
 }
 watch('value', () => { if ((props.value || '') !== lastSent) load(props.value || '', true); });
+
+// Paint: a picture from the page (the output's frame: "Paint over this") or from the device (the photo button)
+// becomes the canvas, cropped about its centre to the square, as an undoable step; it is sent like a stroke.
+function loadPicture(src) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => {
+      const side = Math.min(img.naturalWidth, img.naturalHeight);
+      const crop = { x: (img.naturalWidth - side) / 2, y: (img.naturalHeight - side) / 2, side: side };
+      actions.push({ kind: 'image', img: img, crop: crop });
+      redraw();
+      send();
+      resolve();
+    };
+    img.onerror = () => reject(new Error('not an image the browser can read'));
+    img.src = src;
+  });
+}
+root.loadPicture = loadPicture;
+if (photoInput) {
+  photoInput.addEventListener('change', () => {
+    const file = photoInput.files && photoInput.files[0];
+    if (!file) return;
+    const url = URL.createObjectURL(file);
+    photoInput.value = '';  // the same file chosen again loads again
+    loadPicture(url).catch(() => {}).finally(() => URL.revokeObjectURL(url));
+  });
+}
 
 // --- Live frames ---------------------------------------------------------------------------------------------
 // Drafts while the pen moves: the server function `draft_frame`, at most one in flight, at most one per

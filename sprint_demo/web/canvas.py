@@ -23,6 +23,12 @@ screen's devicePixelRatio (ResizeObserver) so strokes stay sharp on HiDPI screen
 model coordinates (pointer positions mapped through the element's bounding box), so the PNG the model sees is the
 same on a phone and on a 4K monitor. History is a list of actions (stroke, clear, loaded image) replayed on undo
 or resize, so undo costs no memory per step beyond the stroke's points.
+
+With ``palette=True`` (the Paint tab) the same component paints in colour: swatches (``settings.PAINT_PALETTE``)
+and a colour picker (``<input type=color>``) set the brush's colour, a photo button loads a picture from the
+device into the canvas as an undoable step (cropped about its centre to the square, never uploaded as a file), and
+the eraser paints back the picture underneath (white paper where there is none); ``root.loadPicture(src)`` loads any
+image the same way (the Paint tab's "Paint over this").
 """
 
 from __future__ import annotations
@@ -42,16 +48,39 @@ _HTML = """
     <label class="sc-size" title="Brush width in canvas pixels">Brush
       <input type="range" class="sc-brush" min="${min_brush}" max="${max_brush}" step="1" value="${brush}">
     </label>
-    <button type="button" class="sc-tool sc-pen sc-active" title="Draw (black ink)">&#9998; Pen</button>
-    <button type="button" class="sc-tool sc-eraser" title="Erase (paints white paper, ${eraser_factor}x brush width)">
+    <button type="button" class="sc-tool sc-pen sc-active" title="PEN_TITLE">&#9998; Pen</button>
+    <button type="button" class="sc-tool sc-eraser" title="Erase (ERASER_WHAT, ${eraser_factor}x brush width)">
       &#9003; Eraser</button>
     <button type="button" class="sc-undo" title="Undo the last stroke (Ctrl+Z)">&#8630; Undo</button>
     <button type="button" class="sc-clear" title="Clear the canvas (undoable)">&#10005; Clear</button>
-  </div>
+  </div>PALETTE
   <canvas class="sc-canvas" width="${size}" height="${size}" tabindex="0"
-          aria-label="Drawing canvas: draw with mouse, pen or finger"></canvas>
+          aria-label="CANVAS_LABEL"></canvas>
 </div>
 """
+# The Paint canvas's second toolbar row: a swatch per palette colour, the colour picker, the photo button.
+_PALETTE = """
+  <div class="sc-toolbar sc-palette" role="group" aria-label="Colour">SWATCHES
+    <input type="color" class="sc-color" value="COLOR" title="Any colour" aria-label="Any colour">
+    <label class="sc-photo" title="Load a photo or picture to paint over (undoable)">&#8679; Photo
+      <input type="file" class="sc-photo-file" accept="image/png,image/jpeg,image/webp" hidden></label>
+  </div>"""
+_SWATCH = ('\n    <button type="button" class="sc-swatch" data-color="{0}" title="{0}" aria-label="colour {0}" '
+           'style="background: {0}"></button>')
+
+
+def canvas_template(palette: tuple[str, ...] = ()) -> str:
+    """The component's HTML: the Sketch canvas's (black ink, the eraser paints white paper), or with a ``palette``
+    the Paint canvas's (its colours, the colour picker, the photo button; the eraser paints back the picture)."""
+    if not palette:
+        return (_HTML.replace("PEN_TITLE", "Draw (black ink)").replace("ERASER_WHAT", "paints white paper")
+                .replace("PALETTE", "").replace("CANVAS_LABEL", "Drawing canvas: draw with mouse, pen or finger"))
+    swatches = "".join(_SWATCH.format(color) for color in palette)
+    row = _PALETTE.replace("SWATCHES", swatches).replace("COLOR", settings.DEFAULT_PAINT_COLOR)
+    return (_HTML.replace("PEN_TITLE", "Paint in the chosen colour")
+            .replace("ERASER_WHAT", "paints back the picture underneath, or white paper")
+            .replace("PALETTE", row).replace("CANVAS_LABEL", "Painting canvas: paint with mouse, pen or finger"))
+
 
 # Read once at import; both ship as plain files next to this module. Gradio runs the JavaScript as the body of
 # ``Function(element, trigger, props, server, upload, watch)``. It scopes the CSS to the component's root and
@@ -74,25 +103,27 @@ def sketch_value(path: str, size: int) -> str:
 
 
 class SketchCanvas(gr.HTML):
-    """A drawing canvas whose value is a PNG data URL (white paper, black ink) of ``size`` x ``size`` pixels.
+    """A drawing canvas whose value is a PNG data URL (white paper, black ink; with ``palette``, colour) of
+    ``size`` x ``size`` pixels.
 
-    The value changes once per finished stroke, undo or clear; ``change`` fires then. Set the value from Python
-    (a ``data:image/png;base64,...`` string, see ``sketch_value``) to load a sketch into the canvas.
+    The value changes once per finished stroke, undo, clear or loaded picture; ``change`` fires then. Set the value
+    from Python (a ``data:image/png;base64,...`` string, see ``sketch_value``) to load a sketch into the canvas.
 
     Frames are shown in the ``LiveImage`` whose elem_id is ``output_id`` (see the live frames part of canvas.js):
     server functions (``server_functions``) named ``draft_frame`` and ``final_frame``, if given, make the drafts and
     the final frames the canvas asks for; ``final`` fires when the canvas asks the queue for a final frame instead
     (a photo's edge map replaces the sketch, or the server function turned it away), with ``{seq, tab}`` as its
-    event data.
+    event data. ``palette``: paint in colour (``settings.PAINT_PALETTE``, the module docstring).
     """
 
     EVENTS = [*gr.HTML.EVENTS, "final"]
 
     def __init__(self, value: str | None = None, *, size: int = settings.DEFAULT_SIZE,
-                 brush: int = settings.DEFAULT_BRUSH, output_id: str = "", **kwargs: Any):
+                 brush: int = settings.DEFAULT_BRUSH, output_id: str = "", palette: bool = False, **kwargs: Any):
+        self.palette = bool(palette)
         super().__init__(
             value=value,
-            html_template=_HTML,
+            html_template=canvas_template(settings.PAINT_PALETTE if palette else ()),
             css_template=_CSS,
             js_on_load=_JS,
             apply_default_css=False,
@@ -108,6 +139,9 @@ class SketchCanvas(gr.HTML):
         )
 
     def api_info(self) -> dict[str, Any]:
+        if self.palette:
+            return {"type": "string", "description": "PNG data URL (data:image/png;base64,...) of the painting, in "
+                                                     "colour; empty string = white paper"}
         return {"type": "string", "description": "PNG data URL (data:image/png;base64,...) of the sketch: dark "
                                                  "strokes on white; empty string = no sketch"}
 

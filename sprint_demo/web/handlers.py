@@ -15,6 +15,10 @@ Two ways in:
   stopping the tab's draft in flight;
 * **queue events** (Gradio's queue, ``trigger_mode="always_last"``): page load, a photo, a final the canvas could
   not get from its server function, the Playground, and the named API endpoints.
+
+The Paint tab's canvas takes the same two ways in (``canvas_functions("paint")``, ``paint_final``) with its own
+inputs (``PAINT_INPUTS``): its painting is redrawn by image-to-image (``paint_frame``). The Sketch tab's photo can
+be restyled the same way instead of giving its edges only (``PhotoRestyle``, held where the photo's edge map is).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +140,18 @@ class FinalAsked(gr.EventData):
         data = data if isinstance(data, dict) else {}
         self.seq: int | None = data["seq"] if isinstance(data.get("seq"), int) else None
         self.tab: str | None = str(data["tab"])[:64] if data.get("tab") else None
+
+
+@dataclass(frozen=True)
+class PhotoRestyle:
+    """The Sketch tab's photo to restyle (image-to-image), held in the tab's photo state in place of a bare edge
+    map: the photo at its frame size (``inputs.fit_picture``), its edge map at that size (the edges steer through
+    the ControlNet), the square edge map the tab shows, and the strength it is redrawn at."""
+
+    picture: Image.Image
+    control_map: Image.Image
+    shown: Image.Image
+    strength: float
 
 
 class FrameFiles:
@@ -381,6 +398,8 @@ class Handlers:
         """The Sketch tab's final frame through the queue (page load, the canvas's ``final`` event): the photo's
         edge map when there is one, else the sketch. As the tab's session, it replaces the tab's waiting frame."""
         values = dict(zip(SKETCH_INPUTS, (prompt, steps, seed, guidance_scale, control_strength, thickness)))
+        if isinstance(control_map, PhotoRestyle):  # the photo itself redrawn, its edges steering
+            return self.restyle_final(control_map, values, decoder, event)
         picture = None
         if control_map is None:
             try:
@@ -395,17 +414,21 @@ class Handlers:
         return frame_value(encode_frame(frame.image), sketch_digest(picture), event.seq, next(self._nonces), readout)
 
     def photo_frame(self, photo: Image.Image | None, thickness: int, sketch: str, prompt: str, steps: int, seed: int,
-                    guidance_scale: float, control_strength: float, decoder: str) -> Iterator[tuple]:
+                    guidance_scale: float, control_strength: float, decoder: str,
+                    restyle: bool = settings.DEFAULT_PHOTO_RESTYLE,
+                    photo_strength: float = settings.DEFAULT_STRENGTH) -> Iterator[tuple]:
         """A photo uploaded (or cleared, or the thickness moved with a photo in): its edge map, shown as soon as it
         is made, then the frame it steers, in the same event (no round trip through the browser). Yields
-        (edge map shown, edge map state, frame)."""
+        (edge map shown, edge map state, frame). ``restyle``: the state is a ``PhotoRestyle`` and the frame the
+        photo itself redrawn at ``photo_strength`` (``photo_restyle``)."""
         control = None
         if photo is not None:
             try:
-                control = self._edges(photo, thickness)
+                control = (self.photo_restyle(photo, thickness, photo_strength) if restyle
+                           else self._edges(photo, thickness))
             except Exception as error:  # noqa: BLE001 - a bad upload or a fault: a message, the server keeps serving
                 raise user_error(error) from None
-        yield control, control, gr.skip()
+        yield control.shown if isinstance(control, PhotoRestyle) else control, control, gr.skip()
         yield gr.skip(), gr.skip(), self.sketch_final(sketch, prompt, steps, seed, guidance_scale, control_strength,
                                                       thickness, control, decoder, FinalAsked(None, None))
 
@@ -448,3 +471,47 @@ class Handlers:
             raise user_error(error) from None
         frame = self.render(request, queued=True)
         return self.files.write(frame.image), format_latency(frame)
+
+    # --- Paint (and the Sketch tab's photo restyle: image-to-image) ----------------------------------------------
+
+    def paint_final(self, painting: str, prompt: str, strength: float, steps: int, seed: int, guidance_scale: float,
+                    edges: bool, control_strength: float, decoder: str, event: FinalAsked) -> dict:
+        """The Paint tab's final frame through the queue (the tab opened, the canvas's ``final`` event): the
+        painting (white paper while the canvas has none) redrawn. As the tab's session, it replaces the tab's waiting
+        frame."""
+        values = dict(zip(PAINT_INPUTS, (prompt, strength, steps, seed, guidance_scale, edges, control_strength)))
+        try:
+            picture = inputs.decode_image(painting or None, what="paint")
+        except InputError as error:
+            raise user_error(error) from None
+        picture = picture or Image.new("RGB", (self.size, self.size), "white")
+        try:
+            frame, readout = self.paint_frame(picture, values, decoder=decoder, session=event.tab)
+        except Superseded:  # a newer frame of the tab is on its way
+            return gr.skip()
+        return frame_value(encode_frame(frame.image), sketch_digest(picture), event.seq, next(self._nonces), readout)
+
+    def photo_restyle(self, photo: Image.Image, thickness: int, strength: float) -> PhotoRestyle:
+        """The Sketch tab's photo, ready to restyle: at its frame size (long side the engine's), with its edge map
+        at that size. The edges are those of the photo at that size: letterboxed into the square at scale 1, its box
+        in the square map is exactly the frame."""
+        strength = inputs.check_strength(strength)
+        picture = inputs.fit_picture(inputs.decode_image(photo, what="photo"), self.size)
+        shown = self._edges(picture, thickness)
+        left, top = (self.size - picture.width) // 2, (self.size - picture.height) // 2
+        control = shown.crop((left, top, left + picture.width, top + picture.height))
+        return PhotoRestyle(picture, control, shown, strength)
+
+    def restyle_final(self, restyle: PhotoRestyle, values: dict[str, Any], decoder: str, event: FinalAsked) -> dict:
+        """The Sketch tab's frame of a restyled photo: ``inputs.image_request(photo, ...,
+        control_map=<its edge map>)`` at the restyle's strength, with the tab's ``values`` (``SKETCH_INPUTS``; the
+        edge map was made at the tab's thickness)."""
+        paint = {name: values[name] for name in ("prompt", "steps", "seed", "guidance_scale", "control_strength")}
+        try:
+            frame, readout = self.paint_frame(restyle.picture, paint | {"strength": restyle.strength,
+                                                                        "control_map": restyle.control_map},
+                                              decoder=decoder, session=event.tab)
+        except Superseded:
+            return gr.skip()
+        readout += "\nℹ️ restyling the uploaded photo (its edges steer); clear the photo to draw again"
+        return frame_value(encode_frame(frame.image), None, event.seq, next(self._nonces), readout)

@@ -1,4 +1,4 @@
-"""Live frames: drafts while the pen moves, the final frame when it lifts, shown in the Sketch tab's output.
+"""Live frames: drafts while the pen moves, the final frame when it lifts, shown in a canvas tab's output.
 
 The canvas reaches the engine through its server functions (gradio's ``server_functions``: one HTTP POST
 answered with the frame, no queue round trip, no event stream). Measured in headless Chromium this is the
@@ -52,7 +52,7 @@ _HTML = """
     </div>
   </div>
   <div class="lv-live" aria-live="off"></div>
-  <div class="lv-readout" id="latency" aria-live="polite"></div>
+  <div class="lv-readout" id="${readout_id}" aria-live="polite"></div>
 </div>
 """
 
@@ -69,8 +69,8 @@ def sketch_digest(image: Image.Image | None) -> str | None:
 
 
 class LiveImage(gr.HTML):
-    """The Sketch tab's output image and its latency readout (``#latency``): the queue's frames arrive as its
-    value, the canvas's frames in the page.
+    """A canvas tab's output image and its latency readout (element id ``readout_id``: ``#latency`` on the Sketch
+    tab): the queue's frames arrive as its value, the canvas's frames in the page.
 
     Value: ``None`` or ``{"src": "data:image/jpeg;base64,...", "digest": str | None, "seq": int | None,
     "nonce": int, "readout": str}``. ``seq`` is the canvas's request number the frame answers (None: not asked
@@ -78,9 +78,10 @@ class LiveImage(gr.HTML):
     draft still shows; ``readout`` is the latency text (plain lines).
     """
 
-    def __init__(self, *, max_height: int, **kwargs: Any):
+    def __init__(self, *, max_height: int, readout_id: str = "latency", **kwargs: Any):
         super().__init__(value=None, html_template=_HTML, css_template=_CSS, js_on_load=_JS,
-                         apply_default_css=False, max_image_height=int(max_height), **kwargs)
+                         apply_default_css=False, max_image_height=int(max_height), readout_id=readout_id,
+                         **kwargs)
 
     def preprocess(self, payload: Any) -> Any:
         return payload

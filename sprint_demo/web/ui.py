@@ -13,6 +13,12 @@ functions instead (``draft_frame`` while the pen moves, ``final_frame`` when it 
 tab's inputs into the canvas by name (``handlers.SKETCH_INPUTS``). The "Live drafts" switch turns drafts off. Frames
 travel inline (JPEG data URLs). Phones get one column with the picture pinned above the canvas (``NARROW_PX``).
 
+The Paint tab (``_paint_tab``) is the Sketch tab's machinery around a colour canvas (``SketchCanvas(palette=True)``):
+the painting is redrawn by image-to-image at the tab's strength, drafts while the brush moves and the final frame
+when it lifts, through the canvas's server functions (``handlers.canvas_functions("paint")``, inputs mirrored by
+name: ``handlers.PAINT_INPUTS``) or the queue (``handlers.paint_final``); "Paint over this" loads the frame on show
+back into the canvas, in the page.
+
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
 
 * ``/sketch_to_image(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness, decoder)``
@@ -42,7 +48,7 @@ from ..frames import DEFAULT_DECODER
 from . import messages
 from .camera import CameraStream
 from .canvas import SketchCanvas, sketch_value
-from .handlers import CAMERA_INPUTS, SKETCH_INPUTS, Handlers
+from .handlers import CAMERA_INPUTS, PAINT_INPUTS, SKETCH_INPUTS, Handlers
 from .live import LiveImage
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -98,6 +104,22 @@ CSS = """
   #sketch { order: 0; }
   #live_drafts { order: 1; }
   #sketch_examples { order: 3; }
+}
+""".replace("NARROW_PX", str(NARROW_PX))
+# The Paint tab: the Sketch tab's phone layout (the picture pinned above the canvas), and "Paint over this" below it.
+CSS += """
+#paint_output img { object-fit: contain; }
+@media (max-width: NARROW_PXpx) {
+  #paint_row { flex-direction: column; flex-wrap: nowrap; }
+  #paint_view, #paint_draw { display: contents; }
+  #paint_output { order: -1; position: sticky; top: 0; z-index: 10; padding: 4px 0;
+                  background: var(--background-fill-primary, #fff); }
+  #paint_output .lv-img { max-height: 36vh !important; }
+  #paint_output .lv-readout { height: 2.6em; min-height: 0; overflow: hidden; font-size: 0.75em; }
+  #paint .sc-canvas { scroll-margin-top: calc(36vh + 96px); }
+  #paint { order: 0; }
+  #paint_over { order: 1; }
+  #paint_live_drafts { order: 2; }
 }
 """.replace("NARROW_PX", str(NARROW_PX))
 
@@ -192,6 +214,8 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Sketch", id="sketch_tab"):
                 _sketch_tab(demo, engine, handlers, queued)
+            with gr.Tab("Paint", id="paint_tab") as paint_tab:
+                _paint_tab(paint_tab, demo, engine, handlers, queued)
             with gr.Tab("Camera", id="camera_tab") as camera_tab:
                 _camera_tab(demo, camera_tab, engine, handlers)
             with gr.Tab("Playground", id="playground_tab") as playground_tab:
@@ -244,7 +268,8 @@ def _sketch_tab(demo: gr.Blocks, engine: Any, handlers: Handlers, queued: dict) 
         guidance = _guidance_slider("guidance")
         control_strength = _engine_checked(gr.Slider(
             settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH, value=settings.DEFAULT_CONTROL_STRENGTH,
-            step=0.05, label="Control strength", elem_id="control_strength"))
+            step=0.05, label="Control strength: how strongly the edges steer", elem_id="control_strength"))
+        photo_strength = _photo_strength_slider()
         thickness = _engine_checked(gr.Slider(settings.MIN_THICKNESS, settings.MAX_THICKNESS,
                                               value=settings.DEFAULT_THICKNESS, step=1, label="Sketch thickness",
                                               elem_id="thickness"))
@@ -254,6 +279,7 @@ def _sketch_tab(demo: gr.Blocks, engine: Any, handlers: Handlers, queued: dict) 
             photo = gr.Image(label="Photo", type="pil", sources=["upload", "clipboard"], elem_id="photo", height=320)
             photo_map_view = gr.Image(label="Edge map the model sees", format="png", interactive=False,
                                       elem_id="photo_map", height=320)
+        restyle = _restyle_switch(photo_strength)
         if photo_examples := _examples("photo_examples.json"):
             gr.Examples([[str(ASSETS / e["file"])] for e in photo_examples], inputs=[photo], label="Example photo")
     photo_map = gr.State(None)  # the exact edge map (PIL) for the frame functions
@@ -274,10 +300,11 @@ def _sketch_tab(demo: gr.Blocks, engine: Any, handlers: Handlers, queued: dict) 
           outputs=[api_image, api_latency], api_name="sketch_to_image",
           api_description="Sketch (PNG data URL) + prompt -> (JPEG image, latency markdown).",
           concurrency_id=GPU, concurrency_limit=queued["concurrency_limit"])
-    # Upload, clear, example click and thickness all recompute (or drop) the map, and the frame follows in the same
-    # event.
-    gr.on(triggers=[photo.change, thickness.change], fn=handlers.photo_frame,
-          inputs=[photo, thickness, sketch, prompt, steps, seed, guidance, control_strength, decoder],
+    # Upload, clear, example click, thickness and the restyle switch and strength all recompute (or drop) the map,
+    # and the frame follows in the same event.
+    gr.on(triggers=[photo.change, thickness.change, restyle.change, photo_strength.change], fn=handlers.photo_frame,
+          inputs=[photo, thickness, sketch, prompt, steps, seed, guidance, control_strength, decoder, restyle,
+                  photo_strength],
           outputs=[photo_map_view, photo_map, output], **(queued | {"show_progress": "minimal"}))
     if examples:
         def load_example(event: gr.SelectData):
@@ -319,6 +346,81 @@ def _camera_tab(demo: gr.Blocks, tab: gr.Tab, engine: Any, handlers: Handlers) -
     named = dict(zip(CAMERA_INPUTS, (prompt, mode, strength, steps, seed, guidance, control_strength, decoder)))
     gr.on(triggers=[demo.load, tab.select, *(component.change for component in named.values())], fn=None,
           inputs=list(named.values()), js=mirror_inputs_js("#camera .cam-root", list(named)))
+
+
+def _photo_strength_slider() -> gr.Slider:
+    """The Sketch tab's "Photo strength" (beside its Control strength), shown while the photo is restyled."""
+    return _engine_checked(gr.Slider(
+        settings.MIN_UI_STRENGTH, 1.0, value=settings.DEFAULT_STRENGTH, step=settings.STRENGTH_STEP,
+        label="Photo strength: how far the photo is redrawn", elem_id="photo_strength",
+        visible=settings.DEFAULT_PHOTO_RESTYLE))
+
+
+def _restyle_switch(photo_strength: gr.Slider) -> gr.Checkbox:
+    """The Sketch tab's photo restyle switch: the photo itself redrawn (image-to-image, ``handlers.PhotoRestyle``),
+    its edges steering, instead of its edges alone; it shows the Photo strength slider."""
+    restyle = gr.Checkbox(settings.DEFAULT_PHOTO_RESTYLE, label="Restyle the photo (image-to-image)",
+                          info="redraw the photo itself, its edges still steering; off: the edges alone",
+                          elem_id="photo_restyle")
+    restyle.change(lambda on: gr.update(visible=on), inputs=restyle, outputs=photo_strength,
+                   api_visibility="private", queue=False)
+    return restyle
+
+
+PAINT_OVER_JS = """() => {
+  const out = document.querySelector('#paint_output');
+  const save = out && out.querySelector('.lv-save');
+  const img = out && out.querySelector('.lv-img');
+  const src = (save && save.getAttribute('href')) || (img && img.getAttribute('src'));
+  const root = document.querySelector('#paint .sc-root');
+  if (src && root && root.loadPicture) root.loadPicture(src);
+  return [];
+}"""  # the final frame on show (the one its download button saves) becomes the canvas, as an undoable step
+
+
+def _paint_tab(tab: gr.Tab, demo: gr.Blocks, engine: Any, handlers: Handlers, queued: dict) -> None:
+    """The Paint tab: paint in colour (or over a photo) and the image follows, redrawn by image-to-image at the
+    tab's strength (``handlers.paint_frame``); the same live machinery as the Sketch tab (module docstring)."""
+    size = handlers.size
+    prompt = _prompt_box("paint_prompt", "what the painting should become, e.g. 'a harbour at sunset, oil painting'")
+    with gr.Row(equal_height=False, elem_id="paint_row"):
+        with gr.Column(elem_id="paint_draw"):
+            canvas = SketchCanvas("", size=size, palette=True, brush=settings.DEFAULT_PAINT_BRUSH, elem_id="paint",
+                                  label="Painting", output_id="paint_output",
+                                  server_functions=handlers.canvas_functions("paint"))
+            live = gr.Checkbox(settings.LIVE_DRAFTS, label="Live drafts (frames while you paint)",
+                               elem_id="paint_live_drafts", container=False)
+        with gr.Column(elem_id="paint_view"):
+            output = LiveImage(max_height=min(size, OUTPUT_MAX_HEIGHT), elem_id="paint_output",
+                               readout_id="paint_latency")
+            paint_over = gr.Button("↺ Paint over this", elem_id="paint_over", size="sm")
+    strength = _engine_checked(gr.Slider(
+        settings.MIN_UI_STRENGTH, 1.0, value=settings.DEFAULT_STRENGTH, step=settings.STRENGTH_STEP,
+        label="Strength: how far the painting is redrawn (1: not at all kept, text-to-image)",
+        elem_id="paint_strength"))
+    with gr.Row():
+        steps = _steps_slider("paint_steps")
+        seed = _seed_row("paint_seed")
+    with gr.Row():
+        guidance = _guidance_slider("paint_guidance")
+        edges = gr.Checkbox(settings.DEFAULT_PAINT_EDGES, label="Also read dark lines as edges",
+                            info="the painting's dark lines steer through the ControlNet, as a sketch's do",
+                            elem_id="paint_edges")
+        control_strength = _engine_checked(gr.Slider(
+            settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH, value=settings.DEFAULT_CONTROL_STRENGTH,
+            step=0.05, label="Control strength: how strongly the edges steer", elem_id="paint_control_strength"))
+    decoder = _decoder_radio(engine, "paint_decoder")
+
+    named = dict(zip(PAINT_INPUTS, (prompt, strength, steps, seed, guidance, edges, control_strength)))
+    frame_inputs = [named[name] for name in PAINT_INPUTS]
+    # The queue makes the frames the canvas does not get from its server functions: the tab's first frame when it
+    # opens (not at page load: most visits never open it), and a final the canvas asks the queue for.
+    gr.on(triggers=[tab.select, canvas.final], fn=handlers.paint_final, inputs=[canvas, *frame_inputs, decoder],
+          outputs=[output], **queued)
+    mirrored = {**named, "live": live, "decoder": decoder}
+    gr.on(triggers=[demo.load, tab.select, *(component.change for component in mirrored.values())], fn=None,
+          inputs=list(mirrored.values()), js=mirror_inputs_js("#paint .sc-root", list(mirrored)))
+    paint_over.click(fn=None, js=PAINT_OVER_JS)
 
 
 def _playground_tab(tab: gr.Tab, engine: Any, handlers: Handlers, queued: dict) -> None:
