@@ -345,8 +345,9 @@ class Engine:
         self._batcher.cancel(session)
 
     def warmup(self) -> float:
-        """Frames with and without control at the canvas size, on the model thread: loads kernels, fills allocator
-        pools and runs compilation before the first user arrives. Compiled with CUDA graphs, every step count is
+        """Frames with and without control and image-to-image at the canvas size (compiled: also the camera's
+        commonest frame shapes), on the model thread: loads kernels, fills allocator pools and runs compilation
+        before the first user arrives. Compiled with CUDA graphs, every step count is
         warmed too: each one is a new path of graphs to record (seconds), which the first user to move the steps
         slider would otherwise wait for. Returns seconds taken."""
         return self._batcher.call(self._warmup)
@@ -360,6 +361,14 @@ class Engine:
                 self.decoders, (None, blank) if self.has_controlnet else (None,), step_counts):
             self.sketch_to_image(None, "warm-up", steps=steps, seed=0, control_strength=1.0, control_map=control,
                                  decoder=decoder)
+        # image-to-image (Paint) at the canvas size; compiled, also the camera's commonest frame shapes
+        pictures = [blank] + ([Image.new("RGB", (settings.CAMERA_CAPTURE_SIZE * a // max(a, b),
+                                                  settings.CAMERA_CAPTURE_SIZE * b // max(a, b)), "grey")
+                               for a, b in settings.CAMERA_WARM_ASPECTS] if self.speed.compile else [])
+        for decoder, picture in itertools.product(self.decoders, pictures):
+            long_side = self.size if picture is blank else settings.CAMERA_CAPTURE_SIZE
+            self.render(inputs.image_request(picture, "warm-up", settings.DEFAULT_STRENGTH, settings.DEFAULT_STEPS,
+                                             0, settings.DEFAULT_GUIDANCE, long_side, decoder))
         self.clear_caches()
         self.batch_sizes.clear()
         self._warm = True

@@ -78,6 +78,9 @@ CAMERA_MODES = ("image", "edges")  # image-to-image of the frame, or its edge ma
 DEFAULT_CAMERA_MODE = "image"
 DEFAULT_CAMERA_STRENGTH = 0.5  # image mode: the frame's layout and colours stay, the prompt restyles it
 CAMERA_JPEG_QUALITY = 75  # frames shown for a moment, like drafts
+# Camera frame shapes a compiled engine warms up (the commonest webcam aspect ratios: 640x480, 1280x720); other
+# shapes run uncompiled, as a compiled engine never compiles with users waiting.
+CAMERA_WARM_ASPECTS = ((4, 3), (16, 9))
 # A page whose waiting frame was replaced by its own newer one (the server was busy with other frames) sends the
 # next after this long, not at once: a waiting frame stays fresh without a request per video frame.
 CAMERA_REPLACE_INTERVAL_MS = 150
