@@ -1,13 +1,14 @@
 """SANA-Sprint Live Sketch: a real-time sketch-, paint- and camera-to-image app around NVIDIA's SANA-Sprint.
 
-The package is laid out by layer; each layer imports only the layers below it (``tests/test_layout.py``):
+The package is laid out by layer; each imports only its own layer and those below it (``tests/test_layout.py``):
 
 * ``sprint_demo.settings`` -- every default and limit, read by all layers;
 * ``sprint_demo.models`` -- the pipelines, the ControlNet, the tiny autoencoder, loading and speed-ups (torch and
   diffusers; no app code);
-* the core, ``sprint_demo.{frames, inputs, conditioning, sketches, engine, scheduler}`` -- requests, input checks,
-  control maps and the engine that turns requests into frames (no Gradio);
-* ``sprint_demo.web`` -- the Gradio app: layout, frame handlers, the canvas and live-image components, launch;
+* the core, ``sprint_demo.{frames, inputs, conditioning, sketches, engine, batcher}`` -- requests, input checks,
+  control maps and the engine that turns requests into frames on its one model thread (no Gradio);
+* ``sprint_demo.web`` -- the Gradio app: layout, frame handlers, the canvas, live-image and camera components,
+  launch;
 * ``sprint_demo.tools`` -- command-line tools: bench, loadtest, generate, serve_ray, train_controlnet.
 
 The public names are importable from here (``from sprint_demo import Engine``); each is imported on first use,

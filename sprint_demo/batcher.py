@@ -9,14 +9,15 @@ What the thread takes next, when it is free:
 
 * **sessions** (a browser tab, a camera stream; ``None``: a caller without one) have at most one frame waiting:
   a newer frame of the same session takes the waiting one's place, and the older caller gets ``Superseded`` at
-  once. A final frame also stops its session's draft in flight at the draft's next stage boundary
-  (``Ticket.cancelled``; the engine checks it between stages and denoising steps);
+  once. A final frame also stops its session's draft in flight (``Ticket.cancelled``; the engine stops a batch
+  whose frames are all cancelled between stages and denoising steps and, when not compiled, before each
+  transformer block and decoder layer);
 * **priority**: waiting finals (the frame a user keeps) go before waiting drafts (frames while a pen moves, camera
   frames); within a priority, **round-robin** over sessions: the session served longest ago goes first;
-* **batches**: the first frame in that order and others of the same ``key`` (size, steps, autoencoder lane: one
-  latent shape and schedule) in the same order, up to ``max_batch_size``. When company can be expected (a batch of
-  more than one frame in the last ``company_memory_s``), the thread waits up to ``window_s`` after the first frame
-  arrived for the batch to fill; a lone user's frame goes at once;
+* **batches**: the first frame in that order and others of the same ``key`` (size, steps, image-to-image strength,
+  autoencoder lane: one latent shape and schedule) in the same order, up to ``max_batch_size``. When company can be
+  expected (a batch of more than one frame in the last ``company_memory_s``), the thread waits up to ``window_s``
+  after the first frame arrived for the batch to fill; a lone user's frame goes at once;
 * at most ``max_waiting`` sessions wait at once (each waiting caller holds a server thread); a frame of one more
   session raises ``EngineBusy`` at once instead of queueing. Callers that something else bounds already (Gradio's
   queue) pass ``Ticket.limited=False``: they neither count nor are refused.
@@ -147,8 +148,8 @@ class Batcher:
         return job.result
 
     def cancel(self, session: str) -> None:
-        """The session has gone (a stopped camera): its waiting frame is dropped and its frame in flight stops at
-        its next stage boundary."""
+        """The session has gone (a stopped camera): its waiting frame is dropped and its frame in flight is
+        cancelled (its batch stops at the next stop point once all of its frames are)."""
         with self._cond:
             for ticket in [t for t in self._waiting if t.session == session]:
                 self._finish(ticket, error=Superseded(f"session {session} stopped"))

@@ -341,7 +341,8 @@ class Engine:
         return self._batcher.call(fn)
 
     def cancel(self, session: str) -> None:
-        """Drops ``session``'s waiting frame and stops its frame in flight at the next stage (a stopped camera)."""
+        """Drops ``session``'s waiting frame and cancels its frame in flight (a stopped camera): a batch stops at its
+        next stop point once every frame of it is cancelled."""
         self._batcher.cancel(session)
 
     def warmup(self) -> float:

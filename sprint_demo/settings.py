@@ -41,7 +41,7 @@ CUDA_GRAPHS = _env_flag("SPRINT_CUDA_GRAPHS", False)  # with COMPILE: mode "redu
 COMPILE_SCOPES = ("blocks", "step")  # what COMPILE compiles: each block apart, or each denoising step whole
 COMPILE_SCOPE = os.getenv("SPRINT_COMPILE_SCOPE", "blocks")  # blocks (measured on GPUs) | step
 
-# --- Sampling (the schedule's own constants live in sprint_demo/pipeline.py) ----------------------------
+# --- Sampling (the schedule's own constants live in sprint_demo/models/pipeline.py) ---------------------
 MIN_STEPS, MAX_STEPS = 1, 4  # Sprint is step-adaptive over 1-4 steps; the app offers that range
 DEFAULT_STEPS = 1  # one step: the live canvas refreshes on every stroke
 DEFAULT_GUIDANCE = 4.5  # the slider's start; enters the transformer as guidance * guidance_embeds_scale
@@ -109,11 +109,12 @@ ON_SPACES = os.getenv("SPACE_ID") is not None  # Hugging Face Spaces set SPACE_I
 SPACES_HOST = "0.0.0.0"  # what app.py listens on when ON_SPACES: the Space's proxy must reach it
 ZERO_GPU = os.getenv("SPACES_ZERO_GPU") is not None
 ZERO_GPU_DURATION_S = 15  # spaces.GPU(duration=...) per frame on ZeroGPU: short durations get priority
-# Frames of different users waiting at the same time with the same size, steps and decoder run as one batch of
-# at most this many (1: one frame at a time). ZeroGPU runs each call in a process of its own: nothing to batch.
+# Frames of different users waiting at the same time with the same size, steps, strength and decoder run as one
+# batch of at most this many (1: one frame at a time). ZeroGPU runs each call in a process of its own: nothing to
+# batch.
 MAX_BATCH_SIZE = int(os.getenv("SPRINT_MAX_BATCH_SIZE", "1" if ZERO_GPU else "8"))
 # How long the oldest waiting frame may wait for others to join its batch (only when the engine is idle, since frames
-# that arrive while a batch runs are already waiting when it ends, and never for a lone user: engine.py).
+# that arrive while a batch runs are already waiting when it ends, and never for a lone user: batcher.py).
 # A few ms is a small part of a frame.
 BATCH_WINDOW_MS = float(os.getenv("SPRINT_BATCH_WINDOW_MS", "10"))
 # glibc malloc arenas for the server process (0: glibc's default of 8 per core). Each thread that allocates gets an
@@ -130,12 +131,13 @@ IMAGE_CACHE_SIZE = 16  # image-to-image start latents kept (LRU), one per recent
 JPEG_QUALITY = 90  # output frames are sent as JPEG: small transfers
 DRAFT_JPEG_QUALITY = 75  # draft frames (shown for a moment while the pen moves): 40% fewer bytes than at 90
 
-# --- Live drafts (frames while the pen moves; sprint_demo/live.py, canvas.js) ---------------------------
+# --- Live drafts (frames while the pen moves; sprint_demo/web/live.py, canvas.js) -----------------------
 LIVE_DRAFTS = True  # the Sketch tab's "Live drafts" switch starts on
 DRAFT_INTERVAL_MS = 75  # at most one draft per this much drawing time (and never two in flight per tab)
 SETTLE_MS = 350  # a prompt or slider unchanged this long gets its final frame; drafts before that
 DRAFT_DECODER = "tiny"  # drafts use the tiny autoencoder when the engine has one, else the full decoder
-# Tabs whose canvas frame (live.CanvasGate) may wait for the GPU at once; each holds a Gradio worker thread (40).
+# Engine sessions (browser tabs, camera streams) whose frame may wait for the model thread at once outside Gradio's
+# queue (sprint_demo/batcher.py); each waiting caller holds a server thread. One more is answered "busy".
 MAX_WAITING_FRAMES = 16
 FRAME_CACHE_PRUNE_S = (300, 900)  # gr.Blocks(delete_cache=...): every 5 min, drop served frames older than 15 min
 SAFETY_CHECKER = os.getenv("SPRINT_SAFETY_CHECKER") or None  # "module:function" prompt hook, off by default

@@ -471,8 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     speed = SpeedOptions(tf32=not args.no_tf32, channels_last=not args.no_channels_last, compile=args.compile,
                          cuda_graphs=args.cuda_graphs, compile_scope=args.compile_scope)
     began = time.perf_counter()
-    # one frame at a time in the caller's thread: the frame modes time one user's frame (and the profiler sees
-    # the thread that makes it); --mode users sets each case's batch size itself
+    # one frame at a time (batches of 1, on the engine's model thread): the frame modes time one user's frame (the
+    # profiler runs there through engine.on_model_thread); --mode users and camera set each case's batch size
     engine = load_engine(args.model, args.controlnet, args.device, args.dtype, warmup=False, speed=speed,
                          max_batch_size=1)
     if args.size:

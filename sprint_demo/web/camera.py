@@ -37,8 +37,9 @@ Gradio turns an exception into a silent ``undefined`` in the page):
     streaming --, the page was hidden, a time limit or ``max_errors`` errors in a row). ``seq`` is the newest frame
     the page sent: the server drops the session's waiting frame and answers ``dropped`` to any frame of the session
     with a sequence number up to ``seq`` that reaches it later (two POSTs may overtake each other). The frame being
-    made finishes; the page does not show it. A later Start may start the session's time limit afresh. Answer:
-    anything (ignored).
+    made may be stopped (the app's engine stops it at its next layer unless other frames share its batch or the
+    engine is compiled); the page does not show it either way. A later Start may start the session's time limit
+    afresh. Answer: anything (ignored).
 
 ``camera_snapshot(request)`` (optional: without it the Snapshot button is hidden)
     request ``{image, inputs, session, captured_at}``: the camera frame now (JPEG quality 0.95), or once stopped

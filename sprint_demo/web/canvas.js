@@ -1,4 +1,4 @@
-// The SketchCanvas's js_on_load (sprint_demo/canvas.py). Gradio runs this file as the body of a function of
+// The SketchCanvas's js_on_load (sprint_demo/web/canvas.py). Gradio runs this file as the body of a function of
 // (element, trigger, props, server, upload, watch): element is the component's root, props its properties
 // (value, size, brush, eraser_factor), watch(name, callback) observes a property set from Python. The Paint canvas
 // (canvas.py, palette=True) has a second toolbar row: colour swatches, a colour picker and a photo button.

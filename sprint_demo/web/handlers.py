@@ -351,8 +351,9 @@ class Handlers:
                 "readout": format_latency(frame, markdown=False)}
 
     def camera_stop(self, request: dict) -> dict:
-        """The stream stopped: its waiting frame is dropped, its frame in flight stops at the next layer, and frames
-        sent before the Stop that arrive later are not made."""
+        """The stream stopped: its waiting frame is dropped, its frame in flight is cancelled (it stops at the next
+        layer unless other frames share its batch or the engine is compiled), and frames sent before the Stop that
+        arrive later are not made."""
         try:
             session, seq = "camera:" + str(request["session"])[:64], int(request.get("seq") or 0)
         except (KeyError, TypeError, ValueError, AttributeError):

@@ -1,4 +1,4 @@
-// LiveImage's js_on_load (sprint_demo/live.py). Gradio runs this file as the body of a function of
+// LiveImage's js_on_load (sprint_demo/web/live.py). Gradio runs this file as the body of a function of
 // (element, trigger, props, server, upload, watch). The queue's frames arrive as props.value; the canvas hands
 // the frames of its server functions to root.liveOutput.draft(frame) / .final(frame). The newest picture wins:
 // seq numbers come from the canvas, one counter for drafts and finals, and a frame older than the one on screen

@@ -1,8 +1,9 @@
 """The Gradio interface: ``create_demo(engine) -> gr.Blocks``, layout and wiring only.
 
-Tabs: Sketch (a live canvas steering the image through the ControlNet) and Playground (text-to-image while you
-type). Each tab is built by a function of its own; the frame functions they wire live in ``web.handlers``, the
-input checks in ``sprint_demo.inputs``, the model work in the engine (the UI never touches torch).
+Tabs: Sketch (a live canvas steering the image through the ControlNet), Paint (a colour canvas redrawn by
+image-to-image), Camera (a live camera, ``web.camera``) and Playground (text-to-image while you type). Each tab is
+built by a function of its own; the frame functions they wire live in ``web.handlers``, the input checks in
+``sprint_demo.inputs``, the model work in the engine (the UI never touches torch).
 
 Refresh semantics (measured in headless Chromium: ``trigger_mode="once"`` left stale final images, ``"multiple"``
 fell over a second behind): a tab's queued frames come from ONE ``gr.on`` with ``trigger_mode="always_last"``,
@@ -19,17 +20,24 @@ when it lifts, through the canvas's server functions (``handlers.canvas_function
 name: ``handlers.PAINT_INPUTS``) or the queue (``handlers.paint_final``); "Paint over this" loads the frame on show
 back into the canvas, in the page.
 
+The Camera tab (``_camera_tab``) is a ``CameraStream`` whose server functions (``handlers.camera_functions``) make
+every frame; its inputs are mirrored into it by name (``handlers.CAMERA_INPUTS``). On ZeroGPU it shows a note
+instead: each frame would be a GPU allocation of its own.
+
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
 
 * ``/sketch_to_image(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness, decoder)``
   -> ``(image_path, latency_markdown)``; ``sketch`` is a PNG data URL string (``""`` = no sketch).
 * ``/text_to_image(prompt, steps, seed, guidance_scale, width, height, decoder)`` -> ``(image_path,
   latency_markdown)``.
+* ``/image_to_image(image, prompt, strength, steps, seed, guidance_scale, decoder)`` -> ``(image_path,
+  latency_markdown)``; ``image`` is a PNG, JPEG or WebP data URL, and the result keeps its aspect ratio.
 
 ``decoder`` (last, so positional calls written before it existed still work) is ``"full"`` (default: the DC-AE)
 or ``"tiny"`` (the tiny autoencoder: much faster, less fine detail); the latency readout names the one used. A
 server without a tiny autoencoder offers only ``"full"`` and says why under the choice. The page's own frames are
-private events; the named endpoints have no trigger in the page. Bad input raises ``gr.Error`` naming the value;
+private events, but for the Playground's, which is ``/text_to_image``; the other two endpoints have no trigger in
+the page. Bad input raises ``gr.Error`` naming the value;
 model faults raise ``gr.Error`` naming the fault; the server keeps serving.
 """
 
