@@ -7,6 +7,7 @@ import json
 from unittest import mock
 
 import pytest
+import torch
 from PIL import Image
 
 from sprint_demo import settings
@@ -402,7 +403,9 @@ def test_compiled_denoiser_does_not_recompile_when_the_user_moves_a_slider(scope
 @pytest.mark.parametrize("graphs", [False, True])
 def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, graphs):
     """Without CUDA graphs: one frame with and one without control. With them (a new path of graphs to record per
-    step count): every step count for both. The warm-up's prompt and canvas leave nothing in the caches."""
+    step count): every step count for both. Then an image-to-image frame at the canvas size per lane (compiled, also
+    at the camera's shapes: the CPU never compiles, so not here). The warm-up's prompt, canvas and pictures leave
+    nothing in the caches."""
     from dataclasses import replace
 
     engine.speed = replace(engine.speed, cuda_graphs=graphs)  # the CPU turns graphs off; the choice is tested
@@ -410,15 +413,39 @@ def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, gr
     real = engine.render
 
     def record(request, **kwargs):
-        calls.append((request.decoder, request.control_key is not None, request.steps))
+        calls.append((request.decoder, request.control_key is not None, request.steps, request.init_key is not None,
+                      request.width, request.height))
         return real(request, **kwargs)
 
     with mock.patch.object(engine, "render", side_effect=record):
         assert engine.warmup() > 0
     steps = range(settings.MIN_STEPS, settings.MAX_STEPS + 1) if graphs else [settings.DEFAULT_STEPS]
+    size = engine.size
     assert engine.decoders == ("full", "tiny")  # both lanes are paths a user can take
-    assert calls == [(d, c, s) for d in ("full", "tiny") for c in (False, True) for s in steps]
-    assert not engine._prompts and not engine._controls and not engine._frames
+    assert calls == [(d, c, s, False, size, size) for d in ("full", "tiny") for c in (False, True) for s in steps] + [
+        (d, False, settings.DEFAULT_STEPS, True, size, size) for d in ("full", "tiny")]
+    assert not engine._prompts and not engine._controls and not engine._pictures and not engine._frames
+
+
+def test_a_compiled_engine_s_warmup_also_makes_the_camera_s_common_shapes(engine):
+    """Compiled, a shape the warm-up did not see runs uncompiled: the camera's 4:3 and 16:9 frames are warmed (the
+    switch is set by hand: on this CPU nothing compiles, so only which frames the warm-up makes is tested)."""
+    from dataclasses import replace
+
+    engine.speed = replace(engine.speed, compile=True, cuda_graphs=False)
+    sizes = []
+    real = engine.render
+
+    def record(request, **kwargs):
+        if request.init_key is not None:
+            sizes.append((request.decoder, request.width, request.height))
+        return real(request, **kwargs)
+
+    with mock.patch.object(engine, "render", side_effect=record), torch.compiler.set_stance("force_eager"):
+        engine.warmup()
+    camera = settings.CAMERA_CAPTURE_SIZE
+    assert sizes == [(d, w, h) for d in ("full", "tiny")
+                     for w, h in ((engine.size, engine.size), (camera, camera * 3 // 4), (camera, camera * 9 // 16))]
 
 
 @pytest.mark.slow
