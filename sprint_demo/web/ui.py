@@ -212,9 +212,8 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
     queued = dict(api_visibility="private", trigger_mode="always_last", show_progress="hidden",
                   concurrency_limit=concurrency_limit, concurrency_id=GPU)
     with gr.Blocks(title="SANA-Sprint Live Sketch", delete_cache=settings.FRAME_CACHE_PRUNE_S) as demo:
-        gr.Markdown("# SANA-Sprint Live Sketch\nDraw on the canvas: the image follows your pen while you draw and "
-                    "is redrawn in full when you lift it, by a one-step diffusion model steered by your sketch "
-                    "(ControlNet).")
+        gr.Markdown("# SANA-Sprint Live Sketch\nDraw, paint or point your camera: a one-step diffusion model "
+                    "redraws the picture while you work (drafts while the pen moves, the full frame when it lifts).")
         if banner := messages.banner(engine):
             gr.HTML(banner_html(banner), elem_id="banner", padding=False)
         if note := messages.controlnet_note(engine):
