@@ -99,3 +99,10 @@ def test_ci_runs_the_readme_test_command_and_it_checks_the_code_first():
                    and "pytest" in line)
     assert command in (ROOT / ".ci" / "run").read_text()
     assert command.index("ruff check") < command.index("pytest")
+
+
+def test_the_space_s_short_description_fits_its_limit():
+    """Hugging Face refuses a Space whose short_description is longer than 60 characters."""
+    front = (ROOT / "README.md").read_text().split("---")[1]
+    (line,) = [line for line in front.splitlines() if line.startswith("short_description:")]
+    assert 0 < len(line.split(":", 1)[1].strip()) <= 60, line
