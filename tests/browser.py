@@ -211,6 +211,31 @@ def latency_total_ms(page) -> float:
     return float(match.group(1))
 
 
+def in_viewport(box: dict, viewport: dict) -> bool:
+    return (box["y"] >= -1 and box["y"] + box["height"] <= viewport["height"] + 1
+            and box["x"] >= -1 and box["x"] + box["width"] <= viewport["width"] + 1)
+
+
+def assert_image_in_view_with_canvas(page, canvas_selector: str, image_selector: str, viewport: dict) -> None:
+    """A tab's output image and its canvas are both on screen without overlapping: side by side on a wide screen;
+    on a phone the image above the canvas, still in view when the page scrolls on down the canvas."""
+    canvas = page.locator(canvas_selector)
+    canvas.scroll_into_view_if_needed()
+    page.wait_for_timeout(200)
+    canvas_box = canvas.bounding_box()
+    image_box = page.locator(image_selector).bounding_box()
+    assert in_viewport(canvas_box, viewport), canvas_box
+    assert in_viewport(image_box, viewport), image_box
+    assert image_box["y"] + image_box["height"] <= canvas_box["y"] + 1 or \
+        image_box["x"] >= canvas_box["x"] + canvas_box["width"] - 1, "the image covers the canvas"
+    if viewport["width"] >= 1000:  # desktop: side by side
+        assert image_box["x"] >= canvas_box["x"] + canvas_box["width"]
+    else:  # phone: the image above the canvas, and still in view when the page scrolls on down the canvas
+        page.evaluate("(dy) => window.scrollBy(0, dy)", canvas_box["height"] * 0.5)
+        page.wait_for_timeout(200)
+        assert in_viewport(page.locator(image_selector).bounding_box(), viewport)
+
+
 def measure_transit(strokes: int = 10, long_strokes: int = 3) -> dict:
     """Benchmark (asserts nothing): the app on the preview engine in this process, driven like a user.
 

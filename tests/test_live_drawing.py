@@ -238,32 +238,13 @@ def test_a_model_fault_on_a_final_frame_is_shown_and_the_next_stroke_works(chrom
     assert failures == ["full", "full"] and kind == "final"
 
 
-def _in_viewport(box: dict, viewport: dict) -> bool:
-    return (box["y"] >= -1 and box["y"] + box["height"] <= viewport["height"] + 1
-            and box["x"] >= -1 and box["x"] + box["width"] <= viewport["width"] + 1)
-
-
 @pytest.mark.parametrize("viewport", [{"width": 390, "height": 844}, {"width": 1400, "height": 1000}],
                          ids=["phone", "desktop"])
 def test_the_image_is_in_view_while_the_canvas_is(chromium, live_app, viewport):
     url, _engine, _demo = live_app
     with _app_page(chromium, url, viewport=viewport, has_touch=viewport["width"] < 600) as page:
         helpers.wait_idle(page)
-        canvas = page.locator("#sketch canvas")
-        canvas.scroll_into_view_if_needed()
-        page.wait_for_timeout(200)
-        canvas_box = canvas.bounding_box()
-        image_box = page.locator("#sketch_output img").bounding_box()
-        assert _in_viewport(canvas_box, viewport), canvas_box
-        assert _in_viewport(image_box, viewport), image_box
-        assert image_box["y"] + image_box["height"] <= canvas_box["y"] + 1 or \
-            image_box["x"] >= canvas_box["x"] + canvas_box["width"] - 1, "the image covers the canvas"
-        if viewport["width"] >= 1000:  # desktop: side by side
-            assert image_box["x"] >= canvas_box["x"] + canvas_box["width"]
-        else:  # phone: the image above the canvas, and still in view when the page scrolls on down the canvas
-            page.evaluate("(dy) => window.scrollBy(0, dy)", canvas_box["height"] * 0.5)
-            page.wait_for_timeout(200)
-            assert _in_viewport(page.locator("#sketch_output img").bounding_box(), viewport)
+        helpers.assert_image_in_view_with_canvas(page, "#sketch canvas", "#sketch_output img", viewport)
         banner = page.locator("#banner")
         if banner.count():  # one line; the rest behind a disclosure
             line = page.evaluate("() => parseFloat(getComputedStyle(document.querySelector('#banner summary'))"

@@ -326,11 +326,6 @@ def test_a_photo_loads_as_the_background_and_the_eraser_paints_it_back(chromium,
     assert _pixels(decode_image(blank)).min() == 255  # undone: the photo too, back to white paper
 
 
-def _in_viewport(box: dict, viewport: dict) -> bool:
-    return (box["y"] >= -1 and box["y"] + box["height"] <= viewport["height"] + 1
-            and box["x"] >= -1 and box["x"] + box["width"] <= viewport["width"] + 1)
-
-
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.parametrize("viewport", [{"width": 390, "height": 844}, {"width": 1400, "height": 1000}],
@@ -338,18 +333,4 @@ def _in_viewport(box: dict, viewport: dict) -> bool:
 def test_the_painted_image_is_in_view_while_the_canvas_is(chromium, live_app, viewport):
     url, _engine, _demo = live_app
     with _paint_page(chromium, url, viewport=viewport, has_touch=viewport["width"] < 600) as page:
-        canvas = page.locator(PAINT)
-        canvas.scroll_into_view_if_needed()
-        page.wait_for_timeout(200)
-        canvas_box = canvas.bounding_box()
-        image_box = page.locator("#paint_output img").bounding_box()
-        assert _in_viewport(canvas_box, viewport), canvas_box
-        assert _in_viewport(image_box, viewport), image_box
-        assert image_box["y"] + image_box["height"] <= canvas_box["y"] + 1 or \
-            image_box["x"] >= canvas_box["x"] + canvas_box["width"] - 1, "the image covers the canvas"
-        if viewport["width"] >= 1000:  # desktop: side by side
-            assert image_box["x"] >= canvas_box["x"] + canvas_box["width"]
-        else:  # phone: the image above the canvas, and still in view when the page scrolls on down the canvas
-            page.evaluate("(dy) => window.scrollBy(0, dy)", canvas_box["height"] * 0.5)
-            page.wait_for_timeout(200)
-            assert _in_viewport(page.locator("#paint_output img").bounding_box(), viewport)
+        helpers.assert_image_in_view_with_canvas(page, PAINT, "#paint_output img", viewport)
