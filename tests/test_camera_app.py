@@ -126,14 +126,19 @@ def frames(page) -> list[dict]:
     return page.evaluate("() => window.__cam")
 
 
+def start(page, shown: int = 2) -> None:
+    """Press Start and wait until ``shown`` frames are on screen."""
+    page.click("#camera .cam-start")
+    page.wait_for_function(f"() => window.__cam.length >= {shown}", timeout=90_000)
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_a_stream_shows_fresh_frames_and_stop_ends_the_engine_s_work_for_it(served, playwright):
     url, engine, record = served
     chromium, page = open_camera(playwright, url, prompt="an oil painting")
     try:
-        page.click("#camera .cam-start")
-        page.wait_for_function("() => window.__cam.length >= 2", timeout=60_000)
+        start(page)
         page.evaluate("() => { window.__cam.length = 0; }")
         t0 = page.evaluate("() => performance.now()")
         page.wait_for_timeout(10_000)
@@ -182,7 +187,7 @@ def test_two_cameras_and_two_prompts_each_get_their_own_frames(served, playwrigh
         for page in (page_red, page_blue):
             page.click("#camera .cam-start")
         for page in (page_red, page_blue):
-            page.wait_for_function("() => window.__cam.length >= 4", timeout=90_000)
+            page.wait_for_function("() => window.__cam.length >= 4", timeout=90_000)  # both stream at once
         for page, colour, prompt in ((page_red, RED, "a red bus"), (page_blue, BLUE, "the sea")):
             answers = record.answers[session_of(page)]
             made = {a["digest"]: a for a in answers}
@@ -202,8 +207,7 @@ def test_a_prompt_changed_mid_stream_changes_the_next_frames(served, playwright)
     url, _engine, record = served
     chromium, page = open_camera(playwright, url, prompt="a castle")
     try:
-        page.click("#camera .cam-start")
-        page.wait_for_function("() => window.__cam.length >= 2", timeout=60_000)
+        start(page)
         page.locator("#camera_prompt textarea").fill("a spaceship")
         settled = page.evaluate("() => performance.now()") + 300  # the client-side event reaches the camera
         page.wait_for_function(f"() => window.__cam.filter((f) => f.captured_at > {settled}).length >= 2",
