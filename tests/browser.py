@@ -101,6 +101,22 @@ def open_app(context, url: str):
     return page
 
 
+@contextlib.contextmanager
+def app_page(chromium, url: str, sample: bool = False, **context_options):
+    """A page on the app (``open_app``) in a browser context of its own, closed afterwards; a desktop window unless
+    ``context_options`` say otherwise. ``sample``: the probe copies the canvas with each draft it sends."""
+    if chromium is None:
+        require_chromium()  # raises AssertionError with the install hint
+    context = chromium.new_context(**({"viewport": {"width": 1280, "height": 1000}} | context_options))
+    try:
+        page = open_app(context, url)
+        if sample:
+            page.evaluate("() => { window.__probe.sample = true; }")
+        yield page
+    finally:
+        context.close()
+
+
 def output_src(page, elem_id: str = "sketch_output") -> str | None:
     return page.evaluate(f"() => {{ const i = document.querySelector('#{elem_id} img'); "
                          f"return i ? (i.currentSrc || i.src) : null; }}")

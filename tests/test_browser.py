@@ -18,7 +18,6 @@ import json
 import re
 import statistics
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +48,6 @@ def _need(chromium):
     return chromium
 
 
-@contextmanager
-def _app_page(chromium, url: str, **context_options):
-    """A page on the app (``helpers.open_app``) in a browser context of its own, closed afterwards; a desktop
-    window unless ``context_options`` say otherwise."""
-    context = _need(chromium).new_context(**({"viewport": {"width": 1280, "height": 1000}} | context_options))
-    try:
-        yield helpers.open_app(context, url)
-    finally:
-        context.close()
 
 
 def _pixels(image) -> np.ndarray:
@@ -73,7 +63,7 @@ def _engine_total_ms(page) -> float:
 
 def test_five_mouse_strokes_each_show_a_new_image(chromium, live_app):
     url, engine, _demo = live_app
-    with _app_page(chromium, url) as page:
+    with helpers.app_page(chromium, url) as page:
         src = helpers.wait_idle(page)
         seen, rows = {src}, []
         for index, stroke in enumerate(STROKES):
@@ -108,7 +98,7 @@ def test_five_mouse_strokes_each_show_a_new_image(chromium, live_app):
 def test_fast_typing_ends_on_the_image_for_the_whole_prompt(chromium, live_app):
     url, engine, _demo = live_app
     prompt = "a lighthouse on a cliff at dusk"
-    with _app_page(chromium, url) as page:
+    with helpers.app_page(chromium, url) as page:
         src = helpers.wait_idle(page)
         helpers.draw_stroke(page, STROKES[0])
         src = helpers.wait_new_image(page, src)
@@ -140,7 +130,7 @@ def test_fast_typing_ends_on_the_image_for_the_whole_prompt(chromium, live_app):
 
 def test_touch_stroke_draws_sends_and_does_not_scroll(chromium, live_app):
     url, engine, _demo = live_app
-    with _app_page(chromium, url, viewport={"width": 412, "height": 700}, has_touch=True, is_mobile=True,
+    with helpers.app_page(chromium, url, viewport={"width": 412, "height": 700}, has_touch=True, is_mobile=True,
                    device_scale_factor=2) as page:
         src = helpers.wait_idle(page)
         box = helpers.canvas_box(page)
@@ -193,7 +183,7 @@ def _same_as_engine(page, src: str, frame) -> bool:
 def test_example_sketch_loads_and_undo_and_clear_work(chromium, live_app):
     url, engine, _demo = live_app
     examples = json.loads((support.REPO / "assets" / "examples.json").read_text())
-    with _app_page(chromium, url) as page:
+    with helpers.app_page(chromium, url) as page:
         src = helpers.wait_idle(page)
         page.locator("#sketch_examples img").nth(1).click()
         helpers.wait_new_image(page, src)
@@ -218,7 +208,7 @@ def test_example_sketch_loads_and_undo_and_clear_work(chromium, live_app):
 
 def test_photo_upload_replaces_the_sketch_until_cleared(chromium, live_app):
     url, _engine, _demo = live_app
-    with _app_page(chromium, url) as page:
+    with helpers.app_page(chromium, url) as page:
         src = helpers.wait_idle(page)
         helpers.draw_stroke(page, STROKES[2])
         sketch_src = helpers.wait_new_image(page, src)
@@ -237,7 +227,7 @@ def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
 
     url, engine, _demo = live_app
     prompt = "a red kite over the sea"
-    with _app_page(chromium, url) as page:
+    with helpers.app_page(chromium, url) as page:
         page.get_by_role("tab", name="Playground").click()
         page.wait_for_selector("#t2i_output img", timeout=60_000)
         src = helpers.wait_idle(page, "t2i_output")
@@ -274,7 +264,7 @@ def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
 
 def test_the_decoder_choice_redraws_with_the_tiny_autoencoder_and_says_so(chromium, live_app):
     url, engine, _demo = live_app
-    with _app_page(chromium, url) as page:
+    with helpers.app_page(chromium, url) as page:
         page.get_by_role("tab", name="Playground").click()
         page.wait_for_selector("#t2i_output img", timeout=60_000)
         src = helpers.wait_idle(page, "t2i_output")
@@ -300,7 +290,7 @@ GALLERY_BOX_JS = """() => {
 def test_example_gallery_box_fits_its_thumbnails(chromium, live_app, viewport):
     url, _engine, _demo = live_app
     examples = json.loads((support.REPO / "assets" / "examples.json").read_text())
-    with _app_page(chromium, url, viewport=viewport) as page:
+    with helpers.app_page(chromium, url, viewport=viewport) as page:
         page.wait_for_function("() => [...document.querySelectorAll('#sketch_examples img')]"
                                ".every((i) => i.complete && i.naturalWidth > 0)", timeout=60_000)
         box = page.evaluate(GALLERY_BOX_JS)

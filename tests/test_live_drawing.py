@@ -18,7 +18,6 @@ import base64
 import io
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +38,6 @@ STROKE_LIMIT_S = 30.0
 
 
 # --- The app in a browser ----------------------------------------------------------------------------------
-@contextmanager
-def _app_page(chromium, url: str, **context_options):
-    if chromium is None:
-        helpers.require_chromium()  # raises AssertionError with the install hint
-    context = chromium.new_context(**({"viewport": {"width": 1280, "height": 1000}} | context_options))
-    try:
-        page = helpers.open_app(context, url)
-        page.evaluate("() => { window.__probe.sample = true; }")
-        yield page
-    finally:
-        context.close()
 
 
 def _drafts_shown(page) -> int:
@@ -91,7 +79,7 @@ def _data_url_pixels(url: str) -> np.ndarray:
 
 def test_drafts_arrive_during_a_slow_stroke_each_for_a_canvas_the_stroke_passed_through(chromium, live_app):
     url, _engine, _demo = live_app
-    with _app_page(chromium, url) as page:
+    with helpers.app_page(chromium, url, sample=True) as page:
         helpers.wait_idle(page)
         stroke = _slow_stroke(page, DRAFTS_WANTED)
         last_draft_seq = page.evaluate("() => Math.max(0, ...window.__probe.drafts.map((d) => d.seq))")
@@ -119,7 +107,7 @@ def test_final_frame_after_pointer_up_equals_the_api_frame_for_the_final_canvas(
 
     url, _engine, _demo = live_app
     prompt = "a sailing boat"
-    with _app_page(chromium, url) as page:
+    with helpers.app_page(chromium, url, sample=True) as page:
         page.locator("#prompt textarea").fill(prompt)
         helpers.wait_idle(page, quiet_ms=1500)
         _slow_stroke(page, 1)
@@ -153,7 +141,7 @@ def test_final_frame_after_pointer_up_equals_the_api_frame_for_the_final_canvas(
 
 def test_live_drafts_switch_off_sends_no_drafts_and_still_shows_the_final(chromium, live_app):
     url, _engine, _demo = live_app
-    with _app_page(chromium, url) as page:
+    with helpers.app_page(chromium, url, sample=True) as page:
         helpers.wait_idle(page)
         switch = page.locator("#live_drafts input[type=checkbox]")
         assert switch.is_checked() == settings.LIVE_DRAFTS
@@ -192,7 +180,7 @@ def _short_stroke(page, y: float) -> None:
 def test_a_final_the_engine_turns_away_comes_through_the_queue(chromium, monkeypatch):
     """With no room for waiting tabs (``max_waiting`` 0: every frame of the canvas's server functions is turned
     away), the canvas asks the queue for its final frame, which arrives for the final canvas."""
-    with support.live_app() as (url, engine, _demo), _app_page(chromium, url) as page:
+    with support.live_app() as (url, engine, _demo), helpers.app_page(chromium, url, sample=True) as page:
         monkeypatch.setattr(engine._batcher, "max_waiting", 0)
         helpers.wait_idle(page)
         page.evaluate("() => { window.__probe.frames = []; window.__probe.requests = []; }")
@@ -220,7 +208,7 @@ def test_a_model_fault_on_a_final_frame_is_shown_and_the_next_stroke_works(chrom
             raise RuntimeError("simulated kernel fault")
         return type(engine).render(engine, request, *args, **kwargs)
 
-    with _app_page(chromium, url) as page:
+    with helpers.app_page(chromium, url, sample=True) as page:
         helpers.wait_idle(page)
         page.locator("#live_drafts input[type=checkbox]").uncheck()  # only finals: the two failures are theirs
         helpers.wait_idle(page, quiet_ms=800)
@@ -242,7 +230,7 @@ def test_a_model_fault_on_a_final_frame_is_shown_and_the_next_stroke_works(chrom
                          ids=["phone", "desktop"])
 def test_the_image_is_in_view_while_the_canvas_is(chromium, live_app, viewport):
     url, _engine, _demo = live_app
-    with _app_page(chromium, url, viewport=viewport, has_touch=viewport["width"] < 600) as page:
+    with helpers.app_page(chromium, url, sample=True, viewport=viewport, has_touch=viewport["width"] < 600) as page:
         helpers.wait_idle(page)
         helpers.assert_image_in_view_with_canvas(page, "#sketch canvas", "#sketch_output img", viewport)
         banner = page.locator("#banner")

@@ -184,16 +184,9 @@ def test_the_sketch_tab_s_photo_restyle_is_the_photo_s_image_to_image_frame_and_
 @contextmanager
 def _paint_page(chromium, url: str, **context_options):
     """The app with the Paint tab open and its first frame shown; the probe copies the canvas with each draft."""
-    if chromium is None:
-        helpers.require_chromium()  # raises AssertionError with the install hint
-    context = chromium.new_context(**({"viewport": {"width": 1280, "height": 1000}} | context_options))
-    try:
-        page = helpers.open_app(context, url)
-        page.evaluate("() => { window.__probe.sample = true; }")
+    with helpers.app_page(chromium, url, sample=True, **context_options) as page:
         helpers.open_paint_tab(page)
         yield page
-    finally:
-        context.close()
 
 
 def _wait_final_after(page, seq: int, timeout_ms: float = 60_000) -> dict:
