@@ -9,9 +9,11 @@ What the thread takes next, when it is free:
 
 * **sessions** (a browser tab, a camera stream; ``None``: a caller without one) have at most one frame waiting:
   a newer frame of the same session takes the waiting one's place, and the older caller gets ``Superseded`` at
-  once. A final frame also stops its session's draft in flight (``Ticket.cancelled``; the engine stops a batch
-  whose frames are all cancelled between stages and denoising steps and, when not compiled, before each
-  transformer block and decoder layer);
+  once; but a draft never takes a waiting final's place: it is refused (``Superseded``) instead, since its
+  request may have been overtaken on the way by the final the page asked for after it, and the final is the
+  frame the user keeps. A final frame also stops its session's draft in flight (``Ticket.cancelled``; the engine
+  stops a batch whose frames are all cancelled between stages and denoising steps and, when not compiled, before
+  each transformer block and decoder layer);
 * **priority**: waiting finals (the frame a user keeps) go before waiting drafts (frames while a pen moves, camera
   frames); within a priority, **round-robin** over sessions: the session served longest ago goes first;
 * **batches**: the first frame in that order and others of the same ``key`` (size, steps, image-to-image strength,
@@ -187,9 +189,11 @@ class Batcher:
             raise RuntimeError("the engine was closed")
 
     def _supersede(self, ticket: Ticket) -> None:
-        """(Lock held.) ``ticket`` replaces its session's waiting frame; as a final, it stops its session's draft in
-        flight. A session beyond ``max_waiting`` is refused."""
+        """(Lock held.) ``ticket`` replaces its session's waiting frame (a draft does not replace a final: it is
+        refused); as a final, it stops its session's draft in flight. A session beyond ``max_waiting`` is refused."""
         older = [t for t in self._waiting if t.session == ticket.session]
+        if ticket.priority == Priority.DRAFT and any(t.priority == Priority.FINAL for t in older):
+            raise Superseded(f"session {ticket.session}'s final frame is waiting")
         for old in older:
             self._finish(old, error=Superseded(f"a newer frame of session {ticket.session} replaced it"))
         if ticket.priority == Priority.FINAL:

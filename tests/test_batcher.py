@@ -91,6 +91,27 @@ def test_a_newer_frame_of_a_session_replaces_its_waiting_one(model):
     assert model.threads == {batcher.thread}
 
 
+def test_a_draft_never_takes_its_session_s_waiting_final_s_place(model):
+    # A page asks for a draft, then (pen up) for the final; the draft's request can reach the server second.
+    batcher, outcomes = make(model), {}
+    threads = [busy_with(batcher, model, outcomes)]
+    threads.append(in_thread(batcher, "a-final", "a", Priority.FINAL, outcomes=outcomes))
+    wait_until(lambda: batcher.waiting() == 1)
+    threads.append(in_thread(batcher, "a-late-draft", "a", Priority.DRAFT, outcomes=outcomes))
+    wait_until(lambda: "a-late-draft" in outcomes)
+    assert isinstance(outcomes["a-late-draft"], Superseded) and batcher.waiting() == 1
+    threads.append(in_thread(batcher, "b-draft", "b", Priority.DRAFT, outcomes=outcomes))  # other sessions: as ever
+    wait_until(lambda: batcher.waiting() == 2)
+    threads.append(in_thread(batcher, "a-newer-final", "a", Priority.FINAL, outcomes=outcomes))  # a final replaces
+    wait_until(lambda: "a-final" in outcomes)
+    assert isinstance(outcomes["a-final"], Superseded)
+    model.hold.set()
+    for thread in threads:
+        thread.join(10)
+    assert outcomes["a-newer-final"] == "frame a-newer-final" and outcomes["b-draft"] == "frame b-draft"
+    assert model.batches == [["holder"], ["a-newer-final", "b-draft"]]
+
+
 def test_finals_go_first_then_sessions_round_robin_and_batches_keep_to_one_key(model):
     batcher, outcomes = make(model, max_batch_size=2), {}
     threads = [busy_with(batcher, model, outcomes)]

@@ -370,7 +370,9 @@ async function pump() {
   canvas.dispatchEvent(new CustomEvent('sketch-draft', { detail: { seq: mine } }));
   let frame = null;
   try {
-    frame = await server.draft_frame({ png: await png, inputs: inputs, seq: mine, tab: TAB });
+    const picture = await png;
+    // A final claimed while the snapshot was encoded covers this picture: sending the draft would only cost work.
+    if (mine === seq) frame = await server.draft_frame({ png: picture, inputs: inputs, seq: mine, tab: TAB });
   } catch (error) {
     frame = null;  // refused or failed: the final frame follows anyway
   }
