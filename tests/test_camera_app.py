@@ -253,6 +253,22 @@ def test_camera_frames_images_and_edges_and_refusals_by_name():
     assert "src" in fns["camera_frame"](_frame_request(6))  # still serving
 
 
+def test_a_failing_edge_detector_is_a_message_for_frames_and_snapshots_and_the_stream_goes_on(monkeypatch):
+    engine = support.preview_engine()
+    _handlers, fns = _camera_functions(engine)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("HED weights are corrupt")
+
+    monkeypatch.setattr(engine, "photo_to_control_map", broken)
+    frame = fns["camera_frame"](_frame_request(1, mode="edges"))
+    assert frame["seq"] == 1 and "RuntimeError: HED weights are corrupt" in frame["error"]
+    snapshot = _frame_request(2, mode="edges")
+    del snapshot["seq"]
+    assert "RuntimeError: HED weights are corrupt" in fns["camera_snapshot"](snapshot)["error"]
+    assert "src" in fns["camera_frame"](_frame_request(3))  # image mode needs no edges: still serving
+
+
 def test_a_stopped_stream_drops_late_frames_and_a_long_one_expires(monkeypatch):
     handlers, fns = _camera_functions(support.preview_engine())
     assert fns["camera_stop"]({"session": "s2", "seq": 7}) == {"stopped": True}

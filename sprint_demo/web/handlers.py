@@ -205,6 +205,15 @@ class Handlers:
         except Exception as error:  # noqa: BLE001 - every fault becomes a message; the server keeps serving
             raise user_error(error) from None
 
+    def edge_map(self, photo: Image.Image, thickness: object,
+                 size: tuple[int, int] | None = None) -> Image.Image:
+        """``Engine.photo_to_control_map``; any failure (a bad photo or thickness, a fault of the edge detector)
+        becomes a ``gr.Error`` for the user."""
+        try:
+            return self._edges(photo, thickness, size)
+        except Exception as error:  # noqa: BLE001 - a bad upload or a fault: a message, the server keeps serving
+            raise user_error(error) from None
+
     def sketch_frame(self, picture: Image.Image | None, values: dict[str, Any], *, decoder: str = DEFAULT_DECODER,
                      control_map: Image.Image | None = None, session: str | None = None,
                      priority: Priority = Priority.FINAL, markdown: bool = False,
@@ -291,7 +300,8 @@ class Handlers:
     def camera_request(self, picture: Image.Image, values: dict[str, Any], decoder: str | None = None) -> FrameRequest:
         """A camera frame with the tab's ``values`` (named as in ``CAMERA_INPUTS``) -> the request: image-to-image
         of the frame ("image" mode), or text-to-image steered by the frame's edge map ("edges" mode: HED, or the
-        offline edge fallback, made on the model thread). Raises InputError naming a bad value."""
+        offline edge fallback, made on the model thread). Raises InputError naming a bad value, gr.Error for a
+        failed edge map."""
         mode = values["mode"]
         if mode not in settings.CAMERA_MODES:
             raise InputError(f"mode must be one of {', '.join(settings.CAMERA_MODES)}, got {mode!r}")
@@ -301,7 +311,7 @@ class Handlers:
         if mode == "image":
             return inputs.image_request(picture, strength=values["strength"], **common)
         size = inputs.fit_size(picture.width, picture.height, settings.CAMERA_CAPTURE_SIZE)
-        edges = self._edges(picture, settings.DEFAULT_THICKNESS, size)
+        edges = self.edge_map(picture, settings.DEFAULT_THICKNESS, size)
         return inputs.image_request(picture, strength=1.0, control_map=edges, **common)
 
     @staticmethod
@@ -344,8 +354,6 @@ class Handlers:
             return {"seq": seq, "error": str(error)}
         except gr.Error as error:
             return {"seq": seq, "error": error.message}
-        except Exception as error:  # noqa: BLE001 - the edge detector's fault: a message, the stream goes on
-            return {"seq": seq, "error": user_error(error).message}
         return {"src": jpeg_data_url(encode_jpeg(frame.image, settings.CAMERA_JPEG_QUALITY)), "seq": seq,
                 "captured_at": request.get("captured_at"), "server_ms": frame.timings_ms["total"],
                 "readout": format_latency(frame, markdown=False)}
@@ -424,11 +432,8 @@ class Handlers:
         photo itself redrawn at ``photo_strength`` (``photo_restyle``)."""
         control = None
         if photo is not None:
-            try:
-                control = (self.photo_restyle(photo, thickness, photo_strength) if restyle
-                           else self._edges(photo, thickness))
-            except Exception as error:  # noqa: BLE001 - a bad upload or a fault: a message, the server keeps serving
-                raise user_error(error) from None
+            control = (self.photo_restyle(photo, thickness, photo_strength) if restyle
+                       else self.edge_map(photo, thickness))
         yield control.shown if isinstance(control, PhotoRestyle) else control, control, gr.skip()
         yield gr.skip(), gr.skip(), self.sketch_final(sketch, prompt, steps, seed, guidance_scale, control_strength,
                                                       thickness, control, decoder, FinalAsked(None, None))
@@ -496,9 +501,12 @@ class Handlers:
         """The Sketch tab's photo, ready to restyle: at its frame size (long side the engine's), with its edge map
         at that size. The edges are those of the photo at that size: letterboxed into the square at scale 1, its box
         in the square map is exactly the frame."""
-        strength = inputs.check_strength(strength)
-        picture = inputs.fit_picture(inputs.decode_image(photo, what="photo"), self.size)
-        shown = self._edges(picture, thickness)
+        try:
+            strength = inputs.check_strength(strength)
+            picture = inputs.fit_picture(inputs.decode_image(photo, what="photo"), self.size)
+        except InputError as error:
+            raise user_error(error) from None
+        shown = self.edge_map(picture, thickness)
         left, top = (self.size - picture.width) // 2, (self.size - picture.height) // 2
         control = shown.crop((left, top, left + picture.width, top + picture.height))
         return PhotoRestyle(picture, control, shown, strength)
