@@ -220,6 +220,23 @@ def test_the_img2img_benchmark_times_each_strength_on_each_lane_with_a_new_paint
     assert "img2img s=0.3" in printed and "img2img s=0.8" in printed and "image_encode" in printed
 
 
+def test_the_benchmark_summary_compares_each_strength_with_the_same_strength_and_counts_the_image_encode(tmp_path):
+    def run(strength: float, total: float) -> dict:
+        stages = dict.fromkeys(settings.FRAME_STAGES, 0.0) | {"image_encode": 20.0, "denoise": 10.0, "decode": 30.0}
+        return {"mode": "img2img", "decoder": "full", "steps": 1, "strength": strength, "width": 256, "height": 256,
+                "device": "cpu", "model": "preview", "stages_ms": stages, "model_ms": 60.0, "total_ms": total,
+                "p90_total_ms": total}
+
+    eager, faster = tmp_path / "eager.json", tmp_path / "faster.json"
+    eager.write_text(json.dumps({"runs": [run(0.3, 100.0), run(0.8, 200.0)]}))
+    faster.write_text(json.dumps({"runs": [run(0.3, 50.0), run(0.8, 100.0)]}))
+    rows = [line.split() for line in bench.summarize([eager, faster]).splitlines()[2:]]
+    # variant, mode, s=..., decoder, steps, encode, denoise, decode, model, total, p90, ratio
+    assert [(r[0], r[2], r[5], r[-1]) for r in rows] == [
+        ("eager", "s=0.3", "20.0", "1.00"), ("eager", "s=0.8", "20.0", "1.00"),
+        ("faster", "s=0.3", "20.0", "2.00"), ("faster", "s=0.8", "20.0", "2.00")]
+
+
 def test_the_benchmark_s_strengths_are_checked_and_default_to_the_ui_s():
     assert bench.parse_args(["--mode", "img2img"]).strength == [settings.DEFAULT_STRENGTH]
     assert bench.parse_args(["--mode", "t2i,img2img", "--strength", "0.2,1"]).strength == [0.2, 1.0]

@@ -38,8 +38,7 @@ two frames outstanding as the page keeps them (one being made, one waiting), as 
 
 ``--mode idle`` (alone): the first frame after ``--idle`` seconds without work (default 10), made on the engine's
 model thread, which recorded the CUDA graphs at warm-up, against the same frame made in a thread started for it
-(where the model work of an engine without one long-lived thread ran after idle time): with CUDA graphs the latter
-re-records its graphs. One process, same warm engine::
+(the engine's own thread bypassed): with CUDA graphs the latter re-records its graphs. One process, same warm engine::
 
     python -m sprint_demo.tools.bench --mode idle --model random-full --compile --cuda-graphs --steps 1
 
@@ -138,9 +137,16 @@ def user_frame(engine: Engine, user: int, frame: int, steps: int, decoder: str) 
                                   decoder=decoder)
 
 
+def camera_size() -> tuple[int, int]:
+    """The simulated camera's picture size: long side ``settings.CAMERA_CAPTURE_SIZE``, the commonest webcam aspect
+    (the first of ``settings.CAMERA_WARM_ASPECTS``, which a compiled engine warms up)."""
+    across, down = settings.CAMERA_WARM_ASPECTS[0]
+    return settings.CAMERA_CAPTURE_SIZE, settings.CAMERA_CAPTURE_SIZE * down // across
+
+
 def camera_picture(user: int, frame: int) -> Image.Image:
-    """Camera user ``user``'s ``frame``-th picture (4:3): its own colour, a dark square moving across."""
-    width, height = settings.CAMERA_CAPTURE_SIZE, settings.CAMERA_CAPTURE_SIZE * 3 // 4
+    """Camera user ``user``'s ``frame``-th picture (``camera_size``): its own colour, a dark square moving across."""
+    width, height = camera_size()
     picture = Image.new("RGB", (width, height), ((70 * user) % 256, (150 + 40 * user) % 256, (220 - 30 * user) % 256))
     x = (frame * 16) % (width - 64)
     picture.paste((20, 20, 20), (x, height // 3, x + 64, height // 3 + 64))
@@ -213,9 +219,8 @@ def run_users(engine: Engine, users: int, batch_size: int, steps: int, decoder: 
     elapsed = time.perf_counter() - (deadline[0] - duration_s)
     result = {"mode": kind, "decoder": decoder, "max_batch_size": batch_size, "users": users, "steps": steps,
               "device": device_name(engine), "model": engine.model_name}
-    picture = camera_picture(0, 0).size if kind == CAMERA_MODE else (engine.size, engine.size)
-    result["width"], result["height"] = inputs.fit_size(*picture, settings.CAMERA_CAPTURE_SIZE) \
-        if kind == CAMERA_MODE else picture
+    result["width"], result["height"] = (inputs.fit_size(*camera_size(), settings.CAMERA_CAPTURE_SIZE)
+                                         if kind == CAMERA_MODE else (engine.size, engine.size))
     if errors:
         return result | {"error": errors[0]}
     latencies = [ms for frames in counted for ms, _ in frames]
@@ -271,7 +276,8 @@ def run_idle(engine: Engine, idle_s: float, steps: int, decoder: str) -> dict:
     engine.render(request(101))
     result["model_thread_ms"] = round((time.perf_counter() - began) * 1000, 1)
     time.sleep(idle_s)
-    ticket = Ticket((request(102), 0.0), batch_key(request(102)))
+    again = request(102)
+    ticket = Ticket((again, 0.0), batch_key(again))
     thread = threading.Thread(target=engine._run, args=([ticket],))
     began = time.perf_counter()
     thread.start()
@@ -340,6 +346,11 @@ def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3, decoder
     return "\n".join(lines)
 
 
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+
+
 def device_name(engine: Engine) -> str:
     device = engine.device
     if device.type == "cuda":
@@ -347,12 +358,16 @@ def device_name(engine: Engine) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def case_label(run: dict) -> str:
+    """A run's mode, with its image-to-image strength when it has one."""
+    return run["mode"] + (f" s={run['strength']:g}" if "strength" in run else "")
+
+
 def format_table(runs: list[dict]) -> str:
     header = ["mode", "decoder", "steps", "size", *STAGES, "model", "total", "p90"]
     rows = [header]
     for run in runs:
-        mode = run["mode"] + (f" s={run['strength']:g}" if "strength" in run else "")
-        rows.append([mode, run.get("decoder", DEFAULT_DECODER), str(run["steps"]),
+        rows.append([case_label(run), run.get("decoder", DEFAULT_DECODER), str(run["steps"]),
                      f"{run['width']}x{run['height']}"]
                     + [f"{run['stages_ms'][s]:.1f}" for s in STAGES]
                     + [f"{run['model_ms']:.1f}", f"{run['total_ms']:.1f}", f"{run['p90_total_ms']:.1f}"])
@@ -364,18 +379,19 @@ def summarize(paths: list[Path]) -> str:
     """One table over several JSON files (e.g. eager and compiled runs), with each case's speed-up against the
     first file: the compile on/off ratio comes from runs of the same session on the same card."""
     loaded = [(path.stem, json.loads(path.read_text())) for path in paths]
-    # a case is (mode, steps): a tiny-lane run is compared with the first file's run of the same case, whatever
-    # its lane (older files, from before the lanes, ran the full lane)
-    baseline = {(r["mode"], r["steps"]): r for r in reversed(loaded[0][1]["runs"])}
+    # a case is (mode with its strength, steps): a tiny-lane run is compared with the first file's run of the same
+    # case, whatever its lane (files without a "decoder" ran the full lane)
+    baseline = {(case_label(r), r["steps"]): r for r in reversed(loaded[0][1]["runs"])}
     lines = [f"{'variant':>14} {'mode':>16} {'decoder':>7} {'steps':>5} {'encode':>7} {'denoise':>8} {'decode':>7} "
              f"{'model':>7} {'total':>7} {'p90':>7} {'x vs ' + loaded[0][0]:>12}"]
     for name, data in loaded:
         for r in data["runs"]:
-            base = baseline.get((r["mode"], r["steps"]))
+            base = baseline.get((case_label(r), r["steps"]))
             ratio = f"{base['total_ms'] / r['total_ms']:.2f}" if base and r["total_ms"] else "-"
             st = r["stages_ms"]
-            lines.append(f"{name:>14} {r['mode']:>16} {r.get('decoder', DEFAULT_DECODER):>7} {r['steps']:>5} "
-                         f"{st['control_encode']:>7.1f} "
+            encode = st["control_encode"] + st.get("image_encode", 0.0)  # a run without image_encode: 0
+            lines.append(f"{name:>14} {case_label(r):>16} {r.get('decoder', DEFAULT_DECODER):>7} {r['steps']:>5} "
+                         f"{encode:>7.1f} "
                          f"{st['denoise']:>8.1f} {st['decode']:>7.1f} {r['model_ms']:>7.1f} {r['total_ms']:>7.1f} "
                          f"{r['p90_total_ms']:>7.1f} {ratio:>12}")
     device = loaded[0][1]["runs"][0]["device"] if loaded[0][1]["runs"] else "?"
@@ -439,8 +455,7 @@ def run_components(args: argparse.Namespace) -> int:
     result = benchmark_components(args.size or 512, args.device, args.dtype, args.repeat)
     print(format_components(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"components": result, "meta": {"torch": torch.__version__}}, indent=2))
+        write_json(args.json, {"components": result, "meta": {"torch": torch.__version__}})
     return 0
 
 
@@ -453,10 +468,9 @@ def run_users_cases(engine: Engine, args: argparse.Namespace) -> int:
             print(format_users(runs[-1:]).splitlines()[-1], flush=True)
     print(format_users(runs))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"speedups": engine.speed.describe(), "dtype": str(engine.pipe.transformer.dtype),
                 "torch": torch.__version__, "batch_window_ms": engine.batch_window_s * 1000}
-        args.json.write_text(json.dumps({"runs": runs, "meta": meta}, indent=2))
+        write_json(args.json, {"runs": runs, "meta": meta})
     return 0 if all("error" not in run for run in runs) else 1
 
 
@@ -491,9 +505,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_idle(engine, args.idle, args.steps[0], args.decoder[0])
         print(json.dumps(result))
         if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"runs": [result], "meta": {"speedups": engine.speed.describe(),
-                                                                        "torch": torch.__version__}}, indent=2))
+            write_json(args.json, {"runs": [result], "meta": {"speedups": engine.speed.describe(),
+                                                              "torch": torch.__version__}})
         return 0 if "error" not in result else 1
     runs = []
     for decoder in args.decoder:  # in the order asked: the lane that matters most first, before a budget cuts in
@@ -509,11 +522,10 @@ def main(argv: list[str] | None = None) -> int:
         check = {"error": f"{type(error).__name__}: {error}"[:500]}
     print(f"# compiled vs eager, one ControlNet frame, uint8 levels: {check}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"speedups": engine.speed.describe(), "dtype": str(engine.pipe.transformer.dtype),
                 "load_s": round(loaded_s, 1), "warmup_s": round(warmup_s, 1), "torch": torch.__version__,
                 "compiled_vs_eager": check}
-        args.json.write_text(json.dumps({"runs": runs, "meta": meta}, indent=2))
+        write_json(args.json, {"runs": runs, "meta": meta})
     if args.profile:  # after the JSON is written: a profiler failure must not cost the timings
         mode = "controlnet" if "controlnet" in args.mode else args.mode[0]
         report = profile_case(engine, mode, args.steps[0], decoder=args.decoder[0])
