@@ -194,15 +194,15 @@ class Batcher:
         older = [t for t in self._waiting if t.session == ticket.session]
         if ticket.priority == Priority.DRAFT and any(t.priority == Priority.FINAL for t in older):
             raise Superseded(f"session {ticket.session}'s final frame is waiting")
+        sessions = {t.session for t in self._waiting if t.session is not None and t.limited}
+        if ticket.limited and not older and len(sessions) >= self.max_waiting:  # refused: nothing else changes
+            raise EngineBusy(f"{len(sessions)} sessions are waiting for the engine")
         for old in older:
             self._finish(old, error=Superseded(f"a newer frame of session {ticket.session} replaced it"))
         if ticket.priority == Priority.FINAL:
             for running in self._running:
                 if running.session == ticket.session and running.priority == Priority.DRAFT:
                     running.cancelled = True
-        sessions = {t.session for t in self._waiting if t.session is not None and t.limited}
-        if ticket.limited and not older and len(sessions) >= self.max_waiting:
-            raise EngineBusy(f"{len(sessions)} sessions are waiting for the engine")
 
     def _finish(self, ticket: Ticket, result: Any = None, error: BaseException | None = None) -> None:
         """(Lock held.) Hands a waiting ticket its outcome and takes it out of line."""

@@ -145,7 +145,6 @@ class Engine:
         self.tiny = loaded.tiny_autoencoder  # the "tiny" lane's autoencoder, or None (loaded.tiny_note says why)
         self.tiny_note = loaded.tiny_note
         self.speed = apply_speedups(self.pipe, speed or SpeedOptions(), tiny=self.tiny)
-        self._lock = threading.Lock()  # held by the model thread while it runs a batch; clear_caches waits for it
         self._prompts = _LRU(settings.PROMPT_CACHE_SIZE)
         self._controls = _LRU(settings.CONTROL_CACHE_SIZE)
         self._pictures = _LRU(settings.IMAGE_CACHE_SIZE)
@@ -376,12 +375,14 @@ class Engine:
         return time.perf_counter() - began
 
     def clear_caches(self) -> None:
-        """Forgets cached prompts, control latents and the last frame: the next frame does all its work."""
-        with self._lock:
-            self._prompts.clear()
-            self._controls.clear()
-            self._pictures.clear()
-            self._frames.clear()
+        """Forgets cached prompts, control and picture latents and the last frames: the next frame does all its work.
+        Runs on the model thread, the only one that uses the caches, between batches."""
+
+        def clear() -> None:
+            for cache in (self._prompts, self._controls, self._pictures, self._frames):
+                cache.clear()
+
+        self._batcher.call(clear)
 
     def close(self) -> None:
         """Ends the model thread (callers still waiting get an error); the engine makes no frames after this."""
@@ -392,10 +393,6 @@ class Engine:
     def _run(self, batch: list[Ticket]) -> None:
         """(Model thread.) Gives every ticket its frame or the error that stopped the batch; never raises an
         Exception."""
-        with self._lock:
-            self._run_locked(batch)
-
-    def _run_locked(self, batch: list[Ticket]) -> None:
         todo: dict[FrameRequest, float] = {}  # distinct requests to make -> control prep time (equal: made once)
         for ticket in batch:
             request, prep_ms = ticket.payload

@@ -198,6 +198,22 @@ def test_one_session_too_many_is_refused_at_once(model):
     assert outcomes["a2"] == "frame a2" and outcomes["b"] == "frame b"
 
 
+def test_a_refused_final_leaves_its_session_s_draft_in_flight_alone(model):
+    batcher, outcomes = make(model, max_waiting=1), {}
+    draft = in_thread(batcher, "c-draft", "c", Priority.DRAFT, outcomes=outcomes)
+    assert model.started.wait(10)
+    waiting = in_thread(batcher, "a", "a", Priority.DRAFT, outcomes=outcomes)
+    wait_until(lambda: batcher.waiting() == 1)
+    with pytest.raises(EngineBusy):  # c has nothing waiting: its final would be one session too many
+        batcher.submit(Ticket("c-final", "k", session="c"))
+    time.sleep(0.1)  # ten of the stand-in's stop points: a cancelled draft would have stopped at the first
+    assert model.stopped_early == []
+    model.hold.set()
+    for thread in (draft, waiting):
+        thread.join(10)
+    assert outcomes == {"c-draft": "frame c-draft", "a": "frame a"}
+
+
 def test_jobs_and_errors_run_on_the_same_thread_and_close_ends_it(model):
     model.hold.set()
     batcher = make(model)

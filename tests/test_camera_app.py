@@ -4,8 +4,9 @@ browsers with their own cameras and prompts (no cross-talk), a prompt changed mi
 on their own (bad input, a stopped or expired stream, a snapshot at full quality).
 
 The engine's work is recorded where it happens: every batch the model thread runs, with the sessions of its
-frames (``Engine._run_locked``, wrapped); every frame the server answered, with the JPEG it sent (the camera's
-server function, wrapped). Frames are counted and timed in the page (the output's ``camera-frame`` events).
+frames (the batch runner the engine hands its ``Batcher``, wrapped); every frame the server answered, with the
+JPEG it sent (the camera's server function, wrapped). Frames are counted and timed in the page (the output's
+``camera-frame`` events).
 If /usr/bin/chromium is missing the browser tests FAIL (never skip).
 """
 
@@ -72,9 +73,9 @@ def served():
         return answer
 
     with mock.patch.object(Handlers, "camera_frame", camera_frame), support.live_app() as (url, engine, demo):
-        real_run, real_cancel = engine._run_locked, engine.cancel
+        real_run, real_cancel = engine._batcher._run_batch, engine.cancel
 
-        def run_locked(batch):
+        def run_batch(batch):
             started = time.monotonic()
             try:
                 return real_run(batch)
@@ -87,11 +88,12 @@ def served():
                 record.cancels[session] = time.monotonic()
             real_cancel(session)
 
-        engine._run_locked, engine.cancel = run_locked, cancel
+        engine._batcher._run_batch, engine.cancel = run_batch, cancel
         try:
             yield url, engine, record
         finally:
-            del engine._run_locked, engine.cancel
+            engine._batcher._run_batch = real_run
+            del engine.cancel
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,7 @@ def test_bad_values_are_refused_by_name_and_the_engine_keeps_working(engine, kwa
     assert engine.sketch_to_image(canvas(1), "x").image.size == (engine.size, engine.size)
 
 
-def test_an_error_inside_the_model_releases_the_lock(engine):
+def test_an_error_inside_the_model_leaves_the_engine_serving(engine):
     with mock.patch.object(type(engine.pipe), "denoise", side_effect=RuntimeError("CUDA out of memory")):
         with pytest.raises(RuntimeError):
             engine.text_to_image("a cat", seed=11)
@@ -451,7 +451,7 @@ def test_a_compiled_engine_s_warmup_also_makes_the_camera_s_common_shapes(engine
 @pytest.mark.slow
 def test_a_warm_compiled_engine_runs_new_sizes_eagerly_instead_of_compiling():
     """After the warm-up (which compiles the canvas size), a frame at a size it did not see must not compile: on a
-    GPU that is a minute with the lock held and every user waiting. It runs eagerly and is still right."""
+    GPU that is a minute with the model thread held and every user waiting. It runs eagerly and is still right."""
     import torch
     from torch._dynamo.utils import counters
 
