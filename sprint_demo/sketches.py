@@ -30,10 +30,13 @@ def stroke_sketch(size: int, strokes: int) -> Image.Image:
     canvas = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(canvas)
     for i in range(strokes):
-        a = (i * 97) % size, (i * 193 + size // 3) % size
-        b = (i * 151 + size // 2) % size, (i * 61) % size
-        draw.line([a, b], fill="black", width=max(3, size // 128))
+        draw.line(_stroke_ends(size, i), fill="black", width=max(3, size // 128))
     return canvas
+
+
+def _stroke_ends(size: int, i: int) -> list[tuple[int, int]]:
+    """Where stroke ``i`` of a ``size`` x ``size`` drawing starts and ends (the same whatever the total)."""
+    return [((i * 97) % size, (i * 193 + size // 3) % size), ((i * 151 + size // 2) % size, (i * 61) % size)]
 
 
 PAINT_COLOURS = ((229, 57, 53), (30, 136, 229), (253, 216, 53), (67, 160, 71), (142, 36, 170), (251, 140, 0))
@@ -48,7 +51,5 @@ def stroke_painting(size: int, strokes: int) -> Image.Image:
     draw.rectangle([0, size * 2 // 3, size, size], fill=(90, 160, 70))
     draw.ellipse([size * 3 // 5, size // 10, size * 4 // 5, size * 3 // 10], fill=(250, 210, 60))
     for i in range(strokes):
-        a = (i * 97) % size, (i * 193 + size // 3) % size
-        b = (i * 151 + size // 2) % size, (i * 61) % size
-        draw.line([a, b], fill=PAINT_COLOURS[i % len(PAINT_COLOURS)], width=max(6, size // 40))
+        draw.line(_stroke_ends(size, i), fill=PAINT_COLOURS[i % len(PAINT_COLOURS)], width=max(6, size // 40))
     return canvas

@@ -382,8 +382,6 @@ def measure_paint(strokes: int = 5) -> dict:
             report["drafts_per_2s_stroke"].append({
                 "drafts_while_drawing": shown, "live_line": page.inner_text("#paint_output .lv-live"),
                 "final": page.inner_text("#paint_latency").splitlines()[0]})
-        from sprint_demo import settings
-
         drafts = settings.DRAFT_DECODER if engine.has_tiny_decoder else "full"
         report["model"] = f"{engine.model_name} at {engine.size}x{engine.size}, drafts with the {drafts} decoder"
     return report

@@ -93,7 +93,7 @@ def test_no_import_cycles():
 
 
 def test_the_checks_catch_a_wrong_way_import_and_a_cycle():
-    """The layout before this shape had both: the tiny autoencoder imported the loader back for its benchmark."""
+    """A wrong-way import (the tiny autoencoder importing the loader, e.g. for a benchmark) fails both checks."""
     graph = {name: set(targets) for name, targets in GRAPH.items()}
     graph["sprint_demo.models.tiny_autoencoder"].add("sprint_demo.models.loading")
     assert ["sprint_demo.models.loading", "sprint_demo.models.tiny_autoencoder",

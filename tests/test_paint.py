@@ -8,7 +8,7 @@ final frame is compared with ``/image_to_image`` called through ``gradio_client`
 
 The handler tests call ``Handlers`` as the page's events do: the Paint canvas's server functions and its queue
 path, and the Sketch tab's photo with "Restyle the photo" on (the image-to-image frame of the photo, its edges
-steering) and off (the edge-map frame, as before).
+steering) and off (the edge-map frame).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def test_the_sketch_tab_s_photo_restyle_is_the_photo_s_image_to_image_frame_and_
                                   FinalAsked(None, {"seq": 9, "tab": "t"}))
     assert again["seq"] == 9 and np.array_equal(_data_url_pixels(again["src"]), restyled("a castle"))
 
-    # off (the default): the photo's edge map steers the sketch's frame, as before the switch existed
+    # off (the default): the photo's edge map steers the sketch's frame
     (shown_off, state_off, _), (_, _, value_off) = handlers.photo_frame(photo, thickness, *tab)
     edge_map = engine.photo_to_control_map(photo, thickness)
     assert shown_off is state_off and np.array_equal(_pixels(state_off), _pixels(edge_map))

@@ -243,7 +243,7 @@ def _wait_for_batches(answered: list, replica: str, count: int, deadline: float)
     return times
 
 
-KILL_ATTEMPTS = 3  # a kill that lands between two of the victim's frames proves nothing: then another replica's
+KILL_ATTEMPTS = 3  # a kill that lands between two of the victim's frames proves nothing: then try again
 
 
 def _kill_mid_frame(served, answered: list, deadline: float) -> tuple[str, int, int]:

@@ -374,7 +374,7 @@ def engine_batches(client) -> Counter[int]:
     """The server engine's batches so far, by rows (``/engine_stats``); empty when it keeps no count."""
     try:
         stats = client.predict(api_name="/engine_stats")
-    except Exception:  # noqa: BLE001 - an older server, or one on Ray replicas: no count
+    except Exception:  # noqa: BLE001 - a server without the endpoint: no count
         return Counter()
     return Counter({int(rows): int(count) for rows, count in (stats or {}).get("batches", {}).items()})
 
@@ -481,8 +481,9 @@ class _Matcher:
                      if (d := self.difference(pixels, p)) is not None}
         return min(distances, key=distances.get)
 
-    def same(self, pixels: np.ndarray, key: str) -> bool:
-        d = self.difference(pixels, self.expected[key])
+    def same(self, pixels: np.ndarray, key: str, difference: np.ndarray | None = None) -> bool:
+        """``difference``: ``pixels``' difference to ``key``'s image, when the caller has it already."""
+        d = self.difference(pixels, self.expected[key]) if difference is None else difference
         if d is None or int(d.max()) > self.tolerance:
             return False
         return self.tolerance == 0 or self.nearest(pixels) == key
@@ -512,8 +513,8 @@ class _Tally:
 
     def answered(self, session: int, call: Call, pixels: np.ndarray, elapsed_ms: float,
                  matcher: _Matcher) -> None:
-        match = matcher.same(pixels, call.key)
         own = matcher.difference(pixels, matcher.expected[call.key])
+        match = matcher.same(pixels, call.key, own)
         report = self.report
         with self.lock:
             if own is not None:
