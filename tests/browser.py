@@ -204,8 +204,8 @@ def slow_stroke(page, canvas: str, seconds: float = 2.0, row: float = 0.5, draft
 
 
 def fetch_image(page, src: str):
-    """The image bytes behind ``src`` (a served file or an inline data URL) -> RGB PIL image (decoded by PIL, not by
-    the browser)."""
+    """The image bytes behind ``src`` (a served file, or an inline data URL: then ``page`` is not used) -> RGB PIL
+    image (decoded by PIL, not by the browser)."""
     import base64
 
     from PIL import Image
@@ -216,6 +216,20 @@ def fetch_image(page, src: str):
         body = page.request.get(src).body()
     with Image.open(io.BytesIO(body)) as image:
         return image.convert("RGB")
+
+
+def data_url_pixels(url: str):
+    """A frame's data URL -> its RGB pixels (int16 numpy array, decoded by PIL), for comparing frames."""
+    import numpy as np
+
+    return np.asarray(fetch_image(None, url), dtype=np.int16)
+
+
+def wait_final_after(page, seq: int, timeout_ms: float = 60_000) -> dict:
+    """The probe's record of the first final frame for a request numbered above ``seq``, once shown."""
+    page.wait_for_function(f"() => window.__probe.frames.some((f) => f.kind === 'final' && f.seq > {seq})",
+                           timeout=timeout_ms)
+    return page.evaluate(f"() => window.__probe.frames.find((f) => f.kind === 'final' && f.seq > {seq})")
 
 
 def latency_total_ms(page) -> float:

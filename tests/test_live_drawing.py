@@ -65,25 +65,13 @@ def _slow_stroke(page, wanted: int) -> dict:
     return {"shown_while_drawing": shown_while_drawing}
 
 
-def _wait_final_after(page, seq: int, timeout_ms: float = 60_000) -> dict:
-    """The first final frame for a request numbered above ``seq`` (the pointer-up's), once shown."""
-    page.wait_for_function(f"() => window.__probe.frames.some((f) => f.kind === 'final' && f.seq > {seq})",
-                           timeout=timeout_ms)
-    return page.evaluate(f"() => window.__probe.frames.find((f) => f.kind === 'final' && f.seq > {seq})")
-
-
-def _data_url_pixels(url: str) -> np.ndarray:
-    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
 def test_drafts_arrive_during_a_slow_stroke_each_for_a_canvas_the_stroke_passed_through(chromium, live_app):
     url, _engine, _demo = live_app
     with helpers.app_page(chromium, url, sample=True) as page:
         helpers.wait_idle(page)
         stroke = _slow_stroke(page, DRAFTS_WANTED)
         last_draft_seq = page.evaluate("() => Math.max(0, ...window.__probe.drafts.map((d) => d.seq))")
-        final = _wait_final_after(page, last_draft_seq)
+        final = helpers.wait_final_after(page, last_draft_seq)
         probe = page.evaluate("() => window.__probe")
         final_canvas = helpers.canvas_data_url(page)
         live_line = page.inner_text("#sketch_output .lv-live")
@@ -112,7 +100,7 @@ def test_final_frame_after_pointer_up_equals_the_api_frame_for_the_final_canvas(
         helpers.wait_idle(page, quiet_ms=1500)
         _slow_stroke(page, 1)
         last_draft_seq = page.evaluate("() => Math.max(0, ...window.__probe.drafts.map((d) => d.seq))")
-        _wait_final_after(page, last_draft_seq)
+        helpers.wait_final_after(page, last_draft_seq)
         helpers.wait_idle(page, quiet_ms=1500)
         shown_src = page.evaluate("() => document.querySelector('#sketch_output img').src")
         kind = page.evaluate("() => document.querySelector('#sketch_output img').dataset.kind")
@@ -133,7 +121,7 @@ def test_final_frame_after_pointer_up_equals_the_api_frame_for_the_final_canvas(
     assert "ms" in latency and "total" in latency, latency
     with Image.open(path) as image:
         expected = np.asarray(image.convert("RGB"), dtype=np.int16)
-    shown = _data_url_pixels(shown_src)
+    shown = helpers.data_url_pixels(shown_src)
     assert shown.shape == expected.shape
     assert np.array_equal(shown, expected), f"mean |diff| {np.abs(shown - expected).mean():.3f}"
     assert saved == base64.b64decode(shown_src.split(",", 1)[1]) and suggested.endswith(".jpg"), suggested
@@ -271,7 +259,7 @@ def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
     decoder = settings.DRAFT_DECODER if preview_engine.has_tiny_decoder else "full"  # tiny where there is one
     expected = preview_engine.sketch_to_image(sketch, "a cat", 1, 7, settings.DEFAULT_GUIDANCE, 1.0, 2,
                                               decoder=decoder).image
-    shown = _data_url_pixels(answer["src"])
+    shown = helpers.data_url_pixels(answer["src"])
     assert answer["src"].startswith("data:image/jpeg;base64,") and shown.shape == (*expected.size[::-1], 3)
     # a draft is the engine's frame as a JPEG at the draft quality (the same encoder: equal pixels)
     with Image.open(io.BytesIO(encode_jpeg(expected, settings.DRAFT_JPEG_QUALITY))) as image:
@@ -298,7 +286,8 @@ def test_final_server_function_returns_the_api_s_pixels_with_the_chosen_decoder_
         expected = preview_engine.sketch_to_image(sketch, "a bridge", 2, 11, settings.DEFAULT_GUIDANCE, 0.8, 3,
                                                   decoder=decoder).image
         with Image.open(io.BytesIO(encode_frame(expected))) as image:  # the bytes /sketch_to_image serves
-            assert np.array_equal(_data_url_pixels(answer["src"]), np.asarray(image.convert("RGB"), dtype=np.int16))
+            served = np.asarray(image.convert("RGB"), dtype=np.int16)
+        assert np.array_equal(helpers.data_url_pixels(answer["src"]), served)
         assert answer["seq"] == 3 and answer["digest"] == sketch_digest(sketch)
         assert f"decoder: {decoder}" in answer["readout"] and "**" not in answer["readout"]  # plain lines
     default = final({"png": png, "inputs": inputs, "seq": 4, "tab": "t"})  # no decoder named: the default, full

@@ -13,7 +13,6 @@ steering) and off (the edge-map frame).
 
 from __future__ import annotations
 
-import base64
 import io
 import sys
 from contextlib import contextmanager
@@ -38,7 +37,6 @@ from sprint_demo.web.handlers import (  # noqa: E402
     FinalAsked,
     Handlers,
     PhotoRestyle,
-    encode_frame,
 )
 from sprint_demo.web.live import encode_jpeg, sketch_digest  # noqa: E402
 
@@ -52,15 +50,9 @@ def _pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
-def _data_url_pixels(url: str) -> np.ndarray:
-    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
-        return _pixels(image)
-
-
 def _served(image: Image.Image, quality: int = settings.JPEG_QUALITY) -> np.ndarray:
     """The pixels a frame has once served: the app's JPEG of it, decoded."""
-    data = encode_frame(image) if quality == settings.JPEG_QUALITY else encode_jpeg(image, quality)
-    with Image.open(io.BytesIO(data)) as decoded:
+    with Image.open(io.BytesIO(encode_jpeg(image, quality))) as decoded:
         return _pixels(decoded)
 
 
@@ -97,18 +89,18 @@ def test_paint_server_functions_redraw_the_painting_and_name_the_picture_they_dr
     values = dict(zip(PAINT_INPUTS, ["a harbour", 0.5, 1, 7, settings.DEFAULT_GUIDANCE, False, 1.0]))
     final = paint.final_frame({"png": png, "inputs": values, "decoder": "full", "seq": 3, "tab": "p"})
     expected = engine.image_to_image(painting, "a harbour", strength=0.5, steps=1, seed=7)
-    assert np.array_equal(_data_url_pixels(final["src"]), _served(expected.image))
+    assert np.array_equal(helpers.data_url_pixels(final["src"]), _served(expected.image))
     assert final["seq"] == 3 and final["digest"] == sketch_digest(painting)
     assert "strength 0.5" in final["readout"] and "image_encode" in final["readout"]
 
     draft = paint.draft_frame({"png": png, "inputs": values, "seq": 4, "tab": "p"})
     decoder = settings.DRAFT_DECODER if engine.has_tiny_decoder else "full"
     expected = engine.image_to_image(painting, "a harbour", strength=0.5, steps=1, seed=7, decoder=decoder)
-    assert np.array_equal(_data_url_pixels(draft["src"]), _served(expected.image, settings.DRAFT_JPEG_QUALITY))
+    assert np.array_equal(helpers.data_url_pixels(draft["src"]), _served(expected.image, settings.DRAFT_JPEG_QUALITY))
 
     edges = paint.final_frame({"png": png, "inputs": values | {"edges": True}, "seq": 5, "tab": "p"})
     expected = engine.image_to_image(painting, "a harbour", strength=0.5, steps=1, seed=7, edges=True)
-    assert np.array_equal(_data_url_pixels(edges["src"]), _served(expected.image))
+    assert np.array_equal(helpers.data_url_pixels(edges["src"]), _served(expected.image))
     assert "control_encode" in edges["readout"] and "control_encode" not in final["readout"]
 
     assert "strength" in paint.final_frame({"png": png, "inputs": values | {"strength": 0}, "seq": 6,
@@ -126,7 +118,7 @@ def test_the_queue_s_paint_final_redraws_white_paper_while_the_canvas_is_empty()
                                  FinalAsked(None, {"seq": 2, "tab": "q"}))
     paper = Image.new("RGB", (engine.size, engine.size), "white")
     expected = engine.image_to_image(paper, "a cat", strength=0.6, steps=1, seed=3)
-    assert np.array_equal(_data_url_pixels(value["src"]), _served(expected.image))
+    assert np.array_equal(helpers.data_url_pixels(value["src"]), _served(expected.image))
     assert value["seq"] == 2 and value["digest"] == sketch_digest(paper)
     with pytest.raises(gr.Error, match="paint"):
         handlers.paint_final("data:image/png;base64,bm90IGFuIGltYWdl", "a cat", 0.6, 1, 3, 4.5, False, 1.0, "full",
@@ -160,12 +152,12 @@ def test_the_sketch_tab_s_photo_restyle_is_the_photo_s_image_to_image_frame_and_
         assert request.control_map is not None and request.init_image is not None and request.strength == 0.5
         return _served(engine.render(request).image)
 
-    assert np.array_equal(_data_url_pixels(value["src"]), restyled("a lighthouse"))
+    assert np.array_equal(helpers.data_url_pixels(value["src"]), restyled("a lighthouse"))
     assert "strength 0.5" in value["readout"] and "restyling the uploaded photo" in value["readout"]
     # a prompt typed with the photo restyled: the canvas asks the queue (sketch_final, with the tab's state)
     again = handlers.sketch_final("", "a castle", 1, 5, settings.DEFAULT_GUIDANCE, 0.8, thickness, state, "full",
                                   FinalAsked(None, {"seq": 9, "tab": "t"}))
-    assert again["seq"] == 9 and np.array_equal(_data_url_pixels(again["src"]), restyled("a castle"))
+    assert again["seq"] == 9 and np.array_equal(helpers.data_url_pixels(again["src"]), restyled("a castle"))
 
     # off (the default): the photo's edge map steers the sketch's frame
     (shown_off, state_off, _), (_, _, value_off) = handlers.photo_frame(photo, thickness, *tab)
@@ -173,7 +165,7 @@ def test_the_sketch_tab_s_photo_restyle_is_the_photo_s_image_to_image_frame_and_
     assert shown_off is state_off and np.array_equal(_pixels(state_off), _pixels(edge_map))
     expected = engine.sketch_to_image(None, "a lighthouse", 1, 5, settings.DEFAULT_GUIDANCE, 0.8, thickness,
                                       control_map=edge_map)
-    assert np.array_equal(_data_url_pixels(value_off["src"]), _served(expected.image))
+    assert np.array_equal(helpers.data_url_pixels(value_off["src"]), _served(expected.image))
     assert "strength" not in value_off["readout"] and "edge map" in value_off["readout"]
 
     with pytest.raises(gr.Error, match="strength"):
@@ -187,13 +179,6 @@ def _paint_page(chromium, url: str, **context_options):
     with helpers.app_page(chromium, url, sample=True, **context_options) as page:
         helpers.open_paint_tab(page)
         yield page
-
-
-def _wait_final_after(page, seq: int, timeout_ms: float = 60_000) -> dict:
-    """The first final frame for a request numbered above ``seq``, once shown."""
-    page.wait_for_function(f"() => window.__probe.frames.some((f) => f.kind === 'final' && f.seq > {seq})",
-                           timeout=timeout_ms)
-    return page.evaluate(f"() => window.__probe.frames.find((f) => f.kind === 'final' && f.seq > {seq})")
 
 
 def _api_frame(url: str, painting: str, strength: float) -> np.ndarray:
@@ -217,7 +202,7 @@ def test_a_coloured_stroke_gives_drafts_then_the_final_frame_of_the_coloured_pai
         page.locator(f"#paint .sc-swatch[data-color='{RED}']").click()
         shown_while_drawing = helpers.slow_stroke(page, PAINT, drafts_wanted=DRAFTS_WANTED)
         last_draft_seq = page.evaluate("() => Math.max(0, ...window.__probe.drafts.map((d) => d.seq))")
-        final = _wait_final_after(page, last_draft_seq)
+        final = helpers.wait_final_after(page, last_draft_seq)
         helpers.wait_idle(page, "paint_output")
         probe = page.evaluate("() => window.__probe")
         canvas = helpers.canvas_data_url(page, PAINT)
@@ -234,7 +219,7 @@ def test_a_coloured_stroke_gives_drafts_then_the_final_frame_of_the_coloured_pai
     assert drafts and all(sent.get(f["seq"]) == f["digest"] for f in drafts), "a draft drew another canvas"
     assert len({f["digest"] for f in drafts}) >= 2, "the drafts did not follow the stroke"
     assert f"strength {settings.DEFAULT_STRENGTH:g}" in readout and "frames/s" in live_line
-    assert np.array_equal(_data_url_pixels(shown_src), _api_frame(url, canvas, settings.DEFAULT_STRENGTH))
+    assert np.array_equal(helpers.data_url_pixels(shown_src), _api_frame(url, canvas, settings.DEFAULT_STRENGTH))
 
 
 @pytest.mark.browser
@@ -255,8 +240,8 @@ def test_the_strength_slider_redraws_the_painting_at_its_new_strength(chromium, 
 
     assert strength == pytest.approx(settings.DEFAULT_STRENGTH + 2 * settings.STRENGTH_STEP)
     assert f"strength {strength:g}" in readout
-    shown = _data_url_pixels(after)
-    assert np.abs(shown - _data_url_pixels(before)).mean() > 1.0
+    shown = helpers.data_url_pixels(after)
+    assert np.abs(shown - helpers.data_url_pixels(before)).mean() > 1.0
     assert np.array_equal(shown, _api_frame(url, canvas, strength))
 
 
@@ -279,7 +264,7 @@ def test_paint_over_this_loads_the_frame_on_show_into_the_canvas_as_an_undoable_
         undone = helpers.canvas_data_url(page, PAINT)
 
     assert saved == src
-    difference = np.abs(_pixels(decode_image(loaded)) - _data_url_pixels(saved))
+    difference = np.abs(_pixels(decode_image(loaded)) - helpers.data_url_pixels(saved))
     assert difference.mean() < 1.0, f"the canvas is not the frame: mean |diff| {difference.mean():.2f}"
     assert frames[-1]["kind"] == "final" and frames[-1]["digest"] == sketch_digest(decode_image(loaded))
     assert undone == painted
