@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from python_source import parse_file
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sprint_demo"
 LAYERS = {"settings": 0, "models": 1, "core": 2, "web": 3, "tools": 4}
@@ -35,7 +36,7 @@ def layer(module: str) -> int:
 
 def imports_of(path: Path) -> set[str]:
     """The sprint_demo modules ``path`` imports, anywhere in the file (``from . import x`` names module x)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse_file(path)
     here = module_name(path).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
     found: set[str] = set()
@@ -110,7 +111,7 @@ def test_the_top_level_package_imports_nothing():
 def test_core_and_models_do_not_import_gradio():
     for name, path in MODULES.items():
         if layer(name) <= LAYERS["core"]:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
+            tree = parse_file(path)
             names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
             names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
             assert not any(n.split(".")[0] == "gradio" for n in names), name
@@ -119,7 +120,7 @@ def test_core_and_models_do_not_import_gradio():
 def test_no_function_is_longer_than_the_limit():
     long = []
     for name, path in MODULES.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse_file(path)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:

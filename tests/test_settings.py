@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from python_source import parse_python
+
 PACKAGE = Path(__file__).resolve().parent.parent / "sprint_demo"
 SETTINGS = PACKAGE / "settings.py"
 SPRINT_NAME = re.compile(r"SPRINT_[A-Z0-9_]+")
@@ -40,7 +42,7 @@ def _sprint_name(node: ast.AST) -> str | None:
 def sprint_env_reads(source: str) -> list[str]:
     """Where ``source`` reads a ``SPRINT_*`` environment variable: "line N: NAME via CALLEE" for each read."""
     reads = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse_python(source)):
         if isinstance(node, ast.Call):
             callee = _dotted(node.func)
             if "env" not in callee.lower():
