@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import io
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,43 +39,20 @@ STROKE_LIMIT_S = 30.0
 # --- The app in a browser ----------------------------------------------------------------------------------
 
 
-def _drafts_shown(page) -> int:
-    return page.evaluate("() => window.__probe.frames.filter((f) => f.kind === 'draft').length")
-
-
-def _slow_stroke(page, wanted: int) -> dict:
-    """Mouse down, small moves with short waits (a slow, continuous stroke) until ``wanted`` drafts have been shown
-    (at least ~2 s of drawing, at most STROKE_LIMIT_S), mouse up. Returns the probe's record of the stroke."""
-    box = helpers.canvas_box(page)
-    page.evaluate("() => { window.__probe.frames = []; window.__probe.drafts = []; }")
-    x0, y0 = box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.5
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    started, step = time.monotonic(), 0
-    while time.monotonic() - started < STROKE_LIMIT_S:
-        step += 1
-        angle = step * 0.05
-        page.mouse.move(x0 + box["width"] * 0.4 * (1 - np.cos(angle)), y0 + box["height"] * 0.35 * np.sin(angle))
-        page.wait_for_timeout(25)
-        if time.monotonic() - started >= 2.0 and _drafts_shown(page) >= wanted:
-            break
-    shown_while_drawing = _drafts_shown(page)
-    page.mouse.up()
-    return {"shown_while_drawing": shown_while_drawing}
-
-
 def test_drafts_arrive_during_a_slow_stroke_each_for_a_canvas_the_stroke_passed_through(chromium, live_app):
     url, _engine, _demo = live_app
     with helpers.app_page(chromium, url, sample=True) as page:
         helpers.wait_idle(page)
-        stroke = _slow_stroke(page, DRAFTS_WANTED)
+        shown_while_drawing = helpers.slow_stroke(
+            page, "#sketch canvas", drafts_wanted=DRAFTS_WANTED, limit_s=STROKE_LIMIT_S
+        )
         last_draft_seq = page.evaluate("() => Math.max(0, ...window.__probe.drafts.map((d) => d.seq))")
         final = helpers.wait_final_after(page, last_draft_seq)
         probe = page.evaluate("() => window.__probe")
         final_canvas = helpers.canvas_data_url(page)
         live_line = page.inner_text("#sketch_output .lv-live")
 
-    assert stroke["shown_while_drawing"] >= DRAFTS_WANTED, stroke
+    assert shown_while_drawing >= DRAFTS_WANTED, shown_while_drawing
     sent = {d["seq"]: sketch_digest(decode_image(d["png"])) for d in probe["drafts"]}
     shown = [f for f in probe["frames"] if f["kind"] == "draft"]
     assert shown and len(sent) >= len(shown)
@@ -98,7 +74,7 @@ def test_final_frame_after_pointer_up_equals_the_api_frame_for_the_final_canvas(
     with helpers.app_page(chromium, url, sample=True) as page:
         page.locator("#prompt textarea").fill(prompt)
         helpers.wait_idle(page, quiet_ms=1500)
-        _slow_stroke(page, 1)
+        helpers.slow_stroke(page, "#sketch canvas", drafts_wanted=1, limit_s=STROKE_LIMIT_S)
         last_draft_seq = page.evaluate("() => Math.max(0, ...window.__probe.drafts.map((d) => d.seq))")
         helpers.wait_final_after(page, last_draft_seq)
         helpers.wait_idle(page, quiet_ms=1500)
