@@ -117,6 +117,37 @@ def app_page(chromium, url: str, sample: bool = False, **context_options):
         context.close()
 
 
+
+# --- The Camera tab in chromium with a fake camera ------------------------------------------------------------
+FAKE_CAMERA = ["--use-fake-device-for-media-stream"]  # a test pattern (--use-file-for-fake-video-capture: a Y4M)
+GRANT_CAMERA = ["--use-fake-ui-for-media-stream"]  # answers the permission prompt with "allow"
+# In-page probe: every frame the camera output shows (the component's camera-frame event: seq, captured_at,
+# shown_at), with the output's src and the readout (the test stub names the prompt it used) at that moment.
+CAMERA_PROBE_JS = """() => {
+  if (window.__cam) return;
+  window.__cam = [];
+  document.addEventListener('camera-frame', (event) => window.__cam.push(Object.assign({
+    src: document.querySelector('#camera_output').src,
+    readout: document.querySelector('#camera .cam-readout').textContent }, event.detail)), true);
+}"""
+
+
+def launch_with_camera(playwright, *extra: str, grant: bool = True):
+    """Chromium with the fake camera (permission granted unless ``grant`` is False); ``extra``: more flags."""
+    args = CHROMIUM_ARGS + FAKE_CAMERA + (GRANT_CAMERA if grant else []) + list(extra)
+    return playwright.chromium.launch(executable_path=require_chromium(), headless=True, args=args)
+
+
+def open_camera_tab(chromium, url: str):
+    """A page on ``url`` with its Camera tab chosen, the start button shown and ``CAMERA_PROBE_JS`` installed."""
+    page = chromium.new_page(viewport={"width": 1200, "height": 1000})
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Camera").click(timeout=60_000)
+    page.wait_for_selector("#camera .cam-start", state="visible", timeout=30_000)
+    page.evaluate(CAMERA_PROBE_JS)
+    return page
+
+
 def output_src(page, elem_id: str = "sketch_output") -> str | None:
     return page.evaluate(f"() => {{ const i = document.querySelector('#{elem_id} img'); "
                          f"return i ? (i.currentSrc || i.src) : null; }}")
@@ -342,18 +373,10 @@ def measure_camera(seconds: int = 60) -> dict:
 
     from playwright.sync_api import sync_playwright
 
-    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
     with live_app() as (url, engine, _demo), sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=require_chromium(), headless=True,
-                                              args=CHROMIUM_ARGS + fake_camera)
+        chromium = launch_with_camera(playwright)
         try:
-            page = chromium.new_page(viewport={"width": 1200, "height": 1000})
-            page.goto(url, wait_until="domcontentloaded")
-            page.wait_for_selector("#sketch canvas", timeout=60_000)
-            page.get_by_role("tab", name="Camera").click()
-            page.wait_for_selector("#camera .cam-start", state="visible", timeout=30_000)
-            page.evaluate("() => { window.__cam = []; document.addEventListener('camera-frame', "
-                          "(e) => window.__cam.push(e.detail), true); }")
+            page = open_camera_tab(chromium, url)
             page.wait_for_timeout(1000)
             page.click("#camera .cam-start")
             page.wait_for_function("() => window.__cam.length >= 3", timeout=60_000)

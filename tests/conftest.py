@@ -32,3 +32,13 @@ def chromium():
         return
     with helpers.browser() as instance:
         yield instance
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """Playwright's sync API, for tests that launch chromium with flags of their own (the fake camera)."""
+    helpers.require_chromium()  # fails, never skips
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as instance:
+        yield instance

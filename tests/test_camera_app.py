@@ -32,10 +32,7 @@ from sprint_demo import settings  # noqa: E402
 from sprint_demo.sketches import png_data_url  # noqa: E402
 from sprint_demo.web.handlers import CAMERA_INPUTS, Handlers  # noqa: E402
 
-FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 RED, BLUE = (220, 30, 30), (30, 40, 220)
-PROBE_JS = """() => { window.__cam = []; document.addEventListener('camera-frame', (e) => window.__cam.push(
-    Object.assign({src: document.querySelector('#camera_output').src}, e.detail)), true); }"""
 
 
 @dataclass
@@ -96,24 +93,9 @@ def served():
             del engine.cancel
 
 
-@pytest.fixture(scope="module")
-def playwright():
-    helpers.require_chromium()  # fails, never skips
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as instance:
-        yield instance
-
-
 def open_camera(playwright, url: str, *extra: str, prompt: str = ""):
-    chromium = playwright.chromium.launch(executable_path=helpers.require_chromium(), headless=True,
-                                          args=helpers.CHROMIUM_ARGS + FAKE_CAMERA + list(extra))
-    page = chromium.new_page(viewport={"width": 1200, "height": 1000})
-    page.goto(url, wait_until="domcontentloaded")
-    page.wait_for_selector("#sketch canvas", timeout=60_000)
-    page.get_by_role("tab", name="Camera").click()
-    page.wait_for_selector("#camera .cam-start", state="visible", timeout=30_000)
-    page.evaluate(PROBE_JS)
+    chromium = helpers.launch_with_camera(playwright, *extra)
+    page = helpers.open_camera_tab(chromium, url)
     if prompt:
         page.locator("#camera_prompt textarea").fill(prompt)
     page.wait_for_timeout(500)  # the client-side event hands the tab's inputs to the camera

@@ -26,21 +26,10 @@ import camera_stub  # noqa: E402  (tests/camera_stub.py)
 
 pytestmark = pytest.mark.browser
 FIGURES_JSON = Path("/tmp/sprint_camera_figures.json")
-FAKE_CAMERA = ["--use-fake-device-for-media-stream"]
-GRANT = ["--use-fake-ui-for-media-stream"]  # answers the permission prompt with "allow"
 RED, BLUE = (220, 30, 30), (30, 40, 220)
 PROMPT_A, PROMPT_B = "a blue lake", "a watercolour"  # stub colours (246, 225, 45) and (88, 5, 122)
 COLOUR_TOLERANCE = 12.0  # mean level difference allowed between a shown frame and the stub's expected colour
 
-# In-page probe: every frame the output shows, with the readout (the stub names the prompt it used) at that time.
-PROBE_JS = """
-() => {
-  if (window.__cam) return;
-  window.__cam = [];
-  document.addEventListener('camera-frame', (event) => window.__cam.push(Object.assign({
-    readout: document.querySelector('#camera .cam-readout').textContent }, event.detail)), true);
-}
-"""
 figures: dict = {}
 
 
@@ -53,28 +42,6 @@ def record(name: str, values: dict) -> None:
 @pytest.fixture(scope="module")
 def app():
     yield from camera_stub.serve_camera_app(prompt=PROMPT_A)
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    helpers.require_chromium()  # fails, never skips
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as instance:
-        yield instance
-
-
-def launch(playwright, *extra: str, grant: bool = True):
-    args = helpers.CHROMIUM_ARGS + FAKE_CAMERA + (GRANT if grant else []) + list(extra)
-    return playwright.chromium.launch(executable_path=helpers.require_chromium(), headless=True, args=args)
-
-
-def open_page(chromium, url: str):
-    page = chromium.new_page(viewport={"width": 1200, "height": 900})
-    page.goto(url, wait_until="domcontentloaded")
-    page.wait_for_selector("#camera .cam-start", state="visible", timeout=60_000)
-    page.evaluate(PROBE_JS)
-    return page
 
 
 def session(page) -> str:
@@ -124,9 +91,9 @@ def status(page) -> str:
 def test_frames_per_second_and_order(app, playwright):
     """(a) 10 s of streaming: frames shown per second against the 150 ms stub, every frame's seq newer than the
     last, frame ages (capture to screen); and the page's furniture (one camera: no front/back choice)."""
-    chromium = launch(playwright)
+    chromium = helpers.launch_with_camera(playwright)
     try:
-        page = open_page(chromium, app.url)
+        page = helpers.open_camera_tab(chromium, app.url)
         assert page.inner_text("#camera .cam-note") == ("Frames are sent to the server only to make the image "
                                                         "and are not stored.")
         assert page.inner_text("#camera .cam-start") == "Start"
@@ -167,9 +134,9 @@ def test_frames_per_second_and_order(app, playwright):
 def test_stop_stops_at_once(app, playwright):
     """(b) After Stop: no frame is shown (the output keeps the last one), the server is told at once and starts no
     work for the session after that (only the frame in flight at Stop finishes); Start again streams again."""
-    chromium = launch(playwright)
+    chromium = helpers.launch_with_camera(playwright)
     try:
-        page = open_page(chromium, app.url)
+        page = helpers.open_camera_tab(chromium, app.url)
         sess = session(page)
         start(page, frames=6)
         before_click = time.monotonic()
@@ -216,9 +183,9 @@ def test_two_cameras_no_cross_talk(app, playwright, tmp_path):
     try:
         for rgb, prompt, name in pairs:
             video = camera_stub.write_y4m(tmp_path / f"{name}.y4m", 320, 240, rgb, frames=8)
-            chromium = launch(playwright, f"--use-file-for-fake-video-capture={video}")
+            chromium = helpers.launch_with_camera(playwright, f"--use-file-for-fake-video-capture={video}")
             chromiums.append(chromium)
-            page = open_page(chromium, app.url)
+            page = helpers.open_camera_tab(chromium, app.url)
             page.fill("#prompt textarea", prompt)
             pages.append(page)
         for page in pages:
@@ -257,9 +224,9 @@ def test_two_cameras_no_cross_talk(app, playwright, tmp_path):
 @pytest.mark.slow
 def test_prompt_change_mid_stream(app, playwright):
     """(d) A new prompt typed while streaming reaches the next captured frames: the images change to it."""
-    chromium = launch(playwright)
+    chromium = helpers.launch_with_camera(playwright)
     try:
-        page = open_page(chromium, app.url)
+        page = helpers.open_camera_tab(chromium, app.url)
         page.fill("#prompt textarea", PROMPT_A)
         start(page, frames=3)
         assert PROMPT_A in page.inner_text("#camera .cam-readout")
@@ -290,9 +257,9 @@ def test_prompt_change_mid_stream(app, playwright):
 def test_permission_refused(app, playwright):
     """(e) Permission refused (no fake permission UI: headless chromium turns the prompt down): the message says
     what to do, no frame is sent, Start stays usable."""
-    chromium = launch(playwright, grant=False)
+    chromium = helpers.launch_with_camera(playwright, grant=False)
     try:
-        page = open_page(chromium, app.url)
+        page = helpers.open_camera_tab(chromium, app.url)
         page.click("#camera .cam-start")
         message = ("Camera permission was refused: allow the camera in the browser's site settings, then press "
                    "Start.")
@@ -309,9 +276,9 @@ def test_non_square_camera_keeps_its_aspect_and_mirrors(app, playwright, tmp_pat
     """(e) A 640x480 camera arrives at the server as 512x384 (longer side capture_size, multiples of 32); the
     frames sent are mirrored while the switch is on (the front camera's default), and not once it is off."""
     video = camera_stub.write_y4m(tmp_path / "wide.y4m", 640, 480, RED, frames=4, right_rgb=BLUE)
-    chromium = launch(playwright, f"--use-file-for-fake-video-capture={video}")
+    chromium = helpers.launch_with_camera(playwright, f"--use-file-for-fake-video-capture={video}")
     try:
-        page = open_page(chromium, app.url)
+        page = helpers.open_camera_tab(chromium, app.url)
         assert page.is_checked("#camera .cam-mirror")
         start(page, frames=2)
         sess = session(page)
@@ -333,10 +300,10 @@ def test_non_square_camera_keeps_its_aspect_and_mirrors(app, playwright, tmp_pat
 def test_time_limit_and_snapshot(app, playwright):
     """The session's time limit: the page stops and says to press Start again (which works); Snapshot keeps the
     frame at full quality with a download link, and becomes the component's value."""
-    chromium = launch(playwright)
+    chromium = helpers.launch_with_camera(playwright)
     saved = app.stub.time_limit_s
     try:
-        page = open_page(chromium, app.url)
+        page = helpers.open_camera_tab(chromium, app.url)
         start(page, frames=2)
         page.click("#camera .cam-snap")
         page.wait_for_function("() => !document.querySelector('#camera .cam-snapshot').hidden", timeout=10_000)
@@ -361,9 +328,9 @@ def test_time_limit_and_snapshot(app, playwright):
 def test_front_and_back_cameras(app, playwright):
     """Two cameras: the front/back choice appears once the camera is open; choosing Back swaps the camera while
     streaming and turns the mirror off."""
-    chromium = launch(playwright, "--use-fake-device-for-media-stream=device-count=2")
+    chromium = helpers.launch_with_camera(playwright, "--use-fake-device-for-media-stream=device-count=2")
     try:
-        page = open_page(chromium, app.url)
+        page = helpers.open_camera_tab(chromium, app.url)
         start(page, frames=1)
         page.wait_for_function("() => !document.querySelector('#camera .cam-facing').hidden", timeout=5000)
         assert "fake_device_0" in status(page)
@@ -381,9 +348,9 @@ def test_front_and_back_cameras(app, playwright):
 def test_leaving_the_tab_stops_the_camera(app, playwright):
     """Gradio keeps a left tab's components in the page, hidden, and the video keeps playing there: the camera
     stops itself (and tells the server) when its tab is left, and Start works again when it is back."""
-    chromium = launch(playwright)
+    chromium = helpers.launch_with_camera(playwright)
     try:
-        page = open_page(chromium, app.url)
+        page = helpers.open_camera_tab(chromium, app.url)
         sess = session(page)
         start(page, frames=2)
         page.get_by_role("tab", name="Other").click()
@@ -408,10 +375,10 @@ def test_errors_busy_and_insecure_origin(app, playwright):
     """A server error shows in the status line and streaming goes on, until max_errors (5) in a row stop it; a
     full server ("busy") makes the page back off, not stop; a page not served over HTTPS or from localhost says
     that the browser will not open the camera there."""
-    chromium = launch(playwright, "--host-resolver-rules=MAP camera.example 127.0.0.1")
+    chromium = helpers.launch_with_camera(playwright, "--host-resolver-rules=MAP camera.example 127.0.0.1")
     saved = app.stub.max_waiting
     try:
-        page = open_page(chromium, app.url)
+        page = helpers.open_camera_tab(chromium, app.url)
         start(page, frames=1)
         app.stub.fail_with = "stub model fault"
         page.wait_for_function("() => document.querySelector('#camera .cam-status').textContent"
@@ -435,7 +402,7 @@ def test_errors_busy_and_insecure_origin(app, playwright):
         record("busy_back_off", {"frames_sent_in_3s_while_busy": sent})
 
         port = app.url.rsplit(":", 1)[1]
-        insecure = open_page(chromium, f"http://camera.example:{port}")
+        insecure = helpers.open_camera_tab(chromium, f"http://camera.example:{port}")
         assert not insecure.evaluate("() => window.isSecureContext")
         insecure.click("#camera .cam-start")
         assert status(insecure) == "Browsers allow the camera only over HTTPS or on localhost."
