@@ -117,7 +117,6 @@ def app_page(chromium, url: str, sample: bool = False, **context_options):
         context.close()
 
 
-
 # --- The Camera tab in chromium with a fake camera ------------------------------------------------------------
 FAKE_CAMERA = ["--use-fake-device-for-media-stream"]  # a test pattern (--use-file-for-fake-video-capture: a Y4M)
 GRANT_CAMERA = ["--use-fake-ui-for-media-stream"]  # answers the permission prompt with "allow"
@@ -146,6 +145,18 @@ def open_camera_tab(chromium, url: str):
     page.wait_for_selector("#camera .cam-start", state="visible", timeout=30_000)
     page.evaluate(CAMERA_PROBE_JS)
     return page
+
+
+def camera_session(page) -> str:
+    """The camera component's session id (the server's camera session is "camera:" and this id)."""
+    return page.evaluate("() => document.querySelector('#camera .cam-root').cameraSession")
+
+
+def start_camera(page, frames: int = 1, timeout_ms: float = 20_000) -> None:
+    """Press Start and wait until ``frames`` more frames are shown (``CAMERA_PROBE_JS`` counts them)."""
+    before = page.evaluate("() => window.__cam.length")
+    page.click("#camera .cam-start")
+    page.wait_for_function(f"() => window.__cam.length >= {before + frames}", timeout=timeout_ms)
 
 
 def output_src(page, elem_id: str = "sketch_output") -> str | None:

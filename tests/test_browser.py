@@ -48,8 +48,6 @@ def _need(chromium):
     return chromium
 
 
-
-
 def _pixels(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
@@ -131,7 +129,7 @@ def test_fast_typing_ends_on_the_image_for_the_whole_prompt(chromium, live_app):
 def test_touch_stroke_draws_sends_and_does_not_scroll(chromium, live_app):
     url, engine, _demo = live_app
     with helpers.app_page(chromium, url, viewport={"width": 412, "height": 700}, has_touch=True, is_mobile=True,
-                   device_scale_factor=2) as page:
+                          device_scale_factor=2) as page:
         src = helpers.wait_idle(page)
         box = helpers.canvas_box(page)
         before_value = helpers.canvas_data_url(page)

@@ -103,17 +103,11 @@ def open_camera(playwright, url: str, *extra: str, prompt: str = ""):
 
 
 def session_of(page) -> str:
-    return "camera:" + page.evaluate("() => document.querySelector('#camera .cam-root').cameraSession")
+    return "camera:" + helpers.camera_session(page)
 
 
 def frames(page) -> list[dict]:
     return page.evaluate("() => window.__cam")
-
-
-def start(page, shown: int = 2) -> None:
-    """Press Start and wait until ``shown`` frames are on screen."""
-    page.click("#camera .cam-start")
-    page.wait_for_function(f"() => window.__cam.length >= {shown}", timeout=90_000)
 
 
 @pytest.mark.browser
@@ -122,7 +116,7 @@ def test_a_stream_shows_fresh_frames_and_stop_ends_the_engine_s_work_for_it(serv
     url, engine, record = served
     chromium, page = open_camera(playwright, url, prompt="an oil painting")
     try:
-        start(page)
+        helpers.start_camera(page, 2, timeout_ms=90_000)
         page.evaluate("() => { window.__cam.length = 0; }")
         t0 = page.evaluate("() => performance.now()")
         page.wait_for_timeout(10_000)
@@ -191,7 +185,7 @@ def test_a_prompt_changed_mid_stream_changes_the_next_frames(served, playwright)
     url, _engine, record = served
     chromium, page = open_camera(playwright, url, prompt="a castle")
     try:
-        start(page)
+        helpers.start_camera(page, 2, timeout_ms=90_000)
         page.locator("#camera_prompt textarea").fill("a spaceship")
         settled = page.evaluate("() => performance.now()") + 300  # the client-side event reaches the camera
         page.wait_for_function(f"() => window.__cam.filter((f) => f.captured_at > {settled}).length >= 2",

@@ -44,19 +44,8 @@ def app():
     yield from camera_stub.serve_camera_app(prompt=PROMPT_A)
 
 
-def session(page) -> str:
-    return page.evaluate("() => document.querySelector('#camera .cam-root').cameraSession")
-
-
 def shown_count(page) -> int:
     return len(page.evaluate("() => window.__cam"))
-
-
-def start(page, frames: int = 1) -> None:
-    """Press Start and wait until ``frames`` frames are shown."""
-    before = shown_count(page)
-    page.click("#camera .cam-start")
-    page.wait_for_function(f"() => window.__cam.length >= {before + frames}", timeout=20_000)
 
 
 def now_ms(page) -> float:
@@ -97,7 +86,7 @@ def test_frames_per_second_and_order(app, playwright):
         assert page.inner_text("#camera .cam-note") == ("Frames are sent to the server only to make the image "
                                                         "and are not stored.")
         assert page.inner_text("#camera .cam-start") == "Start"
-        start(page, frames=2)
+        helpers.start_camera(page, 2)
         page.evaluate("() => { window.__cam.length = 0; }")
         t0 = now_ms(page)
         page.wait_for_timeout(10_000)
@@ -137,8 +126,8 @@ def test_stop_stops_at_once(app, playwright):
     chromium = helpers.launch_with_camera(playwright)
     try:
         page = helpers.open_camera_tab(chromium, app.url)
-        sess = session(page)
-        start(page, frames=6)
+        sess = helpers.camera_session(page)
+        helpers.start_camera(page, 6)
         before_click = time.monotonic()
         page.click("#camera .cam-stop")
         stopped_at = float(page.evaluate("() => document.querySelector('#camera .cam-root').dataset.stoppedAt"))
@@ -167,7 +156,7 @@ def test_stop_stops_at_once(app, playwright):
         assert "press Start" in status(page)
         # Start again: new frames, newer than every frame of the first run.
         old_seq = int(page.evaluate("() => document.querySelector('#camera_output').dataset.seq"))
-        start(page, frames=2)
+        helpers.start_camera(page, 2)
         assert int(page.evaluate("() => document.querySelector('#camera_output').dataset.seq")) > old_seq
     finally:
         chromium.close()
@@ -195,7 +184,7 @@ def test_two_cameras_no_cross_talk(app, playwright, tmp_path):
         pages[0].wait_for_timeout(3000)  # both streaming together
         result = {}
         for page, (rgb, prompt, name) in zip(pages, pairs):
-            sess = session(page)
+            sess = helpers.camera_session(page)
             seq = int(page.evaluate("() => document.querySelector('#camera_output').dataset.seq"))
             work = work_for(app.stub, sess, seq)
             assert work.prompt == prompt
@@ -212,8 +201,8 @@ def test_two_cameras_no_cross_talk(app, playwright, tmp_path):
             result[name] = {"frames": len(own), "shown_mean": [round(v) for v in shown],
                             "expected": [round(v) for v in expected]}
         # the two sessions' work interleaved on the one worker (they streamed at once)
-        spans = [(min(w.started for w in app.stub.works_of(session(p))),
-                  max(w.started for w in app.stub.works_of(session(p)))) for p in pages]
+        spans = [(min(w.started for w in app.stub.works_of(helpers.camera_session(p))),
+                  max(w.started for w in app.stub.works_of(helpers.camera_session(p)))) for p in pages]
         assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans
         record("two_cameras", result)
     finally:
@@ -228,7 +217,7 @@ def test_prompt_change_mid_stream(app, playwright):
     try:
         page = helpers.open_camera_tab(chromium, app.url)
         page.fill("#prompt textarea", PROMPT_A)
-        start(page, frames=3)
+        helpers.start_camera(page, 3)
         assert PROMPT_A in page.inner_text("#camera .cam-readout")
         typed = now_ms(page)
         page.fill("#prompt textarea", PROMPT_B)
@@ -241,7 +230,7 @@ def test_prompt_change_mid_stream(app, playwright):
         assert len(later) >= 3 and all(PROMPT_B in f["readout"] for f in later), later
         # no frame captured after the change was made with the old prompt
         assert not [f for f in frames if f["captured_at"] > first_b["captured_at"] and PROMPT_A in f["readout"]]
-        sess = session(page)
+        sess = helpers.camera_session(page)
         shown = mean_rgb(output_image(page))
         work = work_for(app.stub, sess, int(page.evaluate("() => document.querySelector('#camera_output')"
                                                              ".dataset.seq")))
@@ -267,7 +256,7 @@ def test_permission_refused(app, playwright):
                                f"{json.dumps(message)}", timeout=10_000)
         assert page.is_enabled("#camera .cam-start") and page.is_disabled("#camera .cam-stop")
         assert page.evaluate("() => document.querySelector('#camera .cam-root').dataset.sent") is None
-        assert app.stub.works_of(session(page)) == []
+        assert app.stub.works_of(helpers.camera_session(page)) == []
     finally:
         chromium.close()
 
@@ -280,8 +269,8 @@ def test_non_square_camera_keeps_its_aspect_and_mirrors(app, playwright, tmp_pat
     try:
         page = helpers.open_camera_tab(chromium, app.url)
         assert page.is_checked("#camera .cam-mirror")
-        start(page, frames=2)
-        sess = session(page)
+        helpers.start_camera(page, 2)
+        sess = helpers.camera_session(page)
         sizes = {w.size for w in app.stub.works_of(sess)}
         assert sizes == {(512, 384)}, sizes
         assert "640x480" in status(page) and "512x384" in status(page)
@@ -304,13 +293,14 @@ def test_time_limit_and_snapshot(app, playwright):
     saved = app.stub.time_limit_s
     try:
         page = helpers.open_camera_tab(chromium, app.url)
-        start(page, frames=2)
+        helpers.start_camera(page, 2)
         page.click("#camera .cam-snap")
         page.wait_for_function("() => !document.querySelector('#camera .cam-snapshot').hidden", timeout=10_000)
         href = page.get_attribute("#camera .cam-snap-save", "href")
         assert href.startswith("data:image/jpeg;base64,")
         assert page.get_attribute("#camera .cam-snap-save", "download").endswith(".jpg")
-        assert [w for w in app.stub.works_of(session(page)) if w.seq is None], "no snapshot work on the server"
+        snapshots = [w for w in app.stub.works_of(helpers.camera_session(page)) if w.seq is None]
+        assert snapshots, "no snapshot work on the server"
         assert camera_stub.data_url_image(href).size == (512, 384)
         app.stub.time_limit_s = 1.0
         page.wait_for_function("() => document.querySelector('#camera .cam-root').dataset.running === 'false'",
@@ -319,7 +309,7 @@ def test_time_limit_and_snapshot(app, playwright):
         assert "time limit" in text and "Press Start again" in text, text
         assert page.is_enabled("#camera .cam-start")
         app.stub.time_limit_s = saved
-        start(page, frames=2)  # the stop restarted the session's window
+        helpers.start_camera(page, 2)  # the stop restarted the session's window
     finally:
         app.stub.time_limit_s = saved
         chromium.close()
@@ -331,7 +321,7 @@ def test_front_and_back_cameras(app, playwright):
     chromium = helpers.launch_with_camera(playwright, "--use-fake-device-for-media-stream=device-count=2")
     try:
         page = helpers.open_camera_tab(chromium, app.url)
-        start(page, frames=1)
+        helpers.start_camera(page, 1)
         page.wait_for_function("() => !document.querySelector('#camera .cam-facing').hidden", timeout=5000)
         assert "fake_device_0" in status(page)
         count = shown_count(page)
@@ -351,8 +341,8 @@ def test_leaving_the_tab_stops_the_camera(app, playwright):
     chromium = helpers.launch_with_camera(playwright)
     try:
         page = helpers.open_camera_tab(chromium, app.url)
-        sess = session(page)
-        start(page, frames=2)
+        sess = helpers.camera_session(page)
+        helpers.start_camera(page, 2)
         page.get_by_role("tab", name="Other").click()
         page.wait_for_function("() => document.querySelector('#camera .cam-root').dataset.running === 'false'",
                                timeout=5000)
@@ -365,7 +355,7 @@ def test_leaving_the_tab_stops_the_camera(app, playwright):
         assert not [w for w in app.stub.works_of(sess) if w.started >= stops[0].at]
         page.get_by_role("tab", name="Camera").click()
         assert "tab was left" in status(page)
-        start(page, frames=1)
+        helpers.start_camera(page, 1)
     finally:
         chromium.close()
 
@@ -379,7 +369,7 @@ def test_errors_busy_and_insecure_origin(app, playwright):
     saved = app.stub.max_waiting
     try:
         page = helpers.open_camera_tab(chromium, app.url)
-        start(page, frames=1)
+        helpers.start_camera(page, 1)
         app.stub.fail_with = "stub model fault"
         page.wait_for_function("() => document.querySelector('#camera .cam-status').textContent"
                                ".startsWith('stub model fault')", timeout=5000)
