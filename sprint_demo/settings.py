@@ -153,7 +153,6 @@ SKETCH_INK_LEVEL = 128  # sketch pixels darker than this grey level are strokes
 CONTROL_BLUR_SIGMA = 3.0  # Gaussian blur of the thin line map before the threshold below (NVlabs: 3.0)
 CONTROL_BLUR_THRESHOLD = 4  # blurred values above this become 255, the rest 0 (NVlabs: > 4)
 HED_NMS_THRESHOLD, HED_NMS_SIGMA = 127, 3.0  # thin-line non-maximum suppression of soft HED edges (NVlabs)
-HED_DETECT_RESOLUTION = 512  # short side the HED net sees, rounded to a multiple of 64 (controlnet-aux default)
 HED_ANNOTATOR_FILE = "ControlNetHED.pth"  # file in HED_ANNOTATOR_ID (a hub repo or a local folder)
 HED_DETECTOR = os.getenv("SPRINT_HED_DETECTOR", "auto")  # auto: HED if weights load, else classical | hed | classical
 HUB_PROBE_TIMEOUT_S = 2.0  # "auto" first checks the hub answers at all: offline it fails fast, not after retries
