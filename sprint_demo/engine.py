@@ -631,7 +631,8 @@ def load_engine(
         loaded = load_pipeline(model, controlnet, device, dtype, **lanes)
     engine = Engine(loaded, fallback_reason=fallback_reason, speed=speed, size=size, max_batch_size=max_batch_size)
     if not engine.is_preview and engine.has_controlnet:
-        try:  # at load, so that a Canny stand-in is in the log at start-up, and SPRINT_HED_DETECTOR=hed refuses to start
+        # at load: a Canny stand-in is in the log at start-up, and SPRINT_HED_DETECTOR=hed refuses to start
+        try:
             engine.edge_detector()
         except Exception as error:  # noqa: BLE001 - only "hed" raises: the operator asked for HED and it is not there
             engine.close()

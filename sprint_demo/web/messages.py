@@ -1,7 +1,8 @@
 """What the page tells a user about the engine it runs on: sentences built from the engine's facts.
 
 The engine knows what it loaded (``model_name``, ``is_preview``, ``fallback_reason``, ``has_controlnet``,
-``controlnet_description``, ``tiny_note``, ``edges_fallback``); the wording lives here, once, for the page, the log and the tools.
+``controlnet_description``, ``tiny_note``, ``edges_fallback``); the wording lives here, once, for the page, the log
+and the tools.
 """
 
 from __future__ import annotations
