@@ -12,11 +12,11 @@ is our own code). NVlabs sends drawn sketches and uploads alike through it: soft
 side -> thin-line non-maximum suppression (``settings.HED_NMS_THRESHOLD``, ``settings.HED_NMS_SIGMA``) -> Gaussian
 blur (sigma ``settings.CONTROL_BLUR_SIGMA``) -> values above ``settings.CONTROL_BLUR_THRESHOLD`` become 255 ->
 thickness ``t`` (``_thickness``): 0 erodes with a 4x4 square, 1 leaves the lines as they are, t > 1 dilates with a
-``t // 2`` square (so 2 and 3 change nothing and 4 dilates by a 2x2 square). The thin lines come out about
-13 px wide at any frame size (a 1-2 px ridge spread by the blur), whatever the width of what was drawn.
+``t // 2`` square (so 2 and 3 change nothing and 4 dilates by a 2x2 square). The thin lines come out 11-13 px
+across at any frame size (a 1-2 px ridge spread by the blur), whatever the width of what was drawn.
 
-Sketch path (``sketch_to_control_map``, a few ms at 1024 px): pixels darker than ``settings.SKETCH_INK_LEVEL`` are
-ink. No HED net runs (seconds on a CPU, and it need not be there): the thin-line step takes each stroke's centre
+Sketch path (``sketch_to_control_map``, milliseconds at 1024 px): pixels darker than ``settings.SKETCH_INK_LEVEL``
+are ink. No HED net runs (seconds on a CPU, and it need not be there): the thin-line step takes each stroke's centre
 line directly, the ridge of the ink's distance to the paper (``_centre_lines``). That is what HED followed by the
 NMS gives for a pen stroke, a ridge one or two pixels wide along its middle, and it holds for every brush width;
 the NMS's value threshold (127 on HED's soft scale) has nothing to select on binary ink, where it would drop every
@@ -120,12 +120,12 @@ def _finish(lines: np.ndarray, thickness: int) -> np.ndarray:
 _DIRECTIONS = (((0, -1), (0, 1)), ((-1, 0), (1, 0)), ((-1, -1), (1, 1)), ((-1, 1), (1, -1)))
 
 
-def _ridge(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+def _ridge(values: np.ndarray, where: np.ndarray, quantum: float | None = None) -> np.ndarray:
     """The pixels of ``where`` (H, W, nonzero = a candidate) at which ``values`` (H, W) is a maximum along at least
     one of the four directions (horizontal, vertical, two diagonals) and strictly above one of the two neighbours
     there -> (H, W) uint8 0/255. The outermost pixels must not be candidates (callers pad the maps by one pixel),
     so every candidate has its eight neighbours. Only the candidates are looked at (a sketch's ink is a few
-    percent of the frame)."""
+    percent of the frame). ``quantum``: values are compared rounded to multiples of it."""
     out = np.zeros(values.shape, dtype=np.uint8)
     points = cv2.findNonZero(where)  # x, y of each candidate; None when there are none
     if points is None:
@@ -134,10 +134,15 @@ def _ridge(values: np.ndarray, where: np.ndarray) -> np.ndarray:
     width = values.shape[1]
     flat = values.ravel()
     at = points[:, 1].astype(np.intp) * width + points[:, 0]  # flat index of each candidate
-    centre = flat[at]
+
+    def look(offset: int) -> np.ndarray:
+        found = flat[at + offset]
+        return found if quantum is None else np.round(found / quantum)
+
+    centre = look(0)
     ridge = np.zeros(len(at), dtype=bool)
     for (ay, ax), (by, bx) in _DIRECTIONS:
-        before, after = flat[at + ay * width + ax], flat[at + by * width + bx]
+        before, after = look(ay * width + ax), look(by * width + bx)
         ridge |= (centre >= before) & (centre >= after) & ((centre > before) | (centre > after))
     out.ravel()[at[ridge]] = 255
     return out
@@ -179,11 +184,10 @@ def _centre_lines(ink: np.ndarray) -> np.ndarray:
     box = cv2.copyMakeBorder(ink[y:y + h, x:x + w], 2, 2, 2, 2, cv2.BORDER_CONSTANT, value=0)
     distance = cv2.distanceTransform(box, cv2.DIST_L2, cv2.DIST_MASK_3)  # 0 on paper, rising towards the middle
     soft = cv2.GaussianBlur(distance, (0, 0), settings.HED_NMS_SIGMA, borderType=cv2.BORDER_CONSTANT)  # paper
-    # in steps of 1/1024 px: a stroke's two middle rows tie exactly, not by the last float bit (which moves with the
-    # box's size and made the ridge differ between the box and the whole frame)
-    soft = np.round(soft * 1024)
     near_ink = cv2.dilate(box, np.ones((3, 3), np.uint8))  # inside the box's paper ring, off its edge
-    ridge = _ridge(soft, near_ink)  # box row / column i is the frame's y - 2 + i / x - 2 + i
+    # compared in steps of 1/1024 px: a stroke's two middle rows tie exactly, not by the last float bit (which moves
+    # with the box's size and made the ridge differ between the box and the whole frame)
+    ridge = _ridge(soft, near_ink, quantum=1 / 1024)  # box row / column i is the frame's y - 2 + i / x - 2 + i
     top, left = max(0, y - 1), max(0, x - 1)
     bottom, right = min(ink.shape[0], y + h + 1), min(ink.shape[1], x + w + 1)
     out[top:bottom, left:right] = ridge[top - y + 2:bottom - y + 2, left - x + 2:right - x + 2]
