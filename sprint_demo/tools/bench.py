@@ -14,7 +14,8 @@ Modes:
                    while painting on the Paint tab ("model time" = image_encode + denoise + decode)
 
 ``--decoder full,tiny`` runs every case with each autoencoder lane (``"full"``: the DC-AE; ``"tiny"``: the tiny
-autoencoder encodes the control map and decodes the frame); each run records its ``"decoder"``.
+autoencoder decodes the frame and encodes an image-to-image picture; control maps take the DC-AE's encoder in both);
+each run records its ``"decoder"``.
 
 ``--mode components`` (alone) times the autoencoders instead: the full-size DC-AE against the full-size tiny
 autoencoder (both random weights), encode (of a stroke drawing's control map) and decode at ``--size`` (default
