@@ -16,9 +16,8 @@ caches, the model thread and timings:
   encoded by the DC-AE's encoder in both lanes: the ControlNet has only seen DC-AE latents of line maps, and flat
   black-and-white line art is far from the pictures the tiny encoder was distilled on; so one cached control
   latent serves both lanes, and a new stroke costs a tiny-lane draft one DC-AE encode. ``Engine.decoders`` lists
-  the lanes a server has:
-  without a tiny autoencoder (switched off, or its files unreachable offline) it is ``("full",)``, a "tiny"
-  request is refused with the reason, and ``Engine.tiny_note`` says why;
+  the lanes a server has: without a tiny autoencoder (switched off, or its files unreachable offline) it is
+  ``("full",)``, a "tiny" request is refused with the reason, and ``Engine.tiny_note`` says why;
 * image-to-image starts from the picture's latent noised to ``continuous_strength_timesteps``' start time
   (strength s: t = s * pi/2), every step count from any strength; strength 1 never reaches the engine as
   image-to-image (``inputs.image_request`` makes it text-to-image);
