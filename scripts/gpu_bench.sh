@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU benchmark: random-full (real SANA-Sprint 0.6B + 7-block ControlNet + DC-AE + Gemma-2-2B shapes) at
 # 1024x1024, 1/2/4 steps, text-to-image and ControlNet, eager, torch.compile and compile + CUDA graphs, in one
-# run of < 8 minutes. The tiny_* variants run the "tiny" decoder lane (the tiny autoencoder encodes the control map
-# and decodes the frame; bench --decoder tiny).
+# run of < 8 minutes. The tiny_* variants run the "tiny" decoder lane (the tiny autoencoder decodes the frame; the
+# control map takes the DC-AE's encoder in both lanes; bench --decoder tiny).
 #
 #   scripts/gpu_bench.sh OUT_DIR [WHEEL_DIR]
 #

@@ -11,10 +11,13 @@ caches, the model thread and timings:
 * the control latent is cached per control-map content, the image-to-image start latent per picture: a new
   prompt or seed does not re-encode the canvas;
 * two autoencoder lanes (``FrameRequest.decoder``): "full", the pipeline's DC-AE, and "tiny", the tiny
-  autoencoder from the loader (``sprint_demo.models.tiny_autoencoder``), used for the encodes and the decode
-  (``Engine._autoencoder``); their latents are cached apart. ``Engine.decoders`` lists the lanes a server has:
-  without a tiny autoencoder (switched off, or its files unreachable offline) it is ``("full",)``, a "tiny"
-  request is refused with the reason, and ``Engine.tiny_note`` says why;
+  autoencoder from the loader (``sprint_demo.models.tiny_autoencoder``), which decodes the frame and encodes an
+  image-to-image start picture (``Engine._autoencoder``; picture latents are cached per lane). Control maps are
+  encoded by the DC-AE's encoder in both lanes: the ControlNet has only seen DC-AE latents of line maps, and flat
+  black-and-white line art is far from the pictures the tiny encoder was distilled on; so one cached control
+  latent serves both lanes, and a new stroke costs a tiny-lane draft one DC-AE encode. ``Engine.decoders`` lists
+  the lanes a server has: without a tiny autoencoder (switched off, or its files unreachable offline) it is
+  ``("full",)``, a "tiny" request is refused with the reason, and ``Engine.tiny_note`` says why;
 * image-to-image starts from the picture's latent noised to ``continuous_strength_timesteps``' start time
   (strength s: t = s * pi/2), every step count from any strength; strength 1 never reaches the engine as
   image-to-image (``inputs.image_request`` makes it text-to-image);
@@ -138,6 +141,7 @@ class Engine:
         self.model_name = loaded.model_name
         self.is_preview = loaded.is_preview
         self.fallback_reason = fallback_reason  # why "auto" fell back to the preview model (None: it did not)
+        self._detector: conditioning.EdgeDetector | None = None  # photos' edge detector, loaded on first use
         self.size = size or (settings.PREVIEW_SIZE if self.is_preview else settings.DEFAULT_SIZE)
         # Binning snaps sizes to the 1024px model's trained aspect bins; the preview model has none to respect.
         self.use_resolution_binning = not self.is_preview
@@ -238,8 +242,8 @@ class Engine:
             self._watch.check()
 
     def _autoencoder(self, decoder: str):
-        """The autoencoder a lane's stage calls use (the control encode and the decode): the pipeline's DC-AE for
-        "full", the tiny one for "tiny"."""
+        """The autoencoder of a lane's decode and picture encode: the pipeline's DC-AE for "full", the tiny one for
+        "tiny" (control maps always take the DC-AE: ``_control_latents``)."""
         if decoder == DEFAULT_DECODER:
             return self.pipe.vae
         if self.tiny is None:
@@ -260,13 +264,17 @@ class Engine:
         thickness: int = settings.DEFAULT_THICKNESS,
         control_map: Image.Image | None = None,
         decoder: str = DEFAULT_DECODER,
+        size: tuple[int, int] | None = None,
     ) -> Frame:
-        """Sketch (dark strokes on light; None or blank = no control) or a ready control map -> frame at the
-        engine's size. Raw values are fine: ``inputs.sketch_request`` checks them (InputError naming the value)."""
+        """Sketch (dark strokes on light; None or blank = no control) or a ready control map -> frame of ``size``
+        (width, height; default the engine's square; a photo's map from ``photo_to_control_map`` runs at its own,
+        ``size=control_map.size``). Raw values are fine: ``inputs.sketch_request`` checks them (InputError naming
+        the value)."""
         started = time.perf_counter()
+        size = (self.size, self.size) if size is None else inputs.check_size(*size)
         request = inputs.sketch_request(
             sketch, prompt, steps=steps, seed=seed, guidance_scale=guidance_scale, control_strength=control_strength,
-            thickness=thickness, size=(self.size, self.size), control_map=control_map, decoder=decoder,
+            thickness=thickness, size=size, control_map=control_map, decoder=decoder,
         )
         return self.render(request, prep_ms=(time.perf_counter() - started) * 1000)
 
@@ -306,19 +314,40 @@ class Engine:
 
     def photo_to_control_map(self, photo: Image.Image | str | bytes, thickness: int = settings.DEFAULT_THICKNESS,
                              size: tuple[int, int] | None = None) -> Image.Image:
-        """A photo -> HED edge map (white lines on black) of ``size`` (width, height; default the engine's square
-        frame), made on the model thread (the HED net shares the GPU)."""
+        """A photo -> HED edge map (white lines on black) of ``size`` (width, height; default the photo's own frame,
+        ``inputs.fit_size`` at the engine's size: its aspect ratio kept, as NVlabs runs a photo), made on the model
+        thread (the HED net shares the GPU). ``edges_fallback`` says when the classical detector stands in."""
         photo = inputs.decode_image(photo, what="photo")
         if photo is None:
             raise inputs.InputError("photo is empty: upload an image")
         thickness = inputs.check_thickness(thickness)
+        size = size or inputs.fit_size(photo.width, photo.height, self.size)
 
         def edges() -> Image.Image:
-            detector = conditioning.load_hed_detector().to(self.device)
-            return conditioning.photo_to_control_map(photo, thickness, size or (self.size, self.size),
-                                                     detector=detector)
+            return conditioning.photo_to_control_map(photo, thickness, size, detector=self.edge_detector())
 
         return self._batcher.call(edges)
+
+    def edge_detector(self) -> conditioning.EdgeDetector:
+        """The photos' edge detector (``conditioning.load_hed_detector``) on the engine's device, loaded once. With
+        a model other than the preview, the classical detector standing in for HED is logged as a warning."""
+        if self._detector is None:
+            detector = conditioning.load_hed_detector().to(self.device)
+            self._detector = detector
+            if self.edges_fallback is not None:
+                log.warning("photo edges: the classical Canny detector stands in for HED (%s); the ControlNet was "
+                            "trained on HED scribbles, so a photo steers it less faithfully (SPRINT_HED_DETECTOR=hed "
+                            "refuses to start without HED)", self.edges_fallback)
+        return self._detector
+
+    @property
+    def edges_fallback(self) -> str | None:
+        """Why photos' edge maps come from the classical Canny detector instead of HED, for a model other than the
+        preview (whose random weights make nothing to be faithful to); None when HED makes them, for the preview,
+        or before the detector has loaded (``load_engine`` loads it for every other model)."""
+        if self.is_preview or self._detector is None or self._detector.name == conditioning.HedEdgeDetector.name:
+            return None
+        return getattr(self._detector, "reason", self._detector.name)
 
     def render(self, request: FrameRequest, prep_ms: float = 0.0, session: str | None = None,
                priority: Priority = Priority.FINAL, limited: bool = True) -> Frame:
@@ -456,7 +485,7 @@ class Engine:
                 watch.check()
             return tensors
 
-        vae = self._autoencoder(first.decoder)
+        vae = self._autoencoder(first.decoder)  # the lane's: decode and picture encode (control maps: the DC-AE)
         with torch.inference_mode():
             with watch.stage("text_encode"):
                 prompts = [self._prompt_embeddings(r.prompt) for r in requests]
@@ -464,7 +493,7 @@ class Engine:
             controls: list[torch.Tensor | None] = [None] * rows
             if pipe.controlnet is not None and any(r.control_map is not None for r in requests):
                 with watch.stage("control_encode"):
-                    controls = [None if r.control_map is None else self._control_latents(r, height, width, vae)
+                    controls = [None if r.control_map is None else self._control_latents(r, height, width)
                                 for r in requests]
             generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
             generator = generators[0] if rows == 1 else generators  # a list: each row draws its own noise
@@ -527,13 +556,14 @@ class Engine:
             self._pictures.put(cache_key, latents)
         return latents
 
-    def _control_latents(self, request: FrameRequest, height: int, width: int, vae) -> torch.Tensor:
-        # Each lane's encoder gives its own latents of the same map: cached apart, under the lane's name.
-        cache_key = (request.control_key, height, width, request.decoder)
+    def _control_latents(self, request: FrameRequest, height: int, width: int) -> torch.Tensor:
+        """The control map's DC-AE latent (1, C, h, w) in every lane (the ControlNet's training input), cached per
+        map and size: one latent serves both lanes."""
+        cache_key = (request.control_key, height, width)
         latents = self._controls.get_or_none(cache_key)
         if latents is None:
             # clone: with CUDA graphs the encoder's output buffer is overwritten by its next replay
-            latents = self.pipe.prepare_control_latents(request.control_map, height, width, vae=vae).clone()
+            latents = self.pipe.prepare_control_latents(request.control_map, height, width, vae=self.pipe.vae).clone()
             self._controls.put(cache_key, latents)
         return latents
 
@@ -599,6 +629,14 @@ def load_engine(
     else:
         loaded = load_pipeline(model, controlnet, device, dtype, **lanes)
     engine = Engine(loaded, fallback_reason=fallback_reason, speed=speed, size=size, max_batch_size=max_batch_size)
+    if not engine.is_preview and engine.has_controlnet:
+        # at load: a Canny stand-in is in the log at start-up, and SPRINT_HED_DETECTOR=hed refuses to start
+        try:
+            engine.edge_detector()
+        except Exception as error:  # noqa: BLE001 - only "hed" raises: the operator asked for HED and it is not there
+            engine.close()
+            raise ModelLoadError(f"SPRINT_HED_DETECTOR={settings.HED_DETECTOR} asks for the HED annotator for photos, "
+                                 f"and it could not load: {type(error).__name__}: {error}") from error
     if warmup:
         log.info("warm-up took %.1f s", engine.warmup())
     return engine

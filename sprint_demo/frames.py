@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-# "full": the pipeline's DC-AE (decode, and encode of the control map); "tiny": the tiny autoencoder for both
-# (sprint_demo.models.tiny_autoencoder): much faster, less fine detail
+# "full": the pipeline's DC-AE decodes (and encodes an image-to-image picture); "tiny": the tiny autoencoder does
+# (sprint_demo.models.tiny_autoencoder): much faster, less fine detail. A control map is the DC-AE's to encode in both.
 DECODERS = ("full", "tiny")
 DEFAULT_DECODER = "full"
 

@@ -18,7 +18,8 @@ Decisions, written once here:
   the pixels are allocated, so a small file that claims 10000x10000 pixels is refused after reading its
   header. Transparent pixels are composited on white (a transparent canvas is white paper); every mode comes
   back as RGB; JPEG EXIF orientation is applied; animated files give their first frame. Extreme aspect ratios
-  (4096x64, 1x1) are accepted unchanged: the control-map code fits them into the frame (letterbox).
+  (4096x64, 1x1) are accepted unchanged: a sketch is fitted into the square frame (letterbox, so nothing drawn is
+  cut off), a picture or photo gets a frame of its own aspect ratio (``fit_size``, cropped beyond its limits).
 * Blank canvas (``is_blank``): near-white everywhere, up to ``settings.BLANK_MAX_INK_PIXELS`` specks darker
   than ``settings.BLANK_INK_LEVEL``. ``None`` counts as blank.
 * Prompts (``clean_prompt``): NFC-normalised; NUL and other control characters removed; newlines, tabs and

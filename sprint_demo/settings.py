@@ -53,7 +53,8 @@ MAX_PROMPT_CHARS = 2000  # longer prompts are cut (and the user told) before tok
 # --- ControlNet conditioning ----------------------------------------------------------------------------
 DEFAULT_CONTROL_STRENGTH = 1.0  # controlnet_conditioning_scale
 MIN_CONTROL_STRENGTH, MAX_CONTROL_STRENGTH = 0.0, 2.0
-DEFAULT_THICKNESS = 2  # NVlabs HED demo: line thickness 1-4, default 2
+# NVlabs HED demo: line thickness 1-4, default 2; the map's lines dilated by a thickness // 2 square (1-3 alike)
+DEFAULT_THICKNESS = 2
 MIN_THICKNESS, MAX_THICKNESS = 1, 4
 
 # --- Image-to-image (Paint tab, photos, camera) ----------------------------------------------------------
@@ -152,8 +153,10 @@ BLANK_MAX_INK_PIXELS = 4  # up to this many ink pixels are specks (JPEG noise, a
 SKETCH_INK_LEVEL = 128  # sketch pixels darker than this grey level are strokes
 CONTROL_BLUR_SIGMA = 3.0  # Gaussian blur of the thin line map before the threshold below (NVlabs: 3.0)
 CONTROL_BLUR_THRESHOLD = 4  # blurred values above this become 255, the rest 0 (NVlabs: > 4)
-HED_NMS_THRESHOLD, HED_NMS_SIGMA = 127, 3.0  # thin-line non-maximum suppression of soft HED edges (NVlabs)
-HED_DETECT_RESOLUTION = 512  # short side the HED net sees, rounded to a multiple of 64 (controlnet-aux default)
+# thin-line non-maximum suppression of soft HED edges (NVlabs); its blur also smooths a sketch's ink distance
+HED_NMS_THRESHOLD, HED_NMS_SIGMA = 127, 3.0
 HED_ANNOTATOR_FILE = "ControlNetHED.pth"  # file in HED_ANNOTATOR_ID (a hub repo or a local folder)
-HED_DETECTOR = os.getenv("SPRINT_HED_DETECTOR", "auto")  # auto: HED if weights load, else classical | hed | classical
+# auto: HED if its weights load, else the classical Canny stand-in (said in the log and the UI for real models) |
+# hed: HED or no start (real models) | classical. HED detects at the frame's short side, as NVlabs runs it.
+HED_DETECTOR = os.getenv("SPRINT_HED_DETECTOR", "auto")
 HUB_PROBE_TIMEOUT_S = 2.0  # "auto" first checks the hub answers at all: offline it fails fast, not after retries

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import browser as helpers  # noqa: E402  (tests/browser.py)
 import support  # noqa: E402  (tests/support.py)
 
+from sprint_demo import inputs  # noqa: E402
 from sprint_demo.web.handlers import encode_frame  # noqa: E402
 
 pytestmark = pytest.mark.browser
@@ -215,6 +216,8 @@ def test_photo_upload_replaces_the_sketch_until_cleared(chromium, live_app):
         page.wait_for_selector("#photo_map img", timeout=60_000)
         photo_src = helpers.wait_new_image(page, sketch_src)
         assert "photo" in page.inner_text("#latency")
+        width, height = inputs.fit_size(1024, 768, _engine.size)  # the photo's own aspect ratio, not the square
+        assert helpers.data_url_pixels(photo_src).shape[:2] == (height, width) and height < width
         page.locator("#photo button[aria-label='Remove Image']").click()
         assert helpers.wait_new_image(page, photo_src) == sketch_src  # the sketch's frame again
         assert page.locator("#photo_map img").count() == 0

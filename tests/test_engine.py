@@ -158,17 +158,17 @@ def test_photo_values_are_refused_by_name(engine):
 
 
 def test_the_tiny_lane_renders_with_and_without_control(engine):
-    """decoder="tiny": the tiny autoencoder encodes the control map and decodes the frame, the DC-AE does neither;
-    its images go through the same postprocess as the full lane's (uint8 RGB at the requested size)."""
+    """decoder="tiny": the tiny autoencoder decodes the frame and the DC-AE does not; the control map is encoded by
+    the DC-AE's encoder, the only one the ControlNet has seen line maps through, and never by the tiny one; its
+    images go through the same postprocess as the full lane's (uint8 RGB at the requested size)."""
     import numpy as np
 
-    no_dc_ae = AssertionError("the tiny lane must not use the DC-AE")
-    with mock.patch.object(engine.pipe.vae, "encode", side_effect=no_dc_ae), \
-            mock.patch.object(engine.pipe.vae, "decode", side_effect=no_dc_ae), \
+    with mock.patch.object(engine.pipe.vae, "decode", side_effect=AssertionError("the tiny lane decodes itself")), \
+            mock.patch.object(engine.pipe.vae, "encode", wraps=engine.pipe.vae.encode) as dc_ae_encode, \
             count_calls(engine.tiny.encoder) as tiny_encoder, count_calls(engine.tiny.decoder) as tiny_decoder:
         plain = engine.text_to_image("a lighthouse", width=256, height=256, decoder="tiny")
         drawn = engine.sketch_to_image(canvas(4), "a lighthouse", decoder="tiny")
-    assert tiny_encoder.call_count == 1 and tiny_decoder.call_count == 2
+    assert dc_ae_encode.call_count == 1 and tiny_encoder.call_count == 0 and tiny_decoder.call_count == 2
     assert plain.decoder == drawn.decoder == "tiny" and plain.image.size == (256, 256) and drawn.image.mode == "RGB"
     blank = engine.sketch_to_image(None, "a lighthouse", decoder="tiny")
     pixels = [np.asarray(frame.image, dtype=np.int16) for frame in (drawn, blank)]
@@ -178,16 +178,63 @@ def test_the_tiny_lane_renders_with_and_without_control(engine):
     assert full.decoder == "full" and full.image.tobytes() != blank.image.tobytes()
 
 
-def test_control_latents_of_each_lane_are_cached_apart(engine):
+def test_one_dc_ae_control_latent_serves_both_lanes(engine):
+    """Control maps take the DC-AE's encoder in both lanes: one encode per map, cached without the lane, and the
+    tiny lane's control latent is the full lane's (the same tensor); the tiny encoder is never asked."""
     with mock.patch.object(engine.pipe.vae, "encode", wraps=engine.pipe.vae.encode) as dc_ae_encode, \
-            mock.patch.object(engine.tiny, "encode", wraps=engine.tiny.encode) as tiny_encode:
+            mock.patch.object(engine.tiny, "encode", wraps=engine.tiny.encode) as tiny_encode, \
+            mock.patch.object(engine.pipe, "denoise", wraps=engine.pipe.denoise) as denoise:
         for seed, decoder in enumerate(["full", "tiny", "full", "tiny", "tiny"]):
             engine.sketch_to_image(canvas(2), "a castle", seed=seed, decoder=decoder)
-        assert dc_ae_encode.call_count == 1 and tiny_encode.call_count == 1
-        engine.sketch_to_image(canvas(3), "a castle", decoder="tiny")  # a new stroke: only the tiny encoder
-        assert dc_ae_encode.call_count == 1 and tiny_encode.call_count == 2
-    cached = {key[-1]: latents for key, latents in engine._controls.items() if key[0] is not None}
-    assert set(cached) == {"full", "tiny"}
+        assert dc_ae_encode.call_count == 1 and tiny_encode.call_count == 0
+        engine.sketch_to_image(canvas(3), "a castle", decoder="tiny")  # a new stroke: one more DC-AE encode
+        assert dc_ae_encode.call_count == 2 and tiny_encode.call_count == 0
+    used = [call.kwargs["control_latents"] for call in denoise.call_args_list]
+    assert all(latents is used[0] for latents in used[:5])  # full and tiny frames of one map: one latent
+    assert not torch.equal(used[5], used[0])
+    assert {len(key) for key in engine._controls} == {3}  # (map, height, width): no lane in the key
+    # the latent is the DC-AE's own encoding of the map
+    request_map = engine.sketch_to_image(canvas(2), "a castle", seed=9, decoder="tiny").control_map
+    direct = engine.pipe.prepare_control_latents(request_map, 512, 512, vae=engine.pipe.vae)
+    assert torch.equal(direct, used[0])
+
+
+def test_a_canny_stand_in_for_hed_is_logged_at_load_and_refused_when_hed_is_asked_for(monkeypatch, caplog):
+    """With a model other than the preview, the photos' edge detector loads with the engine: the classical Canny
+    detector standing in for HED (here: HED's loading fails) is a warning in the log and a fact of the engine that
+    the page words (``messages.edges_note``); with SPRINT_HED_DETECTOR=hed the engine refuses to start, saying why."""
+    import logging
+    from dataclasses import replace
+
+    from sprint_demo import conditioning
+    from sprint_demo import engine as engine_module
+    from sprint_demo.models.loading import ModelLoadError, load_pipeline
+
+    def failing_hed():
+        raise OSError("no ControlNetHED.pth here")
+
+    monkeypatch.setattr(conditioning, "_load_hed", failing_hed)
+    monkeypatch.setattr(conditioning, "_detectors", {})
+    preview = load_engine("preview", device="cpu", warmup=False)  # the preview: Canny without a word
+    preview.photo_to_control_map(Image.new("RGB", (64, 64), "grey"))
+    assert preview._detector.name.startswith("classical") and preview.edges_fallback is None
+    assert messages.edges_note(preview) is None
+    preview.close()
+
+    weights = replace(load_pipeline("preview", device="cpu"), model_name="/weights/sprint")  # not the preview
+    monkeypatch.setattr(engine_module, "load_pipeline", lambda *args, **kwargs: weights)
+    with caplog.at_level(logging.WARNING, logger="sprint_demo"):
+        engine = load_engine("/weights/sprint", device="cpu", warmup=False)
+    assert "could not load: OSError: no ControlNetHED.pth here" in engine.edges_fallback
+    assert "the classical Canny detector stands in for HED" in caplog.text and "no ControlNetHED" in caplog.text
+    note = messages.edges_note(engine)
+    assert note.startswith("photo edges by the classical Canny detector, not HED") and "no ControlNetHED" in note
+    engine.close()
+
+    monkeypatch.setattr(settings, "HED_DETECTOR", "hed")
+    with pytest.raises(ModelLoadError, match="SPRINT_HED_DETECTOR=hed asks for the HED annotator for photos, and it "
+                                             "could not load: OSError: no ControlNetHED.pth here"):
+        load_engine("/weights/sprint", device="cpu", warmup=False)
 
 
 def test_without_tiny_weights_the_full_lane_works_and_a_tiny_request_says_why(tmp_path, caplog):

@@ -33,6 +33,15 @@ def test_sketch_and_text_to_image_from_the_command_line(tmp_path):
     assert Image.open(t2i).tobytes() != Image.open(out).tobytes()
 
 
+def test_a_photo_s_frame_keeps_the_photo_s_aspect_ratio(tmp_path):
+    """--photo: its edge map and the frame at the photo's own aspect ratio (1024x768 -> 512x384 on the preview)."""
+    out = tmp_path / "photo.png"
+    done = generate("--prompt", "a harbour", "--photo", "assets/example_photo.jpg", "--out", str(out), "--model",
+                    "preview")
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out).size == (512, 384) and json.loads(done.stdout.splitlines()[-1])["size"] == [512, 384]
+
+
 def test_bad_input_gives_a_clear_error_and_exit_code(tmp_path):
     done = generate("--prompt", "a cat", "--steps", "7", "--out", str(tmp_path / "x.png"), "--model", "preview")
     assert done.returncode == 2 and "steps" in done.stderr and "7" in done.stderr

@@ -57,11 +57,11 @@ def test_gpu_bench_script_refuses_an_unknown_variant_before_spending_the_lease(t
 
 
 @pytest.mark.slow
-def test_the_next_gpu_script_runs_its_three_checks(tmp_path):
+def test_the_next_gpu_script_runs_its_four_checks(tmp_path):
     """scripts/gpu_next.sh on the CPU with the preview model, short: each check writes its results."""
     out, pack = tmp_path / "run", tmp_path / "run.tar.gz"
     env = os.environ | {"MODEL": "preview", "SIZE": "256", "CAMERA_USERS": "2", "DURATION_S": "2", "IDLE_S": "0.2",
-                        "SPEEDUPS": "", "BUDGET_S": "300", "PACK": str(pack)}
+                        "CONTROL_REPEAT": "1", "SPEEDUPS": "", "BUDGET_S": "300", "PACK": str(pack)}
     done = subprocess.run(["bash", "scripts/gpu_next.sh", str(out)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=400, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -72,8 +72,10 @@ def test_the_next_gpu_script_runs_its_three_checks(tmp_path):
     assert lanes == {("img2img", "full", 256), ("img2img", "tiny", 256)}
     camera = json.loads((out / "camera.json").read_text())["runs"]
     assert [(r["mode"], r["max_batch_size"], r["users"]) for r in camera] == [("camera", 1, 2), ("camera", 8, 2)]
+    control = json.loads((out / "control.json").read_text())["components"]
+    assert control["size"] == 256 and set(control["median_ms"]) == {"dc_ae_encode", "tiny_encode"}
     with tarfile.open(pack) as packed:
-        assert {"run/idle.json", "run/img2img.json", "run/camera.json"} <= set(packed.getnames())
+        assert {"run/idle.json", "run/img2img.json", "run/camera.json", "run/control.json"} <= set(packed.getnames())
     bad = subprocess.run(["bash", "scripts/gpu_next.sh", str(tmp_path / "x")], cwd=ROOT, capture_output=True,
                          text=True, env=os.environ | {"CHECKS": "idle camra"}, timeout=60, check=False)
     assert bad.returncode == 2 and "unknown check camra" in bad.stdout

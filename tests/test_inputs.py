@@ -20,7 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from sprint_demo import inputs, settings
+from sprint_demo import conditioning, inputs, settings
 from sprint_demo.frames import FrameRequest
 from sprint_demo.inputs import InputError, clean_prompt, decode_image, is_blank
 
@@ -549,6 +549,18 @@ def test_a_blank_sketch_is_the_text_request_and_a_ready_map_wins():
     request = sketch_request(strokes(), control_map=edges)
     assert request.control_map.size == (256, 256)  # resized to the frame
     assert request.control_key != sketch_request(strokes()).control_key  # the map, not the sketch
+
+
+def test_a_photo_s_map_at_its_own_frame_size_gives_a_frame_of_that_size():
+    """The Sketch tab's photo: its edge map made at ``fit_size`` (the photo's aspect ratio) and the request at that
+    size: the map is taken as it is, not squashed into a square."""
+    photo = Image.new("RGB", (1024, 768), "grey")
+    size = inputs.fit_size(*photo.size, 512)
+    edges = conditioning.photo_to_control_map(photo, 2, size, detector=conditioning.ClassicalEdgeDetector())
+    assert size == edges.size == (512, 384)
+    request = sketch_request(None, control_map=edges, size=edges.size)
+    assert (request.width, request.height) == (512, 384)
+    assert np.array_equal(np.asarray(request.control_map), np.asarray(edges))
 
 
 @pytest.mark.parametrize("overrides,needle", [

@@ -30,8 +30,10 @@ import support  # noqa: E402  (tests/support.py)
 from sprint_demo import inputs, settings  # noqa: E402
 from sprint_demo.inputs import decode_image  # noqa: E402
 from sprint_demo.sketches import png_data_url, stroke_painting  # noqa: E402
+from sprint_demo.web import messages  # noqa: E402
 from sprint_demo.web.canvas import SketchCanvas  # noqa: E402
 from sprint_demo.web.handlers import (  # noqa: E402
+    CAMERA_INPUTS,
     PAINT_INPUTS,
     SKETCH_INPUTS,
     FinalAsked,
@@ -138,12 +140,10 @@ def test_the_sketch_tab_s_photo_restyle_is_the_photo_s_image_to_image_frame_and_
     assert isinstance(state, PhotoRestyle) and state.strength == 0.5
     width, height = inputs.fit_size(*photo.size, engine.size)
     assert state.picture.size == state.control_map.size == (width, height) and height < width  # aspect kept
-    assert shown is state.shown and shown.size == (engine.size, engine.size)  # the square map, shown in the tab
-    # the edges of the photo at its frame size, letterboxed at scale 1: outside the frame's box the map is empty,
-    # so the box cut out of it is the frame's own edge map, line for line
-    top = (engine.size - height) // 2
-    assert _pixels(shown)[:top].max() == 0 and _pixels(shown)[top + height:].max() == 0
-    assert np.array_equal(_pixels(state.control_map), _pixels(shown)[top:top + height])
+    # the tab shows the map the frame takes (the preview model: no word about the edge detector)
+    assert shown["value"] is state.control_map and shown["label"] == messages.EDGE_MAP_LABEL
+    edge_map = engine.photo_to_control_map(photo, thickness)  # the photo's own frame: the same map
+    assert edge_map.size == (width, height) and np.array_equal(_pixels(state.control_map), _pixels(edge_map))
     assert _pixels(state.control_map).max() == 255
 
     def restyled(prompt: str) -> np.ndarray:
@@ -161,15 +161,56 @@ def test_the_sketch_tab_s_photo_restyle_is_the_photo_s_image_to_image_frame_and_
 
     # off (the default): the photo's edge map steers the sketch's frame
     (shown_off, state_off, _), (_, _, value_off) = handlers.photo_frame(photo, thickness, *tab)
-    edge_map = engine.photo_to_control_map(photo, thickness)
-    assert shown_off is state_off and np.array_equal(_pixels(state_off), _pixels(edge_map))
+    assert shown_off["value"] is state_off and np.array_equal(_pixels(state_off), _pixels(edge_map))
     expected = engine.sketch_to_image(None, "a lighthouse", 1, 5, settings.DEFAULT_GUIDANCE, 0.8, thickness,
-                                      control_map=edge_map)
+                                      control_map=edge_map, size=edge_map.size)
+    assert expected.image.size == (width, height)  # the edge-map frame runs at the photo's aspect ratio too
     assert np.array_equal(helpers.data_url_pixels(value_off["src"]), _served(expected.image))
     assert "strength" not in value_off["readout"] and "edge map" in value_off["readout"]
 
     with pytest.raises(gr.Error, match="strength"):
         list(handlers.photo_frame(photo, thickness, *tab, restyle=True, photo_strength=0))
+
+
+def test_a_photo_s_frames_say_when_canny_stands_in_for_hed(monkeypatch):
+    """A model other than the preview with the classical detector making the photo's edges: the edge map's label
+    and the readout of every frame the photo steers (edges alone, restyled, and a camera frame in edges mode) say
+    that Canny stands in for HED; the preview model's say nothing of it."""
+    from dataclasses import replace
+
+    from sprint_demo import conditioning
+    from sprint_demo.engine import Engine
+    from sprint_demo.models.loading import load_pipeline
+
+    monkeypatch.setattr(conditioning, "_load_hed", lambda: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(conditioning, "_detectors", {})
+    engine = Engine(replace(load_pipeline("preview", device="cpu"), model_name="/weights/sprint"))
+    engine.use_resolution_binning = False  # the preview's transformer has no aspect bins
+    handlers = Handlers(engine)
+    with Image.open(PHOTO) as image:
+        photo = image.convert("RGB")
+    tab = ("", "a lighthouse", 1, 5, settings.DEFAULT_GUIDANCE, 0.8, "full")
+    try:
+        (shown, _, _), (_, _, value) = handlers.photo_frame(photo, 2, *tab)
+        note = messages.edges_note(engine)
+        assert note is not None and "not HED" in note and "offline" in note
+        assert note in shown["label"] and shown["label"].startswith(messages.EDGE_MAP_LABEL)
+        assert note in value["readout"]
+        (_, _, _), (_, _, restyled) = handlers.photo_frame(photo, 2, *tab, restyle=True, photo_strength=0.5)
+        assert note in restyled["readout"]
+        camera = dict(zip(CAMERA_INPUTS, ("a lighthouse", "edges", 0.5, 1, 5, settings.DEFAULT_GUIDANCE, 0.8,
+                                          "full")))
+        frame = handlers.camera_frame({"image": png_data_url(photo.resize((512, 384))), "inputs": camera, "seq": 1,
+                                       "session": "s", "captured_at": 0})
+        assert note in frame["readout"]
+        drawn = handlers.sketch_frame(decode_image(png_data_url(stroke_painting(engine.size, 3))),
+                                      dict(zip(SKETCH_INPUTS, tab[1:6] + (2,))))[1]
+        assert note not in drawn  # a sketch's own map: no detector involved
+    finally:
+        engine.close()
+    preview = Handlers(support.preview_engine())
+    (shown, _, _), (_, _, value) = preview.photo_frame(photo, 2, *tab)
+    assert shown["label"] == messages.EDGE_MAP_LABEL and "Canny" not in value["readout"]
 
 
 # --- The Paint tab in a browser --------------------------------------------------------------------------

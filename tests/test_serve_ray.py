@@ -346,7 +346,7 @@ class _FakeHandle:
 def _proxy(*outcomes) -> serve_ray.RayEngine:
     info = {"size": 512, "fallback_reason": None, "has_controlnet": True, "controlnet_description": None,
             "model_name": "preview", "is_preview": True, "device": "cpu", "speed": "none",
-            "decoders": ["full", "tiny"], "tiny_note": None}
+            "decoders": ["full", "tiny"], "tiny_note": None, "edges_fallback": None}
     return serve_ray.RayEngine(_FakeHandle(info, *outcomes), replicas=2)
 
 

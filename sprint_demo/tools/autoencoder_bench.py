@@ -2,7 +2,9 @@
 
 ``python -m sprint_demo.tools.bench --mode components`` prints ``benchmark_components``' table: both with random
 weights of the real shapes, timed in the same run (so the ratio holds when the machine's speed drifts), with the GFLOP
-of each call counted on the meta device.
+of each call counted on the meta device. What is encoded is a control map (a stroke drawing's, as the app makes it):
+the encode every new stroke costs, since control maps go through the DC-AE's encoder in both lanes.
+``--parts encode`` times the encodes alone (a DC-AE decode at 1024 px takes minutes on a CPU).
 """
 
 from __future__ import annotations
@@ -11,22 +13,38 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from diffusers import AutoencoderDC
 from torch import nn
 
+from ..conditioning import sketch_to_control_map
 from ..models.loading import dc_ae_config, default_device, parse_dtype
 from ..models.tiny_autoencoder import RANDOM_SEED, TinyAutoencoder
+from ..sketches import stroke_sketch
+
+PARTS = ("encode", "decode")
+CONTROL_STROKES = 8  # strokes of the stroke drawing whose control map is encoded
 
 
-def _component_calls(dc_ae: nn.Module, tiny: TinyAutoencoder, image: torch.Tensor,
-                     latents: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-    return {
+def _component_calls(dc_ae: nn.Module, tiny: TinyAutoencoder, image: torch.Tensor, latents: torch.Tensor,
+                     parts: tuple[str, ...] = PARTS) -> dict[str, Callable[[], torch.Tensor]]:
+    calls = {
         "dc_ae_encode": lambda: dc_ae.encode(image).latent,
         "dc_ae_decode": lambda: dc_ae.decode(latents).sample,
         "tiny_encode": lambda: tiny.encode(image).latents,
         "tiny_decode": lambda: tiny.decode(latents).sample,
     }
+    return {name: call for name, call in calls.items() if name.rsplit("_", 1)[1] in parts}
+
+
+def control_map_tensor(size: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """(1, 3, size, size) in [-1, 1]: the control map of ``stroke_sketch(size, CONTROL_STROKES)``, as the pipeline
+    hands it to an encoder."""
+    grey = torch.from_numpy(np.asarray(sketch_to_control_map(stroke_sketch(size, CONTROL_STROKES), 2,
+                                                             (size, size)))[..., 0].copy())
+    image = grey.to(device=device, dtype=torch.float32) / 127.5 - 1.0
+    return image.expand(1, 3, size, size).contiguous().to(dtype)
 
 
 def _full_size_components(device: torch.device | str, dtype: torch.dtype) -> tuple[nn.Module, TinyAutoencoder]:
@@ -60,15 +78,18 @@ def component_flops(size: int = 1024) -> dict[str, float]:
 
 @torch.no_grad()
 def benchmark_components(size: int = 512, device: str | None = None, dtype: str | torch.dtype | None = None,
-                         repeat: int = 3) -> dict:
+                         repeat: int = 3, parts: tuple[str, ...] = PARTS) -> dict:
     """Times the full-size DC-AE (random weights, the real config) and the full-size tiny autoencoder (random
-    weights, the published shapes) encoding and decoding one ``size`` x ``size`` image on ``device``, in the same
-    run: one untimed round of the four calls, then ``repeat`` timed rounds. Returns median milliseconds, the
+    weights, the published shapes) encoding one ``size`` x ``size`` control map and decoding its latents on
+    ``device``, in the same run: one untimed round of the calls, then ``repeat`` timed rounds. ``parts``: "encode",
+    "decode" or both. Returns median milliseconds, the
     DC-AE / tiny time ratios and the GFLOP of each call. On CUDA both use channels-last, as the app does for the
     DC-AE. ``dtype`` as ``models.parse_dtype`` takes it (default bf16 on CUDA, float32 on the CPU). On the CPU
     the result also has the process's CPU time per call (``median_cpu_ms``, ``speedup_cpu_time``): on cores that
     other processes share, wall time depends on their load and CPU time much less."""
     _check_size(size)
+    if not parts or not set(parts) <= set(PARTS):
+        raise ValueError(f"parts must be some of {', '.join(PARTS)}, got {parts!r}")
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat must be a positive integer, got {repeat!r}")
     device = torch.device(device or default_device())
@@ -78,13 +99,13 @@ def benchmark_components(size: int = 512, device: str | None = None, dtype: str 
         dc_ae.to(memory_format=torch.channels_last)
         tiny.to(memory_format=torch.channels_last)
     generator = torch.Generator(device).manual_seed(RANDOM_SEED)
-    image = torch.rand(1, 3, size, size, generator=generator, device=device, dtype=dtype) * 2 - 1
+    image = control_map_tensor(size, device, dtype)
     latents = torch.randn(1, 32, size // 32, size // 32, generator=generator, device=device, dtype=dtype)
-    calls = _component_calls(dc_ae, tiny, image, latents)
+    calls = _component_calls(dc_ae, tiny, image, latents, parts)
     wall: dict[str, list[float]] = {name: [] for name in calls}
     cpu: dict[str, list[float]] = {name: [] for name in calls}
     for i in range(repeat + 1):  # the first round warms up kernels and allocator pools: not counted
-        for name, call in calls.items():  # interleaved, so a busy spell on a shared machine hits all four
+        for name, call in calls.items():  # interleaved, so a busy spell on a shared machine hits them all
             _synchronize(device)
             began, began_cpu = time.perf_counter(), time.process_time()
             call()
@@ -99,17 +120,14 @@ def benchmark_components(size: int = 512, device: str | None = None, dtype: str 
         "dtype": str(dtype).removeprefix("torch."),
         "repeat": repeat,
         "median_ms": times_ms,
-        "speedup": {
-            "encode": round(times_ms["dc_ae_encode"] / times_ms["tiny_encode"], 1),
-            "decode": round(times_ms["dc_ae_decode"] / times_ms["tiny_decode"], 1),
-        },
-        "gflop": component_flops(size),
+        "speedup": {part: round(times_ms["dc_ae_" + part] / times_ms["tiny_" + part], 1) for part in parts},
+        "gflop": {name: value for name, value in component_flops(size).items() if name in calls},
     }
     if device.type == "cpu":  # CPU time of this process: the work done, even when other processes share the cores
         cpu_ms = _medians(cpu)
         result["median_cpu_ms"] = cpu_ms
         result["speedup_cpu_time"] = {part: round(cpu_ms["dc_ae_" + part] / cpu_ms["tiny_" + part], 1)
-                                      for part in ("encode", "decode")}
+                                      for part in parts}
     return result
 
 
@@ -126,7 +144,7 @@ def format_components(result: dict) -> str:
     cpu_ms = result.get("median_cpu_ms")
     if cpu_ms:
         lines[1] += f" {'DC-AE CPU ms':>13} {'tiny CPU ms':>12} {'CPU-time ratio':>15}"
-    for part in ("encode", "decode"):
+    for part in result["speedup"]:
         full, tiny = "dc_ae_" + part, "tiny_" + part
         line = (f"{part:>7} {ms[full]:>10.1f} {ms[tiny]:>9.1f} {result['speedup'][part]:>8.1f}x "
                 f"{gflop[full]:>12.1f} {gflop[tiny]:>11.1f}")

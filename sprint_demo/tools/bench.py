@@ -14,11 +14,13 @@ Modes:
                    while painting on the Paint tab ("model time" = image_encode + denoise + decode)
 
 ``--decoder full,tiny`` runs every case with each autoencoder lane (``"full"``: the DC-AE; ``"tiny"``: the tiny
-autoencoder encodes the control map and decodes the frame); each run records its ``"decoder"``.
+autoencoder decodes the frame and encodes an image-to-image picture; control maps take the DC-AE's encoder in both);
+each run records its ``"decoder"``.
 
 ``--mode components`` (alone) times the autoencoders instead: the full-size DC-AE against the full-size tiny
-autoencoder (both random weights), encode and decode at ``--size`` (default 512), same run, with their ratio and
-GFLOP (``sprint_demo.tools.autoencoder_bench.benchmark_components``).
+autoencoder (both random weights), encode (of a stroke drawing's control map) and decode at ``--size`` (default
+512), same run, with their ratio and GFLOP (``sprint_demo.tools.autoencoder_bench.benchmark_components``);
+``--parts encode`` times the encodes alone.
 
 ``--mode users`` (alone) simulates users calling the engine directly, no web server: ``--users`` threads, each
 drawing its own frames (its own prompt, a new seed every frame; every other user with its own sketch) for
@@ -426,6 +428,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"--mode {USERS_MODE}: comma-separated batch sizes to compare (default: %(default)s)")
     parser.add_argument("--duration", type=float, default=20.0, help=f"--mode {USERS_MODE}: seconds per case")
     parser.add_argument("--idle", type=float, default=10.0, help=f"--mode {IDLE_MODE}: idle seconds before a frame")
+    parser.add_argument("--parts", default="encode,decode",
+                        help=f"--mode {COMPONENTS_MODE}: comma-separated, from encode, decode (default: %(default)s)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="after the timed cases, write a torch.profiler report of a few frames here")
     args = parser.parse_args(argv)
@@ -440,6 +444,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if any(m in SOLO_MODES for m in args.mode) and len(args.mode) > 1:
         parser.error(f"--mode {' or '.join(SOLO_MODES)} runs alone, got {args.mode}")
     args.max_batch_size = [int(b) for b in args.max_batch_size.split(",")]
+    args.parts = tuple(args.parts.split(","))
+    if not set(args.parts) <= {"encode", "decode"}:
+        parser.error(f"unknown --parts {args.parts}; choose from encode, decode")
     try:
         args.strength = [check_strength(s) for s in args.strength.split(",")]
     except InputError as error:
@@ -452,7 +459,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_components(args: argparse.Namespace) -> int:
     from .autoencoder_bench import benchmark_components, format_components
 
-    result = benchmark_components(args.size or 512, args.device, args.dtype, args.repeat)
+    result = benchmark_components(args.size or 512, args.device, args.dtype, args.repeat, args.parts)
     print(format_components(result))
     if args.json:
         write_json(args.json, {"components": result, "meta": {"torch": torch.__version__}})

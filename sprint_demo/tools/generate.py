@@ -46,11 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         engine = load_engine(args.model, args.controlnet, args.device, args.dtype, warmup=False)
         if args.sketch or args.photo:
             source = (args.sketch or args.photo).read_bytes()
+            # a photo's edge map and frame at the photo's own aspect ratio (long side the engine's)
             control_map = engine.photo_to_control_map(source, args.thickness) if args.photo else None
             frame = engine.sketch_to_image(
                 None if args.photo else source, args.prompt, steps=args.steps, seed=args.seed,
                 guidance_scale=args.guidance, control_strength=args.strength, thickness=args.thickness,
-                control_map=control_map,
+                control_map=control_map, size=control_map.size if control_map else None,
             )
         else:
             frame = engine.text_to_image(args.prompt, steps=args.steps, seed=args.seed, guidance_scale=args.guidance,
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.image.save(args.out)
     if note := messages.banner(engine):
+        print(f"note: {note}", file=sys.stderr)
+    if args.photo and (note := messages.edges_note(engine)):
         print(f"note: {note}", file=sys.stderr)
     for notice in frame.notices:
         print(f"note: {notice}", file=sys.stderr)

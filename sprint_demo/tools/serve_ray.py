@@ -89,7 +89,7 @@ class EngineReplica:
             "fallback_reason": engine.fallback_reason, "has_controlnet": engine.has_controlnet,
             "controlnet_description": engine.controlnet_description, "model_name": engine.model_name,
             "is_preview": engine.is_preview, "device": str(engine.device), "speed": engine.speed.describe(),
-            "decoders": list(engine.decoders), "tiny_note": engine.tiny_note,
+            "decoders": list(engine.decoders), "tiny_note": engine.tiny_note, "edges_fallback": engine.edges_fallback,
         }
 
     def pid(self) -> tuple[str, int]:
@@ -273,6 +273,7 @@ class RayEngine:
         self.decoders: tuple[str, ...] = tuple(info["decoders"])  # the UI's decoder choice
         self.has_tiny_decoder: bool = "tiny" in self.decoders
         self.tiny_note: str | None = info["tiny_note"]
+        self.edges_fallback: str | None = info["edges_fallback"]  # why Canny stands in for HED (each replica alike)
 
     # The engine's frame methods, forwarded as called: the defaults and checks stay the engine's own. A session's
     # frames may reach different replicas, so a newer frame supersedes an older one only within one replica.

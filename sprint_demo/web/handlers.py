@@ -19,6 +19,9 @@ Two ways in:
 The Paint tab's canvas takes the same two ways in (``canvas_functions("paint")``, ``paint_final``) with its own
 inputs (``PAINT_INPUTS``): its painting is redrawn by image-to-image (``paint_frame``). The Sketch tab's photo can
 be restyled the same way instead of giving its edges only (``PhotoRestyle``, held where the photo's edge map is).
+A photo's frame, edges alone or restyled, runs at the photo's own aspect ratio (``inputs.fit_size``), as NVlabs
+runs one; while the classical Canny detector stands in for HED with a real model, every frame a photo's or camera
+frame's edges steer says so (``messages.edges_note``), and so does the photo's edge map.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from .. import inputs, settings
 from ..batcher import EngineBusy, Priority, Superseded
 from ..frames import DEFAULT_DECODER, Frame, FrameRequest
 from ..inputs import InputError
+from . import messages
 from .live import encode_jpeg, frame_value, jpeg_data_url, sketch_digest
 from .streams import Streams
 
@@ -146,11 +150,10 @@ class FinalAsked(gr.EventData):
 class PhotoRestyle:
     """The Sketch tab's photo to restyle (image-to-image), held in the tab's photo state in place of a bare edge
     map: the photo at its frame size (``inputs.fit_picture``), its edge map at that size (the edges steer through
-    the ControlNet), the square edge map the tab shows, and the strength it is redrawn at."""
+    the ControlNet; the tab shows it), and the strength it is redrawn at."""
 
     picture: Image.Image
     control_map: Image.Image
-    shown: Image.Image
     strength: float
 
 
@@ -207,25 +210,33 @@ class Handlers:
 
     def edge_map(self, photo: Image.Image, thickness: object,
                  size: tuple[int, int] | None = None) -> Image.Image:
-        """``Engine.photo_to_control_map``; any failure (a bad photo or thickness, a fault of the edge detector)
-        becomes a ``gr.Error`` for the user."""
+        """``Engine.photo_to_control_map`` (default size: the photo's own frame); any failure (a bad photo or
+        thickness, a fault of the edge detector) becomes a ``gr.Error`` for the user."""
         try:
             return self._edges(photo, thickness, size)
         except Exception as error:  # noqa: BLE001 - a bad upload or a fault: a message, the server keeps serving
             raise user_error(error) from None
+
+    def edges_noted(self, request: FrameRequest) -> FrameRequest:
+        """``request`` (steered by a photo's or a camera frame's edges) with ``messages.edges_note`` among its
+        notices while the classical detector stands in for HED."""
+        note = messages.edges_note(self.engine)
+        return request if note is None else replace(request, notices=(*request.notices, note))
 
     def sketch_frame(self, picture: Image.Image | None, values: dict[str, Any], *, decoder: str = DEFAULT_DECODER,
                      control_map: Image.Image | None = None, session: str | None = None,
                      priority: Priority = Priority.FINAL, markdown: bool = False,
                      queued: bool = True) -> tuple[Frame, str]:
         """The Sketch tab's frame of ``picture`` (decoded once, by the caller) with the tab's ``values`` (named as in
-        ``SKETCH_INPUTS``), and its readout."""
+        ``SKETCH_INPUTS``), and its readout: the engine's square, or a photo's ``control_map`` at its own size."""
         began = time.perf_counter()
+        size = (self.size, self.size) if control_map is None else control_map.size
         try:
-            request = inputs.sketch_request(picture, **values, size=(self.size, self.size), control_map=control_map,
-                                            decoder=decoder)
+            request = inputs.sketch_request(picture, **values, size=size, control_map=control_map, decoder=decoder)
         except InputError as error:
             raise user_error(error) from None
+        if control_map is not None:
+            request = self.edges_noted(request)
         frame = self.render(request, session=session, priority=priority, queued=queued,
                             prep_ms=(time.perf_counter() - began) * 1000)
         extra = ("using the uploaded photo's edge map; clear the photo to draw again",) if control_map else ()
@@ -235,12 +246,14 @@ class Handlers:
                     session: str | None = None, priority: Priority = Priority.FINAL, markdown: bool = False,
                     queued: bool = True) -> tuple[Frame, str]:
         """The Paint tab's frame: ``picture`` (decoded once, by the caller) redrawn with the tab's ``values`` (named
-        as in ``PAINT_INPUTS``), and its readout."""
+        as in ``PAINT_INPUTS``, or with a photo's ``control_map``: the Sketch tab's restyle), and its readout."""
         began = time.perf_counter()
         try:
             request = inputs.image_request(picture, **values, long_side=self.size, decoder=decoder)
         except InputError as error:
             raise user_error(error) from None
+        if values.get("control_map") is not None:
+            request = self.edges_noted(request)
         frame = self.render(request, session=session, priority=priority, queued=queued,
                             prep_ms=(time.perf_counter() - began) * 1000)
         return frame, format_latency(frame, markdown=markdown)
@@ -312,7 +325,7 @@ class Handlers:
             return inputs.image_request(picture, strength=values["strength"], **common)
         size = inputs.fit_size(picture.width, picture.height, settings.CAMERA_CAPTURE_SIZE)
         edges = self.edge_map(picture, settings.DEFAULT_THICKNESS, size)
-        return inputs.image_request(picture, strength=1.0, control_map=edges, **common)
+        return self.edges_noted(inputs.image_request(picture, strength=1.0, control_map=edges, **common))
 
     @staticmethod
     def _camera_picture(request: dict) -> tuple[dict[str, Any], Image.Image]:
@@ -426,15 +439,18 @@ class Handlers:
                     guidance_scale: float, control_strength: float, decoder: str,
                     restyle: bool = settings.DEFAULT_PHOTO_RESTYLE,
                     photo_strength: float = settings.DEFAULT_STRENGTH) -> Iterator[tuple]:
-        """A photo uploaded (or cleared, or the thickness moved with a photo in): its edge map, shown as soon as it
-        is made, then the frame it steers, in the same event (no round trip through the browser). Yields
-        (edge map shown, edge map state, frame). ``restyle``: the state is a ``PhotoRestyle`` and the frame the
-        photo itself redrawn at ``photo_strength`` (``photo_restyle``)."""
+        """A photo uploaded (or cleared, or the thickness moved with a photo in): its edge map at the photo's own
+        frame size (``inputs.fit_size``), shown as soon as it is made (labelled with ``messages.edges_note`` when
+        there is one), then the frame it steers, at that size, in the same event (no round trip through the
+        browser). Yields (edge map shown, edge map state, frame). ``restyle``: the state is a ``PhotoRestyle`` and
+        the frame the photo itself redrawn at ``photo_strength`` (``photo_restyle``)."""
         control = None
         if photo is not None:
             control = (self.photo_restyle(photo, thickness, photo_strength) if restyle
                        else self.edge_map(photo, thickness))
-        yield control.shown if isinstance(control, PhotoRestyle) else control, control, gr.skip()
+        shown = control.control_map if isinstance(control, PhotoRestyle) else control
+        note = messages.edges_note(self.engine) if control is not None else None
+        yield gr.update(value=shown, label=messages.edge_map_label(note)), control, gr.skip()
         yield gr.skip(), gr.skip(), self.sketch_final(sketch, prompt, steps, seed, guidance_scale, control_strength,
                                                       thickness, control, decoder, FinalAsked(None, None))
 
@@ -499,17 +515,13 @@ class Handlers:
 
     def photo_restyle(self, photo: Image.Image, thickness: int, strength: float) -> PhotoRestyle:
         """The Sketch tab's photo, ready to restyle: at its frame size (long side the engine's), with its edge map
-        at that size. The edges are those of the photo at that size: letterboxed into the square at scale 1, its box
-        in the square map is exactly the frame."""
+        at that size (the same map the edges-only frame takes)."""
         try:
             strength = inputs.check_strength(strength)
             picture = inputs.fit_picture(inputs.decode_image(photo, what="photo"), self.size)
         except InputError as error:
             raise user_error(error) from None
-        shown = self.edge_map(picture, thickness)
-        left, top = (self.size - picture.width) // 2, (self.size - picture.height) // 2
-        control = shown.crop((left, top, left + picture.width, top + picture.height))
-        return PhotoRestyle(picture, control, shown, strength)
+        return PhotoRestyle(picture, self.edge_map(picture, thickness, picture.size), strength)
 
     def restyle_final(self, restyle: PhotoRestyle, values: dict[str, Any], decoder: str, event: FinalAsked) -> dict:
         """The Sketch tab's frame of a restyled photo: ``inputs.image_request(photo, ...,

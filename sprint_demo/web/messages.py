@@ -1,7 +1,8 @@
 """What the page tells a user about the engine it runs on: sentences built from the engine's facts.
 
 The engine knows what it loaded (``model_name``, ``is_preview``, ``fallback_reason``, ``has_controlnet``,
-``controlnet_description``, ``tiny_note``); the wording lives here, once, for the page, the log and the tools.
+``controlnet_description``, ``tiny_note``, ``edges_fallback``); the wording lives here, once, for the page, the log
+and the tools.
 """
 
 from __future__ import annotations
@@ -40,3 +41,22 @@ def decoder_info(engine: Any) -> str | None:
     if engine.has_tiny_decoder:
         return None
     return f"Only the full decoder here: {engine.tiny_note or 'tiny is off'}."
+
+
+EDGE_MAP_LABEL = "Edge map the model sees"
+EDGES_REASON_CHARS = 160  # the reason Canny stands in, cut to this many characters in notices
+
+
+def edges_note(engine: Any) -> str | None:
+    """For the readout of a frame that a photo's (or a camera frame's) edges steer, and the photo's edge map: the
+    classical Canny detector made the map instead of HED, with a model other than the preview; None otherwise."""
+    if engine.edges_fallback is None:
+        return None
+    reason = engine.edges_fallback
+    return (f"photo edges by the classical Canny detector, not HED ({reason[:EDGES_REASON_CHARS]}): the ControlNet "
+            "was trained on HED scribbles, so the photo steers it less faithfully")
+
+
+def edge_map_label(note: str | None) -> str:
+    """The label of the Sketch tab's photo edge map: what it is, and ``edges_note`` when there is one."""
+    return EDGE_MAP_LABEL if note is None else f"{EDGE_MAP_LABEL} ⚠️ {note}"

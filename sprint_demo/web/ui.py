@@ -277,15 +277,18 @@ def _sketch_tab(demo: gr.Blocks, engine: Any, handlers: Handlers, queued: dict) 
             settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH, value=settings.DEFAULT_CONTROL_STRENGTH,
             step=0.05, label="Control strength: how strongly the edges steer", elem_id="control_strength"))
         photo_strength = _photo_strength_slider()
-        thickness = _engine_checked(gr.Slider(settings.MIN_THICKNESS, settings.MAX_THICKNESS,
-                                              value=settings.DEFAULT_THICKNESS, step=1, label="Sketch thickness",
-                                              elem_id="thickness"))
+        thickness = _engine_checked(gr.Slider(
+            settings.MIN_THICKNESS, settings.MAX_THICKNESS, value=settings.DEFAULT_THICKNESS, step=1,
+            label="Sketch thickness", elem_id="thickness",
+            info="of the edge map's lines, as NVlabs' HED demo sets it (1-4, default 2): 1-3 keep the recipe's thin "
+                 "lines, 4 widens them by a pixel"))
     decoder = _decoder_radio(engine, "decoder")
     with gr.Accordion("Or start from a photo (its edge map replaces the sketch)", open=False):
         with gr.Row():
             photo = gr.Image(label="Photo", type="pil", sources=["upload", "clipboard"], elem_id="photo", height=320)
-            photo_map_view = gr.Image(label="Edge map the model sees", format="png", interactive=False,
-                                      elem_id="photo_map", height=320)
+            # labelled with the Canny stand-in's note from the start when the engine loaded its detector already
+            photo_map_view = gr.Image(label=messages.edge_map_label(messages.edges_note(engine)), format="png",
+                                      interactive=False, elem_id="photo_map", height=320)
         restyle = _restyle_switch(photo_strength)
         if photo_examples := _examples("photo_examples.json"):
             gr.Examples([[str(ASSETS / e["file"])] for e in photo_examples], inputs=[photo], label="Example photo")
