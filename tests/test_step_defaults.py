@@ -112,7 +112,9 @@ def test_the_page_s_steps_controls_start_at_the_defaults(engine):
     assert {name: sliders[name].value for name in ("steps", "paint_steps", "t2i_steps", "camera_steps")} == {
         "steps": settings.DEFAULT_STEPS, "paint_steps": settings.DEFAULT_STEPS, "t2i_steps": settings.DEFAULT_STEPS,
         "camera_steps": settings.CAMERA_STEPS}
+    assert sliders["steps"].info == sliders["paint_steps"].info
     assert f"drafts while drawing run {settings.DRAFT_STEPS}" in sliders["steps"].info
+    assert f"a snapshot runs at least {settings.DEFAULT_STEPS}" in sliders["camera_steps"].info
     assert sliders["t2i_steps"].info is None  # the Playground has no drafts
 
 

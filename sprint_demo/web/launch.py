@@ -98,8 +98,9 @@ def build_parser(prog: str = "python app.py", description: str = "SANA-Sprint Li
                              "weights), off, or the encoder and decoder .pth as paths or URLs "
                              "(default: %(default)s; env SPRINT_TINY_AUTOENCODER)")
     parser.add_argument("--vae-lite", default=settings.VAE_LITE, metavar="HUB_ID_OR_FOLDER",
-                        help="DC-AE-Lite (diffusers AutoencoderDC): its lighter decoder replaces the DC-AE's for "
-                             "the full decoder (default: off; env SPRINT_VAE_LITE)")
+                        help="DC-AE-Lite (diffusers AutoencoderDC), e.g. NVlabs' "
+                             f"{settings.VAE_LITE_ID}: its lighter decoder replaces the DC-AE's for the full decoder "
+                             "(default: off, the recipe's DC-AE 1.1; env SPRINT_VAE_LITE)")
     parser.add_argument("--size", type=int, default=None,
                         help=f"side of the sketch canvas and its frames in pixels (default: {settings.DEFAULT_SIZE}, "
                              f"{settings.PREVIEW_SIZE} for the preview model)")
