@@ -376,16 +376,24 @@ class Engine:
     def warmup(self) -> float:
         """Frames with and without control and image-to-image at the canvas size (compiled: also the camera's
         commonest frame shapes), on the model thread: loads kernels, fills allocator pools and runs compilation
-        before the first user arrives. Compiled with CUDA graphs, every step count is
-        warmed too: each one is a new path of graphs to record (seconds), which the first user to move the steps
-        slider would otherwise wait for. Returns seconds taken."""
+        before the first user arrives. Compiled, the frames run at each step count users get by default (drafts and
+        camera frames at 1, finals at 2: ``warm_step_counts``); with CUDA graphs at every step count, each one a new
+        path of graphs to record (seconds), which the first user to move the steps slider would otherwise wait for.
+        Returns seconds taken."""
         return self._batcher.call(self._warmup)
+
+    def warm_step_counts(self) -> list[int]:
+        """The step counts the warm-up runs: uncompiled one (kernels and allocator pools do not depend on it)."""
+        if self.speed.cuda_graphs:
+            return list(range(settings.MIN_STEPS, settings.MAX_STEPS + 1))
+        if self.speed.compile:
+            return sorted({settings.DRAFT_STEPS, settings.CAMERA_STEPS, settings.DEFAULT_STEPS})
+        return [settings.DEFAULT_STEPS]
 
     def _warmup(self) -> float:
         began = time.perf_counter()
         blank = Image.new("RGB", (self.size, self.size), "black")
-        step_counts = range(settings.MIN_STEPS, settings.MAX_STEPS + 1) if self.speed.cuda_graphs else [
-            settings.DEFAULT_STEPS]
+        step_counts = self.warm_step_counts()
         for decoder, control, steps in itertools.product(
                 self.decoders, (None, blank) if self.has_controlnet else (None,), step_counts):
             self.sketch_to_image(None, "warm-up", steps=steps, seed=0, control_strength=1.0, control_map=control,
@@ -394,10 +402,10 @@ class Engine:
         pictures = [blank] + ([Image.new("RGB", (settings.CAMERA_CAPTURE_SIZE * a // max(a, b),
                                                   settings.CAMERA_CAPTURE_SIZE * b // max(a, b)), "grey")
                                for a, b in settings.CAMERA_WARM_ASPECTS] if self.speed.compile else [])
-        for decoder, picture in itertools.product(self.decoders, pictures):
+        for decoder, picture, steps in itertools.product(self.decoders, pictures, step_counts):
             long_side = self.size if picture is blank else settings.CAMERA_CAPTURE_SIZE
-            self.render(inputs.image_request(picture, "warm-up", settings.DEFAULT_STRENGTH, settings.DEFAULT_STEPS,
-                                             0, settings.DEFAULT_GUIDANCE, long_side, decoder))
+            self.render(inputs.image_request(picture, "warm-up", settings.DEFAULT_STRENGTH, steps, 0,
+                                             settings.DEFAULT_GUIDANCE, long_side, decoder))
         self.clear_caches()
         self.batch_sizes.clear()
         self._warm = True
@@ -602,6 +610,7 @@ def load_engine(
     vae_lite: str | None = settings.VAE_LITE,
     max_batch_size: int = settings.MAX_BATCH_SIZE,
     size: int | None = None,
+    controlnet_wiring: str = settings.CONTROLNET_WIRING,
 ) -> Engine:
     """Loads the pipeline (``sprint_demo.models.loading.load_pipeline``) and wraps it in an Engine.
 
@@ -610,7 +619,8 @@ def load_engine(
     ``Engine.fallback_reason`` and the log. Any other model that fails to load raises ``ModelLoadError``.
     ``size``: the canvas's frame side (default: the model's own, ``Engine``). ``tiny_autoencoder`` and ``vae_lite``
     as ``load_pipeline`` takes them: a tiny autoencoder that cannot load leaves the engine with the full lane only
-    (``Engine.tiny_note`` says why); a DC-AE-Lite that cannot load raises ``ModelLoadError``."""
+    (``Engine.tiny_note`` says why); a DC-AE-Lite that cannot load raises ``ModelLoadError``. ``controlnet_wiring``:
+    how the ControlNet is wired (``attach_controlnet``)."""
     lanes = dict(tiny_autoencoder=tiny_autoencoder, vae_lite=vae_lite)
     fallback_reason = None
     if model == "auto":
@@ -623,11 +633,11 @@ def load_engine(
             fallback_reason = reason
         else:  # real weights: a ControlNet that fails to load costs the sketch its steering, not the app
             try:
-                attach_controlnet(loaded, controlnet or settings.SANA10_HED_CONTROLNET_ID)
+                attach_controlnet(loaded, controlnet or settings.SANA10_HED_CONTROLNET_ID, controlnet_wiring)
             except ModelLoadError as error:
                 log.warning("no ControlNet: %s", str(error).splitlines()[0])
     else:
-        loaded = load_pipeline(model, controlnet, device, dtype, **lanes)
+        loaded = load_pipeline(model, controlnet, device, dtype, controlnet_wiring=controlnet_wiring, **lanes)
     engine = Engine(loaded, fallback_reason=fallback_reason, speed=speed, size=size, max_batch_size=max_batch_size)
     if not engine.is_preview and engine.has_controlnet:
         # at load: a Canny stand-in is in the log at start-up, and SPRINT_HED_DETECTOR=hed refuses to start

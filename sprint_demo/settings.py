@@ -26,12 +26,33 @@ HED_ANNOTATOR_ID = "lllyasviel/Annotators"  # ControlNetHED.pth for uploaded pho
 
 MODEL = os.getenv("SPRINT_MODEL", "auto")  # auto | preview | random-full | <hub id or folder>
 CONTROLNET = os.getenv("SPRINT_CONTROLNET") or None  # hub id, diffusers folder or NVlabs .pth
+# Where the ControlNet's residuals enter the base (sprint_demo/models/controlnet.py): the two published wirings.
+# CONTROLNET_WIRING "auto" takes the checkpoint's own convention (NVlabs .pth: nvlabs; diffusers' stock
+# SanaControlNetModel: diffusers, as diffusers' SanaControlNetPipeline runs it; ours: its config); or one of them.
+CONTROLNET_WIRINGS = ("nvlabs", "diffusers")
+CONTROLNET_WIRING = os.getenv("SPRINT_CONTROLNET_WIRING", "auto")
+# Diffusers-format copies of NVlabs' released HED ControlNets (diffusers' convert_sana_controlnet_to_diffusers.py
+# renames the keys one to one), used in diffusers' own SanaControlNetPipeline docs. Their weights were trained with
+# the NVlabs wiring; loaded with the diffusers wiring, each residual lands one block later: the loader warns.
+NVLABS_CONVERTED_CONTROLNETS = ("ishan24/Sana_600M_1024px_ControlNet_diffusers",
+                                "ishan24/Sana_600M_1024px_ControlNetPlus_diffusers")
 PREVIEW_MODEL = "preview"  # tiny random model built in code: runs anywhere, offline
 RANDOM_FULL_MODEL = "random-full"  # real shapes, random weights: for GPU benchmarks
 # The tiny autoencoder of the "tiny" decoder lane: auto (random weights for preview / random-full, the published
 # TAESANA files, downloaded once, for real weights) | off | "ENCODER,DECODER" (paths or URLs of the two .pth files)
 TINY_AUTOENCODER = os.getenv("SPRINT_TINY_AUTOENCODER") or "auto"
-VAE_LITE = os.getenv("SPRINT_VAE_LITE") or None  # DC-AE-Lite (hub id or diffusers folder): its decoder, full lane
+# DC-AE-Lite (hub id or diffusers folder): its decoder in the full lane, opt in. Not the default with real weights:
+# Sprint 0.6B's own config and its diffusers folder decode with DC-AE 1.1, and NVlabs publishes DC-AE-Lite as a
+# faster option beside it (their Sprint "dc_ae_turbo" / "dc_ae_lite" configs), not as the reference; the full lane
+# is the reference lane (frames held against diffusers' pipeline) and the tiny lane is already the fast one.
+VAE_LITE = os.getenv("SPRINT_VAE_LITE") or None
+VAE_LITE_ID = "mit-han-lab/dc-ae-lite-f32c32-sana-1.1-diffusers"  # NVlabs' DC-AE-Lite for SANA 1.1 latents (Sprint)
+
+# --dtype float16: diffusers' SANA-Sprint docs recommend a dtype for the transformer weights only; "the text encoder
+# must stay in bfloat16 and the VAE in bfloat16 or float32". So fp16 runs the transformer and the ControlNet, and
+# these (the VAE as the bf16 default run has it; the tiny autoencoder follows the VAE) for the others.
+FP16_TEXT_ENCODER_DTYPE = "bfloat16"
+FP16_VAE_DTYPE = "bfloat16"
 
 # --- GPU speed-ups (sprint_demo/models/speedups.py; app.py and bench override them from their command lines) ---
 TF32 = _env_flag("SPRINT_TF32", True)  # float32 matmuls on tensor cores (matters for float32 runs only)
@@ -43,7 +64,14 @@ COMPILE_SCOPE = os.getenv("SPRINT_COMPILE_SCOPE", "blocks")  # blocks (measured 
 
 # --- Sampling (the schedule's own constants live in sprint_demo/models/pipeline.py) ---------------------
 MIN_STEPS, MAX_STEPS = 1, 4  # Sprint is step-adaptive over 1-4 steps; the app offers that range
-DEFAULT_STEPS = 1  # one step: the live canvas refreshes on every stroke
+# Step-adaptive: the frame a user keeps (the canvases' final when the pen lifts, the Playground, the API) at 2 steps,
+# the authors' default (diffusers' SanaSprintPipeline and NVlabs' Sprint demo); drafts while the pen moves at 1 step,
+# whatever the Steps control says (web/handlers.py): shown for a moment, they must keep up with the pen.
+DEFAULT_STEPS = 2
+DRAFT_STEPS = 1
+# The Camera tab's Steps control starts at 1: its frames are a stream, each shown for a moment like a draft (and each
+# a new picture to encode too). Its snapshot, a frame a user keeps, runs at least DEFAULT_STEPS.
+CAMERA_STEPS = 1
 DEFAULT_GUIDANCE = 4.5  # the slider's start; enters the transformer as guidance * guidance_embeds_scale
 MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 10.0
 DEFAULT_SEED = 233  # NVlabs HED demo's seed

@@ -72,6 +72,15 @@ def test_named_endpoints_and_parameter_names(client):
             ["image"] if name == "/image_to_image" else []), name
 
 
+def test_the_api_s_frames_default_to_the_authors_2_steps(client):
+    """Every endpoint's steps default to ``settings.DEFAULT_STEPS`` (2, diffusers' and NVlabs' default): an API
+    frame is a frame a user keeps, never a draft."""
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    defaults = {name: {p["parameter_name"]: p["parameter_default"] for p in endpoint["parameters"]}["steps"]
+                for name, endpoint in endpoints.items()}
+    assert defaults == dict.fromkeys(endpoints, settings.DEFAULT_STEPS) and settings.DEFAULT_STEPS == 2
+
+
 # --- Frames -------------------------------------------------------------------------------------------------
 def test_sketch_to_image_equals_the_engine_frame(client, live_app):
     _url, engine, _demo = live_app

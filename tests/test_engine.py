@@ -449,10 +449,10 @@ def test_compiled_denoiser_does_not_recompile_when_the_user_moves_a_slider(scope
 
 @pytest.mark.parametrize("graphs", [False, True])
 def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, graphs):
-    """Without CUDA graphs: one frame with and one without control. With them (a new path of graphs to record per
-    step count): every step count for both. Then an image-to-image frame at the canvas size per lane (compiled, also
-    at the camera's shapes: the CPU never compiles, so not here). The warm-up's prompt, canvas and pictures leave
-    nothing in the caches."""
+    """Uncompiled: one frame with and one without control, at the finals' step count. With CUDA graphs (a new path
+    of graphs to record per step count): every step count for both. Then an image-to-image frame at the canvas size
+    per lane and step count (compiled, also at the camera's shapes: the CPU never compiles, so not here). The
+    warm-up's prompt, canvas and pictures leave nothing in the caches."""
     from dataclasses import replace
 
     engine.speed = replace(engine.speed, cuda_graphs=graphs)  # the CPU turns graphs off; the choice is tested
@@ -470,29 +470,36 @@ def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, gr
     size = engine.size
     assert engine.decoders == ("full", "tiny")  # both lanes are paths a user can take
     assert calls == [(d, c, s, False, size, size) for d in ("full", "tiny") for c in (False, True) for s in steps] + [
-        (d, False, settings.DEFAULT_STEPS, True, size, size) for d in ("full", "tiny")]
+        (d, False, s, True, size, size) for d in ("full", "tiny") for s in steps]
     assert not engine._prompts and not engine._controls and not engine._pictures and not engine._frames
 
 
 def test_a_compiled_engine_s_warmup_also_makes_the_camera_s_common_shapes(engine):
-    """Compiled, a shape the warm-up did not see runs uncompiled: the camera's 4:3 and 16:9 frames are warmed (the
-    switch is set by hand: on this CPU nothing compiles, so only which frames the warm-up makes is tested)."""
+    """Compiled, a shape the warm-up did not see runs uncompiled: the camera's 4:3 and 16:9 frames are warmed, and
+    every frame at each step count users get by default (drafts and camera frames at 1 step, finals at 2). The
+    switch is set by hand: on this CPU nothing compiles, so only which frames the warm-up makes is tested."""
     from dataclasses import replace
 
     engine.speed = replace(engine.speed, compile=True, cuda_graphs=False)
-    sizes = []
+    sizes, text_steps = [], set()
     real = engine.render
 
     def record(request, **kwargs):
         if request.init_key is not None:
-            sizes.append((request.decoder, request.width, request.height))
+            sizes.append((request.decoder, request.width, request.height, request.steps))
+        else:
+            text_steps.add(request.steps)
         return real(request, **kwargs)
 
     with mock.patch.object(engine, "render", side_effect=record), torch.compiler.set_stance("force_eager"):
         engine.warmup()
     camera = settings.CAMERA_CAPTURE_SIZE
-    assert sizes == [(d, w, h) for d in ("full", "tiny")
-                     for w, h in ((engine.size, engine.size), (camera, camera * 3 // 4), (camera, camera * 9 // 16))]
+    users_steps = [settings.DRAFT_STEPS, settings.DEFAULT_STEPS]
+    assert users_steps == [1, 2] and settings.CAMERA_STEPS == 1
+    assert text_steps == set(users_steps)
+    assert sizes == [(d, w, h, s) for d in ("full", "tiny")
+                     for w, h in ((engine.size, engine.size), (camera, camera * 3 // 4), (camera, camera * 9 // 16))
+                     for s in users_steps]
 
 
 @pytest.mark.slow

@@ -16,7 +16,12 @@ from pathlib import Path
 import torch
 
 from .. import settings
-from .controlnet import SANA10_TIMESTEP_SCALE, SanaSprintControlNetModel
+from .controlnet import NUM_LAYERS, SANA10_TIMESTEP_SCALE, WIRINGS, SanaSprintControlNetModel
+
+# (blocks, inner width) of NVlabs' released HED ControlNets: 600M (36 x 32 heads) and 1600M (70 x 32). A stock
+# diffusers SanaControlNetModel of one of these layouts holds their weights, converted one to one by diffusers'
+# convert_sana_controlnet_to_diffusers.py (diffusers has no Sana ControlNet trainer).
+NVLABS_RELEASED_LAYOUTS = ((NUM_LAYERS, 1152), (NUM_LAYERS, 2240))
 
 # --- Key conversion (NVlabs names <-> ours) ------------------------------------------------------------
 
@@ -157,75 +162,108 @@ class LoadReport:
 
     source: str
     family: str  # "sprint" or "sana-1.0"
-    wiring: str
+    wiring: str  # the wiring it runs with
     ignored_base_keys: list[str] = field(default_factory=list)
+    trained_wiring: str | None = None  # the wiring its weights were trained with, where that is known
+
+    @property
+    def warning(self) -> str | None:
+        """Why the frames are not what the weights were trained to give, when the wiring differs from training's."""
+        if self.trained_wiring is None or self.trained_wiring == self.wiring:
+            return None
+        later = "later" if self.trained_wiring == "nvlabs" else "earlier"
+        return (f"these weights were trained with the {self.trained_wiring} wiring but run with the {self.wiring} "
+                f"wiring, so each residual enters the base one block {later} than in training; "
+                f"--controlnet-wiring {self.trained_wiring} (env SPRINT_CONTROLNET_WIRING) runs them as trained")
 
     @property
     def description(self) -> str:
         if self.family == "sprint":
-            return f"Sprint-native ControlNet ({self.wiring} wiring) from {self.source}"
-        return (
-            f"experimental: Sana 1.0 HED ControlNet ({self.wiring} wiring) from {self.source}, paired with the "
-            "Sprint base it was not trained with; no Sprint ControlNet checkpoint is public"
-        )
+            text = f"Sprint-native ControlNet ({self.wiring} wiring) from {self.source}"
+        else:
+            text = (f"experimental: Sana 1.0 HED ControlNet ({self.wiring} wiring) from {self.source}, paired with "
+                    "the Sprint base it was not trained with; no Sprint ControlNet checkpoint is public")
+        return text if self.warning is None else f"{text}. ⚠️ Warning: {self.warning}"
 
 
 def load_controlnet(
     source: str | Path,
     base_config: dict | None = None,
     dtype: torch.dtype | None = None,
+    wiring: str = "auto",
 ) -> tuple[SanaSprintControlNetModel, LoadReport]:
     """The one way a ControlNet is loaded: ``source`` is an NVlabs ``.pth`` file (local, or ``owner/repo/path.pth``
     on the hub), a diffusers folder, or a hub repo holding either (an NVlabs repo keeps its weights at
     ``settings.SANA10_HED_CONTROLNET_FILE``).
-    ``base_config`` is the base transformer's config (NVlabs files do not store the head layout). The wiring
-    comes with the checkpoint: "nvlabs" for an NVlabs ``.pth`` (what those were trained with), the folder's
-    ``config.wiring`` for ours, "diffusers" for a stock ``SanaControlNetModel``. Raises OSError when the files
-    cannot be found or fetched and ValueError when they do not fit."""
+    ``base_config`` is the base transformer's config (NVlabs files do not store the head layout). ``wiring``:
+    "auto" takes the checkpoint's own convention, "nvlabs" for an NVlabs
+    ``.pth`` (what those were trained with), the folder's ``config.wiring`` for ours, "diffusers" for a stock
+    ``SanaControlNetModel`` (as diffusers' SanaControlNetPipeline runs it); "nvlabs" or "diffusers" forces one.
+    ``LoadReport.warning`` says when the weights run with another wiring than they were trained with. Raises
+    OSError when the files cannot be found or fetched and ValueError when they do not fit (or a bad ``wiring``)."""
+    if wiring != "auto" and wiring not in WIRINGS:
+        raise ValueError(f"ControlNet wiring must be auto, {' or '.join(WIRINGS)}, got {wiring!r}")
+    forced = None if wiring == "auto" else wiring
     source = str(source)
     if source.endswith(".pth"):
         path = source if Path(source).exists() else _hub_file(source)
-        return load_nvlabs_checkpoint(path, base_config, dtype)
+        return load_nvlabs_checkpoint(path, base_config, dtype, forced)
     if Path(source).is_dir() or _hub_has_diffusers_config(source):
-        return load_diffusers_controlnet(source, dtype)
+        return load_diffusers_controlnet(source, dtype, forced)
     path = _hub_file(f"{source}/{settings.SANA10_HED_CONTROLNET_FILE}")
-    return load_nvlabs_checkpoint(path, base_config, dtype)
+    return load_nvlabs_checkpoint(path, base_config, dtype, forced)
 
 
 def load_nvlabs_checkpoint(
-    path: str | Path, base_config: dict | None = None, dtype: torch.dtype | None = None
+    path: str | Path, base_config: dict | None = None, dtype: torch.dtype | None = None, wiring: str | None = None
 ) -> tuple[SanaSprintControlNetModel, LoadReport]:
     """Loads an NVlabs ``.pth`` ControlNet (Sprint-native or Sana 1.0 HED), converting names on load, with the
-    NVlabs wiring its weights were trained with."""
+    NVlabs wiring its weights were trained with (or ``wiring``, when given)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     nvlabs = checkpoint.get("state_dict", checkpoint)
     state, ignored = nvlabs_to_diffusers_state_dict(nvlabs)
-    config = config_from_nvlabs(state, base_config)
+    config = config_from_nvlabs(state, base_config) | ({} if wiring is None else {"wiring": wiring})
     model = SanaSprintControlNetModel(**config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     _refuse_misfit(path, missing, unexpected)
     if dtype is not None:
         model = model.to(dtype)
     family = "sprint" if config["guidance_embeds"] else "sana-1.0"
-    return model.eval(), LoadReport(str(path), family, model.config.wiring, ignored_base_keys=ignored)
+    return model.eval(), LoadReport(str(path), family, model.config.wiring, ignored_base_keys=ignored,
+                                    trained_wiring="nvlabs")
 
 
 def load_diffusers_controlnet(
-    path_or_id: str, dtype: torch.dtype | None = None, **hub_kwargs
+    path_or_id: str, dtype: torch.dtype | None = None, wiring: str | None = None, **hub_kwargs
 ) -> tuple[SanaSprintControlNetModel, LoadReport]:
-    """Loads a diffusers-format ControlNet folder or hub repo: ours, or a stock ``SanaControlNetModel`` (Sana 1.0
-    shapes, run with the diffusers wiring that diffusers' own SanaControlNetPipeline uses). Ours run with the
-    wiring their config records."""
+    """Loads a diffusers-format ControlNet folder or hub repo: ours, run with the wiring their config records, or a
+    stock ``SanaControlNetModel`` (Sana 1.0 shapes), run with the diffusers wiring that diffusers' own
+    SanaControlNetPipeline uses; ``wiring``, when given, instead. A stock one that holds NVlabs' released weights
+    (``nvlabs_conversion``) was trained with the NVlabs wiring: its report warns when it runs with the other."""
     config = SanaSprintControlNetModel.load_config(path_or_id, **hub_kwargs)
-    overrides = {}
-    if config.get("_class_name") == "SanaControlNetModel":
+    overrides, stock = {}, config.get("_class_name") == "SanaControlNetModel"
+    if stock:
         overrides = dict(qk_norm=None, guidance_embeds=False, timestep_scale=SANA10_TIMESTEP_SCALE, wiring="diffusers")
+        trained = "nvlabs" if nvlabs_conversion(path_or_id, config) else None
+    else:
+        trained = config.get("wiring", "nvlabs")  # ours: trained with the wiring it records (the class default)
+    if wiring is not None:
+        overrides["wiring"] = wiring
     model, info = SanaSprintControlNetModel.from_pretrained(
         path_or_id, dtype=dtype, output_loading_info=True, **overrides, **hub_kwargs
     )
     _refuse_misfit(path_or_id, info["missing_keys"], info["unexpected_keys"])
     family = "sprint" if model.config.guidance_embeds else "sana-1.0"
-    return model.eval(), LoadReport(path_or_id, family, model.config.wiring)
+    return model.eval(), LoadReport(path_or_id, family, model.config.wiring, trained_wiring=trained)
+
+
+def nvlabs_conversion(source: str | Path, config: dict) -> bool:
+    """Whether a stock diffusers ``SanaControlNetModel`` folder holds NVlabs' released HED weights: it is one of the
+    known copies (``settings.NVLABS_CONVERTED_CONTROLNETS``, matched by name, so a downloaded folder of the same name
+    counts) or has the layout of a released one (``NVLABS_RELEASED_LAYOUTS``)."""
+    names = {Path(known).name for known in settings.NVLABS_CONVERTED_CONTROLNETS}
+    layout = (config.get("num_layers"), config.get("num_attention_heads", 0) * config.get("attention_head_dim", 0))
+    return any(name in str(source) for name in names) or layout in NVLABS_RELEASED_LAYOUTS
 
 
 def _refuse_misfit(source: str | Path, missing: list[str], unexpected: list[str]) -> None:

@@ -40,7 +40,9 @@ from diffusers.models.transformers.sana_transformer import (
 from diffusers.utils import apply_lora_scale
 from torch import nn
 
-WIRINGS = ("nvlabs", "diffusers")
+from .. import settings
+
+WIRINGS = settings.CONTROLNET_WIRINGS
 NUM_LAYERS = 7  # the released HED ControlNets copy base blocks 0..6
 SANA10_TIMESTEP_SCALE = 1000.0  # Sana 1.0 flow models take t in 0..1000; Sprint's SCM time is s in [0, 1]
 

@@ -172,6 +172,27 @@ def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return names[dtype]
 
 
+def component_dtypes(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The dtype of each component for a run in ``dtype``: ``"default"`` (the transformer and the ControlNet) and,
+    where they differ from it, ``"text_encoder"`` and ``"vae"`` (a dict ``from_pretrained`` takes as ``dtype``).
+    float16 keeps the text encoder and the VAE in ``settings.FP16_TEXT_ENCODER_DTYPE`` / ``FP16_VAE_DTYPE``
+    (diffusers' SANA-Sprint docs: fp16 is for the transformer weights; Gemma-2 must stay bf16, the DC-AE bf16 or
+    fp32); any other dtype is the same for all."""
+    if dtype != torch.float16:
+        return {"default": dtype}
+    return {"default": dtype, "text_encoder": parse_dtype(settings.FP16_TEXT_ENCODER_DTYPE, "cpu"),
+            "vae": parse_dtype(settings.FP16_VAE_DTYPE, "cpu")}
+
+
+def cast_components(pipe: SanaSprintControlNetPipeline, dtypes: dict[str, torch.dtype]) -> None:
+    """Casts each model of ``pipe`` to its dtype in ``dtypes`` (``component_dtypes``), in place; a model already in
+    its dtype is left alone (ModelMixin.to warns on every dtype cast, even a no-op one)."""
+    for name in ("text_encoder", "transformer", "controlnet", "vae"):
+        module, dtype = getattr(pipe, name, None), dtypes.get(name, dtypes["default"])
+        if module is not None and module.dtype != dtype:
+            module.to(dtype)
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -183,28 +204,30 @@ def load_pipeline(
     dtype: str | torch.dtype | None = None,
     tiny_autoencoder: str | None = settings.TINY_AUTOENCODER,
     vae_lite: str | None = settings.VAE_LITE,
+    controlnet_wiring: str = settings.CONTROLNET_WIRING,
 ) -> LoadedPipeline:
-    """Builds or loads a pipeline and moves it to ``device`` (default: cuda when present) in ``dtype``, with the
-    tiny autoencoder ``tiny_autoencoder`` names (``load_tiny_autoencoder``; ``None`` or "off": none) and, when
-    ``vae_lite`` names one, DC-AE-Lite's decoder in place of the DC-AE's."""
+    """Builds or loads a pipeline and moves it to ``device`` (default: cuda when present) in ``dtype`` (float16: the
+    transformer and ControlNet only, ``component_dtypes``), with the tiny autoencoder ``tiny_autoencoder`` names
+    (``load_tiny_autoencoder``; ``None`` or "off": none, else in the VAE's dtype) and, when ``vae_lite`` names one,
+    DC-AE-Lite's decoder in place of the DC-AE's. ``controlnet_wiring``: how ``controlnet`` is wired
+    (``attach_controlnet``)."""
     device = device or default_device()
-    torch_dtype = parse_dtype(dtype, device)
+    dtypes = component_dtypes(parse_dtype(dtype, device))
     if model in (settings.PREVIEW_MODEL, settings.RANDOM_FULL_MODEL):
         if controlnet is not None and model == settings.RANDOM_FULL_MODEL:
             raise ModelLoadError(f"--controlnet {controlnet!r} needs real weights, not --model {model}")
         full = model == settings.RANDOM_FULL_MODEL
         pipe = build_random_pipeline("full" if full else "preview", device=device if full else "cpu")
     else:
-        pipe = _load_sprint_weights(model, torch_dtype)
+        pipe = _load_sprint_weights(model, dtypes)
     if vae_lite is not None:
         swap_in_lite_decoder(pipe, vae_lite)
     pipe = pipe.to(device)
-    if pipe.transformer.dtype != torch_dtype:  # .to(dtype) on a model already in that dtype only warns
-        pipe = pipe.to(torch_dtype)
+    cast_components(pipe, dtypes)
     pipe.set_progress_bar_config(disable=True)
     loaded = LoadedPipeline(pipe=pipe, model_name=model, controlnet_report=None)
     if controlnet is not None:
-        attach_controlnet(loaded, controlnet)
+        attach_controlnet(loaded, controlnet, controlnet_wiring)
     if tiny_autoencoder not in (None, "off"):
         try:
             tiny = load_tiny_autoencoder(model, tiny_autoencoder)
@@ -276,10 +299,14 @@ def swap_in_lite_decoder(pipe: SanaSprintControlNetPipeline, source: str) -> Non
     log.info("full-lane decoder: DC-AE-Lite from %s", source)
 
 
-def attach_controlnet(loaded: LoadedPipeline, source: str) -> None:
-    """Loads a ControlNet in the pipeline's dtype, on its device, and plugs it in (raises ModelLoadError)."""
+def attach_controlnet(loaded: LoadedPipeline, source: str, wiring: str = settings.CONTROLNET_WIRING) -> None:
+    """Loads a ControlNet in the transformer's dtype, on its device, and plugs it in (raises ModelLoadError).
+    ``wiring``: "auto" (the checkpoint's own) or one of ``settings.CONTROLNET_WIRINGS``; weights run with another
+    wiring than they were trained with are logged as a warning (and the UI's ControlNet note says it)."""
     pipe = loaded.pipe
-    controlnet, report = load_controlnet(source, pipe.transformer.config, pipe.transformer.dtype)
+    controlnet, report = load_controlnet(source, pipe.transformer.config, pipe.transformer.dtype, wiring)
+    if report.warning is not None:
+        log.warning("ControlNet %s: %s", source, report.warning)
     base, config = pipe.transformer.config, controlnet.config  # e.g. one trained on the preview (train_controlnet)
     if (config.num_attention_heads * config.attention_head_dim, config.caption_channels) != (
         base.num_attention_heads * base.attention_head_dim, base.caption_channels
@@ -289,18 +316,19 @@ def attach_controlnet(loaded: LoadedPipeline, source: str) -> None:
     loaded.controlnet_report = report
 
 
-def load_controlnet(source: str, base_config, dtype: torch.dtype) -> tuple[SanaSprintControlNetModel, LoadReport]:
+def load_controlnet(source: str, base_config, dtype: torch.dtype, wiring: str = settings.CONTROLNET_WIRING
+                    ) -> tuple[SanaSprintControlNetModel, LoadReport]:
     """``checkpoints.load_controlnet`` (an NVlabs ``.pth``, a diffusers folder or a hub id), its failures turned
     into a ModelLoadError that says what to do."""
     try:
-        return checkpoints.load_controlnet(source, dict(base_config), dtype)
+        return checkpoints.load_controlnet(source, dict(base_config), dtype, wiring)
     except (OSError, ValueError) as error:
         raise ModelLoadError(_offline_help(source, error, "ControlNet")) from error
 
 
-def _load_sprint_weights(model: str, dtype: torch.dtype) -> SanaSprintControlNetPipeline:
-    try:
-        base = SanaSprintPipeline.from_pretrained(model, dtype=dtype)
+def _load_sprint_weights(model: str, dtypes: dict[str, torch.dtype]) -> SanaSprintControlNetPipeline:
+    try:  # each component loaded in its own dtype: bf16 weights never pass through fp16
+        base = SanaSprintPipeline.from_pretrained(model, dtype=dtypes)
     except (OSError, ValueError) as error:
         raise ModelLoadError(_offline_help(model, error, "SANA-Sprint")) from error
     components = {k: v for k, v in base.components.items() if k in ("tokenizer", "text_encoder", "vae",

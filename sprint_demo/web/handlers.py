@@ -11,8 +11,8 @@ Two ways in:
   queue): ``{png, inputs: {name: value for name in SKETCH_INPUTS}, seq, tab}`` (and ``decoder`` for a final) ->
   ``live.frame_value`` (``{src, digest, seq, nonce, readout}``), or ``{seq, dropped: true}`` when a newer frame
   of the tab took its place, ``{seq, busy: true}`` when too many tabs wait, ``{seq, error}``. The tab is the
-  engine session: one frame waiting per tab, the newest; drafts at draft priority, finals before them, a final
-  stopping the tab's draft in flight;
+  engine session: one frame waiting per tab, the newest; drafts at draft priority and ``settings.DRAFT_STEPS``
+  steps, finals before them at the tab's steps, a final stopping the tab's draft in flight;
 * **queue events** (Gradio's queue, ``trigger_mode="always_last"``): page load, a photo, a final the canvas could
   not get from its server function, the Playground, and the named API endpoints.
 
@@ -270,6 +270,8 @@ class Handlers:
             values = named_values(request, names)
             picture = inputs.decode_image(request["png"], what=tab_kind)
             decoder = (request.get("decoder") or DEFAULT_DECODER) if final else self.draft_decoder
+            if not final:  # drafts keep up with the pen: one step whatever the Steps control says (settings)
+                values = values | {"steps": settings.DRAFT_STEPS}
         except InputError as error:
             return {"seq": None, "error": str(error)}
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -384,9 +386,11 @@ class Handlers:
         return {"stopped": True}
 
     def camera_snapshot(self, request: dict) -> dict:
-        """The camera frame now, made with the full decoder as a frame a user keeps (final priority)."""
+        """The camera frame now, made as a frame a user keeps: with the full decoder, at final priority and at least
+        ``settings.DEFAULT_STEPS`` steps (more if the tab's Steps control asks for more)."""
         try:
             values, picture = self._camera_picture(request)
+            values = values | {"steps": max(inputs.check_steps(values["steps"]), settings.DEFAULT_STEPS)}
             frame = self.render(self.camera_request(picture, values, decoder=DEFAULT_DECODER), queued=False)
         except Busy:
             return {"busy": True}

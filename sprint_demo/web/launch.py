@@ -73,8 +73,17 @@ def build_parser(prog: str = "python app.py", description: str = "SANA-Sprint Li
     parser.add_argument("--controlnet", default=settings.CONTROLNET,
                         help="ControlNet: hub id, diffusers folder or NVlabs .pth (default: the model's own choice; "
                              "env SPRINT_CONTROLNET)")
+    parser.add_argument("--controlnet-wiring", default=settings.CONTROLNET_WIRING,
+                        choices=("auto", *settings.CONTROLNET_WIRINGS),
+                        help="where the ControlNet's residuals enter the base: auto (the checkpoint's own: nvlabs for "
+                             "an NVlabs .pth, diffusers for a diffusers SanaControlNetModel folder), nvlabs (what "
+                             "NVlabs' HED ControlNets were trained with) or diffusers (default: %(default)s; env "
+                             "SPRINT_CONTROLNET_WIRING)")
     parser.add_argument("--device", default=None, help="torch device: cuda, cuda:1, cpu (default: best available)")
-    parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: the model's choice)")
+    parser.add_argument("--dtype", default=None,
+                        help="bfloat16, float16 or float32 (default: bfloat16 on a GPU, float32 on a CPU); float16 is "
+                             "for the transformer and ControlNet only: the text encoder and the VAE stay bfloat16, as "
+                             "diffusers' SANA-Sprint docs require")
     parser.add_argument("--compile", action="store_true", default=SpeedOptions().compile,
                         help="torch.compile the model blocks and the DC-AE on a GPU (40-60 s at start; "
                              "env SPRINT_COMPILE=1)")
@@ -89,8 +98,9 @@ def build_parser(prog: str = "python app.py", description: str = "SANA-Sprint Li
                              "weights), off, or the encoder and decoder .pth as paths or URLs "
                              "(default: %(default)s; env SPRINT_TINY_AUTOENCODER)")
     parser.add_argument("--vae-lite", default=settings.VAE_LITE, metavar="HUB_ID_OR_FOLDER",
-                        help="DC-AE-Lite (diffusers AutoencoderDC): its lighter decoder replaces the DC-AE's for "
-                             "the full decoder (default: off; env SPRINT_VAE_LITE)")
+                        help="DC-AE-Lite (diffusers AutoencoderDC), e.g. NVlabs' "
+                             f"{settings.VAE_LITE_ID}: its lighter decoder replaces the DC-AE's for the full decoder "
+                             "(default: off, the recipe's DC-AE 1.1; env SPRINT_VAE_LITE)")
     parser.add_argument("--size", type=int, default=None,
                         help=f"side of the sketch canvas and its frames in pixels (default: {settings.DEFAULT_SIZE}, "
                              f"{settings.PREVIEW_SIZE} for the preview model)")
@@ -108,6 +118,9 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
     """Parse and check ``app.py``'s flags (or those of ``parser``, built on ``build_parser``)."""
     parser = parser or build_parser()
     args = parser.parse_args(argv)
+    if args.controlnet_wiring not in ("auto", *settings.CONTROLNET_WIRINGS):  # a default from the environment
+        parser.error(f"--controlnet-wiring must be auto, {' or '.join(settings.CONTROLNET_WIRINGS)}, "
+                     f"got {args.controlnet_wiring!r}")
     if args.max_batch_size < 1:
         parser.error(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
     if args.size is not None:
@@ -124,7 +137,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
                     compile_scope=args.compile_scope)
     return dict(model=args.model, controlnet=args.controlnet, device=args.device, dtype=args.dtype, speed=speed,
                 tiny_autoencoder=args.tiny_autoencoder, vae_lite=args.vae_lite, max_batch_size=args.max_batch_size,
-                size=args.size)
+                size=args.size, controlnet_wiring=args.controlnet_wiring)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -169,9 +169,13 @@ def _examples(name: str) -> list[dict[str, str]]:
     return [entry for entry in entries if (ASSETS / entry["file"]).exists()]
 
 
-def _steps_slider(elem_id: str) -> gr.Slider:
-    return _engine_checked(gr.Slider(settings.MIN_STEPS, settings.MAX_STEPS, value=settings.DEFAULT_STEPS, step=1,
-                                     label="Steps", elem_id=elem_id))
+CANVAS_STEPS_INFO = f"for the frame when the pen lifts; drafts while drawing run {settings.DRAFT_STEPS}"
+CAMERA_STEPS_INFO = f"for each camera frame; a snapshot runs at least {settings.DEFAULT_STEPS}"
+
+
+def _steps_slider(elem_id: str, value: int = settings.DEFAULT_STEPS, info: str | None = None) -> gr.Slider:
+    return _engine_checked(gr.Slider(settings.MIN_STEPS, settings.MAX_STEPS, value=value, step=1, label="Steps",
+                                     info=info, elem_id=elem_id))
 
 
 def _seed_row(elem_id: str) -> gr.Number:
@@ -269,7 +273,7 @@ def _sketch_tab(demo: gr.Blocks, engine: Any, handlers: Handlers, queued: dict) 
     api_image = gr.Image(format="jpeg", type="filepath", visible=False, elem_id="sketch_api_image")
     api_latency = gr.Markdown(visible=False)
     with gr.Row():
-        steps = _steps_slider("steps")
+        steps = _steps_slider("steps", info=CANVAS_STEPS_INFO)
         seed = _seed_row("seed")
     with gr.Row():
         guidance = _guidance_slider("guidance")
@@ -347,7 +351,7 @@ def _camera_tab(demo: gr.Blocks, tab: gr.Tab, engine: Any, handlers: Handlers) -
             step=0.05, label="Control strength: how strongly the edges steer (edges mode)",
             elem_id="camera_control_strength")
     with gr.Row():
-        steps = _steps_slider("camera_steps")
+        steps = _steps_slider("camera_steps", settings.CAMERA_STEPS, CAMERA_STEPS_INFO)
         seed = _seed_row("camera_seed")
         guidance = _guidance_slider("camera_guidance")
     choices = [(DECODER_LABELS[name], name) for name in engine.decoders]
@@ -409,7 +413,7 @@ def _paint_tab(tab: gr.Tab, demo: gr.Blocks, engine: Any, handlers: Handlers, qu
         label="Strength: how far the painting is redrawn (1: not at all kept, text-to-image)",
         elem_id="paint_strength"))
     with gr.Row():
-        steps = _steps_slider("paint_steps")
+        steps = _steps_slider("paint_steps", info=CANVAS_STEPS_INFO)
         seed = _seed_row("paint_seed")
     with gr.Row():
         guidance = _guidance_slider("paint_guidance")
