@@ -7,7 +7,8 @@ prepare_image_latents, prepare_timesteps, prepare_initial_latents or noise_image
 so the binning, crop and schedule rules live in the pipeline only. The engine is the only place that knows about
 caches, the model thread and timings:
 
-* prompt embeddings are cached (LRU): typing re-encodes, strokes do not;
+* prompts are encoded with the instruction the model was trained with, its tokens encoded once
+  (``pipe.prompt_encoder``), and their embeddings cached (LRU): typing re-encodes, strokes do not;
 * the control latent is cached per control-map content, the image-to-image start latent per picture: a new
   prompt or seed does not re-encode the canvas;
 * two autoencoder lanes (``FrameRequest.decoder``): "full", the pipeline's DC-AE, and "tiny", the tiny
@@ -53,7 +54,7 @@ from . import conditioning, inputs, settings
 from .batcher import Batcher, EngineBusy, Priority, Superseded, Ticket
 from .frames import DECODERS, DEFAULT_DECODER, Frame, FrameRequest
 from .models.loading import LoadedPipeline, ModelLoadError, attach_controlnet, load_pipeline
-from .models.pipeline import MAX_SEQUENCE_LENGTH, continuous_strength_timesteps
+from .models.pipeline import continuous_strength_timesteps
 from .models.speedups import SpeedOptions, apply_speedups
 
 log = logging.getLogger(__name__)
@@ -543,15 +544,14 @@ class Engine:
         ]
 
     def _prompt_embeddings(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+        """(embeds, mask, notices) of ``prompt``: the pipeline's prompt encoder (the trained instruction prepended,
+        its tokens encoded once), cached per prompt; a notice when the prompt's end fell outside the encoder's
+        window."""
         cached = self._prompts.get_or_none(prompt)
         if cached is None:
-            notices = ()
-            tokens = len(self.pipe.tokenizer(prompt).input_ids)
-            if tokens > MAX_SEQUENCE_LENGTH:
-                notices = (f"prompt cut to the text encoder's {MAX_SEQUENCE_LENGTH} tokens (it had {tokens})",)
-            embeds, mask = self.pipe.encode_prompt(prompt, device=self.device, max_sequence_length=MAX_SEQUENCE_LENGTH,
-                                                   complex_human_instruction=None)
-            cached = (embeds, mask, notices)
+            encoded = self.pipe.prompt_encoder(prompt)
+            notices = (prompt_cut_notice(encoded.kept, encoded.tokens),) if encoded.dropped else ()
+            cached = (encoded.embeds, encoded.mask, notices)
             self._prompts.put(prompt, cached)
         return cached
 
@@ -590,6 +590,12 @@ def _control_rows(
     zero = torch.zeros_like(present[0])
     latents = torch.cat([zero if c is None else c for c in controls])
     return latents, torch.tensor([0.0 if c is None else s for c, s in zip(controls, strengths)])
+
+
+def prompt_cut_notice(kept: int, tokens: int) -> str:
+    """The notice of a prompt longer than the text encoder's window: how many of its tokens the model sees."""
+    return (f"prompt cut to the text encoder's window: {kept} of its {tokens} tokens kept, the last "
+            f"{tokens - kept} dropped")
 
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:

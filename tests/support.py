@@ -50,6 +50,12 @@ CANARY = f"canary-{os.getpid()}-{time.time_ns()}"
 # 6.0e-4 or more, one control-map pixel by 2.1e-2.
 KERNEL_NOISE_MAX_ABS = 2e-5
 
+# Prompt embeddings of the prefix-cached encode (models/prompt_encoder.py) against diffusers' full encode_prompt: the
+# same arithmetic in another order. Largest difference measured (values spread about 1): 0 on the preview; on
+# Gemma-2-2B's shapes with random weights 0 with 1 layer, 1.9e-6 with 2, 4.7e-6 with all 26. The bound is 21x that;
+# one changed character of the prompt moves them by 0.30 or more (preview), 3.9 or more (Gemma-2-2B's shapes).
+PREFIX_CACHE_MAX_ABS = 1e-4
+
 
 @dataclass(frozen=True)
 class PixelDifference:
@@ -84,9 +90,9 @@ class PixelTolerance:
 
 # uint8 frames, lossless: float noise of ~1e-5 moves a value only where it lies that close to a rounding boundary,
 # and then by one level. Measured on 256x256 full-lane frames (196,608 values) under each condition above: one
-# level in at most 9 values (4.6e-5); the saved reference frames, written on another machine, differ here in 3-7
+# level in at most 9 values (4.6e-5); reference frames written on another machine differed here in 3-7
 # values. A 512x512 frame from a 3-row batch: 17 values. The bound: one level in at most 5e-4 of the values (98 at
-# 256x256), 11x the worst. guidance_scale +0.05 changes 875 values or more (4.5e-3), one erased stroke pixel 4,745
+# 256x256), 11x the worst. guidance_scale +0.05 changes 846 values or more (4.3e-3), one erased stroke pixel 4,549
 # or more by up to 3 levels; other sessions' images differ by 20 levels or more on average.
 KERNEL_NOISE = PixelTolerance(max_levels=1, max_fraction=5e-4)
 BATCHED_ROW_TOLERANCE_LEVELS = KERNEL_NOISE.max_levels  # a batched row runs other kernels: the same noise

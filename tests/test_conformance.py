@@ -3,10 +3,12 @@
 Both pipelines share the tiny preview components; every feature is run through both with the same inputs and
 the outputs compared with ``torch.equal`` (control branch off). Each comparison also checks that the feature
 changes diffusers' own output at this size, so a pipeline that ignored it could not pass. Only the public call
-contract is used. Where our pipeline differs on purpose, the test says so and checks the documented behaviour:
-``complex_human_instruction`` defaults to None, the default ``intermediate_timesteps`` is dropped when the step
-count is not 2, custom ``timesteps`` work (diffusers 0.42.1 raises a TypeError for them), and the optional
-``controlnet`` component.
+contract is used. The feature calls pass ``complex_human_instruction=None`` to both pipelines (a test convenience:
+the instruction is 1,674 byte tokens on the preview, about half a second per call); default arguments, the
+instruction included, are compared on their own (``test_default_arguments_match_diffusers``). Where our pipeline
+differs on purpose, the test says so and checks the documented behaviour: the default ``intermediate_timesteps`` is
+dropped when the step count is not 2, custom ``timesteps`` work (diffusers 0.42.1 raises a TypeError for them), and
+the optional ``controlnet`` component.
 
 A pipeline saved and loaded again holds bit-equal weights and equal configs (checked exactly), but at other memory
 addresses, where the CPU kernels may sum in another order: its images are compared within the measured bound of
@@ -48,7 +50,8 @@ def pipes(preview) -> tuple[SanaSprintControlNetPipeline, SanaSprintPipeline]:
 
 
 def call(pipe, seed: int | list[int] = SEED, **kwargs):
-    """One generation with the module's small defaults; ``seed`` a list gives a list of generators."""
+    """One generation with the module's small defaults (no instruction, unless ``complex_human_instruction`` says
+    otherwise: ``OMIT`` for the pipeline's default); ``seed`` a list gives a list of generators."""
     generator = [torch.Generator().manual_seed(s) for s in seed] if isinstance(seed, list) else (
         torch.Generator().manual_seed(seed))
     args = dict(prompt=PROMPT, height=SIZE, width=SIZE, generator=generator, output_type="pt",
@@ -305,16 +308,28 @@ def test_interrupt_from_a_callback_stops_like_diffusers(pipes):
 
 # --- Where we differ on purpose -------------------------------------------------------------------------
 
-def test_complex_human_instruction_defaults_to_none(pipes):
-    """Ours defaults to no instruction (a live canvas re-encodes prompts often); diffusers prepends a long one.
-    Passing diffusers' list to ours gives diffusers' default output."""
+@pytest.mark.parametrize("kwargs", [{}, dict(num_inference_steps=1, intermediate_timesteps=None),
+                                    dict(prompt=["a cat", PROMPT], num_images_per_prompt=2)],
+                         ids=["two_steps", "one_step", "prompt_list"])
+def test_default_arguments_match_diffusers(pipes, baseline, kwargs):
+    """No ``complex_human_instruction`` on either side: both prepend the instruction the model was trained with,
+    which changes the image; None still asks both for none."""
     ours, theirs = pipes
-    assert DIFFUSERS_INSTRUCTION
-    default_ours = call(ours, complex_human_instruction=OMIT).images
-    default_theirs = call(theirs, complex_human_instruction=OMIT).images
-    assert not same(default_ours, default_theirs)
-    assert same(default_ours, call(theirs, complex_human_instruction=None).images)
-    assert same(call(ours, complex_human_instruction=DIFFUSERS_INSTRUCTION).images, default_theirs)
+    default_theirs = call(theirs, complex_human_instruction=OMIT, **kwargs).images
+    assert same(call(ours, complex_human_instruction=OMIT, **kwargs).images, default_theirs)
+    without = call(theirs, **kwargs).images
+    assert not same(default_theirs, without)
+    assert same(call(ours, **kwargs).images, without)
+    assert same(call(ours, complex_human_instruction=DIFFUSERS_INSTRUCTION, **kwargs).images, default_theirs)
+
+
+@pytest.mark.slow
+def test_every_argument_left_at_its_default_matches_diffusers(pipes):
+    """Only the prompt and a seeded generator: 2 steps, 1024x1024 with resolution binning, guidance 4.5, the
+    instruction, PIL output."""
+    images = [pipe("a lighthouse", generator=torch.Generator().manual_seed(SEED)).images for pipe in pipes]
+    assert images[0][0].size == (1024, 1024)
+    assert same(images[0], images[1])
 
 
 @pytest.mark.parametrize("steps", [1, 3])

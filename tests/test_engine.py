@@ -33,20 +33,22 @@ def count_calls(module):
 
 
 def test_same_prompt_and_canvas_do_not_call_the_text_encoder_or_vae_encoder_again(engine):
+    """The first prompt runs the text encoder twice (the instruction's tokens, once per engine, then the prompt's),
+    every new prompt once more."""
     pipe = engine.pipe
     with count_calls(pipe.text_encoder) as text_encoder, mock.patch.object(
         pipe.vae, "encode", wraps=pipe.vae.encode
     ) as vae_encode:
         first = engine.sketch_to_image(canvas(2), "a castle", seed=1)
-        assert text_encoder.call_count == 1 and vae_encode.call_count == 1
+        assert text_encoder.call_count == 2 and vae_encode.call_count == 1
         second = engine.sketch_to_image(canvas(2), "a castle", seed=2)  # new seed: a new frame, same inputs
-        assert text_encoder.call_count == 1 and vae_encode.call_count == 1
+        assert text_encoder.call_count == 2 and vae_encode.call_count == 1
         assert not second.reused and second.image.tobytes() != first.image.tobytes()
         assert second.timings_ms["text_encode"] < 1.0 and second.timings_ms["control_encode"] < 1.0
         engine.sketch_to_image(canvas(3), "a castle", seed=2)  # a new stroke: one encode, no text
-        assert text_encoder.call_count == 1 and vae_encode.call_count == 2
-        engine.sketch_to_image(canvas(3), "a castle at night", seed=2)  # typing: text only
         assert text_encoder.call_count == 2 and vae_encode.call_count == 2
+        engine.sketch_to_image(canvas(3), "a castle at night", seed=2)  # typing: text only
+        assert text_encoder.call_count == 3 and vae_encode.call_count == 2
 
 
 def test_identical_inputs_return_the_last_frame_without_work(engine):
@@ -81,10 +83,34 @@ def test_strokes_change_the_image(engine):
 
 
 def test_text_to_image_sizes_and_prompt_token_notice(engine):
+    """The notice counts the prompt's tokens as the encoder sees them: after the instruction, 298 fit in the
+    window (the byte tokenizer: one per letter here); a prompt within it gets no notice."""
     frame = engine.text_to_image("a dog", width=384, height=256)
-    assert frame.image.size == (384, 256)
-    long = engine.text_to_image("word " * 400)
-    assert any("300 tokens" in notice for notice in long.notices)
+    assert frame.image.size == (384, 256) and not frame.notices
+    assert not engine.text_to_image("x" * 298).notices
+    cut = engine.text_to_image("X" * 300)  # lower-cased before it is tokenised: 300 tokens
+    assert cut.notices == ("prompt cut to the text encoder's window: 298 of its 300 tokens kept, the last 2 dropped",)
+    assert engine.text_to_image("X" * 300, seed=9).notices == cut.notices  # from the prompt cache too
+
+
+def test_the_engines_prompt_embeddings_are_the_instruction_encode_within_the_bound(engine):
+    """The engine encodes with the trained instruction (prefix-cached): diffusers' encode_prompt with the
+    instruction within support.PREFIX_CACHE_MAX_ABS; one changed character is far beyond it."""
+    import support
+
+    from sprint_demo.models.pipeline import COMPLEX_HUMAN_INSTRUCTION
+
+    pipe = engine.pipe
+    for prompt in ("a castle on a hill", "  A Castle On A Hill!"):
+        embeds, mask, _ = engine._prompt_embeddings(prompt)
+        with torch.no_grad():
+            full, full_mask = pipe.encode_prompt(prompt, device="cpu",
+                                                 complex_human_instruction=COMPLEX_HUMAN_INSTRUCTION)
+        assert torch.equal(mask, full_mask)
+        assert support.max_abs_difference(embeds, full) <= support.PREFIX_CACHE_MAX_ABS
+    assert pipe.prompt_encoder.prefix_runs == 2
+    before, after = (engine._prompt_embeddings(p)[0] for p in ("a castle on a hill", "a castle on a hull"))
+    assert support.max_abs_difference(before, after) > 1000 * support.PREFIX_CACHE_MAX_ABS
 
 
 @pytest.mark.parametrize(
@@ -109,18 +135,25 @@ def test_an_error_inside_the_model_leaves_the_engine_serving(engine):
 def test_an_engine_frame_is_the_pipeline_call_for_the_same_inputs(engine, binning, control):
     """One frame path: the engine runs the pipeline's own stages, so a frame is ``__call__``'s image for the same
     inputs, with and without control, and with resolution binning (the real model's setting: 256 px frames run at
-    the 1024 px bin and are cropped back) as without."""
-    import torch
+    the 1024 px bin and are cropped back) as without. ``__call__`` at its default prompt encoding (the instruction,
+    encoded in full) gives the frame within kernel noise (measured here: the same bytes); given the engine's own
+    prompt embeddings (the instruction's tokens cached), the same bytes."""
+    import support
 
     engine.size = 256
     engine.use_resolution_binning = binning
-    frame = engine.sketch_to_image(canvas(2, 256) if control else None, "a tree by a lake", steps=2, seed=8,
+    prompt = "a tree by a lake"
+    frame = engine.sketch_to_image(canvas(2, 256) if control else None, prompt, steps=2, seed=8,
                                    guidance_scale=3.0, control_strength=0.7)
     assert (frame.control_map is not None) == control
     extra = dict(control_image=frame.control_map, controlnet_conditioning_scale=0.7) if control else {}
-    images = engine.pipe(prompt="a tree by a lake", num_inference_steps=2, guidance_scale=3.0, height=256, width=256,
-                         generator=torch.Generator().manual_seed(8), use_resolution_binning=binning,
-                         complex_human_instruction=None, output_type="pt", **extra).images
+    same = dict(num_inference_steps=2, guidance_scale=3.0, height=256, width=256, use_resolution_binning=binning,
+                output_type="pt", **extra)
+    images = engine.pipe(prompt=prompt, generator=torch.Generator().manual_seed(8), **same).images
+    assert support.KERNEL_NOISE.admits(support.pixel_difference(frame.image, to_pil(images)))
+    encoded = engine.pipe.prompt_encoder(prompt)
+    images = engine.pipe(prompt_embeds=encoded.embeds, prompt_attention_mask=encoded.mask,
+                         generator=torch.Generator().manual_seed(8), **same).images
     assert frame.image.tobytes() == to_pil(images).tobytes()
 
 
@@ -516,10 +549,12 @@ def test_a_warm_compiled_engine_runs_new_sizes_eagerly_instead_of_compiling():
     assert wide.image.size == (384, 256)
     engine.sketch_to_image(canvas(2, 256), "a harbour")  # the warmed size: compiled code, still no new graph
     assert counters["stats"]["unique_graphs"] == graphs
+    encoded = engine.pipe.prompt_encoder("a harbour")  # the engine's encoding, so that the images are comparable
     with torch.compiler.set_stance("force_eager"):
-        eager = engine.pipe(prompt="a harbour", width=384, height=256, num_inference_steps=settings.DEFAULT_STEPS,
+        eager = engine.pipe(prompt_embeds=encoded.embeds, prompt_attention_mask=encoded.mask, width=384, height=256,
+                            num_inference_steps=settings.DEFAULT_STEPS,
                             generator=torch.Generator().manual_seed(settings.DEFAULT_SEED), output_type="pt",
-                            use_resolution_binning=False, complex_human_instruction=None).images
+                            use_resolution_binning=False).images
     assert wide.image == Image.fromarray((eager[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
     torch._dynamo.reset()
 

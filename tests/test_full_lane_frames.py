@@ -1,9 +1,10 @@
-"""The full lane (the DC-AE) draws the pixels it drew before the tiny autoencoder lane was added: frames of the
-preview model saved then as lossless PNGs (tests/data/full_lane_*.png) are rendered again and compared.
+"""The full lane (the DC-AE) draws the pixels of its saved reference frames: frames of the preview model (prompts
+encoded with the trained instruction) saved as lossless PNGs (tests/data/full_lane_*.png) are rendered again and
+compared; the tiny autoencoder's lane beside it changes none of them.
 
 They are float32 CPU frames: another machine, thread count or instruction set rounds a few values the other way,
-so the comparison is within ``support.KERNEL_NOISE`` (one level in at most 0.05% of the values; the references,
-written on another machine, differ here in 3-7 of 196,608 values). The sensitivity tests show that this bound
+so the comparison is within ``support.KERNEL_NOISE`` (one level in at most 0.05% of the values; references
+written on another machine differed here in 3-7 of 196,608 values). The sensitivity tests show that this bound
 still catches the smallest real changes: guidance_scale +0.05, and one stroke pixel erased from the sketch.
 
 Regenerate the reference frames (only when a change is meant to alter the full lane's pixels) with
@@ -87,7 +88,7 @@ def test_full_lane_frames_match_the_saved_reference(engine, name):
 @pytest.mark.parametrize("change", [*(("guidance", name) for name in FRAMES), *(("pixel", name) for name in SKETCHES)],
                          ids=lambda change: "-".join(change))
 def test_the_tolerance_catches_a_small_real_change(engine, change):
-    """guidance_scale +0.05 (measured: 875-1,194 values differ) or one stroke pixel erased (4,745-5,431 values, by
+    """guidance_scale +0.05 (measured: 846-1,204 values differ) or one stroke pixel erased (4,549-4,864 values, by
     up to 3 levels) lies far beyond the bound of 98 values at this size."""
     kind, name = change
     engine.clear_caches()

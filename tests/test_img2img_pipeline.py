@@ -2,7 +2,9 @@
 
 Both pipelines share the tiny preview components (same process, same objects); outputs are compared with
 ``torch.equal``. diffusers' image-to-image refuses its own default ``intermediate_timesteps`` at any step count
-but 2, so it is passed None there (ours drops the default by itself, as the text-to-image pipeline does).
+but 2, so it is passed None there (ours drops the default by itself, as the text-to-image pipeline does). The
+feature calls pass ``complex_human_instruction=None`` to both (a test convenience: the instruction is 1,674 byte
+tokens on the preview); ``test_default_arguments_match_diffusers`` leaves it out on both sides.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ PROMPT = "a red house by a lake"
 SIZE = 64  # 2x2 latents: the preview transformer and DC-AE run in milliseconds
 SEED = 7
 BASE_COMPONENTS = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
+OMIT = object()  # a keyword left out of the call, so the pipeline's own default applies
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,7 @@ def call(pipe, image=None, strength: float = 0.6, steps: int = 2, seed: int | li
                 num_inference_steps=steps, height=SIZE, width=SIZE, generator=generator, output_type="pt",
                 use_resolution_binning=False, complex_human_instruction=None,
                 intermediate_timesteps=TWO_STEP_INTERMEDIATE_TIMESTEPS if steps == 2 else None) | kwargs
-    return pipe(**args)
+    return pipe(**{k: v for k, v in args.items() if v is not OMIT})
 
 
 def run_both(pipes, **kwargs):
@@ -113,6 +116,24 @@ INPUTS = {
     "tensor_3d_resized": lambda: to_unit_tensor(picture(96, 96))[0],
     "pil_list": lambda: [picture()],
 }
+
+
+@pytest.mark.parametrize("steps,strength", [(2, 0.6), (1, 0.6), (4, 0.45)])
+def test_default_arguments_match_diffusers(pipes, steps, strength):
+    """No ``complex_human_instruction`` on either side: both prepend the instruction the model was trained with,
+    which changes the image; None still asks both for none."""
+    ours, theirs = run_both(pipes, steps=steps, strength=strength, complex_human_instruction=OMIT)
+    assert same(ours.images, theirs.images)
+    assert not same(theirs.images, call(pipes[1], steps=steps, strength=strength).images)
+
+
+@pytest.mark.slow
+def test_every_argument_left_at_its_default_matches_diffusers(pipes):
+    """Only the prompt, the picture and a seeded generator: 2 steps, strength 0.6, 1024x1024 with resolution
+    binning, guidance 4.5, the instruction, PIL output."""
+    images = [pipe(PROMPT, image=picture(), generator=torch.Generator().manual_seed(SEED)).images for pipe in pipes]
+    assert images[0][0].size == (1024, 1024)
+    assert same(images[0], images[1])
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -312,7 +333,7 @@ def test_at_strength_one_the_image_barely_matters_and_text_to_image_is_within_a_
     torch.testing.assert_close(first, second, rtol=0, atol=1e-4)
     text_to_image = preview.pipe(prompt=PROMPT, num_inference_steps=steps, height=SIZE, width=SIZE,
                                  generator=torch.Generator().manual_seed(SEED), output_type="pt",
-                                 use_resolution_binning=False).images
+                                 use_resolution_binning=False, complex_human_instruction=None).images
     torch.testing.assert_close(first, text_to_image, rtol=0, atol=1e-4)
     assert 1e-6 < abs(math.cos(torch.tensor(MAX_TIMESTEPS).item())) < 1e-5
 

@@ -7,7 +7,11 @@ import torch
 from diffusers import SanaSprintPipeline
 from PIL import Image, ImageDraw
 
-from sprint_demo.models.pipeline import MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
+from sprint_demo.models.pipeline import (
+    COMPLEX_HUMAN_INSTRUCTION,
+    MAX_TIMESTEPS,
+    TWO_STEP_INTERMEDIATE_TIMESTEPS,
+)
 
 SIZES = [(256, 256), (256, 384)]  # (height, width): square and non-square
 
@@ -28,6 +32,7 @@ def sketch(width: int, height: int) -> Image.Image:
 
 
 def run(pipe, steps, height, width, **kwargs):
+    """One call; ``complex_human_instruction`` left at each pipeline's default (the trained instruction)."""
     return pipe(
         prompt="a red house by a lake",
         num_inference_steps=steps,
@@ -36,7 +41,6 @@ def run(pipe, steps, height, width, **kwargs):
         generator=torch.Generator().manual_seed(7),
         output_type="pt",
         use_resolution_binning=False,
-        complex_human_instruction=None,
         **kwargs,
     ).images
 
@@ -44,6 +48,7 @@ def run(pipe, steps, height, width, **kwargs):
 @pytest.mark.parametrize("steps", [1, 2, 4])
 @pytest.mark.parametrize("height,width", SIZES)
 def test_matches_diffusers_without_control_and_at_scale_zero(preview, steps, height, width):
+    """Both pipelines at their default prompt encoding, the instruction neither side is given: torch.equal."""
     pipe = preview.pipe
     # diffusers needs intermediate_timesteps=None for any step count but 2; ours drops it by itself.
     expected = run(reference_pipeline(pipe), steps, height, width,
@@ -56,8 +61,9 @@ def test_matches_diffusers_without_control_and_at_scale_zero(preview, steps, hei
 @pytest.mark.parametrize("steps", [1, 2])
 def test_control_changes_the_image_at_scale_one(preview, steps):
     pipe = preview.pipe
-    plain = run(pipe, steps, 256, 256)
-    controlled = run(pipe, steps, 256, 256, control_image=sketch(256, 256), controlnet_conditioning_scale=1.0)
+    plain = run(pipe, steps, 256, 256, complex_human_instruction=None)
+    controlled = run(pipe, steps, 256, 256, control_image=sketch(256, 256), controlnet_conditioning_scale=1.0,
+                     complex_human_instruction=None)
     assert controlled.shape == plain.shape
     assert (controlled - plain).abs().mean() > 1e-3
 
@@ -66,7 +72,8 @@ def test_precomputed_prompt_embeddings_and_control_latents_give_identical_images
     pipe = preview.pipe
     control = sketch(256, 384)
     direct = run(pipe, 1, 256, 384, control_image=control)
-    embeds, mask = pipe.encode_prompt("a red house by a lake", device="cpu", complex_human_instruction=None)
+    embeds, mask = pipe.encode_prompt("a red house by a lake", device="cpu",
+                                      complex_human_instruction=COMPLEX_HUMAN_INSTRUCTION)
     latents = pipe.prepare_control_latents(control, 256, 384)
     cached = pipe(
         prompt_embeds=embeds, prompt_attention_mask=mask, num_inference_steps=1, height=256, width=384,

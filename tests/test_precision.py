@@ -19,8 +19,10 @@ from sprint_demo.sketches import stroke_sketch
 
 SIZE = 256
 # fp16 frames against float32 frames of the same requests, full lane at 256 px (sketch with control, image-to-image,
-# text-to-image): measured 0.61-0.70 levels mean |difference|; the same frame with another prompt differs by 7.4-9.5.
-FP16_MEAN_LEVELS = 2.5
+# text-to-image): measured 0.60-0.69 levels mean |difference|; the same frame with another prompt ("a dog" for "a
+# cat") differs by 1.26-1.57 (on the preview's one-layer text encoder the long instruction dominates the prompt's
+# embedding), with another seed by 35-40.
+FP16_MEAN_LEVELS = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +115,10 @@ def test_fp16_frames_are_finite_and_the_float32_frames_within_the_measured_bound
             return engine.image_to_image(sketch, prompt, seed=3)
         return engine.text_to_image(prompt, seed=3)
 
-    half, full, other = (np.asarray(f.image, dtype=np.int16)
-                         for f in (frame(fp16), frame(fp32), frame(fp32, "a dog")))
+    half, full, other_prompt = (np.asarray(f.image, dtype=np.int16)
+                                for f in (frame(fp16), frame(fp32), frame(fp32, prompt="a dog")))
     assert half.std() > 5  # a picture, not a constant (a NaN anywhere decodes to one colour)
-    assert np.abs(half - full).mean() < FP16_MEAN_LEVELS < np.abs(other - full).mean()
+    assert np.abs(half - full).mean() < FP16_MEAN_LEVELS < np.abs(other_prompt - full).mean()
     latents = fp16.pipe(prompt="a cat", height=SIZE, width=SIZE, output_type="latent", use_resolution_binning=False,
                         complex_human_instruction=None, generator=torch.Generator().manual_seed(3)).images
     assert torch.isfinite(latents).all() and latents.dtype == torch.float32

@@ -201,3 +201,28 @@ def test_the_training_prediction_at_pi_over_2_is_the_samplers_one_step_frame():
         predicted = tc.predict_clean_latent(pipe, noise * sigma_data, t, embeds, mask, guidance,
                                             tc.ControlInputs(pipe.controlnet, control, 1.0))
     assert torch.equal(predicted / sigma_data, sampled)
+
+
+def test_the_trainer_encodes_captions_as_the_app_does():
+    """The trainer's caption embeddings are the app engine's for the same prompt, bit for bit (each from its own
+    preview pipeline): the trained instruction prepended, its tokens encoded once; within the bound of diffusers'
+    full encode with the instruction."""
+    import support
+
+    from sprint_demo.engine import load_engine
+    from sprint_demo.models.pipeline import COMPLEX_HUMAN_INSTRUCTION
+
+    pipe = load_pipeline("preview", device="cpu").pipe
+    captions = ["a red circle above a blue square", "A Tree; Two Birds"]
+    pixels = torch.zeros(2, 3, 64, 64)
+    _, _, embeds, mask = tc.encode_batch(pipe, {"id": [0, 1], "caption": captions, "image": pixels,
+                                                "control": pixels})
+    engine = load_engine("preview", device="cpu", warmup=False)
+    try:
+        for row, caption in enumerate(captions):
+            app_embeds, app_mask, _ = engine._prompt_embeddings(caption)
+            assert torch.equal(embeds[row : row + 1], app_embeds) and torch.equal(mask[row : row + 1], app_mask)
+            full, _ = pipe.encode_prompt(caption, device="cpu", complex_human_instruction=COMPLEX_HUMAN_INSTRUCTION)
+            assert support.max_abs_difference(embeds[row : row + 1], full.detach()) <= support.PREFIX_CACHE_MAX_ABS
+    finally:
+        engine.close()

@@ -124,9 +124,11 @@ def gemma_config(size: str, vocab_size: int) -> Gemma2Config:
             vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
             num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=8192,
         )
+    # preview: positions for the instruction + 300 tokens in bytes (1,674 with the byte tokenizer); RoPE has no
+    # weights, so the length changes none of the preview's weights
     return Gemma2Config(
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=2048,
     )
 
 

@@ -7,7 +7,8 @@ pipeline with the ``__call__`` of diffusers' ``SanaSprintImg2ImgPipeline``: its 
 noised to the first timestep, and its steps are the same stages (one denoising loop for both):
 
 =============================  ========================================================================
-``encode_prompt``              prompt -> (embeddings, mask) (inherited)
+``encode_prompt``              prompt -> (embeddings, mask) (inherited; ``prompt_encoder``: the same with the
+                               instruction's tokens encoded once, what the app and the trainer use)
 ``resolution``                 requested (height, width) -> the size the model runs at (resolution binning)
 ``prepare_control_latents``    control map -> scaled control latent (a VAE encode)
 ``prepare_timesteps``          step count -> the SCM schedule (step-adaptive: 1 to 4 steps, or any)
@@ -25,7 +26,8 @@ noised to the first timestep, and its steps are the same stages (one denoising l
 The stages carry no ``torch.no_grad``: callers choose inference mode (``__call__`` does) or run gradients through
 them (ControlNet training). Without control, or at ``controlnet_conditioning_scale=0``, the output is
 ``torch.equal`` to SanaSprintPipeline's (tests/test_pipeline.py) and SanaSprintImg2ImgPipeline's
-(tests/test_img2img_pipeline.py) for the same components and seed.
+(tests/test_img2img_pipeline.py) for the same components, arguments and seed, default arguments included: both
+prepend the instruction the model was trained with (``COMPLEX_HUMAN_INSTRUCTION``) unless told otherwise.
 
 The denoising loop follows diffusers ``pipelines/sana/pipeline_sana_sprint.py`` (SCM / TrigFlow math); the
 image-to-image start follows ``pipelines/sana/pipeline_sana_sprint_img2img.py``; the control image handling follows
@@ -50,13 +52,13 @@ from diffusers.pipelines.sana.pipeline_output import SanaPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .controlnet import ControlInputs, SanaSprintControlNetModel, sana_transformer_forward
+from .prompt_encoder import COMPLEX_HUMAN_INSTRUCTION, MAX_SEQUENCE_LENGTH, PrefixCachedPromptEncoder
 
 ControlImage = PIL.Image.Image | torch.Tensor
 
 # SanaSprintPipeline's sampling defaults, written once here and used by the signatures below.
 MAX_TIMESTEPS = 1.57080  # pi/2 in TrigFlow time: where sampling starts (pure noise)
 TWO_STEP_INTERMEDIATE_TIMESTEPS = 1.3  # the 2-step schedule's middle time; other step counts have none
-MAX_SEQUENCE_LENGTH = 300  # prompt tokens the text encoder keeps
 
 
 class SanaSprintControlNetPipeline(SanaSprintPipeline):
@@ -71,6 +73,18 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         self.controlled_forward = sana_transformer_forward  # the step with control; speedups may compile it
         self._pixel_levels: torch.Tensor | None = None  # uint8 -> model input table (control_image_to_tensor)
         self._interrupt = False  # diffusers' `interrupt` property reads it; a step callback may set it
+        self._prompt_encoder: PrefixCachedPromptEncoder | None = None  # built by the prompt_encoder property
+
+    @property
+    def prompt_encoder(self) -> PrefixCachedPromptEncoder:
+        """How the app's engine and the ControlNet trainer encode prompts: ``encode_prompt`` with the trained
+        instruction, its tokens encoded once and their key/value cache kept (``PrefixCachedPromptEncoder``; equal to
+        ``encode_prompt`` within float rounding). Built on first use, again when the tokenizer or text encoder is
+        replaced. ``__call__`` runs diffusers' own ``encode_prompt``."""
+        encoder = self._prompt_encoder
+        if encoder is None or encoder.tokenizer is not self.tokenizer or encoder.text_encoder is not self.text_encoder:
+            encoder = self._prompt_encoder = PrefixCachedPromptEncoder(self.tokenizer, self.text_encoder)
+        return encoder
 
     # --- stages ---------------------------------------------------------------------------------------------
 
@@ -461,7 +475,7 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
         max_sequence_length: int = MAX_SEQUENCE_LENGTH,
-        complex_human_instruction: list[str] | None = None,
+        complex_human_instruction: Sequence[str] | None = COMPLEX_HUMAN_INSTRUCTION,
         control_image: ControlImage | None = None,
         control_latents: torch.Tensor | None = None,
         controlnet_conditioning_scale: float = 1.0,
@@ -471,10 +485,10 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
 
         Step-adaptive: ``intermediate_timesteps`` at its default is used for 2 steps and dropped for other counts;
         a different value with a step count other than 2 is an error. ``complex_human_instruction`` defaults to
-        None here (SanaSprintPipeline prepends a long instruction by default; pass its list to match it). Custom
-        ``timesteps`` (``num_inference_steps + 1`` values, with ``max_timesteps=None``) work here, where
-        SanaSprintPipeline raises a TypeError. ``eta`` is accepted for diffusers' signature; the SCM scheduler takes
-        none."""
+        the instruction the model was trained with (``COMPLEX_HUMAN_INSTRUCTION``, diffusers' default), prepended
+        to every prompt; None encodes the prompt alone. Custom ``timesteps`` (``num_inference_steps + 1`` values,
+        with ``max_timesteps=None``) work here, where SanaSprintPipeline raises a TypeError. ``eta`` is accepted for
+        diffusers' signature; the SCM scheduler takes none."""
         # 1. Check inputs; the size the model runs at.
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs  # as in diffusers
@@ -592,7 +606,7 @@ class SanaSprintControlNetImg2ImgPipeline(SanaSprintControlNetPipeline):
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
         max_sequence_length: int = MAX_SEQUENCE_LENGTH,
-        complex_human_instruction: list[str] | None = None,
+        complex_human_instruction: Sequence[str] | None = COMPLEX_HUMAN_INSTRUCTION,
         control_image: ControlImage | None = None,
         control_latents: torch.Tensor | None = None,
         controlnet_conditioning_scale: float = 1.0,
@@ -608,8 +622,8 @@ class SanaSprintControlNetImg2ImgPipeline(SanaSprintControlNetPipeline):
         trace of cos(1.57080), about 4e-6 (``noise_image_latents``); callers that want exactly text-to-image there
         run the text-to-image pipeline. ``latents``, as in diffusers, are the start latents as they are (already
         noised; no image is encoded). Defaults as the text-to-image pipeline's: step-adaptive
-        ``intermediate_timesteps``, ``complex_human_instruction`` None. ``eta`` is accepted for diffusers'
-        signature; the SCM scheduler takes none."""
+        ``intermediate_timesteps``, ``complex_human_instruction`` the trained instruction. ``eta`` is accepted for
+        diffusers' signature; the SCM scheduler takes none."""
         # 1. Check inputs; the size the model runs at.
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs  # as in diffusers

@@ -44,6 +44,13 @@ model thread, which recorded the CUDA graphs at warm-up, against the same frame 
 
     python -m sprint_demo.tools.bench --mode idle --model random-full --compile --cuda-graphs --steps 1
 
+``--mode text`` (alone) times the text encoder at Gemma-2-2B's sizes (random weights): a new prompt encoded with the
+trained instruction in full (``encode_prompt``, what ``__call__`` runs), with the instruction's tokens cached (the
+engine's ``PrefixCachedPromptEncoder``) and without the instruction, same run, median of ``--repeat`` (default 5;
+``--layers N`` runs only N of its 26 layers; ``sprint_demo.tools.text_encode_bench``)::
+
+    python -m sprint_demo.tools.bench --mode text --device cuda --dtype bf16 --repeat 10 --json text.json
+
 ``--summarize A.json B.json ...`` prints one table over earlier runs with each case's ratio to the first.
 ``--profile PATH`` then runs a few more frames of one case (ControlNet, new strokes, when asked for) under
 ``torch.profiler`` and writes, per frame, each stage's wall time beside the device time spent in it, and the
@@ -83,7 +90,8 @@ COMPONENTS_MODE = "components"  # the autoencoders alone, no engine
 USERS_MODE = "users"  # simulated users calling the engine at once (cross-user batches)
 CAMERA_MODE = "camera"  # simulated camera users: a new picture every frame, two frames outstanding each
 IDLE_MODE = "idle"  # the first frame after idle time: on the model thread vs in a fresh thread
-SOLO_MODES = (COMPONENTS_MODE, USERS_MODE, CAMERA_MODE, IDLE_MODE)  # modes that run alone
+TEXT_MODE = "text"  # the text encoder alone: the instruction encoded in full, prefix-cached, or left out
+SOLO_MODES = (COMPONENTS_MODE, USERS_MODE, CAMERA_MODE, IDLE_MODE, TEXT_MODE)  # modes that run alone
 CAMERA_OUTSTANDING = 2  # frames a camera page keeps in flight: one being made, one waiting (web/camera.js)
 BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
 _new_strokes = itertools.count(3)  # every "controlnet" / "img2img" frame of the run draws a canvas no earlier had
@@ -430,6 +438,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=float, default=10.0, help=f"--mode {IDLE_MODE}: idle seconds before a frame")
     parser.add_argument("--parts", default="encode,decode",
                         help=f"--mode {COMPONENTS_MODE}: comma-separated, from encode, decode (default: %(default)s)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help=f"--mode {TEXT_MODE}: run this many of Gemma-2-2B's 26 layers (default: all)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="after the timed cases, write a torch.profiler report of a few frames here")
     args = parser.parse_args(argv)
@@ -452,7 +462,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except InputError as error:
         parser.error(f"--strength: {error}")
     if args.repeat is None:
-        args.repeat = 3 if args.mode == [COMPONENTS_MODE] else 10
+        args.repeat = {COMPONENTS_MODE: 3, TEXT_MODE: 5}.get(args.mode[0], 10)
     return args
 
 
@@ -463,6 +473,16 @@ def run_components(args: argparse.Namespace) -> int:
     print(format_components(result))
     if args.json:
         write_json(args.json, {"components": result, "meta": {"torch": torch.__version__}})
+    return 0
+
+
+def run_text(args: argparse.Namespace) -> int:
+    from .text_encode_bench import benchmark_text_encode, format_text_encode
+
+    result = benchmark_text_encode(args.device, args.dtype, args.repeat, args.layers)
+    print(format_text_encode(result))
+    if args.json:
+        write_json(args.json, {"text_encode": result, "meta": {"torch": torch.__version__}})
     return 0
 
 
@@ -489,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.mode == [COMPONENTS_MODE]:
         return run_components(args)
+    if args.mode == [TEXT_MODE]:
+        return run_text(args)
     speed = SpeedOptions(tf32=not args.no_tf32, channels_last=not args.no_channels_last, compile=args.compile,
                          cuda_graphs=args.cuda_graphs, compile_scope=args.compile_scope)
     began = time.perf_counter()

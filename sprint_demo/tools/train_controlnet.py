@@ -66,7 +66,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from .. import settings
 from ..conditioning import load_hed_detector, photo_to_control_map
 from ..models.controlnet import ControlInputs, SanaSprintControlNetModel
-from ..models.pipeline import MAX_SEQUENCE_LENGTH, MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
+from ..models.pipeline import MAX_TIMESTEPS, TWO_STEP_INTERMEDIATE_TIMESTEPS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CHECKPOINTS = "checkpoints"  # under --output: step_000100/ ... (accelerator.save_state folders)
@@ -139,14 +139,9 @@ def encode_batch(pipe, batch: dict, cache: dict | None = None) -> tuple[torch.Te
         latents = pipe.prepare_control_latents(pixels, height, width)
         for n, i in enumerate(todo):
             cache["latents", ids[i]] = (latents[n], latents[len(todo) + n])
-    new_captions = sorted({c for c in captions if ("caption", c) not in cache})
-    if new_captions:
-        embeds, mask = pipe.encode_prompt(
-            new_captions, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH,
-            complex_human_instruction=None,  # as the app's engine encodes prompts
-        )
-        for n, caption in enumerate(new_captions):
-            cache["caption", caption] = (embeds[n], mask[n])
+    for caption in sorted({c for c in captions if ("caption", c) not in cache}):
+        encoded = pipe.prompt_encoder(caption)  # as the app's engine encodes prompts: the trained instruction first
+        cache["caption", caption] = (encoded.embeds[0], encoded.mask[0])
     images, controls = (torch.stack(parts) for parts in zip(*(cache["latents", i] for i in ids)))
     embeds, mask = (torch.stack(parts) for parts in zip(*(cache["caption", c] for c in captions)))
     return images, controls, embeds, mask
