@@ -33,7 +33,6 @@ image the same way (the Paint tab's "Paint over this").
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -41,6 +40,7 @@ from PIL import Image
 
 from .. import settings
 from ..sketches import png_data_url
+from .page_files import component_script, page_file
 
 _HTML = """
 <div class="sc-root">
@@ -82,12 +82,9 @@ def canvas_template(palette: tuple[str, ...] = ()) -> str:
             .replace("PALETTE", row).replace("CANVAS_LABEL", "Painting canvas: paint with mouse, pen or finger"))
 
 
-# Read once at import; both ship as plain files next to this module. Gradio runs the JavaScript as the body of
-# ``Function(element, trigger, props, server, upload, watch)``. It scopes the CSS to the component's root and
-# fills it in as a JavaScript template string, so the CSS may hold no backtick and no dollar-brace.
-_HERE = Path(__file__).resolve().parent
-_CSS = (_HERE / "canvas.css").read_text(encoding="utf-8")
-_JS = (_HERE / "canvas.js").read_text(encoding="utf-8")
+_CSS = page_file("canvas.css")
+# The drawing (canvas.js) and its live frames (canvas_frames.js) over the frame client the camera shares.
+_JS = component_script("props.js", "frame_client.js", "canvas_frames.js", "canvas.js")
 
 
 def sketch_value(path: str, size: int) -> str:
