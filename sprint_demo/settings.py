@@ -140,7 +140,7 @@ IMAGE_CACHE_SIZE = 16  # image-to-image start latents kept (LRU), one per recent
 JPEG_QUALITY = 90  # output frames are sent as JPEG: small transfers
 DRAFT_JPEG_QUALITY = 75  # draft frames (shown for a moment while the pen moves): 40% fewer bytes than at 90
 
-# --- Live drafts (frames while the pen moves; sprint_demo/web/live.py, canvas.js) -----------------------
+# --- Live drafts (frames while the pen moves; sprint_demo/web/live.py, canvas_frames.js) ----------------
 LIVE_DRAFTS = True  # the Sketch tab's "Live drafts" switch starts on
 DRAFT_INTERVAL_MS = 75  # at most one draft per this much drawing time (and never two in flight per tab)
 SETTLE_MS = 350  # a prompt or slider unchanged this long gets its final frame; drafts before that

@@ -29,6 +29,10 @@ and a colour picker (``<input type=color>``) set the brush's colour, a photo but
 device into the canvas as an undoable step (cropped about its centre to the square, never uploaded as a file), and
 the eraser paints back the picture underneath (white paper where there is none); ``root.loadPicture(src)`` loads any
 image the same way (the Paint tab's "Paint over this").
+
+The script is three units (``page_files.component_script``): ``canvas.js`` draws; ``canvas_frames.js`` turns the
+strokes into drafts and final frames, through ``frame_client.js``, the request loop the camera shares; the two meet
+only at the off-screen canvas and the hooks the drawing calls (a stroke started, moved, ended; a new picture).
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ class SketchCanvas(gr.HTML):
     The value changes once per finished stroke, undo, clear or loaded picture; ``change`` fires then. Set the value
     from Python (a ``data:image/png;base64,...`` string, see ``sketch_value``) to load a sketch into the canvas.
 
-    Frames are shown in the ``LiveImage`` whose elem_id is ``output_id`` (see the live frames part of canvas.js):
+    Frames are shown in the ``LiveImage`` whose elem_id is ``output_id`` (canvas_frames.js says when and how):
     server functions (``server_functions``) named ``draft_frame`` and ``final_frame``, if given, make the drafts and
     the final frames the canvas asks for; ``final`` fires when the canvas asks the queue for a final frame instead
     (a photo's edge map replaces the sketch, or the server function turned it away), with ``{seq, tab}`` as its
