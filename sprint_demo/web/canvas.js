@@ -24,7 +24,7 @@ function sketchCanvas({ element, props, watch, model, frames }) {
   const ERASER_FACTOR = requiredNumber(props, 'eraser_factor');
   const MAX_DISPLAY = 4096;
   let tool = 'pen';
-  let actions = [];          // {kind: 'stroke', points, width, color, erase} | {kind: 'clear'} | {kind: 'image', ...}
+  const actions = [];        // {kind: 'stroke', points, width, color, erase} | {kind: 'clear'} | {kind: 'image', ...}
   let background = null;     // the loaded image the visible strokes lie on (Paint: what the eraser paints back)
   let current = null;        // the stroke being drawn
   let activePointer = null;  // one pointer draws at a time; a second finger is ignored
