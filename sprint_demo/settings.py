@@ -110,6 +110,15 @@ CAMERA_JPEG_QUALITY = 75  # frames shown for a moment, like drafts
 # Camera frame shapes a compiled engine warms up (the commonest webcam aspect ratios: 640x480, 1280x720); other
 # shapes run uncompiled, as a compiled engine never compiles with users waiting.
 CAMERA_WARM_ASPECTS = ((4, 3), (16, 9))
+# The camera page (sprint_demo/web/camera.js gets these as props): the JPEG quality (0-1, as the browser takes it)
+# of the frames it sends and of a snapshot's frame, and the requests it keeps in flight: one being made, one waiting
+# on the server (which keeps one waiting frame per session, the newest).
+CAMERA_SEND_JPEG_QUALITY = 0.8
+CAMERA_SNAPSHOT_JPEG_QUALITY = 0.95
+CAMERA_MAX_IN_FLIGHT = 2
+CAMERA_MAX_ERRORS = 5  # errors in a row that stop the stream
+CAMERA_ERROR_BACKOFF_MS = 300  # after an error the next frame waits this long: a failing server is not hammered
+CAMERA_BUSY_BACKOFF_MS = (200, 400, 800, 1600)  # after 1, 2, 3, 4+ "server full" answers in a row
 # A page whose waiting frame was replaced by its own newer one (the server was busy with other frames) sends the
 # next after this long, not at once: a waiting frame stays fresh without a request per video frame.
 CAMERA_REPLACE_INTERVAL_MS = 150
@@ -160,7 +169,7 @@ IMAGE_CACHE_SIZE = 16  # image-to-image start latents kept (LRU), one per recent
 JPEG_QUALITY = 90  # output frames are sent as JPEG: small transfers
 DRAFT_JPEG_QUALITY = 75  # draft frames (shown for a moment while the pen moves): 40% fewer bytes than at 90
 
-# --- Live drafts (frames while the pen moves; sprint_demo/web/live.py, canvas.js) -----------------------
+# --- Live drafts (frames while the pen moves; sprint_demo/web/live.py, canvas_frames.js) ----------------
 LIVE_DRAFTS = True  # the Sketch tab's "Live drafts" switch starts on
 DRAFT_INTERVAL_MS = 75  # at most one draft per this much drawing time (and never two in flight per tab)
 SETTLE_MS = 350  # a prompt or slider unchanged this long gets its final frame; drafts before that

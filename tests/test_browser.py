@@ -305,10 +305,17 @@ def test_example_gallery_box_fits_its_thumbnails(chromium, live_app, viewport):
     assert box["thumbsRight"] <= box["right"], f"thumbnails run past the gallery's right edge: {box}"
 
 
-def test_canvas_script_compiles_in_chromium(chromium):
-    """canvas.js as Gradio runs it (the body of a function of its six arguments): a syntax error would otherwise
-    only show as a canvas that does not draw, with the error in the browser console."""
-    source = (support.REPO / "sprint_demo" / "web" / "canvas.js").read_text(encoding="utf-8")
+@pytest.mark.parametrize("component", ["canvas", "camera", "live"])
+def test_component_scripts_compile_in_chromium(chromium, component):
+    """Each component's js_on_load as Gradio runs it (the body of a function of its six arguments: the shared files
+    and the component's own, put together by page_files.component_script): a syntax error would otherwise only show
+    as a component that does nothing, with the error in the console. Two files defining the same top-level function
+    compile (the last one wins), so names are checked apart; a top-level const or let twice fails to compile."""
+    import importlib
+
+    source = importlib.import_module(f"sprint_demo.web.{component}")._JS
+    functions = re.findall(r"^(?:async )?function (\w+)", source, flags=re.MULTILINE)
+    assert len(functions) > 2 and len(set(functions)) == len(functions), functions
     context = _need(chromium).new_context()
     try:
         page = context.new_page()
@@ -317,4 +324,4 @@ def test_canvas_script_compiles_in_chromium(chromium):
             catch (e) { return e.name + ': ' + e.message; } }""", source)
     finally:
         context.close()
-    assert error is None, f"sprint_demo/web/canvas.js does not compile: {error}"
+    assert error is None, f"the {component} component's script does not compile: {error}"

@@ -17,7 +17,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import camera_stub  # noqa: E402  (tests/camera_stub.py)
 
-from sprint_demo.web.camera import CameraStream, capture_shape  # noqa: E402
+from sprint_demo import settings  # noqa: E402
+from sprint_demo.web.camera import CameraStream  # noqa: E402
 
 
 def frame_request(session: str, seq: int, prompt: str = "p", rgb=(200, 20, 20), size=(64, 48)) -> dict:
@@ -69,15 +70,6 @@ def stub():
     server.close()
 
 
-def test_capture_shape_keeps_the_aspect_ratio():
-    assert capture_shape(640, 480, 512) == (512, 384)
-    assert capture_shape(480, 640, 512) == (384, 512)
-    assert capture_shape(1280, 720, 512) == (512, 288)
-    assert capture_shape(1920, 1080, 768) == (768, 448)  # 432 = 13.5 x 32 rounds half up (Math.round), not to 416
-    assert capture_shape(320, 240, 512) == (512, 384)
-    assert capture_shape(4000, 10, 512) == (512, 32)
-
-
 def test_component_config_and_checks(stub):
     camera = CameraStream(capture_size=512, output_id="camera_output", latency_id="camera_latency",
                           server_functions=stub.server_functions(), elem_id="camera", render=False)
@@ -86,6 +78,10 @@ def test_component_config_and_checks(stub):
     assert set(config["server_fns"]) == {"camera_frame", "camera_stop", "camera_snapshot"}
     props = config["props"] if "props" in config else config
     assert props["capture_size"] == 512 and props["output_id"] == "camera_output"
+    # the page's numbers come from settings (camera.js has no copy of them)
+    assert props["size_multiple"] == settings.SIZE_MULTIPLE and props["max_in_flight"] == settings.CAMERA_MAX_IN_FLIGHT
+    assert props["busy_backoff_ms"] == list(settings.CAMERA_BUSY_BACKOFF_MS)
+    assert props["jpeg_quality"] == settings.CAMERA_SEND_JPEG_QUALITY
     assert camera.api_info()["type"] == "string" and camera.example_value() == ""
     with pytest.raises(ValueError, match="plain HTML id"):
         CameraStream(capture_size=512, output_id='x" onload="alert(1)', latency_id="l",

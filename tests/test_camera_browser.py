@@ -285,6 +285,29 @@ def test_non_square_camera_keeps_its_aspect_and_mirrors(app, playwright, tmp_pat
         chromium.close()
 
 
+# Camera (width, height) -> the frame the server receives at capture_size 512: the video's aspect ratio, longer side
+# 512, each side rounded to the nearest multiple of 32 with halves rounded up (340 x 0.8 = 272 = 8.5 x 32 -> 288,
+# where rounding half to even would give 256), and never under one multiple (16 x 0.8 = 12.8 -> 32).
+CAPTURE_SHAPES = [((240, 320), (384, 512)), ((640, 340), (512, 288)), ((640, 16), (512, 32))]
+
+
+@pytest.mark.slow
+def test_captured_frame_shapes(app, playwright, tmp_path):
+    """Portrait, half-way and very thin cameras (Y4M files, one browser process each): the frames the server
+    receives have the shape the page's capture rule gives (CAPTURE_SHAPES), and the status line says so."""
+    for (width, height), expected in CAPTURE_SHAPES:
+        video = camera_stub.write_y4m(tmp_path / f"{width}x{height}.y4m", width, height, RED, frames=4)
+        chromium = helpers.launch_with_camera(playwright, f"--use-file-for-fake-video-capture={video}")
+        try:
+            page = helpers.open_camera_tab(chromium, app.url)
+            helpers.start_camera(page, 2)
+            sizes = {w.size for w in app.stub.works_of(helpers.camera_session(page))}
+            assert sizes == {expected}, (width, height, sizes)
+            assert f"{width}x{height}, sent as {expected[0]}x{expected[1]}" in status(page), status(page)
+        finally:
+            chromium.close()
+
+
 @pytest.mark.slow
 def test_time_limit_and_snapshot(app, playwright):
     """The session's time limit: the page stops and says to press Start again (which works); Snapshot keeps the

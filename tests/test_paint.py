@@ -80,7 +80,7 @@ def test_the_paint_canvas_is_the_sketch_canvas_with_a_palette():
     assert all(f'data-color="{colour}"' in paint.html_template for colour in settings.PAINT_PALETTE)
     assert 'type="color"' in paint.html_template and 'type="file"' in paint.html_template
     assert "sc-color" not in sketch.html_template and "sc-photo" not in sketch.html_template
-    assert paint.js_on_load == sketch.js_on_load  # one script: canvas.js
+    assert paint.js_on_load == sketch.js_on_load  # one script (canvas.js and its frames, canvas_frames.js)
 
 
 def test_paint_server_functions_redraw_the_painting_and_name_the_picture_they_drew():

@@ -2,15 +2,17 @@
 server functions (one HTTP POST per frame, no queue).
 
 Why not ``gr.Image(sources=["webcam"], streaming=True).stream(...)``: measured in headless Chromium with its fake
-camera and a 150 ms function (issue 20), the queue backs up -- frames kept arriving for over 4 s after Stop;
+camera and a 150 ms function, the queue backs up -- frames kept arriving for over 4 s after Stop;
 ``trigger_mode="always_last"`` showed no frame in 10 s; ``concurrency_limit=1`` gave 1.5 frames/s, late. fastrtc
 does not support Gradio 6. Here the page keeps only the newest frame alive, and the server drops what is stale.
 
-The page (camera.js) captures the newest video frame into an off-screen canvas with the video's aspect ratio
-(longer side ``capture_size``, both sides multiples of 32), mirrored when the switch is on, encodes it as JPEG and
-sends it to the server function ``camera_frame``. At most two requests are outstanding per page: one being made,
-one waiting, which the server replaces with a newer frame of the same session (answering the older one
-``dropped``). The next frame is captured only when fewer than two are outstanding, so nothing queues behind.
+The page (camera.js, with the frame client it shares with the canvas, frame_client.js) captures the newest video
+frame into an off-screen canvas with the video's aspect ratio (longer side ``capture_size``, both sides rounded to
+the nearest multiple of ``settings.SIZE_MULTIPLE``, at least one multiple), mirrored when the switch is on, encodes
+it as JPEG and sends it to the server function ``camera_frame``. At most ``settings.CAMERA_MAX_IN_FLIGHT`` (two)
+requests are outstanding per page: one being made, one waiting, which the server replaces with a newer frame of
+the same session (answering the older one ``dropped``). The next frame is captured only when fewer than two are
+outstanding, so nothing queues behind. Every number the page uses comes from ``sprint_demo.settings`` as a prop.
 
 Server-function contract (``server_functions``, all take one dict and return one dict, and must never raise:
 Gradio turns an exception into a silent ``undefined`` in the page):
@@ -25,7 +27,8 @@ Gradio turns an exception into a silent ``undefined`` in the page):
     * ``{src: JPEG data URL, seq, captured_at, server_ms: float, readout: str}`` -- the frame;
     * ``{seq, dropped: true}`` -- a newer frame of this session took this one's place, or the session stopped;
       the page sends its next frame ``replace_interval_ms`` later (the server is busy with other frames);
-    * ``{seq, busy: true}`` -- the server is full: the page retries after a short back-off;
+    * ``{seq, busy: true}`` -- the server is full: the page retries after a back-off that grows with each busy
+      answer in a row (``settings.CAMERA_BUSY_BACKOFF_MS``);
     * ``{seq, expired: true, error: str}`` -- the session's time limit passed: the page stops and shows ``error``
       with "Press Start again";
     * ``{seq, error: str}`` -- shown in the status line; the page keeps streaming unless ``max_errors`` come in a
@@ -42,7 +45,8 @@ Gradio turns an exception into a silent ``undefined`` in the page):
     afresh. Answer: anything (ignored).
 
 ``camera_snapshot(request)`` (optional: without it the Snapshot button is hidden)
-    request ``{image, inputs, session, captured_at}``: the camera frame now (JPEG quality 0.95), or once stopped
+    request ``{image, inputs, session, captured_at}``: the camera frame now (JPEG quality
+    ``settings.CAMERA_SNAPSHOT_JPEG_QUALITY``), or once stopped
     the camera frame behind the image on screen; the server makes it at full quality. Answers ``{src, readout?}``
     | ``{busy: true}`` | ``{error: str}``. The page shows it with a download link and sets it as the
     component's value (``change`` fires).
@@ -58,15 +62,14 @@ captured frame on (the app mirrors its prompt and settings into it with a client
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from .. import settings
+from .page_files import component_script, page_file
 
 _HTML = """
 <div class="cam-root">
@@ -102,28 +105,13 @@ _HTML = """
 </div>
 """
 
-# Read once at import; both ship as plain files next to this module. Gradio runs the JavaScript as the body of
-# ``Function(element, trigger, props, server, upload, watch)``. It scopes the CSS to the component's root and
-# fills it in as a JavaScript template string, so the CSS may hold no backtick and no dollar-brace.
-_HERE = Path(__file__).resolve().parent
-_CSS = (_HERE / "camera.css").read_text(encoding="utf-8")
-_JS = (_HERE / "camera.js").read_text(encoding="utf-8")
+_CSS = page_file("camera.css")
+_JS = component_script("props.js", "frame_client.js", "camera.js")
 
 # The ids land in the HTML template unescaped: only plain ids are accepted.
 _ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 SERVER_FUNCTIONS = ("camera_frame", "camera_stop", "camera_snapshot")
-MULTIPLE = 32  # the model's frame sides are multiples of 32 (its latent grid)
-
-
-def capture_shape(width: int, height: int, capture_size: int) -> tuple[int, int]:
-    """The capture (width, height) camera.js uses for a ``width`` x ``height`` video: the video's aspect ratio,
-    longer side ``capture_size``, both sides rounded to the nearest multiple of 32 (at least 32)."""
-    scale = capture_size / max(width, height)
-
-    def side(value: float) -> int:  # floor(x + 0.5) is JavaScript's Math.round (Python's round() halves to even)
-        return max(MULTIPLE, math.floor(value * scale / MULTIPLE + 0.5) * MULTIPLE)
-
-    return side(width), side(height)
+MAX_CAPTURE_SIZE = 4096  # capture_size's upper bound: 4096 x 4096 pixels is as large as iOS Safari draws a canvas
 
 
 class CameraStream(gr.HTML):
@@ -134,12 +122,14 @@ class CameraStream(gr.HTML):
     ``camera_frame`` and ``camera_stop``, optionally ``camera_snapshot`` (plain functions, named so: Gradio calls
     them by ``__name__``). ``jpeg_quality``: of the frames sent (0-1). ``max_errors``: errors in a row that stop
     the stream. ``replace_interval_ms``: after a frame of the page was replaced on the server by its own newer one,
-    how long the page waits before the next. Value: the last snapshot's JPEG data URL ('' before the first);
-    ``change`` fires for each.
+    how long the page waits before the next. The page's other numbers come from ``sprint_demo.settings`` as props
+    (``SIZE_MULTIPLE``, ``CAMERA_*``). Value: the last snapshot's JPEG data URL ('' before the first); ``change``
+    fires for each.
     """
 
     def __init__(self, value: str | None = None, *, capture_size: int, output_id: str, latency_id: str,
-                 server_functions: list[Callable[[dict], dict]], jpeg_quality: float = 0.8, max_errors: int = 5,
+                 server_functions: list[Callable[[dict], dict]],
+                 jpeg_quality: float = settings.CAMERA_SEND_JPEG_QUALITY, max_errors: int = settings.CAMERA_MAX_ERRORS,
                  replace_interval_ms: int = settings.CAMERA_REPLACE_INTERVAL_MS, **kwargs: Any):
         for name, given in (("output_id", output_id), ("latency_id", latency_id)):
             if not _ID.fullmatch(given):
@@ -150,8 +140,9 @@ class CameraStream(gr.HTML):
         if unknown or missing:
             raise ValueError(f"CameraStream needs server functions named camera_frame and camera_stop (and "
                              f"optionally camera_snapshot); missing {missing}, unknown {unknown}")
-        if not MULTIPLE <= int(capture_size) <= 4096:
-            raise ValueError(f"capture_size must be between {MULTIPLE} and 4096, got {capture_size}")
+        if not settings.SIZE_MULTIPLE <= int(capture_size) <= MAX_CAPTURE_SIZE:
+            raise ValueError(f"capture_size must be between {settings.SIZE_MULTIPLE} and {MAX_CAPTURE_SIZE}, got "
+                             f"{capture_size}")
         super().__init__(
             value=value or "",
             html_template=_HTML,
@@ -160,10 +151,15 @@ class CameraStream(gr.HTML):
             apply_default_css=False,
             server_functions=server_functions,
             capture_size=int(capture_size),
+            size_multiple=settings.SIZE_MULTIPLE,
             output_id=output_id,
             latency_id=latency_id,
             jpeg_quality=float(jpeg_quality),
+            snapshot_jpeg_quality=settings.CAMERA_SNAPSHOT_JPEG_QUALITY,
             max_errors=int(max_errors),
+            max_in_flight=settings.CAMERA_MAX_IN_FLIGHT,
+            error_backoff_ms=settings.CAMERA_ERROR_BACKOFF_MS,
+            busy_backoff_ms=list(settings.CAMERA_BUSY_BACKOFF_MS),
             replace_interval_ms=int(replace_interval_ms),
             **kwargs,
         )

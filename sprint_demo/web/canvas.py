@@ -29,11 +29,14 @@ and a colour picker (``<input type=color>``) set the brush's colour, a photo but
 device into the canvas as an undoable step (cropped about its centre to the square, never uploaded as a file), and
 the eraser paints back the picture underneath (white paper where there is none); ``root.loadPicture(src)`` loads any
 image the same way (the Paint tab's "Paint over this").
+
+The script is three units (``page_files.component_script``): ``canvas.js`` draws; ``canvas_frames.js`` turns the
+strokes into drafts and final frames, through ``frame_client.js``, the request loop the camera shares; the two meet
+only at the off-screen canvas and the hooks the drawing calls (a stroke started, moved, ended; a new picture).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -41,6 +44,7 @@ from PIL import Image
 
 from .. import settings
 from ..sketches import png_data_url
+from .page_files import component_script, page_file
 
 _HTML = """
 <div class="sc-root">
@@ -82,12 +86,9 @@ def canvas_template(palette: tuple[str, ...] = ()) -> str:
             .replace("PALETTE", row).replace("CANVAS_LABEL", "Painting canvas: paint with mouse, pen or finger"))
 
 
-# Read once at import; both ship as plain files next to this module. Gradio runs the JavaScript as the body of
-# ``Function(element, trigger, props, server, upload, watch)``. It scopes the CSS to the component's root and
-# fills it in as a JavaScript template string, so the CSS may hold no backtick and no dollar-brace.
-_HERE = Path(__file__).resolve().parent
-_CSS = (_HERE / "canvas.css").read_text(encoding="utf-8")
-_JS = (_HERE / "canvas.js").read_text(encoding="utf-8")
+_CSS = page_file("canvas.css")
+# The drawing (canvas.js) and its live frames (canvas_frames.js) over the frame client the camera shares.
+_JS = component_script("props.js", "frame_client.js", "canvas_frames.js", "canvas.js")
 
 
 def sketch_value(path: str, size: int) -> str:
@@ -109,7 +110,7 @@ class SketchCanvas(gr.HTML):
     The value changes once per finished stroke, undo, clear or loaded picture; ``change`` fires then. Set the value
     from Python (a ``data:image/png;base64,...`` string, see ``sketch_value``) to load a sketch into the canvas.
 
-    Frames are shown in the ``LiveImage`` whose elem_id is ``output_id`` (see the live frames part of canvas.js):
+    Frames are shown in the ``LiveImage`` whose elem_id is ``output_id`` (canvas_frames.js says when and how):
     server functions (``server_functions``) named ``draft_frame`` and ``final_frame``, if given, make the drafts and
     the final frames the canvas asks for; ``final`` fires when the canvas asks the queue for a final frame instead
     (a photo's edge map replaces the sketch, or the server function turned it away), with ``{seq, tab}`` as its

@@ -29,17 +29,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
 from PIL import Image
 
+from .page_files import component_script, page_file
+
 T = TypeVar("T")
 
-_HERE = Path(__file__).resolve().parent
-_JS = (_HERE / "live.js").read_text(encoding="utf-8")
-_CSS = (_HERE / "live.css").read_text(encoding="utf-8")
+_JS = component_script("props.js", "live.js")
+_CSS = page_file("live.css")
 _HTML = """
 <div class="lv-root">
   <div class="lv-frame">

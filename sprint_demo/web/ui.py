@@ -47,6 +47,7 @@ import html
 import json
 import random
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import gradio as gr
@@ -58,12 +59,13 @@ from .camera import CameraStream
 from .canvas import SketchCanvas, sketch_value
 from .handlers import CAMERA_INPUTS, PAINT_INPUTS, SKETCH_INPUTS, Handlers
 from .live import LiveImage
+from .page_files import page_file
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 GPU = "gpu"  # concurrency id shared by every event that runs the model: one GPU, one queue
 OUTPUT_MAX_HEIGHT = 640  # CSS px of the output image box; the canvas's CSS max-width (canvas.py) matches it
 DECODER_LABELS = {"full": "full", "tiny": "tiny (fast, for slow machines)"}
-NARROW_PX = 720  # below this width the Sketch tab stacks: the image above the canvas, pinned while drawing
+NARROW_PX = 720  # below this width a canvas tab stacks: the image above the canvas, pinned while drawing
 
 
 MIRROR_TRIES = 50  # a tab's content mounts when the tab is first opened: try every 100 ms for up to 5 s
@@ -82,54 +84,32 @@ def mirror_inputs_js(root_selector: str, names: list[str]) -> str:
             f"hand({MIRROR_TRIES}); return []; }}")
 
 
+def canvas_tab_css(tab: str, below: list[str]) -> str:
+    """The page CSS of the canvas tab whose canvas is ``#<tab>`` (``canvas_tab.css``: its output image kept square
+    and, on a phone, one column with the picture pinned above the canvas); ``below``: the elem_ids of the blocks
+    under the canvas on a phone, in order."""
+    order = "\n".join(f"  #{elem_id} {{ order: {place}; }}" for place, elem_id in enumerate(below, start=1))
+    return Template(page_file("canvas_tab.css")).substitute(tab=tab, narrow_px=NARROW_PX, below=order)
+
+
 CSS = """
 #banner { background: #fff4d6; border: 1px solid #e6c35c; border-radius: 8px; padding: 4px 12px; }
 #banner summary { cursor: pointer; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 #banner p { margin: 4px 0 0; font-size: 0.9em; }
 #controlnet_note { color: #7a5b00; font-size: 0.9em; }
 #t2i_latency { font-family: ui-monospace, monospace; font-size: 0.85em; min-height: 3em; }
-#sketch_output img, #t2i_output img { object-fit: contain; }
+#t2i_output img { object-fit: contain; }
 /* The example gallery: Gradio gives a gallery without a pixel height a box of at least 320 px (450 px on wide
    screens), most of it empty under one row of thumbnails; here the box follows its thumbnails, which wrap into
    rows on a narrow screen instead of scrolling sideways, below the gallery's label rather than under it. */
 #sketch_examples .grid-wrap { min-height: 0; max-height: none; overflow-y: auto; }
 #sketch_examples .grid-container { grid-template-columns: repeat(auto-fit, minmax(88px, 1fr)); padding-top: 24px; }
-/* Phones: one column, the picture first and pinned to the top of the screen (at most 36% of its height) while the
-   canvas is in view, so a person drawing sees it change; the readout, switch and examples below the canvas, so
-   nothing above the canvas changes height (the page would jump under the finger). The columns dissolve
-   (display: contents) so their blocks can be ordered. The Gradio container clips its overflow instead of hiding
-   it: "hidden" makes it a scroll box, and the pinned picture would stick to it instead of to the screen (a rule
-   at the top level: Gradio keeps those as written, rules inside @media only under its own container). */
+/* The Gradio container clips its overflow instead of hiding it: "hidden" makes it a scroll box, and the canvas tabs'
+   pinned picture (canvas_tab.css) would stick to it instead of to the screen on a phone (a rule at the top level:
+   Gradio keeps those as written, rules inside @media only under its own container). */
 .gradio-container { overflow: clip !important; }
-@media (max-width: NARROW_PXpx) {
-  #sketch_row { flex-direction: column; flex-wrap: nowrap; }
-  #sketch_view, #sketch_draw { display: contents; }
-  #sketch_output { order: -1; position: sticky; top: 0; z-index: 10; padding: 4px 0;
-                   background: var(--background-fill-primary, #fff); }
-  #sketch_output .lv-img { max-height: 36vh !important; }
-  #sketch_output .lv-readout { height: 2.6em; min-height: 0; overflow: hidden; font-size: 0.75em; }
-  #sketch .sc-canvas { scroll-margin-top: calc(36vh + 96px); }  /* scrolled into view: below the picture + tools */
-  #sketch { order: 0; }
-  #live_drafts { order: 1; }
-  #sketch_examples { order: 3; }
-}
-""".replace("NARROW_PX", str(NARROW_PX))
-# The Paint tab: the Sketch tab's phone layout (the picture pinned above the canvas), and "Paint over this" below it.
-CSS += """
-#paint_output img { object-fit: contain; }
-@media (max-width: NARROW_PXpx) {
-  #paint_row { flex-direction: column; flex-wrap: nowrap; }
-  #paint_view, #paint_draw { display: contents; }
-  #paint_output { order: -1; position: sticky; top: 0; z-index: 10; padding: 4px 0;
-                  background: var(--background-fill-primary, #fff); }
-  #paint_output .lv-img { max-height: 36vh !important; }
-  #paint_output .lv-readout { height: 2.6em; min-height: 0; overflow: hidden; font-size: 0.75em; }
-  #paint .sc-canvas { scroll-margin-top: calc(36vh + 96px); }
-  #paint { order: 0; }
-  #paint_over { order: 1; }
-  #paint_live_drafts { order: 2; }
-}
-""".replace("NARROW_PX", str(NARROW_PX))
+""" + canvas_tab_css("sketch", ["live_drafts", "sketch_examples"]) + canvas_tab_css(
+    "paint", ["paint_over", "paint_live_drafts"])
 
 
 # --- Components -----------------------------------------------------------------------------------------
