@@ -124,6 +124,13 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # refused before decoding
 DEFAULT_BRUSH, MIN_BRUSH, MAX_BRUSH = 4, 1, 48  # canvas brush width in canvas pixels (canvas side = engine.size)
 ERASER_BRUSH_FACTOR = 3  # the eraser is this many times wider than the brush
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")  # playground aspect choices; the long side is engine.size
+# The image-to-image frame sizes (width, height) a compiled engine warms up besides the canvas's square: the camera's
+# frames at CAMERA_WARM_ASPECTS (long side CAMERA_CAPTURE_SIZE, the short side rounded as inputs.fit_size rounds it).
+WARM_IMAGE_SIZES = tuple(
+    (CAMERA_CAPTURE_SIZE, round(CAMERA_CAPTURE_SIZE * short / long / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    for long, short in CAMERA_WARM_ASPECTS
+)
+WARM_STRENGTH = 0.5  # the warm-up's image-to-image strength: any in (0, 1) runs the same kernels and shapes
 
 # --- Frame timings --------------------------------------------------------------------------------------
 # Stages of a frame, in order, as the engine times them and the UI and benchmark report them. A frame's

@@ -57,11 +57,16 @@ def test_implementation_has_the_protocols_signatures_and_types(cls):
 
 def test_the_check_catches_a_different_type_and_signature():
     class Drifted(Engine):
-        speed: str  # as RayEngine once had it
+        batch_sizes: dict[int, int]
+
+        @property
+        def speed(self) -> str:  # as RayEngine once had it
+            return "none"
 
         def cancel(self, session: str, now: bool = False) -> None: ...
 
     attributes, methods = _members(Drifted)
+    assert attributes["batch_sizes"] != PROTOCOL_ATTRIBUTES["batch_sizes"]
     assert attributes["speed"] != PROTOCOL_ATTRIBUTES["speed"]
     assert methods["cancel"] != PROTOCOL_METHODS["cancel"]
 

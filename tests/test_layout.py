@@ -1,7 +1,7 @@
 """The package's shape: layers that import one way, no import cycles, no overlong functions, a light top level.
 
 Layers, bottom up (a module may import its own layer and those below it, never one above):
-settings < models < core (frames, inputs, conditioning, sketches, engine, batcher) < web < tools.
+settings < models < core (frames, inputs, conditioning, sketches, renderer, engine, batcher) < web < tools.
 Imports inside functions count too: a late import is still a dependency, and a cycle through one is still a cycle.
 """
 

@@ -312,9 +312,9 @@ def test_on_the_cpu_only_the_tiny_autoencoder_goes_channels_last():
 
     engine = load_engine("preview", device="cpu", warmup=False)
     assert engine.speed.channels_last and "channels_last" in engine.speed.describe()
-    assert nhwc(engine.tiny) and not nhwc(engine.pipe.vae)
+    assert nhwc(engine.renderer.tiny) and not nhwc(engine.renderer.pipe.vae)
     plain = load_engine("preview", device="cpu", warmup=False, speed=SpeedOptions(channels_last=False))
-    assert not plain.speed.channels_last and not nhwc(plain.tiny)
+    assert not plain.speed.channels_last and not nhwc(plain.renderer.tiny)
     z = torch.randn(1, 32, 8, 8)
     with torch.no_grad():  # the layout changes the summation order, not the result beyond float rounding
-        assert torch.allclose(engine.tiny.decode(z).sample, plain.tiny.decode(z).sample, atol=1e-4)
+        assert torch.allclose(engine.renderer.tiny.decode(z).sample, plain.renderer.tiny.decode(z).sample, atol=1e-4)
