@@ -140,7 +140,11 @@ def test_the_picture_s_latent_is_encoded_once_per_picture_and_lane(engine):
         support.image_frame(engine, painting(seed=4), "a dog", strength=0.5, seed=2)  # same picture: cached
         support.image_frame(engine, painting(seed=4), "a dog", strength=0.5, seed=2, decoder="tiny")  # other lane
         support.image_frame(engine, painting(seed=5), "a dog", strength=0.5, seed=2)  # other picture
-    assert encode.call_count == 3
+    # every frame's start passes its cached latent through prepare_image_latents (a tensor: nothing to encode); the
+    # pictures themselves are encoded three times
+    pictures = [call.args[1] for call in encode.call_args_list]
+    assert sum(isinstance(picture, Image.Image) for picture in pictures) == 3
+    assert sum(isinstance(picture, torch.Tensor) for picture in pictures) == 4
 
 
 # --- the API ---------------------------------------------------------------------------------------------------
