@@ -333,8 +333,7 @@ HED_PACKAGE_ALIAS = "_sprint_demo_controlnet_aux"  # controlnet-aux's folder, im
 
 def _import_hed_module():
     """controlnet-aux's ``hed`` module, without running the package's ``__init__``, which imports all twenty of its
-    detectors: measured on this project's 2-core machine, ``import controlnet_aux.hed`` takes 3.2 s after torch
-    (median of 3, the machine shared), this 0.1 s.
+    detectors (seconds of start-up: docs/PERFORMANCE.md, "Importing the HED annotator").
 
     Python's documented recipe for importing a source file directly (importlib's "Importing a source file
     directly"): the package's folder gets a module spec under a private name, ``HED_PACKAGE_ALIAS``, whose

@@ -20,8 +20,9 @@ from . import settings
 from .batcher import EngineBusy, Priority, Superseded
 from .models.speedups import SpeedOptions
 
-# "full": the pipeline's DC-AE decodes (and encodes an image-to-image picture); "tiny": the tiny autoencoder does
-# (sprint_demo.models.tiny_autoencoder): much faster, less fine detail. A control map is the DC-AE's to encode in both.
+# The autoencoder lanes, named for what a user sees, the decoder; the lane's encoder also encodes an image-to-image
+# start picture. "full": the pipeline's DC-AE; "tiny": the tiny autoencoder (sprint_demo.models.tiny_autoencoder),
+# much faster, less fine detail. A control map is the DC-AE's to encode in both lanes.
 DECODERS = ("full", "tiny")
 DEFAULT_DECODER = "full"
 
@@ -39,7 +40,7 @@ class FrameRequest:
     control_map: Image.Image | None = field(default=None, compare=False, repr=False)  # white lines on black
     control_key: str | None = None  # digest of control_map; None for no control
     control_strength: float = 0.0  # 0.0 whenever there is no control map
-    decoder: str = DEFAULT_DECODER  # one of DECODERS
+    decoder: str = DEFAULT_DECODER  # the autoencoder lane, one of DECODERS: decodes the frame, encodes init_image
     # image-to-image: the picture to start from, exactly width x height (None: start from noise)
     init_image: Image.Image | None = field(default=None, compare=False, repr=False)
     init_key: str | None = None  # digest of init_image; None for no start picture

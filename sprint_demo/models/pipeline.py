@@ -467,16 +467,9 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         )
         with stage("denoise"):
             latents = self.denoise(
-                latents,
-                prompt_embeds,
-                prompt_attention_mask,
-                timesteps,
-                guidance_scale,
-                control_latents=control_latents,
-                controlnet_conditioning_scale=controlnet_conditioning_scale,
-                generator=generator,
-                attention_kwargs=attention_kwargs,
-                callback_on_step_end=callback_on_step_end,
+                latents, prompt_embeds, prompt_attention_mask, timesteps, guidance_scale,
+                control_latents=control_latents, controlnet_conditioning_scale=controlnet_conditioning_scale,
+                generator=generator, attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             )
         if output_type == "latent":
@@ -569,39 +562,21 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         # The call's state: diffusers' guidance_scale, attention_kwargs and interrupt properties read it.
         self._guidance_scale, self._attention_kwargs, self._interrupt = guidance_scale, attention_kwargs, False
         prompt_embeds, prompt_attention_mask = self.encode_prompt(
-            prompt,
-            num_images_per_prompt=num_images_per_prompt,
-            device=self._execution_device,
-            prompt_embeds=prompt_embeds,
-            prompt_attention_mask=prompt_attention_mask,
-            clean_caption=clean_caption,
-            max_sequence_length=max_sequence_length,
-            complex_human_instruction=complex_human_instruction,
+            prompt, num_images_per_prompt=num_images_per_prompt, device=self._execution_device,
+            prompt_embeds=prompt_embeds, prompt_attention_mask=prompt_attention_mask, clean_caption=clean_caption,
+            max_sequence_length=max_sequence_length, complex_human_instruction=complex_human_instruction,
             lora_scale=attention_kwargs.get("scale") if attention_kwargs is not None else None,
         )
         if control_image is not None:  # else control_latents as given (None: no control)
             control_latents = self.prepare_control_latents(control_image, run_height, run_width,
                                                            prompt_embeds.shape[0])
         images = self.sample(
-            prompt_embeds,
-            prompt_attention_mask,
-            run_height,
-            run_width,
-            num_inference_steps,
-            guidance_scale,
-            generator,
-            timesteps=timesteps,
-            max_timesteps=max_timesteps,
-            intermediate_timesteps=intermediate_timesteps,
-            latents=latents,
-            control_latents=control_latents,
-            controlnet_conditioning_scale=controlnet_conditioning_scale,
-            output_size=(height, width),
-            output_type=output_type,
-            attention_kwargs=attention_kwargs,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            **image_inputs,
+            prompt_embeds, prompt_attention_mask, run_height, run_width, num_inference_steps, guidance_scale,
+            generator, timesteps=timesteps, max_timesteps=max_timesteps, intermediate_timesteps=intermediate_timesteps,
+            latents=latents, control_latents=control_latents,
+            controlnet_conditioning_scale=controlnet_conditioning_scale, output_size=(height, width),
+            output_type=output_type, attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **image_inputs,
         )
         self.maybe_free_model_hooks()
         return SanaPipelineOutput(images=images) if return_dict else (images,)
