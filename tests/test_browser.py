@@ -292,8 +292,11 @@ def test_example_gallery_box_fits_its_thumbnails(chromium, live_app, viewport):
     url, _engine, _demo = live_app
     examples = json.loads((support.REPO / "assets" / "examples.json").read_text())
     with helpers.app_page(chromium, url, viewport=viewport) as page:
-        page.wait_for_function("() => [...document.querySelectorAll('#sketch_examples img')]"
-                               ".every((i) => i.complete && i.naturalWidth > 0)", timeout=60_000)
+        # every thumbnail there and loaded (``every`` of no images is true: wait for all of them to be in the page)
+        page.wait_for_function("(n) => { const images = [...document.querySelectorAll('#sketch_examples img')]; "
+                               "return images.length === n && "
+                               "images.every((i) => i.complete && i.naturalWidth > 0); }",
+                               arg=len(examples), timeout=60_000)
         box = page.evaluate(GALLERY_BOX_JS)
     assert box["count"] == len(examples), box
     assert box["thumbHeight"] > 50, box  # thumbnails are shown, not collapsed

@@ -68,8 +68,9 @@ def test_the_preview_text_encoder_has_positions_for_the_instruction_and_the_whol
 # --- Prefix-cached against the full encode --------------------------------------------------------------------
 
 def assert_equal_to_the_full_encode(encoder: PrefixCachedPromptEncoder, prompts: list[str]) -> float:
-    """Every prompt's cached encode against diffusers' full one: the mask exactly, the embeddings within the bound;
-    each prompt must have run from the cached prefix. Returns the largest difference."""
+    """Every prompt's cached encode against diffusers' full one: the mask exactly, the embeddings the mask keeps
+    within the bound, the padding's zeros (never run: the mask hides it from every attention that reads it); each
+    prompt must have run from the cached prefix. Returns the largest difference."""
     runs, worst = encoder.prefix_runs, 0.0
     for prompt in prompts:
         encoded = encoder(prompt)
@@ -77,7 +78,9 @@ def assert_equal_to_the_full_encode(encoder: PrefixCachedPromptEncoder, prompts:
         width = encoder.text_encoder.config.hidden_size
         assert encoded.embeds.shape == embeds.shape == (1, MAX_SEQUENCE_LENGTH, width)
         assert encoded.embeds.dtype == embeds.dtype and torch.equal(encoded.mask, mask)
-        worst = max(worst, support.max_abs_difference(encoded.embeds, embeds))
+        kept = mask[0].bool()
+        assert not encoded.embeds[0, ~kept].any()
+        worst = max(worst, support.max_abs_difference(encoded.embeds[0, kept], embeds[0, kept]))
     assert encoder.prefix_runs == runs + len(prompts)
     assert worst <= PREFIX_CACHE_MAX_ABS, f"{worst:.2e} apart: beyond the bound {PREFIX_CACHE_MAX_ABS:.0e}"
     return worst
@@ -94,6 +97,22 @@ def test_the_preview_encodes_with_the_prefix_cache_within_the_bound(preview):
     assert encoder.caches and len(encoder.prefix_ids) == encoder.length - MAX_SEQUENCE_LENGTH + 1
     assert_equal_to_the_full_encode(encoder, [*PROMPTS, "word " * 400])
     assert_one_character_exceeds_the_bound(encoder)
+
+
+def test_the_padding_embeddings_are_never_read(preview):
+    """The prefix-cached encode leaves the padding's embeddings zero (it does not run those positions): nothing
+    reads them. Frames made from diffusers' full encode and from the same encode with its padding zeroed are bit
+    for bit the same, with and without control (the mask turns padding into a -10000 attention bias: weight 0)."""
+    pipe = preview.pipe
+    for prompt in ["a red house by a lake", ""]:
+        embeds, mask = full_encode(pipe.tokenizer, pipe.text_encoder, prompt)
+        zeroed = embeds * mask[..., None]
+        assert not torch.equal(zeroed, embeds)
+        for control in (None, torch.full((1, 3, 256, 256), -1.0)):
+            frames = [pipe(prompt_embeds=e, prompt_attention_mask=mask, height=256, width=256, output_type="pt",
+                           generator=torch.Generator().manual_seed(5), control_image=control,
+                           use_resolution_binning=False).images for e in (zeroed, embeds)]
+            assert torch.equal(*frames)
 
 
 @pytest.mark.slow

@@ -6,10 +6,12 @@ max_sequence_length - 2`` tokens, runs Gemma-2 over all of them with the attenti
 last ``max_sequence_length - 1`` positions. The instruction is the same for every prompt and Gemma-2 is causal: the
 hidden states, keys and values of its tokens do not depend on what follows them. This encoder runs the instruction's
 tokens once, keeps their hidden states and key/value cache (transformers' ``DynamicCache``), and for each prompt
-runs only the positions after them, attending to the cached keys: the same arithmetic in another order, so equal
-to the full encode within float rounding, not bit for bit (bound and measurements: tests/test_prompt_encoder.py).
-With Gemma-2-2B that skips about 200 of about 500 positions: a prompt costs about what one without the
-instruction costs (docs/PERFORMANCE.md, "Text encode").
+runs only the prompt's own positions after them, attending to the cached keys: the same arithmetic in another
+order, so equal to the full encode within float rounding, not bit for bit (bound and measurements:
+tests/test_prompt_encoder.py). The padding after the prompt (diffusers pads every prompt to the whole window) is
+not run: the mask hides it from every attention that reads the embeddings (a frame is bit for bit the same whatever
+the padding's embeddings hold), so they are zeros here. A prompt of a few words then costs a few
+positions of Gemma-2 instead of about 500 (docs/PERFORMANCE.md, "Text encode").
 
 The cached prefix is the instruction's tokens but the last: the instruction ends in a space, which a SentencePiece
 tokenizer merges with the prompt's first word, so only the tokens before it are the same in every prompt's
@@ -104,11 +106,16 @@ class PrefixCachedPromptEncoder:
         if not self.caches or ids[0, :start].tolist() != self.prefix_ids:
             return self.text_encoder(ids, attention_mask=mask)[0]
         prefix_hidden, cache = self._prefix_state()
-        positions = torch.arange(start, self.length, device=ids.device).unsqueeze(0)
-        rest = self.text_encoder(ids[:, start:], attention_mask=mask, position_ids=positions, cache=cache,
-                                 use_cache=True)[0]
+        end = int(mask[0].sum())  # right padding: positions from here on are padding
+        positions = torch.arange(start, end, device=ids.device).unsqueeze(0)
+        prompt = self.text_encoder(ids[:, start:end], attention_mask=mask[:, :end], position_ids=positions,
+                                   cache=cache, use_cache=True)[0]
+        # Padding is masked out of every cross-attention that reads these embeddings (diffusers' Sana transformer
+        # and ControlNet turn the mask into a -10000 bias: the padded keys get a weight of exactly 0), so its
+        # hidden states are never read: zeros here, not Gemma's ~300 positions of arithmetic per prompt.
+        padding = prompt.new_zeros(1, self.length - end, prompt.shape[-1])
         self.prefix_runs += 1
-        return torch.cat([prefix_hidden, rest], dim=1)
+        return torch.cat([prefix_hidden, prompt, padding], dim=1)
 
     def _prefix_state(self) -> tuple[torch.Tensor, object]:
         """The prefix's hidden states and a copy of its key/value cache (the forward pass appends to the one it is

@@ -1,34 +1,16 @@
-"""Hold concurrent load against a running demo server and check that every answer belongs to its asker.
+"""Hold concurrent load against a demo server and check that every answer belongs to its asker.
 
-Usage, against a server that is already running (``python app.py --model preview``)::
+    python -m sprint_demo.tools.loadtest --url http://127.0.0.1:7860 --sessions 8 --duration 60 --server-pid PID
+    python -m sprint_demo.tools.loadtest --serve "--model preview --max-batch-size 1" --serve "--model preview"
 
-    python -m sprint_demo.tools.loadtest --url http://127.0.0.1:7860 --sessions 8 --duration 60 \
-        --json load.json --server-pid $(pgrep -n -f "app.py --model preview")
-
-or against servers it starts itself, one after the other, to compare settings (each ``--serve`` is
-``python app.py ARGS`` on a free loopback port, its pid measured, stopped after its run); the report gives each
-server's frames/s as a ratio to the first's, e.g. batches of frames across users against one frame at a time::
-
-    python -m sprint_demo.tools.loadtest --sessions 8 --duration 60 --serve "--model preview --max-batch-size 1" \
-        --serve "--model preview"
-
-What it does:
-
-1. Gives each of N sessions its own prompt, seed and sketch (from a small deterministic set drawn in code).
-2. Baseline: one client calls each distinct input once, one call at a time, and keeps the returned pixels as
-   the expected image for that input. The model is deterministic for fixed inputs and JPEG encoding is
-   deterministic for identical pixels, so any later answer that differs came from someone else's inputs
-   (cross-talk), a stale frame, or a broken cache.
-3. Load: N threads, each with its own ``gradio_client.Client`` (its own session hash), alternate
-   ``/sketch_to_image`` and ``/text_to_image`` at small sizes until the time is up, and compare every returned
-   image with the expected one.
-4. Report: requests, frames/s over all sessions and per session (right images only), failures by kind,
-   mismatches, p50/p95 latency, and (with ``--server-pid`` or ``--serve``) the
-   server's resident memory after warm-up and at the end, the growth between, the part of it that grew the way a
-   leak grows (``leak_mb``), and its thread count.
-
-Only loopback or a server you operate should be targeted: the script sends requests as fast as the server
-answers them.
+First one call per distinct input, one at a time, learns the expected images (frames are deterministic for their
+inputs). Then each of N sessions (its own ``gradio_client.Client``, prompt, seed and sketch, in its own thread)
+alternates ``/sketch_to_image`` and ``/text_to_image`` until the time is up, and every answer must be its own
+expected image: cross-talk between sessions, a stale frame or a broken cache shows as a mismatch. The report gives
+frames/s, failures by kind, mismatches, latency, the server's mean batch size (``/engine_stats``) and, with the
+server's pid (``--server-pid``; ``--serve`` starts ``python app.py ARGS`` itself), its RSS, the part of its growth
+that grows like a leak (``leak_mb``) and its threads. What each figure means, and the runs behind the bounds the
+tests set: docs/RELIABILITY.md. Point it only at servers you operate: it sends requests as fast as they are answered.
 """
 
 from __future__ import annotations
@@ -60,20 +42,20 @@ LOAD_SIZE = settings.MIN_SIZE  # small frames: the load test measures the servin
 SKETCH_SET_SIZE = 4  # distinct sketches; sessions cycle through them
 FIRST_SKETCH_STROKES = 3  # the set's sketches hold 3, 4, 5 and 6 strokes
 SEED_BASE = 1000  # session i uses seed SEED_BASE + i
-# Largest per-channel difference (uint8 levels) between an answer and its expected image that still counts as the
-# same image. The expected images are made one at a time; under load the server makes frames in batches, and a
-# batched row may differ from the same request alone by 1 level (tests/test_batching.py). JPEG at
-# settings.JPEG_QUALITY spreads such a difference over the pixels of its 8x8 block (one quantisation step of one
-# coefficient moves pixels by up to a quarter of the step, and several may move): up to 7 levels measured under
-# load, up to 11 for random one-level changes (tests/support.py). An answer must also be nearer (mean difference)
-# its own expected image than any other session's, which differ by 20 levels or more on average, so this tolerance
-# hides no cross-talk.
+# Largest per-channel difference (uint8 levels) from the expected image that still counts as the same image: a
+# frame made in a batch may differ from the same request alone by 1 level, which JPEG spreads over its 8x8 block.
+# An answer must also be nearer its own expected image than any other's, so the tolerance hides no cross-talk
+# (docs/RELIABILITY.md, section 1, has the measurements).
 TOLERANCE_LEVELS = 16
 REQUEST_TIMEOUT_S = 120.0  # one request slower than this counts as a "timeout" failure
 SERVE_START_TIMEOUT_S = 900.0  # --serve: a real model may download weights and compile before it answers
 MEMORY_SAMPLE_S = 0.5  # how often the server's RSS is sampled
 RSS_WINDOW_S = 5.0  # memory references (after warm-up, middle, end) are medians over this many seconds
 LEAK_STEP_WINDOWS = 3  # leak_mb leaves out the largest rise within this many windows (15 s): one allocator episode
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# failure kind -> marks of it in an error's type name or message, first match wins
+FAILURE_KINDS = (("queue_full", ("queueerror", "queue is full")), ("timeout", ("timeout", "timed out")),
+                 ("connection", ("connect",)), ("app_error", ("apperror",)), ("no_image", ("no image in",)))
 SKETCH_ENDPOINT = "/sketch_to_image"
 TEXT_ENDPOINT = "/text_to_image"
 PROMPT_SUBJECTS = (
@@ -123,23 +105,13 @@ def session_calls(session: int, size: int = LOAD_SIZE, steps: int = settings.DEF
 
 # --- Reading answers ----------------------------------------------------------------------------------------
 def find_image_path(result: Any) -> str | None:
-    """The first image file in an endpoint's result (a path, a FileData-like dict, or a tuple holding one)."""
-    if isinstance(result, (str, os.PathLike)):
-        path = str(result)
-        return path if os.path.isfile(path) and Path(path).suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"} \
-            else None
+    """The first image file in an endpoint's result (a path, a FileData-like dict, or a sequence holding one)."""
     if isinstance(result, dict):
-        for key in ("path", "value", "image"):
-            found = find_image_path(result.get(key))
-            if found:
-                return found
-        return None
+        result = result.get("path")
     if isinstance(result, (list, tuple)):
-        for item in result:
-            found = find_image_path(item)
-            if found:
-                return found
-    return None
+        return next(filter(None, map(find_image_path, result)), None)
+    path = os.fspath(result) if isinstance(result, (str, os.PathLike)) else ""
+    return path if Path(path).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(path) else None
 
 
 def read_pixels(result: Any) -> np.ndarray:
@@ -161,20 +133,10 @@ def digest(pixels: np.ndarray) -> str:
 
 
 def classify_error(error: BaseException) -> str:
-    """A short, stable failure kind for the report (the message itself goes to the samples)."""
-    name = type(error).__name__
-    text = str(error).lower()
-    if name == "QueueError" or "queue is full" in text:
-        return "queue_full"
-    if isinstance(error, TimeoutError) or "timeout" in name.lower() or "timed out" in text:
-        return "timeout"
-    if isinstance(error, ConnectionError) or "connect" in name.lower() or "connection" in text:
-        return "connection"
-    if name == "AppError":
-        return "app_error"
-    if isinstance(error, ValueError) and "no image" in text:
-        return "no_image"
-    return name
+    """A short, stable failure kind for the report (the message itself goes to the samples): the first of
+    FAILURE_KINDS whose marks are in the error's type name or message, else the type name."""
+    text = f"{type(error).__name__}: {error}".lower()
+    return next((kind for kind, marks in FAILURE_KINDS if any(mark in text for mark in marks)), type(error).__name__)
 
 
 def latency_summary(values_ms: list[float]) -> dict[str, float | None]:
@@ -187,43 +149,38 @@ def latency_summary(values_ms: list[float]) -> dict[str, float | None]:
 
 # --- Server memory ------------------------------------------------------------------------------------------
 class MemoryMonitor:
-    """Samples the server process's RSS and thread count in the background (psutil)."""
+    """Samples a process's RSS and thread count in the background (psutil); without a pid it samples nothing."""
 
     def __init__(self, pid: int | None, interval_s: float = MEMORY_SAMPLE_S):
-        self.pid, self.interval_s = pid, interval_s
+        import psutil
+
+        self.process = psutil.Process(pid) if pid is not None else None
+        self.interval_s = interval_s
         self.samples: list[tuple[float, int, int]] = []  # (time, rss bytes, threads)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._process = None
-        if pid is not None:
-            import psutil
-
-            self._process = psutil.Process(pid)
+        self._thread = threading.Thread(target=self._loop, name="loadtest-memory", daemon=True)
 
     def sample(self) -> tuple[int, int] | None:
-        if self._process is None:
+        if self.process is None:
             return None
         try:
-            rss, threads = self._process.memory_info().rss, self._process.num_threads()
+            rss, threads = self.process.memory_info().rss, self.process.num_threads()
         except Exception:  # the server exited: the report says so through missing samples
             return None
         self.samples.append((time.monotonic(), rss, threads))
         return rss, threads
 
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
     def start(self) -> None:
-        if self._process is None:
-            return
-
-        def loop() -> None:
-            while not self._stop.wait(self.interval_s):
-                self.sample()
-
-        self._thread = threading.Thread(target=loop, name="loadtest-memory", daemon=True)
-        self._thread.start()
+        if self.process is not None:
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
+        if self._thread.is_alive():
             self._thread.join(timeout=5)
 
     def window(self, t0: float, t1: float) -> tuple[int, int] | None:

@@ -7,8 +7,9 @@
 tokenizer cannot be downloaded here, so ``word_tokenizer`` stands in: one token per word, per run of punctuation and
 per line break. Gemma's 256k-token vocabulary keeps most common English words whole and splits rarer ones
 ("windowsill", "overcomplicating") into a few pieces, so the instruction's 204 tokens here are a slight undercount
-of its Gemma tokens. Every call runs a window padded to a fixed length (instruction tokens + 298, or 300 without
-it), so the cost depends on the instruction's token count, not on the prompt's.
+of its Gemma tokens. The full encodes run a window padded to a fixed length (instruction tokens + 298, or 300
+without it), so their cost does not depend on the prompt; the prefix-cached encode runs the prompt's own tokens only
+(and the instruction's last), so its cost grows with the prompt.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def benchmark_text_encode(device: str | None = None, dtype: str | torch.dtype | 
                           layers: int | None = None) -> dict:
     """Median milliseconds of one new prompt's encode, three ways, interleaved in each of ``repeat`` rounds after
     an untimed one (each round a prompt not seen before): ``full`` (``encode_prompt`` with the instruction),
-    ``prefix_cached`` (``PrefixCachedPromptEncoder``; the prefix's one-off encode reported apart) and
+    ``prefix_cached`` (``PrefixCachedPromptEncoder``, the prompt's positions only; the prefix's one-off encode
+    reported apart) and
     ``no_instruction`` (``encode_prompt`` without it). Also the token counts, the largest difference between the
     cached and the full embeddings, and on the CPU each call's CPU time (shared cores: wall time depends on others'
     load, CPU time much less)."""
@@ -93,7 +95,7 @@ def benchmark_text_encode(device: str | None = None, dtype: str | torch.dtype | 
         def encode(instruction):
             return full_pipe.encode_prompt(prompt, device=device, complex_human_instruction=instruction)[0]
 
-        return {"full": lambda: encode(COMPLEX_HUMAN_INSTRUCTION), "prefix_cached": lambda: cached(prompt).embeds,
+        return {"full": lambda: encode(COMPLEX_HUMAN_INSTRUCTION), "prefix_cached": lambda: cached(prompt),
                 "no_instruction": lambda: encode(None)}
 
     wall: dict[str, list[float]] = {name: [] for name in calls("")}
@@ -108,7 +110,9 @@ def benchmark_text_encode(device: str | None = None, dtype: str | torch.dtype | 
             if i:
                 wall[name].append((time.perf_counter() - began) * 1000)
                 cpu[name].append((time.process_time() - began_cpu) * 1000)
-        differences.append(float((outputs["prefix_cached"].double() - outputs["full"].double()).abs().max()))
+        encoded = outputs["prefix_cached"]  # compared where its mask keeps it: the padding is left zero, unread
+        kept = encoded.mask[0].bool()
+        differences.append(float((encoded.embeds[0, kept].double() - outputs["full"][0, kept].double()).abs().max()))
     config = text_encoder.config
     result = {
         "device": _device_label(device),
@@ -118,8 +122,10 @@ def benchmark_text_encode(device: str | None = None, dtype: str | torch.dtype | 
         "hidden_size": config.hidden_size,
         "instruction_tokens": len(tokenizer.encode("\n".join(COMPLEX_HUMAN_INSTRUCTION))),
         "prompt_tokens": len(tokenizer(prompts[0]).input_ids) - 1,
-        "tokens_run": {"full": cached.length, "prefix_cached": cached.length - len(cached.prefix_ids),
-                       "no_instruction": cached.max_sequence_length},
+        "tokens_run": {"full": cached.length, "no_instruction": cached.max_sequence_length,
+                       # the prompt's tokens and the instruction's last, which joins the prompt's first word
+                       "prefix_cached": len(tokenizer.encode("\n".join(COMPLEX_HUMAN_INSTRUCTION) + prompts[0]))
+                       - len(cached.prefix_ids)},
         "prefix_once_ms": round(prefix_ms, 1),
         "median_ms": _medians(wall),
         "max_abs_prefix_cached_vs_full": max(differences),

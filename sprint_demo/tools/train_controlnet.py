@@ -1,50 +1,13 @@
 """Train a SANA-Sprint-native HED ControlNet with ``accelerate``: ``python -m sprint_demo.tools.train_controlnet``.
 
-One script from a 2-core CPU (the preview model) to many GPUs (``accelerate launch``, multi-GPU or multi-node):
-only the ControlNet trains; the Sprint transformer, the text encoder and the autoencoder are frozen (eval mode,
-``requires_grad`` off). The result is a diffusers-format folder the app loads with ``--controlnet DIR``.
-How to run it, data layout and a compute estimate: docs/TRAINING.md.
+Only the ControlNet trains; the Sprint transformer, the text encoder and the autoencoder are frozen. The loss is
+one SCM step of the frozen student at the times its sampler visits (``predict_batch``), regressed on the paired
+image's latent (``latent_loss``). Each sample's noise and time come from a generator keyed by (seed, epoch, sample
+id), so a sample gets the same noise whichever rank, batch or restart it lands in (``sample_key``,
+``EpochSampler``). The result is a diffusers-format folder the app loads with ``--controlnet DIR``.
 
-Objective (and why)
--------------------
-The SANA-Sprint paper reports a ControlNet on the distilled 1-4 step student but publishes neither its weights
-nor its recipe, and NVlabs' released ControlNet code covers the 20-step flow-matching Sana 1.0 bases only. A
-ControlNet trained against the flow teacher would learn residuals for inputs and times the student never sees,
-so this script trains against the **frozen Sprint student itself, at the times its sampler visits**:
-
-* times: TrigFlow ``t = pi/2`` (pure noise: the 1-step frame, what the live canvas runs) and ``t = 1.3`` (the
-  2-step schedule's intermediate time), drawn per sample with ``--time-probs`` (default equal);
-* noising: ``x0 = sigma_data * vae_latent`` (the pipeline works in that scale: it starts from
-  ``randn * sigma_data`` and decodes ``denoised / sigma_data``), ``x_t = cos t * x0 + sin t * sigma_data * z``;
-* prediction: exactly one SCM step of the pipeline (``predict_clean_latent``, through the pipeline's own
-  ``predict_velocity``, the model evaluation its sampling loop uses): model input
-  ``x_t / sigma_data * sqrt(s^2 + (1-s)^2)`` at ``s = sin t / (cos t + sin t)``, the transformer with the
-  ControlNet's residuals, the flow output mapped to a TrigFlow velocity ``F``,
-  ``x0_hat = cos t * x_t - sin t * F`` (SCMScheduler's trigflow step);
-* loss: ``mean((x0_hat - x0)^2) / sigma_data^2`` (MSE in VAE-latent units), optionally plus
-  ``--decoded-loss-weight`` times an L1 or LPIPS term on decoded images (off by default: it backpropagates
-  through the full autoencoder decoder, and LPIPS needs its backbone weights downloaded).
-
-Why this and not a diffusion loss at random times: the student is a consistency model, so its clean-latent
-prediction at the visited times *is* the image the app shows; regressing that prediction on the paired image
-is direct supervision of the output the user sees (the pix2pix-turbo finding that a one-step generator can be
-adapted to paired edge control with reconstruction losses). It needs no teacher, so it runs on the same
-weights the app serves. Its weakness is the one of every regression onto a multimodal target: at ``t = pi/2``
-the MSE optimum is the conditional mean, which blurs what the edges leave open (texture, colour). What would
-come next at scale: (1) distil from a teacher ControlNet: train (or take) a ControlNet for the Sana flow teacher
-and add the sCM consistency term with control on both sides, as SANA-Sprint distilled the base; (2) LADD
-adversarial terms: a discriminator on the frozen teacher's features of the decoded prediction, which removes
-the blur of the conditional mean; (3) a perceptual term through a small decoder.
-
-Determinism, resuming and data parallelism
-------------------------------------------
-Each sample's noise and time come from a generator keyed by (``--seed``, epoch, sample id), not from a
-process's running RNG: a sample gets the same noise whichever rank, batch or restart it lands in. With the
-epoch-seeded sampler (the same permutation on every rank, cut to a whole number of global batches) two ranks
-at ``--batch-size B`` see exactly the samples one process sees at ``2B``, and averaging their mean-loss
-gradients equals the mean over ``2B``: the weights agree to float rounding (tests/test_train_controlnet.py).
-``--resume`` restores model, optimiser, scheduler and RNG states (``accelerator.load_state``) and skips the
-batches already consumed in the current epoch (``skip_first_batches``).
+The objective and why, data layout, multi-GPU and multi-node runs, resuming and a compute estimate:
+docs/TRAINING.md.
 """
 
 from __future__ import annotations
