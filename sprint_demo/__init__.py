@@ -33,6 +33,7 @@ _EXPORTS = {
     "load_engine": "sprint_demo.engine",
     "FrameRequest": "sprint_demo.frames",
     "Frame": "sprint_demo.frames",
+    "FrameSource": "sprint_demo.frames",
     "InputError": "sprint_demo.inputs",
 }
 

@@ -38,7 +38,6 @@ from .renderer import STAGES, LaneUnavailable, Renderer, batch_key
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-COMPANY_MEMORY_S = 1.0  # a batch waits for company only if a batch of this many seconds back had any
 
 __all__ = ["Engine", "EngineBusy", "Frame", "FrameRequest", "Priority", "Superseded", "load_engine"]
 
@@ -72,8 +71,8 @@ class Engine:
         self.size = size or (settings.PREVIEW_SIZE if self.is_preview else settings.DEFAULT_SIZE)
         self.batch_sizes = Counter()  # rows of every batch made (frames reused from a batch: none)
         self.batcher = Batcher(self._run, max_batch_size=1, window_s=settings.BATCH_WINDOW_MS / 1000,
-                               max_waiting=settings.MAX_WAITING_FRAMES, company_memory_s=COMPANY_MEMORY_S,
-                               inline=settings.ZERO_GPU)
+                               max_waiting=settings.MAX_WAITING_FRAMES,
+                               company_memory_s=settings.BATCH_COMPANY_MEMORY_S, inline=settings.ZERO_GPU)
         # request -> (frame, its prompt notices): the frames reuse may hand out
         self.recent_frames: LRUCache[FrameRequest, tuple[Frame, tuple[str, ...]]] = LRUCache(1)
         self.max_batch_size = max_batch_size

@@ -153,6 +153,7 @@ MAX_BATCH_SIZE = int(os.getenv("SPRINT_MAX_BATCH_SIZE", "1" if ZERO_GPU else "8"
 # that arrive while a batch runs are already waiting when it ends, and never for a lone user: batcher.py).
 # A few ms is a small part of a frame.
 BATCH_WINDOW_MS = float(os.getenv("SPRINT_BATCH_WINDOW_MS", "10"))
+BATCH_COMPANY_MEMORY_S = 1.0  # a batch waits for company only if a batch this many seconds back had any
 # glibc malloc arenas for the server process (0: glibc's default of 8 per core). Each thread that allocates gets an
 # arena that keeps its own high-water mark; 2 keeps the server's memory flat under load at the same frames/s
 # (measured: docs/RELIABILITY.md).

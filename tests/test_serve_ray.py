@@ -155,6 +155,19 @@ def test_concurrent_sessions_are_answered_by_both_replicas_without_cross_talk(se
 
 
 @pytest.mark.slow
+def test_the_proxy_has_the_engines_interface_and_counts_every_replica_s_batches(served):
+    """``RayEngine`` holds values of ``FrameSource``'s types (its signatures: tests/test_frame_source.py), and its
+    ``batch_sizes`` adds up the batches of both replicas (each replica's warm-up left its own counts empty)."""
+    from test_frame_source import assert_values_have_the_protocols_types
+
+    assert_values_have_the_protocols_types(served)
+    before = sum(served.batch_sizes.values())
+    for seed in range(4):
+        support.text_frame(served, "counted", seed=seed)
+    assert sum(served.batch_sizes.values()) == before + 4
+
+
+@pytest.mark.slow
 def test_input_error_in_a_replica_reaches_the_caller_with_the_engines_message(served, preview_engine):
     photo = Image.new("RGB", (64, 64), "grey")
     with pytest.raises(InputError) as local:
