@@ -5,8 +5,9 @@ The package is laid out by layer; each imports only its own layer and those belo
 * ``sprint_demo.settings`` -- every default and limit, read by all layers;
 * ``sprint_demo.models`` -- the pipelines, the ControlNet, the tiny autoencoder, loading and speed-ups (torch and
   diffusers; no app code);
-* the core, ``sprint_demo.{frames, inputs, conditioning, sketches, engine, batcher}`` -- requests, input checks,
-  control maps and the engine that turns requests into frames on its one model thread (no Gradio);
+* the core, ``sprint_demo.{frames, inputs, conditioning, sketches, renderer, engine, batcher}`` -- requests, input
+  checks, control maps, the renderer that turns a batch of requests into frames, and the engine that serves sessions
+  with them on its one model thread (no Gradio);
 * ``sprint_demo.web`` -- the Gradio app: layout, frame handlers, the canvas, live-image and camera components,
   launch;
 * ``sprint_demo.tools`` -- command-line tools: bench, loadtest, generate, serve_ray, train_controlnet.
@@ -32,6 +33,7 @@ _EXPORTS = {
     "load_engine": "sprint_demo.engine",
     "FrameRequest": "sprint_demo.frames",
     "Frame": "sprint_demo.frames",
+    "FrameSource": "sprint_demo.frames",
     "InputError": "sprint_demo.inputs",
 }
 

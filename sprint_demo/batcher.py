@@ -22,7 +22,7 @@ What the thread takes next, when it is free:
   after the first frame arrived for the batch to fill; a lone user's frame goes at once;
 * at most ``max_waiting`` sessions wait at once (each waiting caller holds a server thread); a frame of one more
   session raises ``EngineBusy`` at once instead of queueing. Callers that something else bounds already (Gradio's
-  queue) pass ``Ticket.limited=False``: they neither count nor are refused.
+  queue) pass ``Ticket.refusable=False``: they neither count nor are refused.
 
 ``inline=True`` (ZeroGPU, where each frame runs in a process the platform forks for it, with the GPU, and no
 thread of the main process can reach that GPU) has no thread: each caller runs its own frame, one at a time.
@@ -35,6 +35,8 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -56,36 +58,23 @@ class Priority(enum.IntEnum):
 
 @dataclass(eq=False)
 class Ticket(Generic[T]):
-    """One caller's frame (``payload``) on its way through the batcher; ``result`` or ``error`` is set once."""
+    """One caller's frame (``payload``) on its way through the batcher; its ``future`` is settled once: with the
+    frame, or with the error that stopped it."""
 
     payload: T
     key: Hashable
     session: str | None = None
     priority: Priority = Priority.FINAL
     arrived: float = field(default_factory=time.perf_counter)
-    limited: bool = True  # counts toward, and is refused beyond, Batcher.max_waiting
+    refusable: bool = True  # counts toward, and is refused beyond, Batcher.max_waiting
     cancelled: bool = False  # superseded while in flight: its batch may stop early
-    result: Any = None
-    error: BaseException | None = None
-    done: bool = False
-
-    def outcome(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-@dataclass(eq=False)
-class _Job:
-    fn: Callable[[], Any]
-    result: Any = None
-    error: BaseException | None = None
-    done: bool = False
+    future: Future = field(default_factory=Future)
 
 
 class Batcher:
-    """Runs ``run_batch(tickets)`` (which sets each ticket's result or error) and jobs on one thread; see the module
-    docstring for the order. Thread-safe; ``close`` ends the thread."""
+    """Runs ``run_batch(tickets)`` (which settles each ticket's future) and jobs on one thread; see the module
+    docstring for the order. Thread-safe; ``close`` ends the thread. Callers wait on futures
+    (``concurrent.futures.Future``); the condition variable only tells the thread that work arrived."""
 
     def __init__(self, run_batch: Callable[[list[Ticket]], None], *, max_batch_size: int, window_s: float,
                  max_waiting: int, company_memory_s: float, name: str = "engine", inline: bool = False):
@@ -97,7 +86,7 @@ class Batcher:
         self.expect_full_batches = False  # True: always wait the window for a full batch (tests' deterministic mode)
         self._cond = threading.Condition()
         self._waiting: list[Ticket] = []  # oldest first
-        self._jobs: list[_Job] = []
+        self._jobs: list[tuple[Callable[[], Any], Future]] = []
         self._running: list[Ticket] = []
         self._served: dict[str | None, int] = {}  # session -> when it was last served (a counter, for round-robin)
         self._turns = itertools.count(1)
@@ -114,22 +103,17 @@ class Batcher:
     def submit(self, ticket: Ticket) -> Any:
         """Queue ``ticket`` and wait for its outcome: the result, or the error that stopped it (``Superseded``,
         ``EngineBusy``, a model fault). From the engine thread itself (warm-up) the batch runs at once, inline."""
-        if self.thread is None:
-            with self._inline_lock:
-                self._run_batch([ticket])
-            return ticket.outcome()
-        if threading.current_thread() is self.thread:
-            self._run_batch([ticket])
-            return ticket.outcome()
+        if self.thread is None or threading.current_thread() is self.thread:
+            with self._inline_lock if self.thread is None else nullcontext():
+                self._run([ticket])
+            return ticket.future.result()
         with self._cond:
             self._check_open()
             if ticket.session is not None:
                 self._supersede(ticket)
             self._waiting.append(ticket)
             self._cond.notify_all()
-            while not ticket.done:
-                self._cond.wait()
-        return ticket.outcome()
+        return ticket.future.result()
 
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()`` on the engine thread, before any batch that is not yet running; its result or its error."""
@@ -138,23 +122,19 @@ class Batcher:
         if self.thread is None:
             with self._inline_lock:
                 return fn()
-        job = _Job(fn)
+        future: Future = Future()
         with self._cond:
             self._check_open()
-            self._jobs.append(job)
+            self._jobs.append((fn, future))
             self._cond.notify_all()
-            while not job.done:
-                self._cond.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result
+        return future.result()
 
     def cancel(self, session: str) -> None:
         """The session has gone (a stopped camera): its waiting frame is dropped and its frame in flight is
         cancelled (its batch stops at the next stop point once all of its frames are)."""
         with self._cond:
             for ticket in [t for t in self._waiting if t.session == session]:
-                self._finish(ticket, error=Superseded(f"session {session} stopped"))
+                self._finish(ticket, Superseded(f"session {session} stopped"))
             for ticket in self._running:
                 if ticket.session == session:
                     ticket.cancelled = True
@@ -164,10 +144,10 @@ class Batcher:
         """Ends the thread after its current work; callers still waiting get a RuntimeError."""
         with self._cond:
             self._closed = True
-            for ticket in self._waiting:
-                self._finish(ticket, error=RuntimeError("the engine was closed"))
-            for job in self._jobs:
-                job.error, job.done = RuntimeError("the engine was closed"), True
+            for ticket in list(self._waiting):
+                self._finish(ticket, RuntimeError("the engine was closed"))
+            for _, future in self._jobs:
+                future.set_exception(RuntimeError("the engine was closed"))
             self._jobs.clear()
             self._cond.notify_all()
         if self.thread is not None and threading.current_thread() is not self.thread:
@@ -194,19 +174,19 @@ class Batcher:
         older = [t for t in self._waiting if t.session == ticket.session]
         if ticket.priority == Priority.DRAFT and any(t.priority == Priority.FINAL for t in older):
             raise Superseded(f"session {ticket.session}'s final frame is waiting")
-        sessions = {t.session for t in self._waiting if t.session is not None and t.limited}
-        if ticket.limited and not older and len(sessions) >= self.max_waiting:  # refused: nothing else changes
+        sessions = {t.session for t in self._waiting if t.session is not None and t.refusable}
+        if ticket.refusable and not older and len(sessions) >= self.max_waiting:  # refused: nothing else changes
             raise EngineBusy(f"{len(sessions)} sessions are waiting for the engine")
         for old in older:
-            self._finish(old, error=Superseded(f"a newer frame of session {ticket.session} replaced it"))
+            self._finish(old, Superseded(f"a newer frame of session {ticket.session} replaced it"))
         if ticket.priority == Priority.FINAL:
             for running in self._running:
                 if running.session == ticket.session and running.priority == Priority.DRAFT:
                     running.cancelled = True
 
-    def _finish(self, ticket: Ticket, result: Any = None, error: BaseException | None = None) -> None:
-        """(Lock held.) Hands a waiting ticket its outcome and takes it out of line."""
-        ticket.result, ticket.error, ticket.done = result, error, True
+    def _finish(self, ticket: Ticket, error: BaseException) -> None:
+        """(Lock held.) Turns a waiting ticket away with ``error`` and takes it out of line."""
+        ticket.future.set_exception(error)
         self._waiting.remove(ticket)
 
     def _order(self, tickets: list[Ticket]) -> list[Ticket]:
@@ -249,27 +229,23 @@ class Batcher:
                 batch = [] if job else self._gather()
                 self._running = batch
             if job is not None:
+                fn, future = job
                 try:
-                    job.result = job.fn()
+                    future.set_result(fn())
                 except BaseException as error:  # noqa: BLE001 - handed to the caller
-                    job.error = error
-                with self._cond:
-                    job.done = True
-                    self._cond.notify_all()
-                continue
-            if batch:
+                    future.set_exception(error)
+            elif batch:
                 self._run(batch)
+                with self._cond:
+                    self._running = []
 
     def _run(self, batch: list[Ticket]) -> None:
+        """``run_batch``; a ticket it left unsettled gets the error that escaped it (never lose a caller)."""
+        error: BaseException = RuntimeError("the batch ended without this frame")
         try:
             self._run_batch(batch)
-        except BaseException as error:  # noqa: BLE001 - run_batch should set errors itself; never lose a caller
-            for ticket in batch:
-                if ticket.result is None and ticket.error is None:
-                    ticket.error = error
-        finally:
-            with self._cond:
-                for ticket in batch:
-                    ticket.done = True
-                self._running = []
-                self._cond.notify_all()
+        except BaseException as escaped:  # noqa: BLE001 - run_batch should settle tickets itself
+            error = escaped
+        for ticket in batch:
+            if not ticket.future.done():
+                ticket.future.set_exception(error)

@@ -328,26 +328,26 @@ class HedEdgeDetector:
         return f"<{type(self).__name__} from {self.source!r}>"
 
 
-def _import_hed_module():
-    """Import ``controlnet_aux.hed`` without running ``controlnet_aux/__init__.py``.
+HED_PACKAGE_ALIAS = "_sprint_demo_controlnet_aux"  # controlnet-aux's folder, imported under this name
 
-    Importing a submodule normally runs its package's ``__init__`` first, and controlnet-aux's imports all
-    twenty detectors (about 20 s on 2 cores, versus ~7 s for torch + hed). When the package is not imported yet,
-    a bare package module (its __init__ not executed) stands in while ``hed`` and ``util`` load, and is removed
-    again afterwards, so a later ``import controlnet_aux`` elsewhere gets the complete package.
-    """
-    if "controlnet_aux" in sys.modules:
-        return importlib.import_module("controlnet_aux.hed")
-    spec = importlib.util.find_spec("controlnet_aux")
-    if spec is None:
-        raise ImportError("controlnet-aux is not installed")
-    stub = importlib.util.module_from_spec(spec)  # __path__ set, __init__ not run
-    sys.modules["controlnet_aux"] = stub
-    try:
-        return importlib.import_module("controlnet_aux.hed")
-    finally:
-        for name in ("controlnet_aux.hed", "controlnet_aux.util", "controlnet_aux"):
-            sys.modules.pop(name, None)
+
+def _import_hed_module():
+    """controlnet-aux's ``hed`` module, without running the package's ``__init__``, which imports all twenty of its
+    detectors (seconds of start-up: docs/PERFORMANCE.md, "Importing the HED annotator").
+
+    Python's documented recipe for importing a source file directly (importlib's "Importing a source file
+    directly"): the package's folder gets a module spec under a private name, ``HED_PACKAGE_ALIAS``, whose
+    ``__init__`` is not executed, registered as that name; ``hed`` and the ``util`` it imports relatively
+    (``from ..util import``) then load as its submodules. ``controlnet_aux`` itself is never touched, so a later
+    ``import controlnet_aux`` anywhere gets the complete package (tests/test_conditioning.py checks both)."""
+    if HED_PACKAGE_ALIAS not in sys.modules:
+        found = importlib.util.find_spec("controlnet_aux")
+        if found is None or not found.submodule_search_locations:
+            raise ImportError("controlnet-aux is not installed")
+        alias = importlib.util.spec_from_file_location(
+            HED_PACKAGE_ALIAS, found.origin, submodule_search_locations=list(found.submodule_search_locations))
+        sys.modules[HED_PACKAGE_ALIAS] = importlib.util.module_from_spec(alias)  # __path__ set, __init__ not run
+    return importlib.import_module(f"{HED_PACKAGE_ALIAS}.hed")
 
 
 def _hub_reachable() -> bool:

@@ -133,6 +133,13 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # refused before decoding
 DEFAULT_BRUSH, MIN_BRUSH, MAX_BRUSH = 4, 1, 48  # canvas brush width in canvas pixels (canvas side = engine.size)
 ERASER_BRUSH_FACTOR = 3  # the eraser is this many times wider than the brush
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")  # playground aspect choices; the long side is engine.size
+# The image-to-image frame sizes (width, height) a compiled engine warms up besides the canvas's square: the camera's
+# frames at CAMERA_WARM_ASPECTS (long side CAMERA_CAPTURE_SIZE, the short side rounded as inputs.fit_size rounds it).
+WARM_IMAGE_SIZES = tuple(
+    (CAMERA_CAPTURE_SIZE, round(CAMERA_CAPTURE_SIZE * short / long / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    for long, short in CAMERA_WARM_ASPECTS
+)
+WARM_STRENGTH = 0.5  # the warm-up's image-to-image strength: any in (0, 1) runs the same kernels and shapes
 
 # --- Frame timings --------------------------------------------------------------------------------------
 # Stages of a frame, in order, as the engine times them and the UI and benchmark report them. A frame's
@@ -155,6 +162,7 @@ MAX_BATCH_SIZE = int(os.getenv("SPRINT_MAX_BATCH_SIZE", "1" if ZERO_GPU else "8"
 # that arrive while a batch runs are already waiting when it ends, and never for a lone user: batcher.py).
 # A few ms is a small part of a frame.
 BATCH_WINDOW_MS = float(os.getenv("SPRINT_BATCH_WINDOW_MS", "10"))
+BATCH_COMPANY_MEMORY_S = 1.0  # a batch waits for company only if a batch this many seconds back had any
 # glibc malloc arenas for the server process (0: glibc's default of 8 per core). Each thread that allocates gets an
 # arena that keeps its own high-water mark; 2 keeps the server's memory flat under load at the same frames/s
 # (measured: docs/RELIABILITY.md).

@@ -91,7 +91,7 @@ def test_sketch_to_image_equals_the_engine_frame(client, live_app):
     served = _pixels(path)
     assert served.shape == (engine.size, engine.size, 3)
     assert "ms** total" in latency and "denoise" in latency
-    frame = engine.sketch_to_image(**args)
+    frame = support.sketch_frame(engine, **args)
     expected = _pixels(encode_frame(frame.image))
     assert np.array_equal(served, expected), np.abs(served.astype(int) - expected).max()
     # and the sketch matters: the same call without it is a different image
@@ -106,7 +106,7 @@ def test_text_to_image_has_the_requested_size(client, live_app):
                                    api_name="/text_to_image")
     served = _pixels(path)
     assert served.shape == (height, width, 3)
-    frame = engine.text_to_image("a lighthouse at dusk", seed=9, width=width, height=height)
+    frame = support.text_frame(engine, "a lighthouse at dusk", seed=9, width=width, height=height)
     assert np.array_equal(served, _pixels(encode_frame(frame.image)))
     assert "total" in latency
 
@@ -118,10 +118,10 @@ def test_the_tiny_decoder_through_the_api(client, live_app, api_name):
     _url, engine, _demo = live_app
     if api_name == "/sketch_to_image":
         args = [png_data_url(stroke_sketch(engine.size, 3)), "a kite", 1, 4, 4.5, 1.0, 2]
-        frame = engine.sketch_to_image(*args, decoder="tiny")
+        frame = support.sketch_frame(engine, *args, decoder="tiny")
     else:
         args = ["a kite", 1, 4, 4.5, 256, 256]
-        frame = engine.text_to_image(*args, decoder="tiny")
+        frame = support.text_frame(engine, *args, decoder="tiny")
     path, latency = client.predict(*args, "tiny", api_name=api_name)
     assert "decoder: tiny" in latency
     assert np.array_equal(_pixels(path), _pixels(encode_frame(frame.image)))

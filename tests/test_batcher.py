@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import support
 
 from sprint_demo.batcher import Batcher, EngineBusy, Priority, Superseded, Ticket
 
@@ -31,10 +32,10 @@ class Model:
             if all(t.cancelled for t in batch):
                 self.stopped_early += [t.payload for t in batch]
                 for t in batch:
-                    t.error = Superseded("stopped")
+                    t.future.set_exception(Superseded("stopped"))
                 return
         for t in batch:
-            t.result = f"frame {t.payload}"
+            t.future.set_result(f"frame {t.payload}")
 
 
 @pytest.fixture()
@@ -243,19 +244,20 @@ def test_frames_after_ten_idle_seconds_run_on_the_thread_that_warmed_up():
         engine = load_engine("preview", device="cpu", warmup=False, max_batch_size=max_batch_size)
         engine.size = 256
         threads: list[threading.Thread] = []
-        real = engine._render
+        real = engine.renderer.render
 
         def record(*args, real=real, threads=threads):
             threads.append(threading.current_thread())
             return real(*args)
 
-        with mock.patch.object(engine, "_render", side_effect=record):
+        with mock.patch.object(engine.renderer, "render", side_effect=record):
             engine.warmup()
             warmed = set(threads)
             time.sleep(10.5)
-            engine.text_to_image("after a pause", width=256, height=256)
-            engine.photo_to_control_map(engine.text_to_image("a photo", width=256, height=256).image)
-        assert warmed == {engine.thread} and threads[-1] is engine.thread and engine.thread.is_alive()
+            support.text_frame(engine, "after a pause", width=256, height=256)
+            engine.photo_to_control_map(support.text_frame(engine, "a photo", width=256, height=256).image)
+        model_thread = engine.batcher.thread
+        assert warmed == {model_thread} and threads[-1] is model_thread and model_thread.is_alive()
         engine.close()
 
 
@@ -278,7 +280,7 @@ def test_callers_the_queue_bounds_are_never_refused_and_do_not_count(model):
         batcher.submit(Ticket("b", "k", session="b"))
 
     def queued() -> None:
-        outcomes["q"] = batcher.submit(Ticket("q", "k", session="q", limited=False))
+        outcomes["q"] = batcher.submit(Ticket("q", "k", session="q", refusable=False))
 
     threads.append(threading.Thread(target=queued))
     threads[-1].start()

@@ -34,8 +34,8 @@ ALONE_TOLERANCE_LEVELS = support.BATCHED_ROW_TOLERANCE_LEVELS  # why: see tests/
 def engine() -> Engine:
     engine = load_engine("preview", device="cpu", warmup=False, max_batch_size=SESSIONS)
     engine.size = SIZE
-    engine.batch_window_s = LONG_WINDOW_S
-    engine.expect_full_batches = True
+    engine.batcher.window_s = LONG_WINDOW_S
+    engine.batcher.expect_full_batches = True
     return engine
 
 
@@ -106,13 +106,13 @@ def test_different_sizes_step_counts_and_decoders_never_share_a_batch(engine):
     keys = [(256, 1, "full"), (256, 2, "full"), (320, 1, "full"), (256, 1, "tiny")]
     requests = [session_request(i, steps, size, decoder) for i, (size, steps, decoder) in enumerate(keys * 2)]
     batches: list[list[FrameRequest]] = []
-    real = engine._render
+    real = engine.renderer.render
 
     def record(batch, *args):
         batches.append(list(batch))
         return real(batch, *args)
 
-    with mock.patch.object(engine, "_render", side_effect=record):
+    with mock.patch.object(engine.renderer, "render", side_effect=record):
         frames = concurrently([lambda r=r: engine.render(r) for r in requests])
     assert sorted(len(batch) for batch in batches) == [2, 2, 2, 2], batches
     assert all(len({batch_key(r) for r in batch}) == 1 for batch in batches)
@@ -126,7 +126,7 @@ def test_a_bad_request_is_refused_alone_and_the_others_are_made(engine):
     good = [session_request(i) for i in range(3)]
     sketch = stroke_sketch(SIZE, 3)
     calls = [lambda r=r: engine.render(r) for r in good]
-    calls.insert(1, lambda: engine.sketch_to_image(sketch, "a boat", steps=9))  # refused before it joins a batch
+    calls.insert(1, lambda: support.sketch_frame(engine, sketch, "a boat", steps=9))  # refused before it joins a batch
     results = concurrently(calls)
     assert isinstance(results[1], inputs.InputError) and "steps" in str(results[1])
     made = [results[0], *results[2:]]
@@ -136,12 +136,12 @@ def test_a_bad_request_is_refused_alone_and_the_others_are_made(engine):
 def test_a_model_fault_fails_its_batch_and_the_engine_keeps_serving(engine):
     engine.max_batch_size = 3
     requests = [session_request(i) for i in range(3)]
-    with mock.patch.object(type(engine.pipe), "denoise", side_effect=RuntimeError("kernel failed")):
+    with mock.patch.object(type(engine.renderer.pipe), "denoise", side_effect=RuntimeError("kernel failed")):
         results = concurrently([lambda r=r: engine.render(r) for r in requests])
     assert all(isinstance(r, RuntimeError) and "kernel failed" in str(r) for r in results), results
     frames = concurrently([lambda r=r: engine.render(r) for r in requests])  # the same frames, now made
     assert all(isinstance(f, Frame) and f.batch_size == 3 and not f.reused for f in frames), frames
-    assert engine._batcher.waiting() == 0
+    assert engine.batcher.waiting() == 0
 
 
 def test_an_equal_request_gets_the_equal_frame_and_equal_callers_cost_one_row(engine):
@@ -151,9 +151,9 @@ def test_an_equal_request_gets_the_equal_frame_and_equal_callers_cost_one_row(en
     request = session_request(0)
     twins = concurrently([lambda: engine.render(request)] * 2)  # two users, same inputs, same moment
     assert [f.batch_size for f in twins] == [1, 1] and pixels(twins[0]).tobytes() == pixels(twins[1]).tobytes()
-    engine.batch_window_s = 0.0  # one caller: no one to wait for
+    engine.batcher.window_s = 0.0  # one caller: no one to wait for
     no_work = AssertionError("no model work expected")
-    with mock.patch.object(type(engine.pipe), "denoise", side_effect=no_work):
+    with mock.patch.object(type(engine.renderer.pipe), "denoise", side_effect=no_work):
         again = engine.render(request)
     assert again.reused and again.image.tobytes() == twins[0].image.tobytes()
     other = engine.render(session_request(1))
@@ -163,16 +163,16 @@ def test_an_equal_request_gets_the_equal_frame_and_equal_callers_cost_one_row(en
 def test_a_batch_size_of_one_runs_each_frame_alone_on_the_engine_thread(engine):
     engine.max_batch_size = 1
     ran: list[tuple[int, threading.Thread]] = []
-    real = engine._render
+    real = engine.renderer.render
 
     def record(batch, *args):
         ran.append((len(batch), threading.current_thread()))
         return real(batch, *args)
 
-    with mock.patch.object(engine, "_render", side_effect=record):
+    with mock.patch.object(engine.renderer, "render", side_effect=record):
         frames = concurrently([lambda i=i: engine.render(session_request(i)) for i in range(3)])
     assert [f.batch_size for f in frames] == [1, 1, 1]
-    assert ran == [(1, engine.thread)] * 3
+    assert ran == [(1, engine.batcher.thread)] * 3
     with pytest.raises(ValueError, match="max_batch_size must be a positive integer, got 0"):
         engine.max_batch_size = 0
 
@@ -183,12 +183,12 @@ def test_a_lone_frame_never_waits_for_company_and_a_batch_waits_for_the_company_
     batch of three, three callers arriving one after another are made together (a full batch, here of three)."""
     import sprint_demo.engine as engine_module
 
-    monkeypatch.setattr(engine._batcher, "company_memory_s", 3600.0)  # however slow the machine, the batch is recent
-    engine.expect_full_batches = False
+    monkeypatch.setattr(engine.batcher, "company_memory_s", 3600.0)  # however slow the machine, the batch is recent
+    engine.batcher.expect_full_batches = False
     began = time.monotonic()
     lone = engine.render(session_request(0))
     assert time.monotonic() - began < LONG_WINDOW_S / 2, "the lone frame waited for the window"
-    assert lone.batch_size == 1 and not engine.expects_company(engine_module.time.perf_counter())
+    assert lone.batch_size == 1 and not engine.batcher.expects_company(engine_module.time.perf_counter())
 
     # A batch of three forms by itself: three callers arrive while the model thread is busy, and it then gathers
     # them at once (it never waits for them).
@@ -199,12 +199,12 @@ def test_a_lone_frame_never_waits_for_company_and_a_batch_waits_for_the_company_
     waiting = [threading.Thread(target=engine.render, args=(session_request(i),)) for i in (2, 3, 4)]
     for thread in waiting:
         thread.start()
-    while engine._batcher.waiting() < 3:
+    while engine.batcher.waiting() < 3:
         threading.Event().wait(0.01)
     release.set()
     for thread in (holder, *waiting):
         thread.join(600)
-    assert engine.expects_company(engine_module.time.perf_counter())  # a batch of three was gathered
+    assert engine.batcher.expects_company(engine_module.time.perf_counter())  # a batch of three was gathered
 
     # Now three callers, 50 ms apart: the first waits for the other two (a full batch; the window is long) instead
     # of going alone.
@@ -252,7 +252,7 @@ def test_a_final_stops_its_tab_s_draft_in_flight_at_the_next_denoising_step():
     engine.size = SIZE
     in_step, release = threading.Event(), threading.Event()
     steps_run: list[int] = []
-    real = type(engine.pipe).predict_velocity
+    real = type(engine.renderer.pipe).predict_velocity
 
     def slow_step(pipe, *args, **kwargs):
         steps_run.append(args[0].shape[0])
@@ -274,11 +274,11 @@ def test_a_final_stops_its_tab_s_draft_in_flight_at_the_next_denoising_step():
         thread.start()
         return thread
 
-    with mock.patch.object(type(engine.pipe), "predict_velocity", slow_step):
+    with mock.patch.object(type(engine.renderer.pipe), "predict_velocity", slow_step):
         draft = call("draft", session_request(0, steps=4), Priority.DRAFT)
         assert in_step.wait(60)
         final = call("final", session_request(1, steps=1), Priority.FINAL)
-        while engine._batcher.waiting() < 1:
+        while engine.batcher.waiting() < 1:
             time.sleep(0.005)
         release.set()
         draft.join(60)
@@ -296,7 +296,7 @@ def test_a_superseded_one_step_draft_stops_inside_its_stage_before_the_next_laye
 
     engine = load_engine("preview", device="cpu", warmup=False, max_batch_size=1)
     engine.size = SIZE
-    blocks = list(engine.pipe.transformer.transformer_blocks)
+    blocks = list(engine.renderer.pipe.transformer.transformer_blocks)
     ran: list[int] = []
     in_block, release = threading.Event(), threading.Event()
 

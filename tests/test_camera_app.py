@@ -70,7 +70,7 @@ def served():
         return answer
 
     with mock.patch.object(Handlers, "camera_frame", camera_frame), support.live_app() as (url, engine, demo):
-        real_run, real_cancel = engine._batcher._run_batch, engine.cancel
+        real_run, real_cancel = engine.batcher._run_batch, engine.cancel
 
         def run_batch(batch):
             started = time.monotonic()
@@ -85,11 +85,11 @@ def served():
                 record.cancels[session] = time.monotonic()
             real_cancel(session)
 
-        engine._batcher._run_batch, engine.cancel = run_batch, cancel
+        engine.batcher._run_batch, engine.cancel = run_batch, cancel
         try:
             yield url, engine, record
         finally:
-            engine._batcher._run_batch = real_run
+            engine.batcher._run_batch = real_run
             del engine.cancel
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -382,6 +384,24 @@ def test_soft_detector_goes_through_nms():
     assert white[150:300, 95:106].any(axis=1).all() and not white[200:250, 180:220].any()
 
 
+def test_the_hed_module_loads_alone_and_leaves_controlnet_aux_whole():
+    """``_import_hed_module`` loads controlnet-aux's ``hed`` (and the ``util`` it needs) under the private alias,
+    without the package's ``__init__`` and its other detectors; ``import controlnet_aux`` afterwards is the whole
+    package. In a fresh process: this one may have imported either already."""
+    code = (
+        "import sys; from sprint_demo import conditioning as c; hed = c._import_hed_module(); "
+        "alias = c.HED_PACKAGE_ALIAS; loaded = sorted(m for m in sys.modules if m.startswith(alias)); "
+        "assert loaded == [alias, alias + '.hed', alias + '.util'], loaded; "
+        "assert not any(m.split('.')[0] == 'controlnet_aux' for m in sys.modules); "
+        "assert c._import_hed_module() is hed and hasattr(hed, 'HEDdetector'); "
+        "import controlnet_aux; assert hasattr(controlnet_aux, 'HEDdetector'); "
+        "assert 'controlnet_aux.dwpose' in sys.modules; "
+        "print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_hed_path_with_random_weights_from_a_local_folder(tmp_path, monkeypatch):
     """The real HED code path: HEDdetector.from_pretrained on a folder, ControlNetHED_Apache2, NMS (random weights:
@@ -389,9 +409,6 @@ def test_hed_path_with_random_weights_from_a_local_folder(tmp_path, monkeypatch)
     import torch
 
     hed = conditioning._import_hed_module()
-    import sys
-
-    assert "controlnet_aux" not in sys.modules or hasattr(sys.modules["controlnet_aux"], "HEDdetector")
     torch.manual_seed(0)
     torch.save(hed.ControlNetHED_Apache2().state_dict(), tmp_path / settings.HED_ANNOTATOR_FILE)
     monkeypatch.setattr(settings, "HED_ANNOTATOR_ID", str(tmp_path))

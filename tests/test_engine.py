@@ -7,12 +7,14 @@ import json
 from unittest import mock
 
 import pytest
+import support
 import torch
 from PIL import Image
 
 from sprint_demo import settings
-from sprint_demo.engine import STAGES, load_engine, to_pil
+from sprint_demo.engine import load_engine
 from sprint_demo.inputs import InputError
+from sprint_demo.renderer import STAGES, to_pil
 from sprint_demo.sketches import stroke_sketch
 from sprint_demo.tools import bench
 from sprint_demo.web import messages
@@ -35,33 +37,33 @@ def count_calls(module):
 def test_same_prompt_and_canvas_do_not_call_the_text_encoder_or_vae_encoder_again(engine):
     """The first prompt runs the text encoder twice (the instruction's tokens, once per engine, then the prompt's),
     every new prompt once more."""
-    pipe = engine.pipe
+    pipe = engine.renderer.pipe
     with count_calls(pipe.text_encoder) as text_encoder, mock.patch.object(
         pipe.vae, "encode", wraps=pipe.vae.encode
     ) as vae_encode:
-        first = engine.sketch_to_image(canvas(2), "a castle", seed=1)
+        first = support.sketch_frame(engine, canvas(2), "a castle", seed=1)
         assert text_encoder.call_count == 2 and vae_encode.call_count == 1
-        second = engine.sketch_to_image(canvas(2), "a castle", seed=2)  # new seed: a new frame, same inputs
+        second = support.sketch_frame(engine, canvas(2), "a castle", seed=2)  # new seed: a new frame, same inputs
         assert text_encoder.call_count == 2 and vae_encode.call_count == 1
         assert not second.reused and second.image.tobytes() != first.image.tobytes()
         assert second.timings_ms["text_encode"] < 1.0 and second.timings_ms["control_encode"] < 1.0
-        engine.sketch_to_image(canvas(3), "a castle", seed=2)  # a new stroke: one encode, no text
+        support.sketch_frame(engine, canvas(3), "a castle", seed=2)  # a new stroke: one encode, no text
         assert text_encoder.call_count == 2 and vae_encode.call_count == 2
-        engine.sketch_to_image(canvas(3), "a castle at night", seed=2)  # typing: text only
+        support.sketch_frame(engine, canvas(3), "a castle at night", seed=2)  # typing: text only
         assert text_encoder.call_count == 3 and vae_encode.call_count == 2
 
 
 def test_identical_inputs_return_the_last_frame_without_work(engine):
-    first = engine.sketch_to_image(canvas(1), "a boat", seed=3)
+    first = support.sketch_frame(engine, canvas(1), "a boat", seed=3)
     no_work = AssertionError("no work expected")
-    with mock.patch.object(engine.pipe, "denoise", side_effect=no_work), \
-            mock.patch.object(engine.pipe, "decode_latents", side_effect=no_work):
-        again = engine.sketch_to_image(canvas(1), "a boat", seed=3)
+    with mock.patch.object(engine.renderer.pipe, "denoise", side_effect=no_work), \
+            mock.patch.object(engine.renderer.pipe, "decode_latents", side_effect=no_work):
+        again = support.sketch_frame(engine, canvas(1), "a boat", seed=3)
     assert again.reused and again.image.tobytes() == first.image.tobytes()
 
 
 def test_frames_carry_every_stage_and_a_consistent_total(engine):
-    frame = engine.sketch_to_image(canvas(2), "a tree", seed=4)
+    frame = support.sketch_frame(engine, canvas(2), "a tree", seed=4)
     assert set(frame.timings_ms) == {*STAGES, "total"}
     parts = sum(v for k, v in frame.timings_ms.items() if k != "total")
     assert 0 < parts <= frame.timings_ms["total"] + 1.0
@@ -70,27 +72,27 @@ def test_frames_carry_every_stage_and_a_consistent_total(engine):
 
 
 def test_blank_canvas_means_no_control_and_matches_text_to_image(engine):
-    blank = engine.sketch_to_image(Image.new("RGB", (512, 512), "white"), "a tree", seed=5)
-    plain = engine.text_to_image("a tree", seed=5)
+    blank = support.sketch_frame(engine, Image.new("RGB", (512, 512), "white"), "a tree", seed=5)
+    plain = support.text_frame(engine, "a tree", seed=5)
     assert blank.control_map is None
     assert blank.image.tobytes() == plain.image.tobytes()
 
 
 def test_strokes_change_the_image(engine):
-    a = engine.sketch_to_image(canvas(1), "a tree", seed=5)
-    b = engine.sketch_to_image(canvas(3), "a tree", seed=5)
+    a = support.sketch_frame(engine, canvas(1), "a tree", seed=5)
+    b = support.sketch_frame(engine, canvas(3), "a tree", seed=5)
     assert a.image.tobytes() != b.image.tobytes()
 
 
 def test_text_to_image_sizes_and_prompt_token_notice(engine):
     """The notice counts the prompt's tokens as the encoder sees them: after the instruction, 298 fit in the
     window (the byte tokenizer: one per letter here); a prompt within it gets no notice."""
-    frame = engine.text_to_image("a dog", width=384, height=256)
+    frame = support.text_frame(engine, "a dog", width=384, height=256)
     assert frame.image.size == (384, 256) and not frame.notices
-    assert not engine.text_to_image("x" * 298).notices
-    cut = engine.text_to_image("X" * 300)  # lower-cased before it is tokenised: 300 tokens
+    assert not support.text_frame(engine, "x" * 298).notices
+    cut = support.text_frame(engine, "X" * 300)  # lower-cased before it is tokenised: 300 tokens
     assert cut.notices == ("prompt cut to the text encoder's window: 298 of its 300 tokens kept, the last 2 dropped",)
-    assert engine.text_to_image("X" * 300, seed=9).notices == cut.notices  # from the prompt cache too
+    assert support.text_frame(engine, "X" * 300, seed=9).notices == cut.notices  # from the prompt cache too
 
 
 def test_the_engines_prompt_embeddings_are_the_instruction_encode_within_the_bound(engine):
@@ -101,16 +103,16 @@ def test_the_engines_prompt_embeddings_are_the_instruction_encode_within_the_bou
 
     from sprint_demo.models.pipeline import COMPLEX_HUMAN_INSTRUCTION
 
-    pipe = engine.pipe
+    pipe = engine.renderer.pipe
     for prompt in ("a castle on a hill", "  A Castle On A Hill!"):
-        embeds, mask, _ = engine._prompt_embeddings(prompt)
+        embeds, mask, _ = engine.renderer.prompt_embeddings(prompt)
         with torch.no_grad():
             full, full_mask = pipe.encode_prompt(prompt, device="cpu",
                                                  complex_human_instruction=COMPLEX_HUMAN_INSTRUCTION)
         assert torch.equal(mask, full_mask)
         assert support.max_abs_difference(embeds, full * full_mask[..., None]) <= support.PREFIX_CACHE_MAX_ABS
     assert pipe.prompt_encoder.prefix_runs == 2
-    before, after = (engine._prompt_embeddings(p)[0] for p in ("a castle on a hill", "a castle on a hull"))
+    before, after = (engine.renderer.prompt_embeddings(p)[0] for p in ("a castle on a hill", "a castle on a hull"))
     assert support.max_abs_difference(before, after) > 1000 * support.PREFIX_CACHE_MAX_ABS
 
 
@@ -120,15 +122,15 @@ def test_the_engines_prompt_embeddings_are_the_instruction_encode_within_the_bou
 )
 def test_bad_values_are_refused_by_name_and_the_engine_keeps_working(engine, kwargs):
     with pytest.raises(InputError):
-        engine.sketch_to_image(canvas(1), "x", **kwargs)
-    assert engine.sketch_to_image(canvas(1), "x").image.size == (engine.size, engine.size)
+        support.sketch_frame(engine, canvas(1), "x", **kwargs)
+    assert support.sketch_frame(engine, canvas(1), "x").image.size == (engine.size, engine.size)
 
 
 def test_an_error_inside_the_model_leaves_the_engine_serving(engine):
-    with mock.patch.object(type(engine.pipe), "denoise", side_effect=RuntimeError("CUDA out of memory")):
+    with mock.patch.object(type(engine.renderer.pipe), "denoise", side_effect=RuntimeError("CUDA out of memory")):
         with pytest.raises(RuntimeError):
-            engine.text_to_image("a cat", seed=11)
-    assert engine.text_to_image("a cat", seed=11).image is not None
+            support.text_frame(engine, "a cat", seed=11)
+    assert support.text_frame(engine, "a cat", seed=11).image is not None
 
 
 @pytest.mark.parametrize("binning", [False, True])
@@ -142,18 +144,18 @@ def test_an_engine_frame_is_the_pipeline_call_for_the_same_inputs(engine, binnin
     import support
 
     engine.size = 256
-    engine.use_resolution_binning = binning
+    engine.renderer.use_resolution_binning = binning
     prompt = "a tree by a lake"
-    frame = engine.sketch_to_image(canvas(2, 256) if control else None, prompt, steps=2, seed=8,
-                                   guidance_scale=3.0, control_strength=0.7)
+    frame = support.sketch_frame(engine, canvas(2, 256) if control else None, prompt, steps=2, seed=8,
+                                 guidance_scale=3.0, control_strength=0.7)
     assert (frame.control_map is not None) == control
     extra = dict(control_image=frame.control_map, controlnet_conditioning_scale=0.7) if control else {}
     same = dict(num_inference_steps=2, guidance_scale=3.0, height=256, width=256, use_resolution_binning=binning,
                 output_type="pt", **extra)
-    images = engine.pipe(prompt=prompt, generator=torch.Generator().manual_seed(8), **same).images
+    images = engine.renderer.pipe(prompt=prompt, generator=torch.Generator().manual_seed(8), **same).images
     assert support.KERNEL_NOISE.admits(support.pixel_difference(frame.image, to_pil(images)))
-    encoded = engine.pipe.prompt_encoder(prompt)
-    images = engine.pipe(prompt_embeds=encoded.embeds, prompt_attention_mask=encoded.mask,
+    encoded = engine.renderer.pipe.prompt_encoder(prompt)
+    images = engine.renderer.pipe(prompt_embeds=encoded.embeds, prompt_attention_mask=encoded.mask,
                          generator=torch.Generator().manual_seed(8), **same).images
     assert frame.image.tobytes() == to_pil(images).tobytes()
 
@@ -179,7 +181,7 @@ def test_the_photo_edge_detector_runs_on_the_engine_device(engine, monkeypatch):
             return np.zeros(rgb.shape[:2], dtype=np.uint8)
 
     monkeypatch.setattr(conditioning, "load_hed_detector", lambda mode=None: RecordingDetector())
-    engine.device = torch.device("cuda", 3)  # only the detector sees it: a device no default would pick
+    engine.renderer.torch_device = torch.device("cuda", 3)  # only the detector sees it: a device no default picks
     engine.photo_to_control_map(Image.new("RGB", (300, 200), "grey"))
     assert events == [("to", torch.device("cuda", 3)), ("run",)]
 
@@ -197,39 +199,41 @@ def test_the_tiny_lane_renders_with_and_without_control(engine):
     images go through the same postprocess as the full lane's (uint8 RGB at the requested size)."""
     import numpy as np
 
-    with mock.patch.object(engine.pipe.vae, "decode", side_effect=AssertionError("the tiny lane decodes itself")), \
-            mock.patch.object(engine.pipe.vae, "encode", wraps=engine.pipe.vae.encode) as dc_ae_encode, \
-            count_calls(engine.tiny.encoder) as tiny_encoder, count_calls(engine.tiny.decoder) as tiny_decoder:
-        plain = engine.text_to_image("a lighthouse", width=256, height=256, decoder="tiny")
-        drawn = engine.sketch_to_image(canvas(4), "a lighthouse", decoder="tiny")
+    vae, tiny = engine.renderer.pipe.vae, engine.renderer.tiny
+    with mock.patch.object(vae, "decode", side_effect=AssertionError("the tiny lane decodes itself")), \
+            mock.patch.object(vae, "encode", wraps=vae.encode) as dc_ae_encode, \
+            count_calls(tiny.encoder) as tiny_encoder, count_calls(tiny.decoder) as tiny_decoder:
+        plain = support.text_frame(engine, "a lighthouse", width=256, height=256, decoder="tiny")
+        drawn = support.sketch_frame(engine, canvas(4), "a lighthouse", decoder="tiny")
     assert dc_ae_encode.call_count == 1 and tiny_encoder.call_count == 0 and tiny_decoder.call_count == 2
     assert plain.decoder == drawn.decoder == "tiny" and plain.image.size == (256, 256) and drawn.image.mode == "RGB"
-    blank = engine.sketch_to_image(None, "a lighthouse", decoder="tiny")
+    blank = support.sketch_frame(engine, None, "a lighthouse", decoder="tiny")
     pixels = [np.asarray(frame.image, dtype=np.int16) for frame in (drawn, blank)]
     assert np.abs(pixels[0] - pixels[1]).mean() > 2  # the strokes steer the tiny lane's image too
     assert pixels[1].std() > 10  # an image, not a flat colour
-    full = engine.sketch_to_image(None, "a lighthouse")
+    full = support.sketch_frame(engine, None, "a lighthouse")
     assert full.decoder == "full" and full.image.tobytes() != blank.image.tobytes()
 
 
 def test_one_dc_ae_control_latent_serves_both_lanes(engine):
     """Control maps take the DC-AE's encoder in both lanes: one encode per map, cached without the lane, and the
     tiny lane's control latent is the full lane's (the same tensor); the tiny encoder is never asked."""
-    with mock.patch.object(engine.pipe.vae, "encode", wraps=engine.pipe.vae.encode) as dc_ae_encode, \
-            mock.patch.object(engine.tiny, "encode", wraps=engine.tiny.encode) as tiny_encode, \
-            mock.patch.object(engine.pipe, "denoise", wraps=engine.pipe.denoise) as denoise:
+    pipe, tiny = engine.renderer.pipe, engine.renderer.tiny
+    with mock.patch.object(pipe.vae, "encode", wraps=pipe.vae.encode) as dc_ae_encode, \
+            mock.patch.object(tiny, "encode", wraps=tiny.encode) as tiny_encode, \
+            mock.patch.object(pipe, "denoise", wraps=pipe.denoise) as denoise:
         for seed, decoder in enumerate(["full", "tiny", "full", "tiny", "tiny"]):
-            engine.sketch_to_image(canvas(2), "a castle", seed=seed, decoder=decoder)
+            support.sketch_frame(engine, canvas(2), "a castle", seed=seed, decoder=decoder)
         assert dc_ae_encode.call_count == 1 and tiny_encode.call_count == 0
-        engine.sketch_to_image(canvas(3), "a castle", decoder="tiny")  # a new stroke: one more DC-AE encode
+        support.sketch_frame(engine, canvas(3), "a castle", decoder="tiny")  # a new stroke: one more DC-AE encode
         assert dc_ae_encode.call_count == 2 and tiny_encode.call_count == 0
     used = [call.kwargs["control_latents"] for call in denoise.call_args_list]
     assert all(latents is used[0] for latents in used[:5])  # full and tiny frames of one map: one latent
     assert not torch.equal(used[5], used[0])
-    assert {len(key) for key in engine._controls} == {3}  # (map, height, width): no lane in the key
+    assert {len(key) for key in engine.renderer.controls} == {3}  # (map, height, width): no lane in the key
     # the latent is the DC-AE's own encoding of the map
-    request_map = engine.sketch_to_image(canvas(2), "a castle", seed=9, decoder="tiny").control_map
-    direct = engine.pipe.prepare_control_latents(request_map, 512, 512, vae=engine.pipe.vae)
+    request_map = support.sketch_frame(engine, canvas(2), "a castle", seed=9, decoder="tiny").control_map
+    direct = engine.renderer.pipe.prepare_control_latents(request_map, 512, 512, vae=engine.renderer.pipe.vae)
     assert torch.equal(direct, used[0])
 
 
@@ -251,7 +255,7 @@ def test_a_canny_stand_in_for_hed_is_logged_at_load_and_refused_when_hed_is_aske
     monkeypatch.setattr(conditioning, "_detectors", {})
     preview = load_engine("preview", device="cpu", warmup=False)  # the preview: Canny without a word
     preview.photo_to_control_map(Image.new("RGB", (64, 64), "grey"))
-    assert preview._detector.name.startswith("classical") and preview.edges_fallback is None
+    assert preview.renderer.edge_detector().name.startswith("classical") and preview.edges_fallback is None
     assert messages.edges_note(preview) is None
     preview.close()
 
@@ -278,12 +282,12 @@ def test_without_tiny_weights_the_full_lane_works_and_a_tiny_request_says_why(tm
     assert engine.decoders == ("full",) and not engine.has_tiny_decoder
     assert "the tiny autoencoder is not available" in engine.tiny_note and "no such file" in engine.tiny_note
     assert engine.tiny_note in caplog.text
-    assert engine.sketch_to_image(canvas(1), "a cat").decoder == "full"
+    assert support.sketch_frame(engine, canvas(1), "a cat").decoder == "full"
     with pytest.raises(InputError, match=r"decoder 'tiny' is not available on this server: the tiny autoencoder "
                                          r"is not available: .*no such file.*use decoder 'full'"):
-        engine.text_to_image("a cat", decoder="tiny")
+        support.text_frame(engine, "a cat", decoder="tiny")
     with pytest.raises(InputError, match="decoder must be one of full, tiny, got 'huge'"):
-        engine.sketch_to_image(canvas(1), "a cat", decoder="huge")
+        support.sketch_frame(engine, canvas(1), "a cat", decoder="huge")
     assert load_engine("preview", device="cpu", warmup=False, tiny_autoencoder="off").decoders == ("full",)
 
 
@@ -299,20 +303,20 @@ def test_vae_lite_puts_its_decoder_in_the_full_lane(tmp_path, preview):
     lite = AutoencoderDC(**dc_ae_config("preview") | dict(decoder_layers_per_block=(1, 1, 1, 1, 1, 2))).eval()
     lite.save_pretrained(tmp_path / "lite")
     engine = load_engine("preview", device="cpu", warmup=False, vae_lite=str(tmp_path / "lite"))
-    vae = engine.pipe.vae
+    vae = engine.renderer.pipe.vae
     assert tuple(vae.config.decoder_layers_per_block) == (1, 1, 1, 1, 1, 2)
     for name, tensor in lite.decoder.state_dict().items():
         assert torch.equal(vae.decoder.state_dict()[name], tensor)
     for name, tensor in preview.pipe.vae.encoder.state_dict().items():
         assert torch.equal(vae.encoder.state_dict()[name], tensor)
     with count_calls(vae.decoder) as lite_decoder:
-        frame = engine.sketch_to_image(canvas(2, 256), "a tree")
+        frame = support.sketch_frame(engine, canvas(2, 256), "a tree")
     assert lite_decoder.call_count == 1
     latents = torch.randn(1, 32, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = lite.decode(latents / lite.config.scaling_factor).sample
-        got = engine.pipe.decode_latents(latents, output_type="pt")
-    assert torch.equal(got, engine.pipe.image_processor.postprocess(expected, output_type="pt"))
+        got = engine.renderer.pipe.decode_latents(latents, output_type="pt")
+    assert torch.equal(got, engine.renderer.pipe.image_processor.postprocess(expected, output_type="pt"))
     assert frame.decoder == "full" and frame.image.size == (engine.size, engine.size)
 
     AutoencoderDC(**dc_ae_config("preview") | dict(scaling_factor=1.0)).save_pretrained(tmp_path / "other")
@@ -347,7 +351,7 @@ def test_benchmark_smoke(tmp_path, capsys):
 @pytest.mark.slow
 def test_an_eager_engine_bypasses_compiled_code_and_draws_what_it_draws():
     """The benchmark's correctness check of compiled variants (``bench.compiled_vs_eager``) relies on
-    ``Engine.eager`` running frames without the compiled code, even on a warm engine (whose frames otherwise run
+    ``Renderer.eager`` running frames without the compiled code, even on a warm engine (whose frames otherwise run
     under the "eager_on_recompile" stance)."""
     import torch
 
@@ -363,7 +367,7 @@ def test_an_eager_engine_bypasses_compiled_code_and_draws_what_it_draws():
     calls.clear()
     assert bench.compiled_vs_eager(engine) == {"max_levels": 0, "mean_levels": 0.0}  # the eager backend: same
     assert len(calls) == 3  # the compiled frame: control encode, step, decode; the eager frame: none
-    assert not engine.eager
+    assert not engine.renderer.eager
     torch._dynamo.reset()
 
 
@@ -392,13 +396,13 @@ def test_auto_uses_real_weights_and_survives_a_missing_controlnet(tmp_path, monk
     monkeypatch.setattr(settings, "SANA10_HED_CONTROLNET_ID", str(tmp_path / "missing.pth"))
     engine = load_engine("auto", None, device="cpu", dtype="fp32", warmup=False, tiny_autoencoder="off")
     assert engine.model_name == str(tmp_path / "sprint") and messages.banner(engine) is None
-    assert engine.pipe.controlnet is None and "No ControlNet" in messages.controlnet_note(engine)
-    assert engine.sketch_to_image(canvas(2), "a tree").image.size == (settings.DEFAULT_SIZE,) * 2
+    assert engine.renderer.pipe.controlnet is None and "No ControlNet" in messages.controlnet_note(engine)
+    assert support.sketch_frame(engine, canvas(2), "a tree").image.size == (settings.DEFAULT_SIZE,) * 2
 
     torch.save({"state_dict": diffusers_to_nvlabs_state_dict(pipe.controlnet.state_dict())}, tmp_path / "cn.pth")
     engine = load_engine("auto", str(tmp_path / "cn.pth"), device="cpu", dtype="fp32", warmup=False,
                          tiny_autoencoder="off")
-    assert engine.pipe.controlnet is not None and "Sprint-native ControlNet" in messages.controlnet_note(engine)
+    assert engine.has_controlnet and "Sprint-native ControlNet" in messages.controlnet_note(engine)
 
 
 @pytest.mark.slow
@@ -470,14 +474,14 @@ def test_compiled_denoiser_does_not_recompile_when_the_user_moves_a_slider(scope
 
     torch._dynamo.reset()
     engine = load_engine("preview", device="cpu", warmup=False)
-    compile_models(engine.pipe, scope, backend="eager")  # dynamo only: what recompiles is decided here
-    engine.sketch_to_image(canvas(1, 256), "a boat", control_strength=1.0)
-    engine.text_to_image("a boat")
+    compile_models(engine.renderer.pipe, scope, backend="eager")  # dynamo only: what recompiles is decided here
+    support.sketch_frame(engine, canvas(1, 256), "a boat", control_strength=1.0)
+    support.text_frame(engine, "a boat")
     with torch._dynamo.config.patch(error_on_recompile=True):
         for i, (strength, steps, guidance) in enumerate([(0.35, 1, 4.5), (0.8, 2, 4.5), (1.6, 4, 2.0)]):
-            engine.sketch_to_image(canvas(2 + i, 256), f"a boat {i}", steps=steps, seed=i, guidance_scale=guidance,
-                                   control_strength=strength)
-            engine.text_to_image(f"a boat {i}", steps=steps, seed=i, guidance_scale=guidance)
+            support.sketch_frame(engine, canvas(2 + i, 256), f"a boat {i}", steps=steps, seed=i,
+                                 guidance_scale=guidance, control_strength=strength)
+            support.text_frame(engine, f"a boat {i}", steps=steps, seed=i, guidance_scale=guidance)
     torch._dynamo.reset()
 
 
@@ -489,7 +493,7 @@ def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, gr
     warm-up's prompt, canvas and pictures leave nothing in the caches."""
     from dataclasses import replace
 
-    engine.speed = replace(engine.speed, cuda_graphs=graphs)  # the CPU turns graphs off; the choice is tested
+    engine.renderer.speed = replace(engine.speed, cuda_graphs=graphs)  # the CPU turns graphs off; choice tested
     calls = []
     real = engine.render
 
@@ -505,7 +509,8 @@ def test_warmup_runs_each_path_a_user_can_take_and_forgets_its_frames(engine, gr
     assert engine.decoders == ("full", "tiny")  # both lanes are paths a user can take
     assert calls == [(d, c, s, False, size, size) for d in ("full", "tiny") for c in (False, True) for s in steps] + [
         (d, False, s, True, size, size) for d in ("full", "tiny") for s in steps]
-    assert not engine._prompts and not engine._controls and not engine._pictures and not engine._frames
+    renderer = engine.renderer
+    assert not renderer.prompts and not renderer.controls and not renderer.pictures and not engine.recent_frames
 
 
 def test_a_compiled_engine_s_warmup_also_makes_the_camera_s_common_shapes(engine):
@@ -514,7 +519,7 @@ def test_a_compiled_engine_s_warmup_also_makes_the_camera_s_common_shapes(engine
     switch is set by hand: on this CPU nothing compiles, so only which frames the warm-up makes is tested."""
     from dataclasses import replace
 
-    engine.speed = replace(engine.speed, compile=True, cuda_graphs=False)
+    engine.renderer.speed = replace(engine.speed, compile=True, cuda_graphs=False)
     sizes, text_steps = [], set()
     real = engine.render
 
@@ -546,16 +551,17 @@ def test_a_warm_compiled_engine_runs_new_sizes_eagerly_instead_of_compiling():
     engine = _warm_compiled_engine(backend="eager")
     graphs = counters["stats"]["unique_graphs"]
     assert graphs > 0
-    wide = engine.text_to_image("a harbour", width=384, height=256)
+    wide = support.text_frame(engine, "a harbour", width=384, height=256)
     assert wide.image.size == (384, 256)
-    engine.sketch_to_image(canvas(2, 256), "a harbour")  # the warmed size: compiled code, still no new graph
+    support.sketch_frame(engine, canvas(2, 256), "a harbour")  # the warmed size: compiled code, still no new graph
     assert counters["stats"]["unique_graphs"] == graphs
-    encoded = engine.pipe.prompt_encoder("a harbour")  # the engine's encoding, so that the images are comparable
+    pipe = engine.renderer.pipe
+    encoded = pipe.prompt_encoder("a harbour")  # the engine's encoding, so that the images are comparable
     with torch.compiler.set_stance("force_eager"):
-        eager = engine.pipe(prompt_embeds=encoded.embeds, prompt_attention_mask=encoded.mask, width=384, height=256,
-                            num_inference_steps=settings.DEFAULT_STEPS,
-                            generator=torch.Generator().manual_seed(settings.DEFAULT_SEED), output_type="pt",
-                            use_resolution_binning=False).images
+        eager = pipe(prompt_embeds=encoded.embeds, prompt_attention_mask=encoded.mask, width=384, height=256,
+                     num_inference_steps=settings.DEFAULT_STEPS,
+                     generator=torch.Generator().manual_seed(settings.DEFAULT_SEED), output_type="pt",
+                     use_resolution_binning=False).images
     assert wide.image == Image.fromarray((eager[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
     torch._dynamo.reset()
 
@@ -572,8 +578,8 @@ def _warm_compiled_engine(backend):
     torch._dynamo.reset()
     engine = load_engine("preview", device="cpu", warmup=False, tiny_autoencoder="off")
     engine.size = 256
-    compile_models(engine.pipe, "step", backend=backend)
-    engine.speed = replace(engine.speed, compile=True)  # the CPU turns compile off; here it is on by hand
+    compile_models(engine.renderer.pipe, "step", backend=backend)
+    engine.renderer.speed = replace(engine.speed, compile=True)  # the CPU turns compile off; here it is on by hand
     engine.warmup()
     return engine
 

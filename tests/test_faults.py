@@ -57,7 +57,7 @@ class Faults:
 
 
 class PipeWithFaults:
-    """Stands in for ``engine.pipe``: the same pipeline, with ``Faults.before_call`` run inside every denoising
+    """Stands in for the renderer's ``pipe``: the same pipeline, with ``Faults.before_call`` run inside every denoising
     stage (``denoise``, once per frame), so the fault happens while the engine holds its lock."""
 
     def __init__(self, pipe, faults: Faults):
@@ -79,7 +79,7 @@ def live():
 
     engine = load_engine(settings.PREVIEW_MODEL, None, warmup=False)
     faults = Faults()
-    engine.pipe = PipeWithFaults(engine.pipe, faults)
+    engine.renderer.pipe = PipeWithFaults(engine.renderer.pipe, faults)
     with support.live_app(engine) as (url, _engine, _demo):
         yield url, faults, engine
 

@@ -49,8 +49,8 @@ def render(engine: Engine, name: str, sketch: Image.Image | None = None, **extra
     strokes, kwargs = FRAMES[name]
     kwargs = kwargs | extra
     if strokes is None:
-        return engine.text_to_image(PROMPT, width=SIZE, height=SIZE, **kwargs).image
-    return engine.sketch_to_image(sketch or stroke_sketch(SIZE, strokes), PROMPT, **kwargs).image
+        return support.text_frame(engine, PROMPT, width=SIZE, height=SIZE, **kwargs).image
+    return support.sketch_frame(engine, sketch or stroke_sketch(SIZE, strokes), PROMPT, **kwargs).image
 
 
 def reference(name: str) -> Image.Image:

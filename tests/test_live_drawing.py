@@ -145,7 +145,7 @@ def test_a_final_the_engine_turns_away_comes_through_the_queue(chromium, monkeyp
     """With no room for waiting tabs (``max_waiting`` 0: every frame of the canvas's server functions is turned
     away), the canvas asks the queue for its final frame, which arrives for the final canvas."""
     with support.live_app() as (url, engine, _demo), helpers.app_page(chromium, url, sample=True) as page:
-        monkeypatch.setattr(engine._batcher, "max_waiting", 0)
+        monkeypatch.setattr(engine.batcher, "max_waiting", 0)
         helpers.wait_idle(page)
         page.evaluate("() => { window.__probe.frames = []; window.__probe.requests = []; }")
         src = helpers.output_src(page)
@@ -233,8 +233,8 @@ def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
     answer = draft({"png": png, "inputs": inputs, "seq": 5, "tab": "t"})
     assert answer["seq"] == 5 and answer["digest"] == sketch_digest(sketch), answer.keys()
     decoder = settings.DRAFT_DECODER if preview_engine.has_tiny_decoder else "full"  # tiny where there is one
-    expected = preview_engine.sketch_to_image(sketch, "a cat", 1, 7, settings.DEFAULT_GUIDANCE, 1.0, 2,
-                                              decoder=decoder).image
+    expected = support.sketch_frame(preview_engine, sketch, "a cat", 1, 7, settings.DEFAULT_GUIDANCE, 1.0, 2,
+                                    decoder=decoder).image
     shown = helpers.data_url_pixels(answer["src"])
     assert answer["src"].startswith("data:image/jpeg;base64,") and shown.shape == (*expected.size[::-1], 3)
     # a draft is the engine's frame as a JPEG at the draft quality (the same encoder: equal pixels)
@@ -259,8 +259,8 @@ def test_final_server_function_returns_the_api_s_pixels_with_the_chosen_decoder_
     inputs = dict(zip(SKETCH_INPUTS, ["a bridge", 2, 11, settings.DEFAULT_GUIDANCE, 0.8, 3]))
     for decoder in preview_engine.decoders:
         answer = final({"png": png, "inputs": inputs, "decoder": decoder, "seq": 3, "tab": "t"})
-        expected = preview_engine.sketch_to_image(sketch, "a bridge", 2, 11, settings.DEFAULT_GUIDANCE, 0.8, 3,
-                                                  decoder=decoder).image
+        expected = support.sketch_frame(preview_engine, sketch, "a bridge", 2, 11, settings.DEFAULT_GUIDANCE, 0.8, 3,
+                                        decoder=decoder).image
         with Image.open(io.BytesIO(encode_frame(expected))) as image:  # the bytes /sketch_to_image serves
             served = np.asarray(image.convert("RGB"), dtype=np.int16)
         assert np.array_equal(helpers.data_url_pixels(answer["src"]), served)

@@ -74,7 +74,7 @@ SLOW_APP = textwrap.dedent(f"""
     real_load_engine = engine_module.load_engine
     def slow_load_engine(*args, **kwargs):
         engine = real_load_engine(*args, **{{**kwargs, "warmup": False}})
-        engine.pipe = SlowPipe(engine.pipe)
+        engine.renderer.pipe = SlowPipe(engine.renderer.pipe)
         return engine
     engine_module.load_engine = slow_load_engine
 

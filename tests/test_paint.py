@@ -90,18 +90,18 @@ def test_paint_server_functions_redraw_the_painting_and_name_the_picture_they_dr
     png = png_data_url(painting)
     values = dict(zip(PAINT_INPUTS, ["a harbour", 0.5, 1, 7, settings.DEFAULT_GUIDANCE, False, 1.0]))
     final = paint.final_frame({"png": png, "inputs": values, "decoder": "full", "seq": 3, "tab": "p"})
-    expected = engine.image_to_image(painting, "a harbour", strength=0.5, steps=1, seed=7)
+    expected = support.image_frame(engine, painting, "a harbour", strength=0.5, steps=1, seed=7)
     assert np.array_equal(helpers.data_url_pixels(final["src"]), _served(expected.image))
     assert final["seq"] == 3 and final["digest"] == sketch_digest(painting)
     assert "strength 0.5" in final["readout"] and "image_encode" in final["readout"]
 
     draft = paint.draft_frame({"png": png, "inputs": values, "seq": 4, "tab": "p"})
     decoder = settings.DRAFT_DECODER if engine.has_tiny_decoder else "full"
-    expected = engine.image_to_image(painting, "a harbour", strength=0.5, steps=1, seed=7, decoder=decoder)
+    expected = support.image_frame(engine, painting, "a harbour", strength=0.5, steps=1, seed=7, decoder=decoder)
     assert np.array_equal(helpers.data_url_pixels(draft["src"]), _served(expected.image, settings.DRAFT_JPEG_QUALITY))
 
     edges = paint.final_frame({"png": png, "inputs": values | {"edges": True}, "seq": 5, "tab": "p"})
-    expected = engine.image_to_image(painting, "a harbour", strength=0.5, steps=1, seed=7, edges=True)
+    expected = support.image_frame(engine, painting, "a harbour", strength=0.5, steps=1, seed=7, edges=True)
     assert np.array_equal(helpers.data_url_pixels(edges["src"]), _served(expected.image))
     assert "control_encode" in edges["readout"] and "control_encode" not in final["readout"]
 
@@ -119,7 +119,7 @@ def test_the_queue_s_paint_final_redraws_white_paper_while_the_canvas_is_empty()
     value = handlers.paint_final("", "a cat", 0.6, 1, 3, settings.DEFAULT_GUIDANCE, False, 1.0, "full",
                                  FinalAsked(None, {"seq": 2, "tab": "q"}))
     paper = Image.new("RGB", (engine.size, engine.size), "white")
-    expected = engine.image_to_image(paper, "a cat", strength=0.6, steps=1, seed=3)
+    expected = support.image_frame(engine, paper, "a cat", strength=0.6, steps=1, seed=3)
     assert np.array_equal(helpers.data_url_pixels(value["src"]), _served(expected.image))
     assert value["seq"] == 2 and value["digest"] == sketch_digest(paper)
     with pytest.raises(gr.Error, match="paint"):
@@ -162,8 +162,8 @@ def test_the_sketch_tab_s_photo_restyle_is_the_photo_s_image_to_image_frame_and_
     # off (the default): the photo's edge map steers the sketch's frame
     (shown_off, state_off, _), (_, _, value_off) = handlers.photo_frame(photo, thickness, *tab)
     assert shown_off["value"] is state_off and np.array_equal(_pixels(state_off), _pixels(edge_map))
-    expected = engine.sketch_to_image(None, "a lighthouse", 1, 5, settings.DEFAULT_GUIDANCE, 0.8, thickness,
-                                      control_map=edge_map, size=edge_map.size)
+    expected = support.sketch_frame(engine, None, "a lighthouse", 1, 5, settings.DEFAULT_GUIDANCE, 0.8, thickness,
+                                    control_map=edge_map, size=edge_map.size)
     assert expected.image.size == (width, height)  # the edge-map frame runs at the photo's aspect ratio too
     assert np.array_equal(helpers.data_url_pixels(value_off["src"]), _served(expected.image))
     assert "strength" not in value_off["readout"] and "edge map" in value_off["readout"]
@@ -185,7 +185,7 @@ def test_a_photo_s_frames_say_when_canny_stands_in_for_hed(monkeypatch):
     monkeypatch.setattr(conditioning, "_load_hed", lambda: (_ for _ in ()).throw(OSError("offline")))
     monkeypatch.setattr(conditioning, "_detectors", {})
     engine = Engine(replace(load_pipeline("preview", device="cpu"), model_name="/weights/sprint"))
-    engine.use_resolution_binning = False  # the preview's transformer has no aspect bins
+    engine.renderer.use_resolution_binning = False  # the preview's transformer has no aspect bins
     handlers = Handlers(engine)
     with Image.open(PHOTO) as image:
         photo = image.convert("RGB")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import support
 import torch
 
 from sprint_demo import settings
@@ -36,11 +37,11 @@ def engines():
 
 def test_fp16_is_for_the_transformer_and_the_controlnet_only(engines):
     fp16, _ = engines
-    pipe = fp16.pipe
+    pipe = fp16.renderer.pipe
     assert pipe.transformer.dtype == pipe.controlnet.dtype == torch.float16
     assert pipe.text_encoder.dtype == torch.bfloat16  # diffusers' docs: must stay bf16
     assert pipe.vae.dtype == torch.bfloat16  # bf16 or fp32: bf16, as in the default (bf16) GPU run
-    assert fp16.tiny.dtype == pipe.vae.dtype
+    assert fp16.renderer.tiny.dtype == pipe.vae.dtype
     assert (settings.FP16_TEXT_ENCODER_DTYPE, settings.FP16_VAE_DTYPE) == ("bfloat16", "bfloat16")
 
 
@@ -61,7 +62,7 @@ def test_each_stage_hands_the_next_component_its_own_dtype(engines):
     latents (float32) enter the transformer in fp16; control and picture pixels enter the VAE's encoder in bf16 and
     their latents the ControlNet as the VAE made them (it casts them); denoised latents enter the decoders in bf16."""
     fp16, _ = engines
-    pipe = fp16.pipe
+    pipe = fp16.renderer.pipe
     seen: dict[str, set] = {}
 
     def record(name, index=0):
@@ -84,14 +85,14 @@ def test_each_stage_hands_the_next_component_its_own_dtype(engines):
         pipe.controlnet.register_forward_pre_hook(record("controlnet control latents", 1), with_kwargs=True),
         pipe.vae.encoder.register_forward_pre_hook(record("vae encoder in"), with_kwargs=True),
         pipe.vae.decoder.register_forward_pre_hook(record("vae decoder in"), with_kwargs=True),
-        fp16.tiny.decoder.register_forward_pre_hook(record("tiny decoder in"), with_kwargs=True),
+        fp16.renderer.tiny.decoder.register_forward_pre_hook(record("tiny decoder in"), with_kwargs=True),
     ]
     try:
         sketch = stroke_sketch(SIZE, 3)
         fp16.clear_caches()
-        fp16.sketch_to_image(sketch, "a lantern", seed=1)
-        fp16.sketch_to_image(sketch, "a lantern", seed=1, decoder="tiny")
-        fp16.image_to_image(sketch, "a lantern", seed=1)
+        support.sketch_frame(fp16, sketch, "a lantern", seed=1)
+        support.sketch_frame(fp16, sketch, "a lantern", seed=1, decoder="tiny")
+        support.image_frame(fp16, sketch, "a lantern", seed=1)
     finally:
         for hook in hooks:
             hook.remove()
@@ -110,15 +111,16 @@ def test_fp16_frames_are_finite_and_the_float32_frames_within_the_measured_bound
 
     def frame(engine, prompt="a cat"):
         if kind == "sketch":
-            return engine.sketch_to_image(sketch, prompt, seed=3)
+            return support.sketch_frame(engine, sketch, prompt, seed=3)
         if kind == "image":
-            return engine.image_to_image(sketch, prompt, seed=3)
-        return engine.text_to_image(prompt, seed=3)
+            return support.image_frame(engine, sketch, prompt, seed=3)
+        return support.text_frame(engine, prompt, seed=3)
 
     half, full, other_prompt = (np.asarray(f.image, dtype=np.int16)
                                 for f in (frame(fp16), frame(fp32), frame(fp32, prompt="a dog")))
     assert half.std() > 5  # a picture, not a constant (a NaN anywhere decodes to one colour)
     assert np.abs(half - full).mean() < FP16_MEAN_LEVELS < np.abs(other_prompt - full).mean()
-    latents = fp16.pipe(prompt="a cat", height=SIZE, width=SIZE, output_type="latent", use_resolution_binning=False,
-                        complex_human_instruction=None, generator=torch.Generator().manual_seed(3)).images
+    latents = fp16.renderer.pipe(prompt="a cat", height=SIZE, width=SIZE, output_type="latent",
+                                 use_resolution_binning=False, complex_human_instruction=None,
+                                 generator=torch.Generator().manual_seed(3)).images
     assert torch.isfinite(latents).all() and latents.dtype == torch.float32

@@ -8,7 +8,7 @@ Deliberate deviations, each written beside its setting:
 * drafts (frames while the pen moves) and camera frames run 1 step, not the authors' 2: shown for a moment, they
   must keep up (``settings.DRAFT_STEPS``, ``CAMERA_STEPS``); every frame a user keeps runs 2;
 * the preview model (tiny random weights on a CPU) runs at 512 px without resolution binning: it has no trained
-  aspect ratios to respect (``Engine.use_resolution_binning``);
+  aspect ratios to respect (``Renderer.use_resolution_binning``);
 * DC-AE-Lite is not the full lane's decoder by default (``settings.VAE_LITE``): NVlabs' own Sprint 0.6B config and
   the diffusers folder decode with DC-AE 1.1, and NVlabs publishes DC-AE-Lite as a faster option beside it.
 """
@@ -187,9 +187,10 @@ def test_real_weights_run_with_resolution_binning_at_1024_and_the_preview_withou
     real = Engine(LoadedPipeline(pipe=preview.pipe, model_name=settings.SPRINT_MODEL_ID, controlnet_report=None))
     own = Engine(preview)
     try:
-        assert real.use_resolution_binning and real.size == settings.DEFAULT_SIZE == NVLABS["model.image_size"]
-        assert not own.use_resolution_binning and own.size == settings.PREVIEW_SIZE
-        assert real.pipe.resolution(720, 1280, real.use_resolution_binning) == (768, 1344)  # the 16:9 bin
+        binning = real.renderer.use_resolution_binning
+        assert binning and real.size == settings.DEFAULT_SIZE == NVLABS["model.image_size"]
+        assert not own.renderer.use_resolution_binning and own.size == settings.PREVIEW_SIZE
+        assert real.renderer.pipe.resolution(720, 1280, binning) == (768, 1344)  # the 16:9 bin
     finally:
         real.close()
         own.close()

@@ -78,8 +78,8 @@ def test_a_draft_is_the_engine_s_one_step_frame(engine):
     values = dict(zip(SKETCH_INPUTS, ["a boat", 4, 7, settings.DEFAULT_GUIDANCE, 1.0, 2]))  # the control says 4
     answer = draft({"png": png_data_url(sketch), "inputs": values, "seq": 1, "tab": "one-step"})
     decoder = settings.DRAFT_DECODER if engine.has_tiny_decoder else "full"
-    one_step = engine.sketch_to_image(sketch, "a boat", steps=1, seed=7, decoder=decoder).image
-    four_steps = engine.sketch_to_image(sketch, "a boat", steps=4, seed=7, decoder=decoder).image
+    one_step = support.sketch_frame(engine, sketch, "a boat", steps=1, seed=7, decoder=decoder).image
+    four_steps = support.sketch_frame(engine, sketch, "a boat", steps=4, seed=7, decoder=decoder).image
     jpeg = np.asarray(Image.open(io.BytesIO(encode_jpeg(one_step, settings.DRAFT_JPEG_QUALITY))))
     shown = helpers.data_url_pixels(answer["src"])
     assert np.array_equal(shown, jpeg.astype(np.int16))
@@ -96,9 +96,9 @@ def test_the_queue_s_final_runs_the_steps_control_s_value(engine):
 
 def test_the_engine_s_own_defaults_are_the_finals(engine):
     with steps_run(engine) as seen:
-        engine.text_to_image("a kite", width=256, height=256)
-        engine.sketch_to_image(None, "a kite")
-        engine.image_to_image(Image.new("RGB", (256, 256), "grey"), "a kite")
+        support.text_frame(engine, "a kite", width=256, height=256)
+        support.sketch_frame(engine, None, "a kite")
+        support.image_frame(engine, Image.new("RGB", (256, 256), "grey"), "a kite")
     assert seen == [settings.DEFAULT_STEPS] * 3
 
 

@@ -220,7 +220,7 @@ def test_the_trainer_encodes_captions_as_the_app_does():
     engine = load_engine("preview", device="cpu", warmup=False)
     try:
         for row, caption in enumerate(captions):
-            app_embeds, app_mask, _ = engine._prompt_embeddings(caption)
+            app_embeds, app_mask, _ = engine.renderer.prompt_embeddings(caption)
             assert torch.equal(embeds[row : row + 1], app_embeds) and torch.equal(mask[row : row + 1], app_mask)
             full, full_mask = pipe.encode_prompt(caption, device="cpu",
                                                  complex_human_instruction=COMPLEX_HUMAN_INSTRUCTION)

@@ -1,10 +1,15 @@
 """SANA-Sprint's step-adaptive sampler with optional HED ControlNet control, text-to-image and image-to-image.
 
 ``SanaSprintControlNetPipeline`` is ``diffusers.SanaSprintPipeline`` (prompt encoding, latents: inherited) with the
-frame split into stages that callers may run, time and cache one by one, and a ``__call__`` that runs them in
-order. ``SanaSprintControlNetImg2ImgPipeline`` (diffusers' name for image-to-image with a ControlNet) is the same
-pipeline with the ``__call__`` of diffusers' ``SanaSprintImg2ImgPipeline``: its start latent is the input image's,
-noised to the first timestep, and its steps are the same stages (one denoising loop for both):
+frame split into stages that callers may run, time and cache one by one. ``SanaSprintControlNetImg2ImgPipeline``
+(diffusers' name for image-to-image with a ControlNet) is the same pipeline with the ``__call__`` signature and
+input checks of diffusers' ``SanaSprintImg2ImgPipeline``. The two differ only in where sampling starts: one stage,
+``prepare_start``, starts from noise, or, given an image-to-image ``strength``, from the image's latent noised to the
+first timestep (one pipeline object serves both kinds of frame in the app).
+
+The sampling order is written once, in ``sample`` (start, denoise, decode); both ``__call__``s run it after encoding
+the prompt and the control image (``_generate``), and the app's renderer (``sprint_demo.renderer``) runs it on
+prompt embeddings and latents it cached:
 
 =============================  ========================================================================
 ``encode_prompt``              prompt -> (embeddings, mask) (inherited; ``prompt_encoder``: the same with the
@@ -16,8 +21,10 @@ noised to the first timestep, and its steps are the same stages (one denoising l
 ``prepare_initial_latents``    text-to-image: generator -> noise latents, already scaled by ``sigma_data``
 ``prepare_image_latents``      image-to-image: input image -> scaled image latent (a VAE encode)
 ``noise_image_latents``        image-to-image: image latent -> TrigFlow latents at the start time
+``prepare_start``              (timesteps, start latents): the two above, or ``prepare_initial_latents``
 ``denoise``                    the SCM loop, ControlNet residuals added when control latents are given
 ``decode_latents``             latents -> images, cropped back to the requested size when binning moved it
+``sample``                     ``prepare_start``, ``denoise``, ``decode_latents``, in that order
 =============================  ========================================================================
 
 ``continuous_strength_timesteps`` is the continuous image-to-image strength: a custom schedule that starts at
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -385,6 +393,90 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
             image = self.image_processor.resize_and_crop_tensor(image, width, height)  # no-op at the same size
         return self.image_processor.postprocess(image, output_type=output_type)
 
+    def prepare_start(
+        self,
+        num_inference_steps: int,
+        batch_size: int,
+        height: int,
+        width: int,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        timesteps: list[float] | None = None,
+        max_timesteps: float | None = MAX_TIMESTEPS,
+        intermediate_timesteps: float | None = TWO_STEP_INTERMEDIATE_TIMESTEPS,
+        image: PipelineImageInput | None = None,
+        strength: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(timesteps, start latents): where sampling starts, the one stage in which text-to-image and
+        image-to-image differ.
+
+        Text-to-image (``strength`` None): the step-adaptive schedule (``prepare_timesteps``) and noise
+        (``prepare_initial_latents``; given ``latents`` times ``sigma_data``). Image-to-image (``strength`` given):
+        custom ``timesteps`` run as given, else the schedule cut by ``strength`` (``strength_timesteps``); the
+        image's latent (``prepare_image_latents``: an image, or a latent tensor taken as it is) noised to the first
+        timestep (``noise_image_latents``); given ``latents`` are the start as they are (already noised)."""
+        custom = timesteps is not None
+        timesteps = self.prepare_timesteps(num_inference_steps, timesteps, max_timesteps, intermediate_timesteps)
+        if strength is None:
+            return timesteps, self.prepare_initial_latents(batch_size, height, width, generator, latents)
+        if not custom:
+            timesteps = self.strength_timesteps(timesteps, strength)
+        if latents is not None:
+            return timesteps, latents.to(device=self._execution_device, dtype=torch.float32)
+        image_latents = self.prepare_image_latents(image, height, width, batch_size)
+        return timesteps, self.noise_image_latents(image_latents, timesteps[:1], generator)
+
+    def sample(
+        self,
+        prompt_embeds: torch.Tensor,
+        prompt_attention_mask: torch.Tensor,
+        height: int,
+        width: int,
+        num_inference_steps: int,
+        guidance_scale: float | torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        *,
+        timesteps: list[float] | None = None,
+        max_timesteps: float | None = MAX_TIMESTEPS,
+        intermediate_timesteps: float | None = TWO_STEP_INTERMEDIATE_TIMESTEPS,
+        latents: torch.Tensor | None = None,
+        image: PipelineImageInput | None = None,
+        strength: float | None = None,
+        control_latents: torch.Tensor | None = None,
+        controlnet_conditioning_scale: float | torch.Tensor = 1.0,
+        output_size: tuple[int, int] | None = None,
+        output_type: str | None = "pil",
+        vae=None,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = (),
+        stage: Callable[[str], AbstractContextManager] = lambda _name: nullcontext(),
+    ) -> Any:
+        """The sampling order, written once: start (``prepare_start``), ``denoise``, ``decode_latents``. Both
+        ``__call__``s run it after encoding the prompt and the control image; the app's renderer runs it on
+        embeddings and latents it cached (``sprint_demo.renderer``).
+
+        One row per ``prompt_embeds`` row; (``height``, ``width``) is the size the model runs at (``resolution``),
+        ``output_size`` (height, width) the size the images are cropped back to. ``image`` / ``strength``: an
+        image-to-image start (``prepare_start``). ``stage(name)``: a context manager around "denoise" and
+        "decode" (the renderer times them and stops superseded frames there). Returns what ``decode_latents``
+        returns, or the latents for ``output_type="latent"``."""
+        timesteps, latents = self.prepare_start(
+            num_inference_steps, prompt_embeds.shape[0], height, width, generator, latents, timesteps, max_timesteps,
+            intermediate_timesteps, image, strength,
+        )
+        with stage("denoise"):
+            latents = self.denoise(
+                latents, prompt_embeds, prompt_attention_mask, timesteps, guidance_scale,
+                control_latents=control_latents, controlnet_conditioning_scale=controlnet_conditioning_scale,
+                generator=generator, attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            )
+        if output_type == "latent":
+            return latents
+        with stage("decode"):
+            return self.decode_latents(latents, *(output_size or (None, None)), output_type=output_type, vae=vae)
+
     # --- checks ---------------------------------------------------------------------------------------------
 
     def check_inputs(
@@ -420,35 +512,74 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         # the rest (timesteps, max/intermediate timesteps, callback names, prompt embeds) as diffusers checks them
         super().check_inputs(prompt, height, width, num_inference_steps, *diffusers_args, **diffusers_kwargs)
 
-    def _start_call(
+    # --- generation -----------------------------------------------------------------------------------------
+
+    def _generate(
         self,
+        *,
         prompt: str | list[str] | None,
+        num_inference_steps: int,
+        timesteps: list[float] | None,
+        max_timesteps: float | None,
+        intermediate_timesteps: float | None,
+        guidance_scale: float,
         num_images_per_prompt: int,
+        height: int,
+        width: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
         prompt_embeds: torch.Tensor | None,
         prompt_attention_mask: torch.Tensor | None,
-        guidance_scale: float,
+        output_type: str | None,
+        return_dict: bool,
+        clean_caption: bool,
+        use_resolution_binning: bool,
         attention_kwargs: dict[str, Any] | None,
-        **encode_options: Any,
-    ) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """Steps 2-3 of both ``__call__``s: the call's state (diffusers' ``guidance_scale``, ``attention_kwargs`` and
-        ``interrupt`` properties read it), the batch size, and ``encode_prompt`` with the LoRA scale of
-        ``attention_kwargs``. Returns (batch_size, prompt_embeds, prompt_attention_mask)."""
-        self._guidance_scale = guidance_scale
-        self._attention_kwargs = attention_kwargs
-        self._interrupt = False
-        batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
-        prompt_embeds, prompt_attention_mask = self.encode_prompt(
-            prompt,
-            num_images_per_prompt=num_images_per_prompt,
-            device=self._execution_device,
-            prompt_embeds=prompt_embeds,
-            prompt_attention_mask=prompt_attention_mask,
-            lora_scale=attention_kwargs.get("scale") if attention_kwargs is not None else None,
-            **encode_options,
+        callback_on_step_end: Callable | None,
+        callback_on_step_end_tensor_inputs: list[str],
+        max_sequence_length: int,
+        complex_human_instruction: Sequence[str] | None,
+        control_image: ControlImage | None,
+        control_latents: torch.Tensor | None,
+        controlnet_conditioning_scale: float,
+        **image_inputs: Any,
+    ) -> SanaPipelineOutput | tuple:
+        """Both ``__call__``s: check, encode the prompt and the control image, then ``sample``. ``image_inputs``:
+        image-to-image's ``image`` and ``strength`` (none for text-to-image), passed to ``check_inputs`` and to the
+        start stage (``prepare_start``)."""
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs  # as in diffusers
+        intermediate_timesteps = _step_adaptive(num_inference_steps, intermediate_timesteps)
+        run_height, run_width = self.resolution(height, width, use_resolution_binning)
+        self.check_inputs(
+            prompt=prompt, height=run_height, width=run_width, num_inference_steps=num_inference_steps,
+            timesteps=timesteps, max_timesteps=max_timesteps, intermediate_timesteps=intermediate_timesteps,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, prompt_embeds=prompt_embeds,
+            prompt_attention_mask=prompt_attention_mask, guidance_scale=guidance_scale, control_image=control_image,
+            control_latents=control_latents, controlnet_conditioning_scale=controlnet_conditioning_scale,
+            **({"latents": latents} | image_inputs if image_inputs else {}),
         )
-        return batch_size, prompt_embeds, prompt_attention_mask
-
-    # --- generation -----------------------------------------------------------------------------------------
+        # The call's state: diffusers' guidance_scale, attention_kwargs and interrupt properties read it.
+        self._guidance_scale, self._attention_kwargs, self._interrupt = guidance_scale, attention_kwargs, False
+        prompt_embeds, prompt_attention_mask = self.encode_prompt(
+            prompt, num_images_per_prompt=num_images_per_prompt, device=self._execution_device,
+            prompt_embeds=prompt_embeds, prompt_attention_mask=prompt_attention_mask, clean_caption=clean_caption,
+            max_sequence_length=max_sequence_length, complex_human_instruction=complex_human_instruction,
+            lora_scale=attention_kwargs.get("scale") if attention_kwargs is not None else None,
+        )
+        if control_image is not None:  # else control_latents as given (None: no control)
+            control_latents = self.prepare_control_latents(control_image, run_height, run_width,
+                                                           prompt_embeds.shape[0])
+        images = self.sample(
+            prompt_embeds, prompt_attention_mask, run_height, run_width, num_inference_steps, guidance_scale,
+            generator, timesteps=timesteps, max_timesteps=max_timesteps, intermediate_timesteps=intermediate_timesteps,
+            latents=latents, control_latents=control_latents,
+            controlnet_conditioning_scale=controlnet_conditioning_scale, output_size=(height, width),
+            output_type=output_type, attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **image_inputs,
+        )
+        self.maybe_free_model_hooks()
+        return SanaPipelineOutput(images=images) if return_dict else (images,)
 
     @torch.no_grad()
     def __call__(
@@ -489,76 +620,12 @@ class SanaSprintControlNetPipeline(SanaSprintPipeline):
         to every prompt; None encodes the prompt alone. Custom ``timesteps`` (``num_inference_steps + 1`` values,
         with ``max_timesteps=None``) work here, where SanaSprintPipeline raises a TypeError. ``eta`` is accepted for
         diffusers' signature; the SCM scheduler takes none."""
-        # 1. Check inputs; the size the model runs at.
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs  # as in diffusers
-        intermediate_timesteps = _step_adaptive(num_inference_steps, intermediate_timesteps)
-        orig_height, orig_width = height, width
-        height, width = self.resolution(height, width, use_resolution_binning)
-        self.check_inputs(
-            prompt,
-            height,
-            width,
-            num_inference_steps,
-            timesteps,
-            max_timesteps,
-            intermediate_timesteps,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            prompt_embeds=prompt_embeds,
-            prompt_attention_mask=prompt_attention_mask,
-            guidance_scale=guidance_scale,
-            control_image=control_image,
-            control_latents=control_latents,
-            controlnet_conditioning_scale=controlnet_conditioning_scale,
-        )
-        # 2-3. The call's state, the batch size and the prompt embeddings (skipped by callers that pass them).
-        batch_size, prompt_embeds, prompt_attention_mask = self._start_call(
-            prompt, num_images_per_prompt, prompt_embeds, prompt_attention_mask, guidance_scale, attention_kwargs,
-            clean_caption=clean_caption, max_sequence_length=max_sequence_length,
-            complex_human_instruction=complex_human_instruction,
-        )
-
-        # 4. Timesteps.
-        timesteps = self.prepare_timesteps(num_inference_steps, timesteps, max_timesteps, intermediate_timesteps)
-
-        # 5. Initial latents: randn * sigma_data.
-        total = batch_size * num_images_per_prompt
-        latents = self.prepare_initial_latents(total, height, width, generator, latents)
-
-        # 6. Control latents (skipped by callers that pass control_latents).
-        if control_image is not None:
-            control_latents = self.prepare_control_latents(control_image, height, width, total)
-
-        # 7. Denoising loop.
-        latents = self.denoise(
-            latents,
-            prompt_embeds,
-            prompt_attention_mask,
-            timesteps,
-            guidance_scale,
-            control_latents=control_latents,
-            controlnet_conditioning_scale=controlnet_conditioning_scale,
-            generator=generator,
-            attention_kwargs=attention_kwargs,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-        )
-
-        # 8. Decode, cropped back to the requested size.
-        return self._output(latents, orig_height, orig_width, output_type, return_dict)
-
-    def _output(self, latents: torch.Tensor, height: int, width: int, output_type: str, return_dict: bool):
-        """The last step of both ``__call__``s: decoded images (or the latents), offload hooks released."""
-        image = latents if output_type == "latent" else self.decode_latents(latents, height, width, output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (image,)
-        return SanaPipelineOutput(images=image)
+        return self._generate(**_call_arguments(locals()))
 
 
 class SanaSprintControlNetImg2ImgPipeline(SanaSprintControlNetPipeline):
-    """Image-to-image: SanaSprintImg2ImgPipeline's call over the text-to-image pipeline's stages (same components,
-    the same optional ``controlnet``)."""
+    """Image-to-image: SanaSprintImg2ImgPipeline's signature and checks over the same stages and ``sample`` (same
+    components, the same optional ``controlnet``); its ``image`` and ``strength`` reach ``prepare_start``."""
 
     def check_inputs(
         self,
@@ -624,73 +691,7 @@ class SanaSprintControlNetImg2ImgPipeline(SanaSprintControlNetPipeline):
         noised; no image is encoded). Defaults as the text-to-image pipeline's: step-adaptive
         ``intermediate_timesteps``, ``complex_human_instruction`` the trained instruction. ``eta`` is accepted for
         diffusers' signature; the SCM scheduler takes none."""
-        # 1. Check inputs; the size the model runs at.
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs  # as in diffusers
-        intermediate_timesteps = _step_adaptive(num_inference_steps, intermediate_timesteps)
-        orig_height, orig_width = height, width
-        height, width = self.resolution(height, width, use_resolution_binning)
-        self.check_inputs(
-            prompt,
-            strength,
-            height,
-            width,
-            num_inference_steps,
-            timesteps,
-            max_timesteps,
-            intermediate_timesteps,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            prompt_embeds=prompt_embeds,
-            prompt_attention_mask=prompt_attention_mask,
-            image=image,
-            latents=latents,
-            guidance_scale=guidance_scale,
-            control_image=control_image,
-            control_latents=control_latents,
-            controlnet_conditioning_scale=controlnet_conditioning_scale,
-        )
-        # 2-3. The call's state, the batch size and the prompt embeddings (skipped by callers that pass them).
-        batch_size, prompt_embeds, prompt_attention_mask = self._start_call(
-            prompt, num_images_per_prompt, prompt_embeds, prompt_attention_mask, guidance_scale, attention_kwargs,
-            clean_caption=clean_caption, max_sequence_length=max_sequence_length,
-            complex_human_instruction=complex_human_instruction,
-        )
-
-        # 4. Timesteps: custom ones as given, else the schedule cut by strength.
-        custom = timesteps is not None
-        timesteps = self.prepare_timesteps(num_inference_steps, timesteps, max_timesteps, intermediate_timesteps)
-        if not custom:
-            timesteps = self.strength_timesteps(timesteps, strength)
-
-        # 5. Initial latents: the image latent noised to the first timestep (given latents as they are).
-        total = batch_size * num_images_per_prompt
-        if latents is None:
-            image_latents = self.prepare_image_latents(image, height, width, total)
-            latents = self.noise_image_latents(image_latents, timesteps[:1], generator)
-        else:
-            latents = latents.to(device=self._execution_device, dtype=torch.float32)
-
-        # 6. Control latents (skipped by callers that pass control_latents).
-        if control_image is not None:
-            control_latents = self.prepare_control_latents(control_image, height, width, total)
-
-        # 7. Denoising loop.
-        latents = self.denoise(
-            latents,
-            prompt_embeds,
-            prompt_attention_mask,
-            timesteps,
-            guidance_scale,
-            control_latents=control_latents,
-            controlnet_conditioning_scale=controlnet_conditioning_scale,
-            generator=generator,
-            attention_kwargs=attention_kwargs,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-        )
-
-        # 8. Decode, cropped back to the requested size.
-        return self._output(latents, orig_height, orig_width, output_type, return_dict)
+        return self._generate(**_call_arguments(locals()))
 
 
 def continuous_strength_timesteps(
@@ -726,6 +727,12 @@ def _encode(vae, pixels: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> the scaled latent; ``encode(x, return_dict=False)[0]`` is the latent for both
     AutoencoderDC and AutoencoderTiny."""
     return vae.encode(pixels, return_dict=False)[0] * vae.config.scaling_factor
+
+
+def _call_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A ``__call__``'s ``locals()`` as ``_generate``'s keyword arguments: without ``self``, and without ``eta``, which
+    diffusers' signature has and the SCM scheduler takes none of."""
+    return {name: value for name, value in arguments.items() if name not in ("self", "eta")}
 
 
 def _step_adaptive(num_inference_steps: int, intermediate_timesteps: float | None) -> float | None:

@@ -39,7 +39,6 @@ import hashlib
 import itertools
 import logging
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -60,7 +59,6 @@ _PUBLISHED_GIT_BLOBS = {
     PUBLISHED_ENCODER_URL: "7e6354ea9e818c2fe56d3e80070a9e5e8a37be2f",
     PUBLISHED_DECODER_URL: "aa645f9d0a0a1c6b5ed1fc5b446e764af4843a9f",
 }
-DOWNLOAD_TIMEOUT_S = 30.0  # a download gives up after this long without a byte (connect or read)
 RANDOM_SEED = 0  # the random variants' weights: fixed, so every run sees the same model
 
 
@@ -211,11 +209,10 @@ class TinyAutoencoder(ModelMixin, ConfigMixin):
         decoder: str | Path | None = PUBLISHED_DECODER_URL,
         *,
         cache_dir: str | Path | None = None,
-        progress: bool = True,
     ) -> TinyAutoencoder:
         """The published TAESANA halves (the defaults: their URLs), or local paths / other URLs. A URL is
-        downloaded once, with a progress bar, into ``cache_dir`` (default: torch.hub's ``<hub dir>/checkpoints``)
-        and read from there afterwards (found by file name, as torch.hub does). ``None`` leaves that half out.
+        downloaded once into ``cache_dir`` (default: torch.hub's ``<hub dir>/checkpoints``) and read from there
+        afterwards (found by file name, as torch.hub does): ``resolve_weights_file``. ``None`` leaves that half out.
         Weights load with ``strict=True`` into float32 modules on the CPU (``.to()`` moves them). Raises
         ``TinyAutoencoderLoadError``."""
         if encoder is None and decoder is None:
@@ -225,7 +222,7 @@ class TinyAutoencoder(ModelMixin, ConfigMixin):
             if source is None:
                 setattr(model, name, None)
                 continue
-            path = resolve_weights_file(source, cache_dir=cache_dir, progress=progress)
+            path = resolve_weights_file(source, cache_dir=cache_dir)
             try:
                 state_dict = torch.load(path, map_location="cpu", weights_only=True)
                 getattr(model, name).load_state_dict(state_dict, strict=True)
@@ -250,11 +247,11 @@ def default_cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def resolve_weights_file(source: str | Path, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """A local path as is; a URL (http, https or file) -> its copy in the cache folder, downloaded if absent."""
+def resolve_weights_file(source: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """A local path as is; an http(s) URL -> its copy in the cache folder, downloaded if absent (``_download``). A
+    published file must hash to its published git blob id."""
     text = str(source)
-    scheme = urllib.parse.urlparse(text).scheme
-    if scheme not in ("http", "https", "file"):
+    if urllib.parse.urlparse(text).scheme not in ("http", "https"):
         path = Path(text).expanduser()
         if not path.is_file():
             raise TinyAutoencoderLoadError(
@@ -270,10 +267,11 @@ def resolve_weights_file(source: str | Path, cache_dir: str | Path | None = None
     folder.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", text, destination)
     try:
-        _download(text, destination, progress)
-    except Exception as error:  # offline (URLError), HTTP errors, a stalled connection (timeout), a full disk...
+        _download(text, destination)
+    except Exception as error:  # offline, HTTP errors, a stalled connection (timeout), a full disk...
         raise TinyAutoencoderLoadError(
-            f"could not download the TAESANA weights {text!r} ({type(error).__name__}: {error}). Offline: download "
+            f"could not download the TAESANA weights {text!r} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). Offline: download "
             f"the file on a machine with network, copy it here and pass its path, or put it at {destination}."
         ) from error
     expected = _PUBLISHED_GIT_BLOBS.get(text)
@@ -284,22 +282,19 @@ def resolve_weights_file(source: str | Path, cache_dir: str | Path | None = None
     return destination
 
 
-def _download(url: str, destination: Path, progress: bool) -> None:
-    """``url`` -> ``destination``, through a temporary file renamed at the end (an interrupted download leaves no
-    partial file to be taken for the weights). Like ``torch.hub.download_url_to_file`` (the idea is adapted from
-    it), but every connect and read gives up after ``DOWNLOAD_TIMEOUT_S`` without data: torch.hub waits forever
-    on a connection that stalls, and a start-up must not."""
-    from tqdm import tqdm
+def _download(url: str, destination: Path) -> None:
+    """``url`` -> ``destination`` through huggingface_hub's downloader (``http_get``), into a temporary file renamed
+    at the end (an interrupted download leaves no partial file to be taken for the weights). The files are on
+    GitHub, not the Hub, so the Hub's own ``hf_hub_download`` does not apply; ``http_get`` brings its progress bar
+    (``HF_HUB_DISABLE_PROGRESS_BARS`` hides it), resumes a dropped connection a few times, and gives up on a
+    connection that sends nothing for ``HF_HUB_DOWNLOAD_TIMEOUT`` seconds (default 10) at each try: a start-up
+    never waits forever (torch.hub's downloader would)."""
+    from huggingface_hub.file_download import http_get
 
     partial = destination.with_name(destination.name + ".partial")
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(partial, "wb") as file:
-            total = response.headers.get("Content-Length")
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
-                      disable=not progress, desc=destination.name) as bar:
-                while chunk := response.read(1 << 16):
-                    file.write(chunk)
-                    bar.update(len(chunk))
+        with open(partial, "wb") as file:
+            http_get(url, file, displayed_filename=destination.name)
         partial.replace(destination)
     finally:
         partial.unlink(missing_ok=True)

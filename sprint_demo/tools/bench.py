@@ -7,7 +7,7 @@
 Modes:
   t2i              a new seed each frame, same prompt (the prompt cache is warm: text_encode ~ 0)
   controlnet       a new stroke on the canvas each frame: a full control-map encode every frame
-                   ("model time" = control_encode + denoise + decode is the figure the issue asks for)
+                   ("model time" = control_encode + denoise + decode: the ControlNet frame's model work)
   controlnet-warm  same canvas and prompt, a new seed each frame: text_encode and control_encode ~ 0
   img2img          a new painting on the canvas each frame (one more coloured stroke), redrawn at each
                    ``--strength`` (default ``settings.DEFAULT_STRENGTH``): a full image_encode every frame, as
@@ -64,6 +64,7 @@ Writes ``{"runs": [{"mode", "decoder", "steps", "height", "width", "device", "mo
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import platform
@@ -71,17 +72,20 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .. import inputs, settings
-from ..engine import STAGE_LABEL, STAGES, Engine, Frame, Priority, Superseded, load_engine
+from ..engine import Engine, Frame, FrameRequest, Priority, Superseded, load_engine
 from ..frames import DECODERS, DEFAULT_DECODER
 from ..inputs import InputError, check_strength
 from ..models.speedups import COMPILE_SCOPES, SpeedOptions
+from ..renderer import STAGE_LABEL, STAGES
 from ..sketches import stroke_painting, stroke_sketch
 
 IMG2IMG_MODE = "img2img"  # image-to-image: a new painting each frame (the Paint tab)
@@ -97,22 +101,38 @@ BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
 _new_strokes = itertools.count(3)  # every "controlnet" / "img2img" frame of the run draws a canvas no earlier had
 
 
+def timed_render(engine: Engine, build: Callable[[], FrameRequest], **render: Any) -> Frame:
+    """``engine.render`` of the request ``build()`` makes from raw values (``sprint_demo.inputs``, as the app's
+    handlers build it), building it timed as the frame's "input_prep" stage."""
+    began = time.perf_counter()
+    request = build()
+    return engine.render(request, prep_ms=(time.perf_counter() - began) * 1000, **render)
+
+
+def sketch_frame(engine: Engine, sketch: Image.Image, prompt: str, steps: int, seed: int, decoder: str) -> Frame:
+    """A sketch's frame at the app's default guidance, control strength and line thickness."""
+    return timed_render(engine, functools.partial(
+        inputs.sketch_request, sketch, prompt, steps, seed, settings.DEFAULT_GUIDANCE,
+        settings.DEFAULT_CONTROL_STRENGTH, settings.DEFAULT_THICKNESS, (engine.size, engine.size), decoder=decoder))
+
+
 def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int, decoder: str = DEFAULT_DECODER,
              strength: float = settings.DEFAULT_STRENGTH) -> dict:
     """``repeat`` timed frames of one case (``strength``: img2img's); medians and p90s of their stages."""
     frames = []
     for i in range(repeat + 1):  # the first frame of a case warms caches and allocator pools: not counted
         if mode == "t2i":
-            frame = engine.text_to_image(BENCH_PROMPT, steps=steps, seed=1000 + i, width=size, height=size,
-                                         decoder=decoder)
+            frame = engine.render(inputs.text_request(BENCH_PROMPT, steps, 1000 + i, settings.DEFAULT_GUIDANCE, size,
+                                                      size, decoder))
         elif mode == IMG2IMG_MODE:
-            frame = engine.image_to_image(stroke_painting(engine.size, next(_new_strokes)), BENCH_PROMPT,
-                                          strength=strength, steps=steps, seed=7, decoder=decoder)
+            painting = stroke_painting(engine.size, next(_new_strokes))
+            frame = timed_render(engine, functools.partial(
+                inputs.image_request, painting, BENCH_PROMPT, strength, steps, 7, settings.DEFAULT_GUIDANCE,
+                engine.size, decoder))
         else:
             strokes = next(_new_strokes) if mode == "controlnet" else 2
             seed = 1000 + i if mode == "controlnet-warm" else 7
-            frame = engine.sketch_to_image(stroke_sketch(engine.size, strokes), BENCH_PROMPT, steps=steps,
-                                           seed=seed, decoder=decoder)
+            frame = sketch_frame(engine, stroke_sketch(engine.size, strokes), BENCH_PROMPT, steps, seed, decoder)
         if i:
             frames.append(frame.timings_ms)
     stages = {stage: round(statistics.median(f[stage] for f in frames), 2) for stage in STAGES}
@@ -141,10 +161,9 @@ def user_frame(engine: Engine, user: int, frame: int, steps: int, decoder: str) 
     prompt = f"{BENCH_PROMPT}, user {user}"
     seed = 10_000 * (user + 1) + frame
     if user % 2:
-        return engine.text_to_image(prompt, steps=steps, seed=seed, width=engine.size, height=engine.size,
-                                    decoder=decoder)
-    return engine.sketch_to_image(stroke_sketch(engine.size, 3 + user % 4), prompt, steps=steps, seed=seed,
-                                  decoder=decoder)
+        return engine.render(inputs.text_request(prompt, steps, seed, settings.DEFAULT_GUIDANCE, engine.size,
+                                                 engine.size, decoder))
+    return sketch_frame(engine, stroke_sketch(engine.size, 3 + user % 4), prompt, steps, seed, decoder)
 
 
 def camera_size() -> tuple[int, int]:
@@ -271,9 +290,6 @@ def format_users(runs: list[dict]) -> str:
 def run_idle(engine: Engine, idle_s: float, steps: int, decoder: str) -> dict:
     """The first ControlNet frame after ``idle_s`` idle seconds, made on the model thread, then (after as long again)
     the same kind of frame run in a thread started for it, bypassing the model thread: milliseconds of each."""
-    from ..batcher import Ticket
-    from ..engine import batch_key
-
     def request(seed: int):
         return inputs.sketch_request(stroke_sketch(engine.size, 3 + seed % 5), BENCH_PROMPT, steps, seed,
                                      settings.DEFAULT_GUIDANCE, settings.DEFAULT_CONTROL_STRENGTH,
@@ -286,16 +302,20 @@ def run_idle(engine: Engine, idle_s: float, steps: int, decoder: str) -> dict:
     engine.render(request(101))
     result["model_thread_ms"] = round((time.perf_counter() - began) * 1000, 1)
     time.sleep(idle_s)
-    again = request(102)
-    ticket = Ticket((again, 0.0), batch_key(again))
-    thread = threading.Thread(target=engine._run, args=([ticket],))
+    again, errors = request(102), []
+
+    def fresh_thread() -> None:
+        try:
+            engine.renderer.render([again], [0.0])
+        except Exception as error:  # noqa: BLE001 - reported in the result
+            errors.append(f"{type(error).__name__}: {error}"[:300])
+
+    thread = threading.Thread(target=fresh_thread)
     began = time.perf_counter()
     thread.start()
     thread.join()
     result["fresh_thread_ms"] = round((time.perf_counter() - began) * 1000, 1)
-    if ticket.error is not None:
-        result["error"] = f"{type(ticket.error).__name__}: {ticket.error}"[:300]
-    return result
+    return result | ({"error": errors[0]} if errors else {})
 
 
 def compiled_vs_eager(engine: Engine) -> dict:
@@ -306,11 +326,11 @@ def compiled_vs_eager(engine: Engine) -> dict:
     pixels = []
     for eager in (False, True):
         engine.clear_caches()  # a full frame both times: prompt, control encode, denoise, decode
-        engine.eager = eager
+        engine.renderer.eager = eager
         try:
-            frame = engine.sketch_to_image(sketch, BENCH_PROMPT, steps=1, seed=3)
+            frame = sketch_frame(engine, sketch, BENCH_PROMPT, 1, 3, DEFAULT_DECODER)
         finally:
-            engine.eager = False
+            engine.renderer.eager = False
         pixels.append(np.asarray(frame.image, dtype=np.int16))
     difference = np.abs(pixels[0] - pixels[1])
     return {"max_levels": int(difference.max()), "mean_levels": round(float(difference.mean()), 3)}
@@ -325,7 +345,7 @@ def profile_case(engine: Engine, mode: str, steps: int, frames: int = 3, decoder
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    cuda = engine.device.type == "cuda"
+    cuda = engine.renderer.torch_device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     def profiled() -> profile:  # on the model thread: the profiler records the thread it was started in
         with profile(activities=activities) as prof:
@@ -362,7 +382,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def device_name(engine: Engine) -> str:
-    device = engine.device
+    device = engine.renderer.torch_device
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
@@ -495,8 +515,8 @@ def run_users_cases(engine: Engine, args: argparse.Namespace) -> int:
             print(format_users(runs[-1:]).splitlines()[-1], flush=True)
     print(format_users(runs))
     if args.json:
-        meta = {"speedups": engine.speed.describe(), "dtype": str(engine.pipe.transformer.dtype),
-                "torch": torch.__version__, "batch_window_ms": engine.batch_window_s * 1000}
+        meta = {"speedups": engine.speed.describe(), "dtype": str(engine.renderer.pipe.transformer.dtype),
+                "torch": torch.__version__, "batch_window_ms": engine.batcher.window_s * 1000}
         write_json(args.json, {"runs": runs, "meta": meta})
     return 0 if all("error" not in run for run in runs) else 1
 
@@ -526,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({engine.tiny_note})", file=sys.stderr)
         return 2
     warmup_s = engine.warmup()
-    print(f"# {engine.model_name} on {device_name(engine)}, dtype {engine.pipe.transformer.dtype}, "
+    print(f"# {engine.model_name} on {device_name(engine)}, dtype {engine.renderer.pipe.transformer.dtype}, "
           f"speed-ups: {engine.speed.describe()}; load {loaded_s:.1f} s, warm-up {warmup_s:.1f} s", flush=True)
     if args.mode in ([USERS_MODE], [CAMERA_MODE]):
         return run_users_cases(engine, args)
@@ -551,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         check = {"error": f"{type(error).__name__}: {error}"[:500]}
     print(f"# compiled vs eager, one ControlNet frame, uint8 levels: {check}")
     if args.json:
-        meta = {"speedups": engine.speed.describe(), "dtype": str(engine.pipe.transformer.dtype),
+        meta = {"speedups": engine.speed.describe(), "dtype": str(engine.renderer.pipe.transformer.dtype),
                 "load_s": round(loaded_s, 1), "warmup_s": round(warmup_s, 1), "torch": torch.__version__,
                 "compiled_vs_eager": check}
         write_json(args.json, {"runs": runs, "meta": meta})

@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from .. import settings
+from .. import inputs, settings
+from ..frames import FrameRequest, FrameSource
 from ..inputs import InputError
 from ..models.loading import ModelLoadError
 from ..web import messages
@@ -38,24 +39,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def frame_request(engine: FrameSource, args: argparse.Namespace) -> FrameRequest:
+    """The request of the command line's frame: a sketch's, a photo's edges' (the photo's edge map and frame at its
+    own aspect ratio, long side the engine's), or the prompt's alone."""
+    values = dict(prompt=args.prompt, steps=args.steps, seed=args.seed, guidance_scale=args.guidance)
+    if not (args.sketch or args.photo):
+        return inputs.text_request(**values, width=args.width or engine.size, height=args.height or engine.size)
+    source = inputs.decode_image((args.sketch or args.photo).read_bytes(), what="photo" if args.photo else "sketch")
+    control_map = engine.photo_to_control_map(source, args.thickness) if args.photo else None
+    size = control_map.size if control_map else (engine.size, engine.size)
+    return inputs.sketch_request(None if args.photo else source, **values, control_strength=args.strength,
+                                 thickness=args.thickness, size=size, control_map=control_map)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ..engine import load_engine  # after argument parsing: --help stays instant
 
     try:
         engine = load_engine(args.model, args.controlnet, args.device, args.dtype, warmup=False)
-        if args.sketch or args.photo:
-            source = (args.sketch or args.photo).read_bytes()
-            # a photo's edge map and frame at the photo's own aspect ratio (long side the engine's)
-            control_map = engine.photo_to_control_map(source, args.thickness) if args.photo else None
-            frame = engine.sketch_to_image(
-                None if args.photo else source, args.prompt, steps=args.steps, seed=args.seed,
-                guidance_scale=args.guidance, control_strength=args.strength, thickness=args.thickness,
-                control_map=control_map, size=control_map.size if control_map else None,
-            )
-        else:
-            frame = engine.text_to_image(args.prompt, steps=args.steps, seed=args.seed, guidance_scale=args.guidance,
-                                         width=args.width, height=args.height)
+        frame = engine.render(frame_request(engine, args))
     except (InputError, ModelLoadError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
