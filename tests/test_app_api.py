@@ -27,7 +27,8 @@ import support  # noqa: E402  (tests/support.py: live_app)
 from sprint_demo import settings  # noqa: E402
 from sprint_demo.sketches import png_data_url, stroke_sketch  # noqa: E402
 from sprint_demo.web.canvas import sketch_value  # noqa: E402
-from sprint_demo.web.handlers import encode_frame, format_latency  # noqa: E402
+from sprint_demo.web.handlers import encode_frame  # noqa: E402
+from sprint_demo.web.messages import readout  # noqa: E402
 from sprint_demo.web.ui import aspect_size  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +92,7 @@ def test_sketch_to_image_equals_the_engine_frame(client, live_app):
     served = _pixels(path)
     assert served.shape == (engine.size, engine.size, 3)
     assert "ms** total" in latency and "denoise" in latency
-    frame = engine.sketch_to_image(**args)
+    frame = support.sketch_frame(engine, **args)
     expected = _pixels(encode_frame(frame.image))
     assert np.array_equal(served, expected), np.abs(served.astype(int) - expected).max()
     # and the sketch matters: the same call without it is a different image
@@ -106,7 +107,7 @@ def test_text_to_image_has_the_requested_size(client, live_app):
                                    api_name="/text_to_image")
     served = _pixels(path)
     assert served.shape == (height, width, 3)
-    frame = engine.text_to_image("a lighthouse at dusk", seed=9, width=width, height=height)
+    frame = support.text_frame(engine, "a lighthouse at dusk", seed=9, width=width, height=height)
     assert np.array_equal(served, _pixels(encode_frame(frame.image)))
     assert "total" in latency
 
@@ -118,10 +119,10 @@ def test_the_tiny_decoder_through_the_api(client, live_app, api_name):
     _url, engine, _demo = live_app
     if api_name == "/sketch_to_image":
         args = [png_data_url(stroke_sketch(engine.size, 3)), "a kite", 1, 4, 4.5, 1.0, 2]
-        frame = engine.sketch_to_image(*args, decoder="tiny")
+        frame = support.sketch_frame(engine, *args, decoder="tiny")
     else:
         args = ["a kite", 1, 4, 4.5, 256, 256]
-        frame = engine.text_to_image(*args, decoder="tiny")
+        frame = support.text_frame(engine, *args, decoder="tiny")
     path, latency = client.predict(*args, "tiny", api_name=api_name)
     assert "decoder: tiny" in latency
     assert np.array_equal(_pixels(path), _pixels(encode_frame(frame.image)))
@@ -168,8 +169,8 @@ def test_aspect_sizes_are_valid_frame_sizes():
             assert abs(width / height - a / b) < 0.05
 
 
-def test_format_latency_lists_the_stages_the_frame_ran_and_every_notice():
-    class FakeFrame:  # only the fields format_latency reads
+def test_the_readout_lists_the_stages_the_frame_ran_and_every_notice():
+    class FakeFrame:  # only the fields the readout reads
         timings_ms = {"text_encode": 1.0, "input_prep": 2.0, "control_encode": 3.0, "image_encode": 5.0,
                       "denoise": 40.0, "decode": 50.0, "postprocess": 4.0, "total": 100.0}
         notices = ("prompt cut to 2000 characters",)
@@ -179,17 +180,17 @@ def test_format_latency_lists_the_stages_the_frame_ran_and_every_notice():
         control_map = "a map"
         strength = 0.4
 
-    text = format_latency(FakeFrame(), ("extra note",))
+    text = readout(FakeFrame(), ("extra note",), markdown=True)
     assert text.startswith("**100 ms** total · decoder: tiny · strength 0.4") and "batch" not in text
     batched = FakeFrame()
     batched.batch_size = 3
-    assert "batch of 3" in format_latency(batched)
+    assert "batch of 3" in readout(batched)
     for stage in FakeFrame.timings_ms:
         assert stage in text
     assert "prompt cut" in text and "extra note" in text
     text_only = FakeFrame()
     text_only.control_map, text_only.strength = None, 1.0  # ran no control or picture stage: none is listed
-    listed = format_latency(text_only)
+    listed = readout(text_only)
     assert "input_prep 2.0" in listed and "image_encode" not in listed and "control_encode" not in listed
     assert "denoise 40.0" in listed and "image_encode 5.0" in text
 

@@ -114,7 +114,7 @@ def test_fast_typing_ends_on_the_image_for_the_whole_prompt(chromium, live_app):
 
         from PIL import Image
 
-        image = engine.sketch_to_image(canvas, text).image
+        image = support.sketch_frame(engine, canvas, text).image
         return _pixels(Image.open(io.BytesIO(encode_frame(image))))
 
     expected = frame(prompt)
@@ -202,7 +202,7 @@ def test_example_sketch_loads_and_undo_and_clear_work(chromium, live_app):
         page.locator("#sketch .sc-clear").click()
         cleared_src = helpers.wait_new_image(page, erased_src)
         assert _blank(helpers.canvas_data_url(page))
-        assert _same_as_engine(page, cleared_src, engine.sketch_to_image(None, examples[1]["prompt"]))
+        assert _same_as_engine(page, cleared_src, support.sketch_frame(engine, None, examples[1]["prompt"]))
 
 
 def test_photo_upload_replaces_the_sketch_until_cleared(chromium, live_app):
@@ -236,11 +236,11 @@ def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
         page.keyboard.type(prompt, delay=25)
         typed_src = helpers.wait_idle(page, "t2i_output", quiet_ms=1500)
         assert typed_src != src
-        assert _same_as_engine(page, typed_src, engine.text_to_image(prompt))
+        assert _same_as_engine(page, typed_src, support.text_frame(engine, prompt))
         page.get_by_label("16:9").check()
         wide_src = helpers.wait_new_image(page, typed_src, "t2i_output")
         width, height = aspect_size("16:9", engine.size)
-        assert _same_as_engine(page, wide_src, engine.text_to_image(prompt, width=width, height=height))
+        assert _same_as_engine(page, wide_src, support.text_frame(engine, prompt, width=width, height=height))
         # dragging a slider refreshes during the drag, and the last frame is for the value it was let go at
         box = page.locator("#t2i_guidance input[type=range]").bounding_box()
         y = box["y"] + box["height"] / 2
@@ -255,8 +255,8 @@ def test_playground_refreshes_while_typing_and_on_aspect(chromium, live_app):
         shown_during = len({load["src"] for load in page.evaluate("() => window.__probe.loads.t2i_output")})
         assert shown_during >= 2, f"only {shown_during} frame(s) shown while dragging"
         guidance = float(page.locator("#t2i_guidance input[type=number]").input_value())
-        assert _same_as_engine(page, dragged_src, engine.text_to_image(prompt, guidance_scale=guidance, width=width,
-                                                                       height=height))
+        assert _same_as_engine(page, dragged_src, support.text_frame(engine, prompt, guidance_scale=guidance,
+                                                                     width=width, height=height))
         seed_before = page.locator("#t2i_seed input").input_value()
         page.locator("#t2i_seed_random").click()
         helpers.wait_new_image(page, dragged_src, "t2i_output")
@@ -272,7 +272,7 @@ def test_the_decoder_choice_redraws_with_the_tiny_autoencoder_and_says_so(chromi
         assert "decoder: full" in page.locator("#t2i_latency").inner_text()
         page.locator("#t2i_decoder").get_by_label("tiny (fast, for slow machines)").check()
         tiny_src = helpers.wait_new_image(page, src, "t2i_output")
-        assert _same_as_engine(page, tiny_src, engine.text_to_image("", decoder="tiny"))
+        assert _same_as_engine(page, tiny_src, support.text_frame(engine, "", decoder="tiny"))
         assert "decoder: tiny" in page.locator("#t2i_latency").inner_text()
 
 

@@ -110,7 +110,7 @@ def test_edges_read_the_painting_s_dark_lines_as_a_control_map():
 # --- the engine -----------------------------------------------------------------------------------------------------
 def test_the_engine_s_frame_equals_the_image_to_image_pipeline_with_the_continuous_schedule(engine):
     for strength, steps in ((0.3, 1), (0.7, 2), (0.55, 4)):
-        frame = engine.image_to_image(painting(), "a red barn", strength=strength, steps=steps, seed=5)
+        frame = support.image_frame(engine, painting(), "a red barn", strength=strength, steps=steps, seed=5)
         pipe = SanaSprintControlNetImg2ImgPipeline(**{k: v for k, v in engine.pipe.components.items()})
         pipe.set_progress_bar_config(disable=True)
         expected = pipe(prompt="a red barn", image=inputs.fit_picture(painting(), engine.size), strength=strength,
@@ -123,9 +123,9 @@ def test_the_engine_s_frame_equals_the_image_to_image_pipeline_with_the_continuo
 
 
 def test_strength_one_gives_the_text_to_image_frame_whatever_the_picture(engine):
-    first = engine.image_to_image(painting(seed=1), "a lighthouse", strength=1.0, seed=3)
-    other = engine.image_to_image(painting(seed=2), "a lighthouse", strength=1.0, seed=3)
-    text = engine.text_to_image("a lighthouse", seed=3, width=512, height=384)
+    first = support.image_frame(engine, painting(seed=1), "a lighthouse", strength=1.0, seed=3)
+    other = support.image_frame(engine, painting(seed=2), "a lighthouse", strength=1.0, seed=3)
+    text = support.text_frame(engine, "a lighthouse", seed=3, width=512, height=384)
     assert np.array_equal(pixels(first.image), pixels(text.image))
     assert np.array_equal(pixels(other.image), pixels(text.image))
 
@@ -134,10 +134,10 @@ def test_the_picture_s_latent_is_encoded_once_per_picture_and_lane(engine):
     engine.clear_caches()
     real = type(engine.pipe).prepare_image_latents
     with mock.patch.object(type(engine.pipe), "prepare_image_latents", autospec=True, side_effect=real) as encode:
-        engine.image_to_image(painting(seed=4), "a cat", strength=0.5, seed=1)
-        engine.image_to_image(painting(seed=4), "a dog", strength=0.5, seed=2)  # same picture: cached
-        engine.image_to_image(painting(seed=4), "a dog", strength=0.5, seed=2, decoder="tiny")  # other lane
-        engine.image_to_image(painting(seed=5), "a dog", strength=0.5, seed=2)  # other picture
+        support.image_frame(engine, painting(seed=4), "a cat", strength=0.5, seed=1)
+        support.image_frame(engine, painting(seed=4), "a dog", strength=0.5, seed=2)  # same picture: cached
+        support.image_frame(engine, painting(seed=4), "a dog", strength=0.5, seed=2, decoder="tiny")  # other lane
+        support.image_frame(engine, painting(seed=5), "a dog", strength=0.5, seed=2)  # other picture
     assert encode.call_count == 3
 
 
@@ -160,7 +160,7 @@ def test_the_endpoint_s_parameters_and_defaults(served):
     endpoint = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/image_to_image"]
     parameters = {p["parameter_name"]: p for p in endpoint["parameters"]}
     assert list(parameters) == IMAGE_PARAMS
-    assert parameters["strength"]["parameter_default"] == settings.DEFAULT_STRENGTH
+    assert parameters["strength"]["parameter_default"] == settings.DEFAULT_API_STRENGTH
     assert parameters["decoder"]["parameter_default"] == "full"
 
 
@@ -182,7 +182,7 @@ def test_at_one_step_the_image_moves_towards_the_strength_one_image_as_strength_
     other, _ = client.predict(png_data_url(painting(seed=9)), "a harbour at dawn", 1.0, 1, 9,
                               settings.DEFAULT_GUIDANCE, api_name="/image_to_image")
     assert np.array_equal(_api_pixels(other), images[1.0])
-    text = engine.text_to_image("a harbour at dawn", steps=1, seed=9, width=512, height=384)
+    text = support.text_frame(engine, "a harbour at dawn", steps=1, seed=9, width=512, height=384)
     with Image.open(io.BytesIO(encode_frame(text.image))) as expected:
         assert np.array_equal(pixels(expected), images[1.0])
 
