@@ -195,6 +195,32 @@ def test_the_readout_lists_the_stages_the_frame_ran_and_every_notice():
     assert "denoise 40.0" in listed and "image_encode 5.0" in text
 
 
+def test_every_failure_is_one_answer_for_server_functions_and_one_error_for_the_queue(caplog):
+    """The two ways a failure reaches the user (web.handlers): a server function's answer and a queue event's
+    gr.Error, both worded by messages.error_text; only a fault (not a bad value, not a full server) is logged."""
+    import gradio as gr
+    import torch
+
+    from sprint_demo.frames import EngineBusy, Superseded
+    from sprint_demo.inputs import InputError
+    from sprint_demo.web import messages
+    from sprint_demo.web.handlers import queue_error, server_answer
+
+    assert server_answer(Superseded(), seq=3) == {"seq": 3, "dropped": True}
+    assert server_answer(EngineBusy(), seq=4) == {"seq": 4, "busy": True}
+    assert server_answer(InputError("steps must be an integer from 1 to 4, got 9")) == {
+        "error": "steps must be an integer from 1 to 4, got 9"}
+    assert not caplog.records
+    fault = server_answer(RuntimeError("boom"), seq=5)
+    assert fault == {"seq": 5, "error": "The model failed on this frame (RuntimeError: boom). Try again."}
+    assert [record.levelname for record in caplog.records] == ["ERROR"]
+    assert "ran out of memory" in server_answer(torch.OutOfMemoryError("CUDA out of memory"))["error"]
+    raised = [queue_error(error) for error in (InputError("seed must be 0 or more"), EngineBusy(), RuntimeError("x"))]
+    assert all(isinstance(error, gr.Error) for error in raised)
+    assert [error.message for error in raised] == [
+        "seed must be 0 or more", messages.BUSY, "The model failed on this frame (RuntimeError: x). Try again."]
+
+
 def test_sketch_value_is_a_white_square_png_of_the_canvas_size():
     from sprint_demo.inputs import decode_image
 
