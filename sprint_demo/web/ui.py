@@ -204,6 +204,12 @@ def camera_decoder(engine: FrameSource) -> str:
     return "tiny" if engine.has_tiny_decoder else DEFAULT_DECODER
 
 
+def _live_drafts_switch(elem_id: str, verb: str) -> gr.Checkbox:
+    """A canvas tab's switch for drafts while the pen moves (``verb``: "draw", "paint")."""
+    return gr.Checkbox(settings.LIVE_DRAFTS, label=f"Live drafts (frames while you {verb})", elem_id=elem_id,
+                       container=False)
+
+
 def _prompt_box(elem_id: str, placeholder: str, lines: int = 2) -> gr.Textbox:
     return gr.Textbox("", label="Prompt", elem_id=elem_id, lines=lines, max_lines=2 * lines,
                       max_length=settings.MAX_PROMPT_CHARS, placeholder=placeholder)
@@ -273,8 +279,7 @@ def _sketch_tab(demo: gr.Blocks, engine: FrameSource, canvases: CanvasHandlers, 
         with gr.Column(elem_id="sketch_draw"):
             sketch = SketchCanvas("", size=size, elem_id="sketch", label="Sketch", output_id="sketch_output",
                                   server_functions=canvases.server_functions("sketch"))
-            live = gr.Checkbox(settings.LIVE_DRAFTS, label="Live drafts (frames while you draw)",
-                               elem_id="live_drafts", container=False)
+            live = _live_drafts_switch("live_drafts", "draw")
             if examples:
                 _example_gallery(examples, sketch, prompt, size)
         with gr.Column(elem_id="sketch_view"):
@@ -401,8 +406,7 @@ def _paint_tab(tab: gr.Tab, demo: gr.Blocks, engine: FrameSource, canvases: Canv
             canvas = SketchCanvas.for_paint("", size=size, elem_id="paint", label="Painting",
                                             output_id="paint_output",
                                             server_functions=canvases.server_functions("paint"))
-            live = gr.Checkbox(settings.LIVE_DRAFTS, label="Live drafts (frames while you paint)",
-                               elem_id="paint_live_drafts", container=False)
+            live = _live_drafts_switch("paint_live_drafts", "paint")
         with gr.Column(elem_id="paint_view"):
             output = LiveImage(max_height=min(size, OUTPUT_MAX_HEIGHT), elem_id="paint_output",
                                readout_id="paint_latency")
