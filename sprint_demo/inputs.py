@@ -1,7 +1,9 @@
 """Server-side parsing and validation of everything a user or an API caller can send: the boundary.
 
-``sketch_request`` and ``text_request`` turn raw values (from the UI, the API or the command line) into one
-clean ``FrameRequest``; the engine and everything under it take that request as it is and check nothing again.
+One function per surface turns its raw values (from the UI, the API or the command line) into one clean
+``FrameRequest``: ``sketch_request`` (a sketch, or a ready control map such as a photo's edges), ``image_request``
+(a painting or a photo redrawn by image-to-image), ``camera_request`` (a camera frame, either way) and
+``text_request``; the engine and everything under it take that request as it is and check nothing again.
 The sliders of the UI are a convenience: the server checks every value because the API can be called without
 the UI. Every check either returns a clean value or raises ``InputError`` (a ``ValueError``) whose message names
 the field, the allowed range and the bad value (cut to ``settings.SHOWN_VALUE_CHARS`` characters).
@@ -450,6 +452,30 @@ def image_request(image: object, prompt: object, strength: object, steps: object
     if strength == 1.0:
         return request
     return replace(request, init_image=picture, init_key=_digest(picture), strength=strength)
+
+
+# A photo's edge map: (picture, line thickness, (width, height)) -> white lines on black of that size; the engine's
+# ``photo_to_control_map``, which runs HED on the engine's model thread.
+EdgeMapper = Callable[[Image.Image, int, tuple[int, int]], Image.Image]
+
+
+def camera_request(image: object, prompt: object, mode: object, strength: object, steps: object, seed: object,
+                   guidance_scale: object, control_strength: object, decoder: object, long_side: int,
+                   edge_map: EdgeMapper) -> FrameRequest:
+    """Raw camera-frame values -> a clean FrameRequest at ``fit_size(frame, long_side)``: the frame redrawn by
+    image-to-image at ``strength`` (``mode`` "image"), or a text-to-image frame steered by the frame's edge map
+    (``mode`` "edges": ``edge_map`` makes it at ``settings.DEFAULT_THICKNESS``; ``strength`` is not used)."""
+    if mode not in settings.CAMERA_MODES:
+        raise InputError(f"mode must be one of {', '.join(settings.CAMERA_MODES)}, got {_show(mode)}")
+    picture = decode_image(image, what="camera frame")
+    if picture is None:
+        raise InputError("camera frame is empty")
+    if mode == "image":
+        return image_request(picture, prompt, strength, steps, seed, guidance_scale, long_side, decoder,
+                             control_strength=control_strength)
+    control_map = edge_map(picture, settings.DEFAULT_THICKNESS, fit_size(picture.width, picture.height, long_side))
+    return image_request(picture, prompt, 1.0, steps, seed, guidance_scale, long_side, decoder,
+                         control_strength=control_strength, control_map=control_map)
 
 
 def _request(prompt: object, steps: object, seed: object, guidance_scale: object, size: tuple[int, int],

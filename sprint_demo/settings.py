@@ -66,7 +66,7 @@ COMPILE_SCOPE = os.getenv("SPRINT_COMPILE_SCOPE", "blocks")  # blocks (measured 
 MIN_STEPS, MAX_STEPS = 1, 4  # Sprint is step-adaptive over 1-4 steps; the app offers that range
 # Step-adaptive: the frame a user keeps (the canvases' final when the pen lifts, the Playground, the API) at 2 steps,
 # the authors' default (diffusers' SanaSprintPipeline and NVlabs' Sprint demo); drafts while the pen moves at 1 step,
-# whatever the Steps control says (web/handlers.py): shown for a moment, they must keep up with the pen.
+# whatever the Steps control says (web/canvas_handlers.py): shown for a moment, they must keep up with the pen.
 DEFAULT_STEPS = 2
 DRAFT_STEPS = 1
 # The Camera tab's Steps control starts at 1: its frames are a stream, each shown for a moment like a draft (and each
@@ -88,7 +88,11 @@ MIN_THICKNESS, MAX_THICKNESS = 1, 4
 # --- Image-to-image (Paint tab, photos, camera) ----------------------------------------------------------
 # Strength s in (0, 1]: how far the picture is taken back towards noise before the model redraws it (TrigFlow start
 # time s * pi/2, sprint_demo.models.pipeline.continuous_strength_timesteps); 1 ignores the picture (text-to-image).
-DEFAULT_STRENGTH = 0.6  # keeps the painting's colours and layout, redraws its detail
+# Each surface's default strength, set apart (the camera's is with the camera's settings below): 0.6 keeps a
+# picture's colours and layout and redraws its detail.
+DEFAULT_PAINT_STRENGTH = 0.6  # the Paint tab's Strength slider
+DEFAULT_RESTYLE_STRENGTH = 0.6  # the Sketch tab's Photo strength (a restyled photo)
+DEFAULT_API_STRENGTH = 0.6  # /image_to_image's strength when a caller leaves it out
 MIN_UI_STRENGTH = 0.05  # the sliders' low end; the API takes any strength in (0, 1]
 DEFAULT_PAINT_EDGES = False  # Paint: also read the painting's dark lines as edges for the ControlNet
 STRENGTH_STEP = 0.05  # the strength sliders' step (Paint, the Sketch tab's photo restyle)
@@ -100,7 +104,7 @@ PAINT_PALETTE = ("#000000", "#ffffff", "#808080", "#8b5a2b", "#e53935", "#fb8c00
 DEFAULT_PAINT_COLOR = "#1e88e5"
 DEFAULT_PAINT_BRUSH = 16
 
-# --- Camera (Camera tab: sprint_demo/web/camera.py, handlers.py) ------------------------------------------
+# --- Camera (Camera tab: sprint_demo/web/camera.py, camera_handlers.py) -----------------------------------
 CAMERA_CAPTURE_SIZE = int(os.getenv("SPRINT_CAMERA_SIZE", "512"))  # long side of the frames the page sends
 CAMERA_SESSION_S = float(os.getenv("SPRINT_CAMERA_SESSION_S", "300"))  # a stream stops after this; Start again
 CAMERA_MODES = ("image", "edges")  # image-to-image of the frame, or its edge map steering the ControlNet

@@ -162,7 +162,7 @@ def text_frame(engine: Any, prompt: str, steps: Any = settings.DEFAULT_STEPS, se
     return engine.render(request, **render)
 
 
-def image_frame(engine: Any, image: Any, prompt: str, strength: Any = settings.DEFAULT_STRENGTH,
+def image_frame(engine: Any, image: Any, prompt: str, strength: Any = settings.DEFAULT_API_STRENGTH,
                 steps: Any = settings.DEFAULT_STEPS, seed: Any = settings.DEFAULT_SEED,
                 guidance_scale: Any = settings.DEFAULT_GUIDANCE, decoder: Any = DEFAULT_DECODER,
                 **options: Any) -> Frame:

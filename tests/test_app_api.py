@@ -27,7 +27,8 @@ import support  # noqa: E402  (tests/support.py: live_app)
 from sprint_demo import settings  # noqa: E402
 from sprint_demo.sketches import png_data_url, stroke_sketch  # noqa: E402
 from sprint_demo.web.canvas import sketch_value  # noqa: E402
-from sprint_demo.web.handlers import encode_frame, format_latency  # noqa: E402
+from sprint_demo.web.handlers import encode_frame  # noqa: E402
+from sprint_demo.web.messages import readout  # noqa: E402
 from sprint_demo.web.ui import aspect_size  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,8 +169,8 @@ def test_aspect_sizes_are_valid_frame_sizes():
             assert abs(width / height - a / b) < 0.05
 
 
-def test_format_latency_lists_the_stages_the_frame_ran_and_every_notice():
-    class FakeFrame:  # only the fields format_latency reads
+def test_the_readout_lists_the_stages_the_frame_ran_and_every_notice():
+    class FakeFrame:  # only the fields the readout reads
         timings_ms = {"text_encode": 1.0, "input_prep": 2.0, "control_encode": 3.0, "image_encode": 5.0,
                       "denoise": 40.0, "decode": 50.0, "postprocess": 4.0, "total": 100.0}
         notices = ("prompt cut to 2000 characters",)
@@ -179,19 +180,45 @@ def test_format_latency_lists_the_stages_the_frame_ran_and_every_notice():
         control_map = "a map"
         strength = 0.4
 
-    text = format_latency(FakeFrame(), ("extra note",))
+    text = readout(FakeFrame(), ("extra note",), markdown=True)
     assert text.startswith("**100 ms** total · decoder: tiny · strength 0.4") and "batch" not in text
     batched = FakeFrame()
     batched.batch_size = 3
-    assert "batch of 3" in format_latency(batched)
+    assert "batch of 3" in readout(batched)
     for stage in FakeFrame.timings_ms:
         assert stage in text
     assert "prompt cut" in text and "extra note" in text
     text_only = FakeFrame()
     text_only.control_map, text_only.strength = None, 1.0  # ran no control or picture stage: none is listed
-    listed = format_latency(text_only)
+    listed = readout(text_only)
     assert "input_prep 2.0" in listed and "image_encode" not in listed and "control_encode" not in listed
     assert "denoise 40.0" in listed and "image_encode 5.0" in text
+
+
+def test_every_failure_is_one_answer_for_server_functions_and_one_error_for_the_queue(caplog):
+    """The two ways a failure reaches the user (web.handlers): a server function's answer and a queue event's
+    gr.Error, both worded by messages.error_text; only a fault (not a bad value, not a full server) is logged."""
+    import gradio as gr
+    import torch
+
+    from sprint_demo.frames import EngineBusy, Superseded
+    from sprint_demo.inputs import InputError
+    from sprint_demo.web import messages
+    from sprint_demo.web.handlers import queue_error, server_answer
+
+    assert server_answer(Superseded(), seq=3) == {"seq": 3, "dropped": True}
+    assert server_answer(EngineBusy(), seq=4) == {"seq": 4, "busy": True}
+    assert server_answer(InputError("steps must be an integer from 1 to 4, got 9")) == {
+        "error": "steps must be an integer from 1 to 4, got 9"}
+    assert not caplog.records
+    fault = server_answer(RuntimeError("boom"), seq=5)
+    assert fault == {"seq": 5, "error": "The model failed on this frame (RuntimeError: boom). Try again."}
+    assert [record.levelname for record in caplog.records] == ["ERROR"]
+    assert "ran out of memory" in server_answer(torch.OutOfMemoryError("CUDA out of memory"))["error"]
+    raised = [queue_error(error) for error in (InputError("seed must be 0 or more"), EngineBusy(), RuntimeError("x"))]
+    assert all(isinstance(error, gr.Error) for error in raised)
+    assert [error.message for error in raised] == [
+        "seed must be 0 or more", messages.BUSY, "The model failed on this frame (RuntimeError: x). Try again."]
 
 
 def test_sketch_value_is_a_white_square_png_of_the_canvas_size():

@@ -30,7 +30,7 @@ import support  # noqa: E402
 
 from sprint_demo import settings  # noqa: E402
 from sprint_demo.sketches import png_data_url  # noqa: E402
-from sprint_demo.web.handlers import CAMERA_INPUTS, Handlers  # noqa: E402
+from sprint_demo.web.camera_handlers import CAMERA_INPUTS, CameraHandlers  # noqa: E402
 
 RED, BLUE = (220, 30, 30), (30, 40, 220)
 
@@ -57,7 +57,7 @@ def digest(src: str) -> str:
 def served():
     """The app on the preview engine, with the engine's batches and the camera's answers recorded."""
     record = Record()
-    real_frame = Handlers.camera_frame
+    real_frame = CameraHandlers.frame
 
     def camera_frame(self, request):
         answer = real_frame(self, request)
@@ -69,7 +69,7 @@ def served():
                      "colour": picture.reshape(-1, 3).mean(axis=0)})
         return answer
 
-    with mock.patch.object(Handlers, "camera_frame", camera_frame), support.live_app() as (url, engine, demo):
+    with mock.patch.object(CameraHandlers, "frame", camera_frame), support.live_app() as (url, engine, demo):
         real_run, real_cancel = engine.batcher._run_batch, engine.cancel
 
         def run_batch(batch):
@@ -200,10 +200,10 @@ def test_a_prompt_changed_mid_stream_changes_the_next_frames(served, playwright)
 
 # --- the server functions on their own ---------------------------------------------------------------------------
 def _camera_functions(engine):
-    from sprint_demo.web.handlers import Handlers
+    from sprint_demo.web.handlers import FrameMaker
 
-    handlers = Handlers(engine)
-    return handlers, {fn.__name__: fn for fn in handlers.camera_functions()}
+    handlers = CameraHandlers(FrameMaker(engine))
+    return handlers, {fn.__name__: fn for fn in handlers.server_functions()}
 
 
 def _values(**changes) -> dict:

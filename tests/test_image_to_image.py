@@ -166,7 +166,7 @@ def test_the_endpoint_s_parameters_and_defaults(served):
     endpoint = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/image_to_image"]
     parameters = {p["parameter_name"]: p for p in endpoint["parameters"]}
     assert list(parameters) == IMAGE_PARAMS
-    assert parameters["strength"]["parameter_default"] == settings.DEFAULT_STRENGTH
+    assert parameters["strength"]["parameter_default"] == settings.DEFAULT_API_STRENGTH
     assert parameters["decoder"]["parameter_default"] == "full"
 
 
@@ -244,7 +244,7 @@ def test_the_benchmark_summary_compares_each_strength_with_the_same_strength_and
 
 
 def test_the_benchmark_s_strengths_are_checked_and_default_to_the_ui_s():
-    assert bench.parse_args(["--mode", "img2img"]).strength == [settings.DEFAULT_STRENGTH]
+    assert bench.parse_args(["--mode", "img2img"]).strength == [settings.DEFAULT_PAINT_STRENGTH]
     assert bench.parse_args(["--mode", "t2i,img2img", "--strength", "0.2,1"]).strength == [0.2, 1.0]
     for bad in ("0", "1.5", "strong"):
         with pytest.raises(SystemExit):

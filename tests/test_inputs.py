@@ -580,3 +580,43 @@ def test_request_images_and_sizes_are_refused_by_name():
         sketch_request(None, control_map=b"not an image")
     with pytest.raises(InputError, match="width must be a multiple of 32"):
         inputs.text_request("a cat", 1, 3, 4.5, 500, 256)
+
+
+def camera_request(image, edge_map=None, **overrides) -> FrameRequest:
+    values = dict(prompt="a fox", mode="image", strength=0.5, steps=1, seed=3, guidance_scale=4.5,
+                  control_strength=0.8, decoder="full", long_side=512)
+
+    def no_edge_map(*args):
+        raise AssertionError("an image-mode frame needs no edge map")
+
+    return inputs.camera_request(image, **(values | overrides), edge_map=edge_map or no_edge_map)
+
+
+def test_a_camera_frame_is_one_call_from_raw_values_in_either_mode():
+    frame = Image.new("RGB", (640, 480), "teal")
+    frame.paste((200, 40, 40), (100, 100, 300, 200))
+    image = camera_request(data_url(encode(frame)))
+    assert image == inputs.image_request(frame, "a fox", 0.5, 1, 3, 4.5, 512, "full", control_strength=0.8)
+    assert (image.width, image.height, image.strength, image.control_map) == (512, 384, 0.5, None)
+
+    asked = []
+
+    def edge_map(picture, thickness, size):  # stands in for the engine's photo_to_control_map
+        asked.append((picture.size, thickness, size))
+        return conditioning.photo_to_control_map(picture, thickness, size,
+                                                 detector=conditioning.ClassicalEdgeDetector())
+
+    edges = camera_request(data_url(encode(frame)), edge_map, mode="edges", strength="ignored in edges mode")
+    assert asked == [((640, 480), settings.DEFAULT_THICKNESS, (512, 384))]  # the frame's own aspect ratio
+    assert edges.control_map.size == (512, 384) and edges.control_strength == 0.8
+    assert edges.init_image is None and edges.strength == 1.0  # text-to-image, steered by the edges
+
+
+@pytest.mark.parametrize("image,overrides,needle", [
+    ("x", {}, "camera frame must be a data:image"), (None, {}, "camera frame is empty"),
+    (Image.new("RGB", (64, 48)), dict(mode="sketch"), "mode must be one of image, edges, got 'sketch'"),
+    (Image.new("RGB", (64, 48)), dict(strength=0), "strength"),
+])
+def test_camera_values_are_refused_by_name(image, overrides, needle):
+    with pytest.raises(InputError, match=needle):
+        camera_request(image, **overrides)

@@ -29,8 +29,8 @@ import support  # noqa: E402  (tests/support.py)
 
 from sprint_demo import settings  # noqa: E402
 from sprint_demo.inputs import decode_image  # noqa: E402
-from sprint_demo.web.handlers import SKETCH_INPUTS  # noqa: E402
-from sprint_demo.web.live import encode_jpeg, sketch_digest  # noqa: E402
+from sprint_demo.web.canvas_handlers import SKETCH_INPUTS  # noqa: E402
+from sprint_demo.web.live import encode_jpeg, picture_digest  # noqa: E402
 
 DRAFTS_WANTED = 2  # a slow stroke goes on until this many drafts have been shown (or STROKE_LIMIT_S passed)
 STROKE_LIMIT_S = 30.0
@@ -53,7 +53,7 @@ def test_drafts_arrive_during_a_slow_stroke_each_for_a_canvas_the_stroke_passed_
         live_line = page.inner_text("#sketch_output .lv-live")
 
     assert shown_while_drawing >= DRAFTS_WANTED, shown_while_drawing
-    sent = {d["seq"]: sketch_digest(decode_image(d["png"])) for d in probe["drafts"]}
+    sent = {d["seq"]: picture_digest(decode_image(d["png"])) for d in probe["drafts"]}
     shown = [f for f in probe["frames"] if f["kind"] == "draft"]
     assert shown and len(sent) >= len(shown)
     for frame in shown:
@@ -62,7 +62,7 @@ def test_drafts_arrive_during_a_slow_stroke_each_for_a_canvas_the_stroke_passed_
     assert len({f["digest"] for f in shown}) >= 2, "the drafts did not follow the stroke"
     assert all(a["seq"] < b["seq"] for a, b in zip(shown, shown[1:])), "an older draft replaced a newer one"
     # the final frame drew the finished stroke, which no draft (sent while drawing) could have
-    assert final["digest"] == sketch_digest(decode_image(final_canvas))
+    assert final["digest"] == picture_digest(decode_image(final_canvas))
     assert "frames/s" in live_line and "first frame" in live_line, live_line
 
 
@@ -128,7 +128,7 @@ def test_live_drafts_switch_off_sends_no_drafts_and_still_shows_the_final(chromi
     assert new_src != src
     assert probe["drafts"] == []
     assert [f["kind"] for f in probe["frames"]] and {f["kind"] for f in probe["frames"]} == {"final"}
-    assert probe["frames"][-1]["digest"] == sketch_digest(decode_image(canvas))
+    assert probe["frames"][-1]["digest"] == picture_digest(decode_image(canvas))
 
 
 def _short_stroke(page, y: float) -> None:
@@ -157,7 +157,7 @@ def test_a_final_the_engine_turns_away_comes_through_the_queue(chromium, monkeyp
     asked = [r["fn"] or r["path"] for r in probe["requests"]]
     assert "final_frame" in asked and "join" in asked[asked.index("final_frame"):], asked  # turned away, then queued
     assert probe["frames"][-1]["kind"] == "final"
-    assert probe["frames"][-1]["digest"] == sketch_digest(decode_image(canvas))
+    assert probe["frames"][-1]["digest"] == picture_digest(decode_image(canvas))
 
 
 def test_a_model_fault_on_a_final_frame_is_shown_and_the_next_stroke_works(chromium, live_app):
@@ -231,7 +231,7 @@ def test_draft_server_function_tags_the_frame_with_the_canvas_it_drew():
     sketch, png = _bar_sketch(preview_engine.size, (40, 40, 200, 48))
     inputs = dict(zip(SKETCH_INPUTS, ["a cat", 1, 7, settings.DEFAULT_GUIDANCE, 1.0, 2]))
     answer = draft({"png": png, "inputs": inputs, "seq": 5, "tab": "t"})
-    assert answer["seq"] == 5 and answer["digest"] == sketch_digest(sketch), answer.keys()
+    assert answer["seq"] == 5 and answer["digest"] == picture_digest(sketch), answer.keys()
     decoder = settings.DRAFT_DECODER if preview_engine.has_tiny_decoder else "full"  # tiny where there is one
     expected = support.sketch_frame(preview_engine, sketch, "a cat", 1, 7, settings.DEFAULT_GUIDANCE, 1.0, 2,
                                     decoder=decoder).image
@@ -264,7 +264,7 @@ def test_final_server_function_returns_the_api_s_pixels_with_the_chosen_decoder_
         with Image.open(io.BytesIO(encode_frame(expected))) as image:  # the bytes /sketch_to_image serves
             served = np.asarray(image.convert("RGB"), dtype=np.int16)
         assert np.array_equal(helpers.data_url_pixels(answer["src"]), served)
-        assert answer["seq"] == 3 and answer["digest"] == sketch_digest(sketch)
+        assert answer["seq"] == 3 and answer["digest"] == picture_digest(sketch)
         assert f"decoder: {decoder}" in answer["readout"] and "**" not in answer["readout"]  # plain lines
     default = final({"png": png, "inputs": inputs, "seq": 4, "tab": "t"})  # no decoder named: the default, full
     assert "decoder: full" in default["readout"]

@@ -6,9 +6,9 @@ names (``digest``) the canvas picture it drew, so a frame is checked against the
 final frame is compared with ``/image_to_image`` called through ``gradio_client`` for that PNG and the tab's values
 (the same engine frame through the same JPEG encoder: exact).
 
-The handler tests call ``Handlers`` as the page's events do: the Paint canvas's server functions and its queue
-path, and the Sketch tab's photo with "Restyle the photo" on (the image-to-image frame of the photo, its edges
-steering) and off (the edge-map frame).
+The handler tests call ``CanvasHandlers`` (and a camera frame ``CameraHandlers``) as the page's events do: the
+Paint canvas's server functions and its queue path, and the Sketch tab's photo with "Restyle the photo" on (the
+image-to-image frame of the photo, its edges steering) and off (the edge-map frame).
 """
 
 from __future__ import annotations
@@ -31,16 +31,17 @@ from sprint_demo import inputs, settings  # noqa: E402
 from sprint_demo.inputs import decode_image  # noqa: E402
 from sprint_demo.sketches import png_data_url, stroke_painting  # noqa: E402
 from sprint_demo.web import messages  # noqa: E402
+from sprint_demo.web.camera_handlers import CAMERA_INPUTS, CameraHandlers  # noqa: E402
 from sprint_demo.web.canvas import SketchCanvas  # noqa: E402
-from sprint_demo.web.handlers import (  # noqa: E402
-    CAMERA_INPUTS,
+from sprint_demo.web.canvas_handlers import (  # noqa: E402
     PAINT_INPUTS,
     SKETCH_INPUTS,
+    CanvasHandlers,
     FinalAsked,
-    Handlers,
-    PhotoRestyle,
+    Photo,
 )
-from sprint_demo.web.live import encode_jpeg, sketch_digest  # noqa: E402
+from sprint_demo.web.handlers import FrameMaker  # noqa: E402
+from sprint_demo.web.live import encode_jpeg, picture_digest  # noqa: E402
 
 PAINT = "#paint canvas"
 PHOTO = support.REPO / "assets" / "example_photo.jpg"  # 1024 x 768
@@ -65,6 +66,10 @@ def _near(pixels: np.ndarray, colour: str, levels: int = 40) -> int:
 
 
 # --- The Paint canvas's frames, without a browser --------------------------------------------------------
+def _handlers(engine) -> CanvasHandlers:
+    return CanvasHandlers(FrameMaker(engine))
+
+
 def _canvases(engine) -> dict[str, SketchCanvas]:
     from sprint_demo.web.ui import create_demo
 
@@ -92,7 +97,7 @@ def test_paint_server_functions_redraw_the_painting_and_name_the_picture_they_dr
     final = paint.final_frame({"png": png, "inputs": values, "decoder": "full", "seq": 3, "tab": "p"})
     expected = support.image_frame(engine, painting, "a harbour", strength=0.5, steps=1, seed=7)
     assert np.array_equal(helpers.data_url_pixels(final["src"]), _served(expected.image))
-    assert final["seq"] == 3 and final["digest"] == sketch_digest(painting)
+    assert final["seq"] == 3 and final["digest"] == picture_digest(painting)
     assert "strength 0.5" in final["readout"] and "image_encode" in final["readout"]
 
     draft = paint.draft_frame({"png": png, "inputs": values, "seq": 4, "tab": "p"})
@@ -115,13 +120,13 @@ def test_paint_server_functions_redraw_the_painting_and_name_the_picture_they_dr
 
 def test_the_queue_s_paint_final_redraws_white_paper_while_the_canvas_is_empty():
     engine = support.preview_engine()
-    handlers = Handlers(engine)
+    handlers = _handlers(engine)
     value = handlers.paint_final("", "a cat", 0.6, 1, 3, settings.DEFAULT_GUIDANCE, False, 1.0, "full",
                                  FinalAsked(None, {"seq": 2, "tab": "q"}))
     paper = Image.new("RGB", (engine.size, engine.size), "white")
     expected = support.image_frame(engine, paper, "a cat", strength=0.6, steps=1, seed=3)
     assert np.array_equal(helpers.data_url_pixels(value["src"]), _served(expected.image))
-    assert value["seq"] == 2 and value["digest"] == sketch_digest(paper)
+    assert value["seq"] == 2 and value["digest"] == picture_digest(paper)
     with pytest.raises(gr.Error, match="paint"):
         handlers.paint_final("data:image/png;base64,bm90IGFuIGltYWdl", "a cat", 0.6, 1, 3, 4.5, False, 1.0, "full",
                              FinalAsked(None, None))
@@ -130,25 +135,25 @@ def test_the_queue_s_paint_final_redraws_white_paper_while_the_canvas_is_empty()
 # --- The Sketch tab's photo restyle, without a browser ---------------------------------------------------
 def test_the_sketch_tab_s_photo_restyle_is_the_photo_s_image_to_image_frame_and_off_its_edge_map_frame():
     engine = support.preview_engine()
-    handlers = Handlers(engine)
+    handlers = _handlers(engine)
     with Image.open(PHOTO) as image:
         photo = image.convert("RGB")
     tab = ("", "a lighthouse", 1, 5, settings.DEFAULT_GUIDANCE, 0.8, "full")  # sketch, prompt ... decoder
     thickness = 2
 
     (shown, state, _), (_, _, value) = handlers.photo_frame(photo, thickness, *tab, restyle=True, photo_strength=0.5)
-    assert isinstance(state, PhotoRestyle) and state.strength == 0.5
+    assert isinstance(state, Photo) and state.strength == 0.5
     width, height = inputs.fit_size(*photo.size, engine.size)
-    assert state.picture.size == state.control_map.size == (width, height) and height < width  # aspect kept
+    assert state.picture.size == state.edge_map.size == (width, height) and height < width  # aspect kept
     # the tab shows the map the frame takes (the preview model: no word about the edge detector)
-    assert shown["value"] is state.control_map and shown["label"] == messages.EDGE_MAP_LABEL
+    assert shown["value"] is state.edge_map and shown["label"] == messages.EDGE_MAP_LABEL
     edge_map = engine.photo_to_control_map(photo, thickness)  # the photo's own frame: the same map
-    assert edge_map.size == (width, height) and np.array_equal(_pixels(state.control_map), _pixels(edge_map))
-    assert _pixels(state.control_map).max() == 255
+    assert edge_map.size == (width, height) and np.array_equal(_pixels(state.edge_map), _pixels(edge_map))
+    assert _pixels(state.edge_map).max() == 255
 
     def restyled(prompt: str) -> np.ndarray:
         request = inputs.image_request(photo, prompt, 0.5, 1, 5, settings.DEFAULT_GUIDANCE, engine.size,
-                                       control_strength=0.8, control_map=state.control_map)
+                                       control_strength=0.8, control_map=state.edge_map)
         assert request.control_map is not None and request.init_image is not None and request.strength == 0.5
         return _served(engine.render(request).image)
 
@@ -161,12 +166,17 @@ def test_the_sketch_tab_s_photo_restyle_is_the_photo_s_image_to_image_frame_and_
 
     # off (the default): the photo's edge map steers the sketch's frame
     (shown_off, state_off, _), (_, _, value_off) = handlers.photo_frame(photo, thickness, *tab)
-    assert shown_off["value"] is state_off and np.array_equal(_pixels(state_off), _pixels(edge_map))
+    assert state_off.picture is None and shown_off["value"] is state_off.edge_map
+    assert np.array_equal(_pixels(state_off.edge_map), _pixels(edge_map))
     expected = support.sketch_frame(engine, None, "a lighthouse", 1, 5, settings.DEFAULT_GUIDANCE, 0.8, thickness,
                                     control_map=edge_map, size=edge_map.size)
     assert expected.image.size == (width, height)  # the edge-map frame runs at the photo's aspect ratio too
     assert np.array_equal(helpers.data_url_pixels(value_off["src"]), _served(expected.image))
     assert "strength" not in value_off["readout"] and "edge map" in value_off["readout"]
+    again_off = handlers.sketch_final("", "a lighthouse", 1, 5, settings.DEFAULT_GUIDANCE, 0.8, thickness, state_off,
+                                      "full", FinalAsked(None, {"seq": 10, "tab": "t"}))
+    assert again_off["seq"] == 10 and np.array_equal(helpers.data_url_pixels(again_off["src"]),
+                                                     helpers.data_url_pixels(value_off["src"]))
 
     with pytest.raises(gr.Error, match="strength"):
         list(handlers.photo_frame(photo, thickness, *tab, restyle=True, photo_strength=0))
@@ -186,7 +196,8 @@ def test_a_photo_s_frames_say_when_canny_stands_in_for_hed(monkeypatch):
     monkeypatch.setattr(conditioning, "_detectors", {})
     engine = Engine(replace(load_pipeline("preview", device="cpu"), model_name="/weights/sprint"))
     engine.renderer.use_resolution_binning = False  # the preview's transformer has no aspect bins
-    handlers = Handlers(engine)
+    maker = FrameMaker(engine)
+    handlers, camera_handlers = CanvasHandlers(maker), CameraHandlers(maker)
     with Image.open(PHOTO) as image:
         photo = image.convert("RGB")
     tab = ("", "a lighthouse", 1, 5, settings.DEFAULT_GUIDANCE, 0.8, "full")
@@ -200,15 +211,15 @@ def test_a_photo_s_frames_say_when_canny_stands_in_for_hed(monkeypatch):
         assert note in restyled["readout"]
         camera = dict(zip(CAMERA_INPUTS, ("a lighthouse", "edges", 0.5, 1, 5, settings.DEFAULT_GUIDANCE, 0.8,
                                           "full")))
-        frame = handlers.camera_frame({"image": png_data_url(photo.resize((512, 384))), "inputs": camera, "seq": 1,
+        frame = camera_handlers.frame({"image": png_data_url(photo.resize((512, 384))), "inputs": camera, "seq": 1,
                                        "session": "s", "captured_at": 0})
         assert note in frame["readout"]
-        drawn = handlers.sketch_frame(decode_image(png_data_url(stroke_painting(engine.size, 3))),
-                                      dict(zip(SKETCH_INPUTS, tab[1:6] + (2,))))[1]
-        assert note not in drawn  # a sketch's own map: no detector involved
+        drawn = handlers.sketch_final(png_data_url(stroke_painting(engine.size, 3)), *tab[1:6], 2, None, "full",
+                                      FinalAsked(None, None))
+        assert note not in drawn["readout"]  # a sketch's own map: no detector involved
     finally:
         engine.close()
-    preview = Handlers(support.preview_engine())
+    preview = _handlers(support.preview_engine())
     (shown, _, _), (_, _, value) = preview.photo_frame(photo, 2, *tab)
     assert shown["label"] == messages.EDGE_MAP_LABEL and "Canny" not in value["readout"]
 
@@ -254,13 +265,13 @@ def test_a_coloured_stroke_gives_drafts_then_the_final_frame_of_the_coloured_pai
     assert shown_while_drawing >= DRAFTS_WANTED
     picture = decode_image(canvas)
     assert _near(_pixels(picture), RED) > 500, "the canvas holds no red stroke"
-    assert final["digest"] == sketch_digest(picture)  # the server decoded these very colour pixels
-    sent = {d["seq"]: sketch_digest(decode_image(d["png"])) for d in probe["drafts"]}
+    assert final["digest"] == picture_digest(picture)  # the server decoded these very colour pixels
+    sent = {d["seq"]: picture_digest(decode_image(d["png"])) for d in probe["drafts"]}
     drafts = [f for f in probe["frames"] if f["kind"] == "draft"]
     assert drafts and all(sent.get(f["seq"]) == f["digest"] for f in drafts), "a draft drew another canvas"
     assert len({f["digest"] for f in drafts}) >= 2, "the drafts did not follow the stroke"
-    assert f"strength {settings.DEFAULT_STRENGTH:g}" in readout and "frames/s" in live_line
-    assert np.array_equal(helpers.data_url_pixels(shown_src), _api_frame(url, canvas, settings.DEFAULT_STRENGTH))
+    assert f"strength {settings.DEFAULT_PAINT_STRENGTH:g}" in readout and "frames/s" in live_line
+    assert np.array_equal(helpers.data_url_pixels(shown_src), _api_frame(url, canvas, settings.DEFAULT_PAINT_STRENGTH))
 
 
 @pytest.mark.browser
@@ -279,7 +290,7 @@ def test_the_strength_slider_redraws_the_painting_at_its_new_strength(chromium, 
         readout = page.inner_text("#paint_latency")
         canvas = helpers.canvas_data_url(page, PAINT)
 
-    assert strength == pytest.approx(settings.DEFAULT_STRENGTH + 2 * settings.STRENGTH_STEP)
+    assert strength == pytest.approx(settings.DEFAULT_PAINT_STRENGTH + 2 * settings.STRENGTH_STEP)
     assert f"strength {strength:g}" in readout
     shown = helpers.data_url_pixels(after)
     assert np.abs(shown - helpers.data_url_pixels(before)).mean() > 1.0
@@ -307,7 +318,7 @@ def test_paint_over_this_loads_the_frame_on_show_into_the_canvas_as_an_undoable_
     assert saved == src
     difference = np.abs(_pixels(decode_image(loaded)) - helpers.data_url_pixels(saved))
     assert difference.mean() < 1.0, f"the canvas is not the frame: mean |diff| {difference.mean():.2f}"
-    assert frames[-1]["kind"] == "final" and frames[-1]["digest"] == sketch_digest(decode_image(loaded))
+    assert frames[-1]["kind"] == "final" and frames[-1]["digest"] == picture_digest(decode_image(loaded))
     assert undone == painted
 
 
@@ -338,7 +349,7 @@ def test_a_photo_loads_as_the_background_and_the_eraser_paints_it_back(chromium,
     with Image.open(PHOTO) as image:  # centre-cropped to the square, then scaled (the browser's own resampling)
         expected = _pixels(ImageOps.fit(image.convert("RGB"), (engine.size, engine.size), Image.LANCZOS))
     assert np.abs(photo_canvas - expected).mean() < 6.0
-    assert photo_final["digest"] == sketch_digest(decode_image(with_photo))
+    assert photo_final["digest"] == picture_digest(decode_image(with_photo))
     assert _near(_pixels(decode_image(painted)), RED) > 300 > _near(photo_canvas, RED)
     restored = np.abs(_pixels(decode_image(erased)) - photo_canvas)
     assert restored.max() <= 2, f"the eraser did not paint the photo back: up to {restored.max()} levels off"

@@ -1,8 +1,8 @@
 """Step-adaptive by default: the frame a user keeps at ``settings.DEFAULT_STEPS`` (2, the authors' default), drafts
 at ``settings.DRAFT_STEPS`` (1) whatever the Steps control says, the Camera tab's stream at ``CAMERA_STEPS`` (1)
 and its snapshot at least ``DEFAULT_STEPS``. Checked through the handlers' server functions (the canvases' and the
-camera's), the queue's final, the page's controls and the engine's own defaults; the API's defaults are checked on
-the served app in tests/test_app_api.py.
+camera's), the queue's final, the page's controls and the engine's own request defaults; the API's defaults are
+checked on the served app in tests/test_app_api.py.
 
 The step count a frame was made with is read from the request the engine was handed (a spy on ``Engine.render``),
 and one draft's pixels are compared with the engine's 1-step frame, so the count is the one that ran.
@@ -24,7 +24,9 @@ from PIL import Image
 
 from sprint_demo import settings
 from sprint_demo.sketches import png_data_url, stroke_sketch
-from sprint_demo.web.handlers import CAMERA_INPUTS, PAINT_INPUTS, SKETCH_INPUTS, FinalAsked, Handlers
+from sprint_demo.web.camera_handlers import CAMERA_INPUTS, CameraHandlers
+from sprint_demo.web.canvas_handlers import PAINT_INPUTS, SKETCH_INPUTS, CanvasHandlers, FinalAsked
+from sprint_demo.web.handlers import FrameMaker
 from sprint_demo.web.live import encode_jpeg
 
 
@@ -58,7 +60,7 @@ def test_the_step_defaults():
 
 @pytest.mark.parametrize("tab_kind", ["sketch", "paint"])
 def test_canvas_drafts_run_one_step_whatever_the_steps_control_says_and_finals_run_its_steps(engine, tab_kind):
-    draft, final = Handlers(engine).canvas_functions(tab_kind)
+    draft, final = CanvasHandlers(FrameMaker(engine)).server_functions(tab_kind)
     picture = stroke_sketch(engine.size, 3)
     png = png_data_url(picture)
     names = SKETCH_INPUTS if tab_kind == "sketch" else PAINT_INPUTS
@@ -73,7 +75,7 @@ def test_canvas_drafts_run_one_step_whatever_the_steps_control_says_and_finals_r
 
 
 def test_a_draft_is_the_engine_s_one_step_frame(engine):
-    draft, _final = Handlers(engine).canvas_functions("sketch")
+    draft, _final = CanvasHandlers(FrameMaker(engine)).server_functions("sketch")
     sketch = stroke_sketch(engine.size, 5)
     values = dict(zip(SKETCH_INPUTS, ["a boat", 4, 7, settings.DEFAULT_GUIDANCE, 1.0, 2]))  # the control says 4
     answer = draft({"png": png_data_url(sketch), "inputs": values, "seq": 1, "tab": "one-step"})
@@ -87,7 +89,7 @@ def test_a_draft_is_the_engine_s_one_step_frame(engine):
 
 
 def test_the_queue_s_final_runs_the_steps_control_s_value(engine):
-    handlers = Handlers(engine)
+    handlers = CanvasHandlers(FrameMaker(engine))
     with steps_run(engine) as seen:
         handlers.sketch_final("", "a kite", settings.DEFAULT_STEPS, 4, settings.DEFAULT_GUIDANCE, 1.0, 2, None, "full",
                               FinalAsked(None, {"seq": 1, "tab": "queue-steps"}))
@@ -119,7 +121,7 @@ def test_the_page_s_steps_controls_start_at_the_defaults(engine):
 
 
 def test_camera_frames_run_the_steps_control_and_a_snapshot_at_least_the_finals(engine):
-    fns = {fn.__name__: fn for fn in Handlers(engine).camera_functions()}
+    fns = {fn.__name__: fn for fn in CameraHandlers(FrameMaker(engine)).server_functions()}
     image = png_data_url(Image.new("RGB", (320, 240), "teal"))
 
     def request(steps, **extra):

@@ -10,7 +10,7 @@ Modes:
                    ("model time" = control_encode + denoise + decode: the ControlNet frame's model work)
   controlnet-warm  same canvas and prompt, a new seed each frame: text_encode and control_encode ~ 0
   img2img          a new painting on the canvas each frame (one more coloured stroke), redrawn at each
-                   ``--strength`` (default ``settings.DEFAULT_STRENGTH``): a full image_encode every frame, as
+                   ``--strength`` (default ``settings.DEFAULT_PAINT_STRENGTH``): a full image_encode every frame, as
                    while painting on the Paint tab ("model time" = image_encode + denoise + decode)
 
 ``--decoder full,tiny`` runs every case with each autoencoder lane (``"full"``: the DC-AE; ``"tiny"``: the tiny
@@ -117,7 +117,7 @@ def sketch_frame(engine: Engine, sketch: Image.Image, prompt: str, steps: int, s
 
 
 def run_case(engine: Engine, mode: str, steps: int, size: int, repeat: int, decoder: str = DEFAULT_DECODER,
-             strength: float = settings.DEFAULT_STRENGTH) -> dict:
+             strength: float = settings.DEFAULT_PAINT_STRENGTH) -> dict:
     """``repeat`` timed frames of one case (``strength``: img2img's); medians and p90s of their stages."""
     frames = []
     for i in range(repeat + 1):  # the first frame of a case warms caches and allocator pools: not counted
@@ -440,7 +440,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", default="t2i,controlnet", help=f"comma-separated, from {', '.join(MODES)}")
     parser.add_argument("--decoder", default=DEFAULT_DECODER,
                         help=f"comma-separated autoencoder lanes, from {', '.join(DECODERS)} (default: %(default)s)")
-    parser.add_argument("--strength", default=str(settings.DEFAULT_STRENGTH),
+    parser.add_argument("--strength", default=str(settings.DEFAULT_PAINT_STRENGTH),
                         help=f"--mode {IMG2IMG_MODE}: comma-separated strengths in (0, 1] (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="timed frames per case, after one warm-up frame (default 10; 3 calls for components)")
@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     for decoder in args.decoder:  # in the order asked: the lane that matters most first, before a budget cuts in
         for mode in args.mode:
             for steps in args.steps:
-                for strength in args.strength if mode == IMG2IMG_MODE else [settings.DEFAULT_STRENGTH]:
+                for strength in args.strength if mode == IMG2IMG_MODE else [settings.DEFAULT_PAINT_STRENGTH]:
                     runs.append(run_case(engine, mode, steps, engine.size, args.repeat, decoder, strength))
                     print(format_table(runs[-1:]).splitlines()[-1], flush=True)
     print(format_table(runs))

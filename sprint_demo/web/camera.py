@@ -1,10 +1,9 @@
 """A live camera for Gradio: a ``gr.HTML`` subclass around ``getUserMedia``, talking to the server through its
 server functions (one HTTP POST per frame, no queue).
 
-Why not ``gr.Image(sources=["webcam"], streaming=True).stream(...)``: measured in headless Chromium with its fake
-camera and a 150 ms function, the queue backs up -- frames kept arriving for over 4 s after Stop;
-``trigger_mode="always_last"`` showed no frame in 10 s; ``concurrency_limit=1`` gave 1.5 frames/s, late. fastrtc
-does not support Gradio 6. Here the page keeps only the newest frame alive, and the server drops what is stale.
+Why not ``gr.Image(sources=["webcam"], streaming=True).stream(...)``: its frames back up behind Gradio's queue,
+arriving late and for seconds after Stop (docs/PERFORMANCE.md, "Camera"); fastrtc does not support Gradio 6. Here
+the page keeps only the newest frame alive, and the server drops what is stale (``web.camera_handlers``).
 
 The page (camera.js, with the frame client it shares with the canvas, frame_client.js) captures the newest video
 frame into an off-screen canvas with the video's aspect ratio (longer side ``capture_size``, both sides rounded to

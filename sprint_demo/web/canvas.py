@@ -1,9 +1,9 @@
 """A light drawing canvas for Gradio: a ``gr.HTML`` subclass around a plain ``<canvas>``.
 
-Why not ``gr.Sketchpad``: it exports and uploads background, composite and layers as PNG files on every change;
-measured in headless Chromium against a 150 ms stand-in model, that is a median 1.27 s from mouse-up to a new
-image, against 225 ms for this component. This component keeps everything in the browser and sends one PNG data
-URL per finished stroke, as the component's value (a string); nothing is uploaded.
+Why not ``gr.Sketchpad``: it exports and uploads background, composite and layers as PNG files on every change,
+several times slower from mouse-up to a new image (docs/PERFORMANCE.md, "The app around the model"). This
+component keeps everything in the browser and sends one PNG data URL per finished stroke, as the component's value
+(a string); nothing is uploaded.
 
 How it works (read from gradio 6.31 ``gradio/components/html.py`` and its frontend ``HTML-*.js``, not copied):
 
@@ -24,11 +24,11 @@ model coordinates (pointer positions mapped through the element's bounding box),
 same on a phone and on a 4K monitor. History is a list of actions (stroke, clear, loaded image) replayed on undo
 or resize, so undo costs no memory per step beyond the stroke's points.
 
-With ``palette=True`` (the Paint tab) the same component paints in colour: swatches (``settings.PAINT_PALETTE``)
-and a colour picker (``<input type=color>``) set the brush's colour, a photo button loads a picture from the
-device into the canvas as an undoable step (cropped about its centre to the square, never uploaded as a file), and
-the eraser paints back the picture underneath (white paper where there is none); ``root.loadPicture(src)`` loads any
-image the same way (the Paint tab's "Paint over this").
+The Paint tab's canvas (``SketchCanvas.for_paint``: ``palette=True``) paints in colour: swatches
+(``settings.PAINT_PALETTE``) and a colour picker (``<input type=color>``) set the brush's colour, a photo button
+loads a picture from the device into the canvas as an undoable step (cropped about its centre to the square, never
+uploaded as a file), and the eraser paints back the picture underneath (white paper where there is none);
+``root.loadPicture(src)`` loads any image the same way (the Paint tab's "Paint over this").
 
 The script is three units (``page_files.component_script``): ``canvas.js`` draws; ``canvas_frames.js`` turns the
 strokes into drafts and final frames, through ``frame_client.js``, the request loop the camera shares; the two meet
@@ -114,10 +114,16 @@ class SketchCanvas(gr.HTML):
     server functions (``server_functions``) named ``draft_frame`` and ``final_frame``, if given, make the drafts and
     the final frames the canvas asks for; ``final`` fires when the canvas asks the queue for a final frame instead
     (a photo's edge map replaces the sketch, or the server function turned it away), with ``{seq, tab}`` as its
-    event data. ``palette``: paint in colour (``settings.PAINT_PALETTE``, the module docstring).
+    event data. ``palette``: paint in colour (``settings.PAINT_PALETTE``; ``for_paint``, the module docstring).
     """
 
     EVENTS = [*gr.HTML.EVENTS, "final"]
+
+    @classmethod
+    def for_paint(cls, value: str | None = None, **kwargs: Any) -> SketchCanvas:
+        """The Paint tab's canvas: colour (the palette, the colour picker), the photo button, an eraser that paints
+        back the picture underneath, and a wider brush than the Sketch tab's."""
+        return cls(value, palette=True, brush=settings.DEFAULT_PAINT_BRUSH, **kwargs)
 
     def __init__(self, value: str | None = None, *, size: int = settings.DEFAULT_SIZE,
                  brush: int = settings.DEFAULT_BRUSH, output_id: str = "", palette: bool = False, **kwargs: Any):

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from .. import settings
+from ..frames import FrameSource
 from ..inputs import InputError, check_size
 from ..models.speedups import COMPILE_SCOPES, SpeedOptions
 from . import messages
@@ -26,7 +27,7 @@ from . import messages
 DEFAULT_HOST = settings.SPACES_HOST if settings.ON_SPACES else settings.HOST  # a Space's proxy must reach the app
 
 
-def launch(engine: Any, *, host: str = DEFAULT_HOST, port: int = settings.PORT, share: bool = False,
+def launch(engine: FrameSource, *, host: str = DEFAULT_HOST, port: int = settings.PORT, share: bool = False,
            prevent_thread_lock: bool = False, quiet: bool = False, concurrency_limit: int | None = None) -> Any:
     """Build the interface around ``engine`` (``ui.create_demo``) and serve it; returns the ``gr.Blocks``.
 
@@ -156,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if note := messages.banner(engine):
         log.warning("%s", note)
-    log.info("model %s on %s, frame size %d, batches of up to %d, speed-ups: %s, decoders: %s", engine.model_name,
-             engine.device, engine.size, engine.max_batch_size, engine.speed.describe(), ", ".join(engine.decoders))
+    log.info("%s", messages.startup_line(engine))
 
     launch(engine, host=args.host, port=args.port, share=args.share)
     return 0

@@ -1,8 +1,8 @@
 """Live frames: drafts while the pen moves, the final frame when it lifts, shown in a canvas tab's output.
 
 The canvas reaches the engine through its server functions (gradio's ``server_functions``: one HTTP POST
-answered with the frame, no queue round trip, no event stream). Measured in headless Chromium this is the
-shortest way into Python and back (docs/PERFORMANCE.md, "The app around the model"):
+answered with the frame, no queue round trip, no event stream), the shortest way into Python and back
+(docs/PERFORMANCE.md, "The app around the model"); ``web.canvas_handlers`` makes their frames:
 
 * **Draft frames** (pen moving, a prompt being typed): server function ``draft_frame``, the tiny decoder where
   the engine has one, JPEG at ``settings.DRAFT_JPEG_QUALITY``.
@@ -20,8 +20,8 @@ state).
 latency readout. Its value (set by the queue's frames) is ``{"src": data URL, "digest", "seq", "nonce",
 "readout"}``; the canvas hands it the frames of its server functions directly in the page. The newest picture wins:
 every request from the canvas carries a sequence number, and a frame for an older one than the frame on screen is
-not shown. Each frame says which canvas it drew (``digest``, ``sketch_digest`` of the PNG's pixels), so tests can
-check a frame against the canvas states a stroke passed through.
+not shown. Each frame says which canvas picture it drew (``digest``, ``picture_digest`` of the PNG's pixels), so
+tests can check a frame against the canvas states a stroke passed through.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def jpeg_data_url(data: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
-def sketch_digest(image: Image.Image | None) -> str | None:
-    """A short digest of a canvas picture's pixels (RGB), the tag a frame carries of the canvas it drew."""
+def picture_digest(image: Image.Image | None) -> str | None:
+    """A short digest of a canvas picture's pixels (RGB: a sketch or a painting), the tag a frame carries of the
+    picture it drew."""
     if image is None:
         return None
     return hashlib.blake2b(image.convert("RGB").tobytes(), digest_size=8).hexdigest()

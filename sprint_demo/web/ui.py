@@ -2,26 +2,26 @@
 
 Tabs: Sketch (a live canvas steering the image through the ControlNet), Paint (a colour canvas redrawn by
 image-to-image), Camera (a live camera, ``web.camera``) and Playground (text-to-image while you type). Each tab is
-built by a function of its own; the frame functions they wire live in ``web.handlers``, the input checks in
-``sprint_demo.inputs``, the model work in the engine (the UI never touches torch).
+built by a function of its own, a control that several tabs show by one helper; the frame functions they wire live
+in the handlers of each surface (``web.canvas_handlers``, ``web.camera_handlers``, ``web.api_handlers``), the
+input checks in ``sprint_demo.inputs``, the words in ``web.messages``, the model work in the engine (the UI never
+touches torch).
 
-Refresh semantics (measured in headless Chromium: ``trigger_mode="once"`` left stale final images, ``"multiple"``
-fell over a second behind): a tab's queued frames come from ONE ``gr.on`` with ``trigger_mode="always_last"``,
+A canvas tab's frames come from its canvas's server functions (``draft_frame`` while the pen moves,
+``final_frame`` when it lifts or the inputs settle for ``settings.SETTLE_MS``; the engine keeps one waiting frame
+per tab, the newest), and the rest through the queue: ONE ``gr.on`` per tab with ``trigger_mode="always_last"``,
 hidden progress and the shared ``"gpu"`` concurrency id, so at most one frame per tab is in the queue and the final
-image is always made from the final inputs. The Sketch tab's canvas asks for its frames through its server
-functions instead (``draft_frame`` while the pen moves, ``final_frame`` when it lifts or the inputs settle for
-``settings.SETTLE_MS``); the engine keeps one waiting frame per tab, the newest. A client-side event mirrors the
-tab's inputs into the canvas by name (``handlers.SKETCH_INPUTS``). The "Live drafts" switch turns drafts off. Frames
-travel inline (JPEG data URLs). Phones get one column with the picture pinned above the canvas (``NARROW_PX``).
+image is always made from the final inputs (docs/PERFORMANCE.md, "The app around the model", has the measurements
+behind both choices). A client-side event mirrors the tab's inputs into the canvas by name
+(``canvas_handlers.SKETCH_INPUTS``, ``PAINT_INPUTS``). The "Live drafts" switch turns drafts off. Frames travel
+inline (JPEG data URLs). Phones get one column with the picture pinned above the canvas (``NARROW_PX``).
 
-The Paint tab (``_paint_tab``) is the Sketch tab's machinery around a colour canvas (``SketchCanvas(palette=True)``):
+The Paint tab (``_paint_tab``) is the Sketch tab's machinery around the colour canvas (``SketchCanvas.for_paint``):
 the painting is redrawn by image-to-image at the tab's strength, drafts while the brush moves and the final frame
-when it lifts, through the canvas's server functions (``handlers.canvas_functions("paint")``, inputs mirrored by
-name: ``handlers.PAINT_INPUTS``) or the queue (``handlers.paint_final``); "Paint over this" loads the frame on show
-back into the canvas, in the page.
+when it lifts; "Paint over this" loads the frame on show back into the canvas, in the page.
 
-The Camera tab (``_camera_tab``) is a ``CameraStream`` whose server functions (``handlers.camera_functions``) make
-every frame; its inputs are mirrored into it by name (``handlers.CAMERA_INPUTS``). On ZeroGPU it shows a note
+The Camera tab (``_camera_tab``) is a ``CameraStream`` whose server functions (``CameraHandlers``) make every
+frame; its inputs are mirrored into it by name (``camera_handlers.CAMERA_INPUTS``). On ZeroGPU it shows a note
 instead: each frame would be a GPU allocation of its own.
 
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
@@ -37,9 +37,10 @@ Public API (``gradio_client``; names checked by tests/test_app_api.py):
 or ``"tiny"`` (the tiny autoencoder: much faster, less fine detail); the latency readout names the one used. A
 server without a tiny autoencoder offers only ``"full"`` and says why under the choice. The page's own frames are
 private events, but for the Playground's, which is ``/text_to_image``; the other two endpoints have no trigger in
-the page. Bad input raises ``gr.Error`` naming the value;
-model faults raise ``gr.Error`` naming the fault; the server keeps serving.
+the page. Bad input raises ``gr.Error`` naming the value; model faults raise ``gr.Error`` naming the fault; the
+server keeps serving.
 """
+
 
 from __future__ import annotations
 
@@ -53,11 +54,14 @@ from typing import Any
 import gradio as gr
 
 from .. import settings
-from ..frames import DEFAULT_DECODER
+from ..frames import DEFAULT_DECODER, FrameSource
 from . import messages
+from .api_handlers import ApiHandlers
 from .camera import CameraStream
+from .camera_handlers import CAMERA_INPUTS, CameraHandlers
 from .canvas import SketchCanvas, sketch_value
-from .handlers import CAMERA_INPUTS, PAINT_INPUTS, SKETCH_INPUTS, Handlers
+from .canvas_handlers import PAINT_INPUTS, SKETCH_INPUTS, CanvasHandlers
+from .handlers import FrameMaker
 from .live import LiveImage
 from .page_files import page_file
 
@@ -112,12 +116,13 @@ CSS = """
     "paint", ["paint_over", "paint_live_drafts"])
 
 
-# --- Components -----------------------------------------------------------------------------------------
-def _engine_checked(component: Any) -> Any:
-    """Let the engine range-check this slider / number box (``inputs.check_*``: the message names the field and
-    the range). Gradio's own check would refuse first with "Value 9 is greater than maximum value 4.", naming
-    neither, and print a traceback; here the value is passed through untouched. Done per instance, not by
-    subclassing, because gradio writes a ``.pyi`` stub next to every module that subclasses a component."""
+# --- Controls that several tabs show ---------------------------------------------------------------------------
+def _no_gradio_range_check(component: Any) -> Any:
+    """``component`` (a slider, number box or radio) with Gradio's own check of the value it receives turned off:
+    the value reaches the handler untouched and the server's check words the refusal (``inputs.check_*``: the
+    field, the range, the value). Gradio's would refuse first with "Value 9 is greater than maximum value 4.",
+    naming neither, and print a traceback. Done per instance, not by subclassing, because gradio writes a ``.pyi``
+    stub next to every module that subclasses a component."""
     component.preprocess = lambda payload: payload
     return component
 
@@ -149,37 +154,60 @@ def _examples(name: str) -> list[dict[str, str]]:
     return [entry for entry in entries if (ASSETS / entry["file"]).exists()]
 
 
-CANVAS_STEPS_INFO = f"for the frame when the pen lifts; drafts while drawing run {settings.DRAFT_STEPS}"
-CAMERA_STEPS_INFO = f"for each camera frame; a snapshot runs at least {settings.DEFAULT_STEPS}"
-
-
 def _steps_slider(elem_id: str, value: int = settings.DEFAULT_STEPS, info: str | None = None) -> gr.Slider:
-    return _engine_checked(gr.Slider(settings.MIN_STEPS, settings.MAX_STEPS, value=value, step=1, label="Steps",
-                                     info=info, elem_id=elem_id))
+    return _no_gradio_range_check(gr.Slider(settings.MIN_STEPS, settings.MAX_STEPS, value=value, step=1,
+                                            label="Steps", info=info, elem_id=elem_id))
 
 
 def _seed_row(elem_id: str) -> gr.Number:
     """The seed box and its dice button (``<elem_id>_random``) side by side, wired."""
     with gr.Row():
-        seed = _engine_checked(gr.Number(value=settings.DEFAULT_SEED, precision=0, minimum=0,
-                                         maximum=settings.MAX_SEED, label="Seed", elem_id=elem_id))
+        seed = _no_gradio_range_check(gr.Number(value=settings.DEFAULT_SEED, precision=0, minimum=0,
+                                                maximum=settings.MAX_SEED, label="Seed", elem_id=elem_id))
         dice = gr.Button("🎲 Random seed", elem_id=f"{elem_id}_random", scale=0)
     dice.click(lambda: random.randint(0, settings.MAX_SEED), outputs=seed, api_visibility="private", queue=False)
     return seed
 
 
 def _guidance_slider(elem_id: str) -> gr.Slider:
-    return _engine_checked(gr.Slider(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE, value=settings.DEFAULT_GUIDANCE,
-                                     step=0.1, label="Guidance", elem_id=elem_id))
+    return _no_gradio_range_check(gr.Slider(settings.MIN_GUIDANCE, settings.MAX_GUIDANCE,
+                                            value=settings.DEFAULT_GUIDANCE, step=0.1, label="Guidance",
+                                            elem_id=elem_id))
 
 
-def _decoder_radio(engine: Any, elem_id: str) -> gr.Radio:
+def _control_strength_slider(elem_id: str, when: str = "") -> gr.Slider:
+    """How strongly the edges steer (``when``: a note on when they do, e.g. "edges mode")."""
+    label = "Control strength: how strongly the edges steer" + (f" ({when})" if when else "")
+    return _no_gradio_range_check(gr.Slider(
+        settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH, value=settings.DEFAULT_CONTROL_STRENGTH,
+        step=0.05, label=label, elem_id=elem_id))
+
+
+def _strength_slider(elem_id: str, value: float, label: str, visible: bool = True) -> gr.Slider:
+    """An image-to-image strength (the Paint tab's, the Sketch tab's photo restyle, the camera's image mode)."""
+    return _no_gradio_range_check(gr.Slider(settings.MIN_UI_STRENGTH, 1.0, value=value, step=settings.STRENGTH_STEP,
+                                            label=label, elem_id=elem_id, visible=visible))
+
+
+def _decoder_radio(engine: FrameSource, elem_id: str, value: str = DEFAULT_DECODER,
+                   label: str = "Decoder for final frames") -> gr.Radio:
     """Which autoencoder makes the tab's frames. Without a tiny autoencoder only "full" is offered, and the reason
     is shown under the choice."""
     choices = [(DECODER_LABELS[name], name) for name in engine.decoders]
-    return _engine_checked(gr.Radio(choices, value=DEFAULT_DECODER, label="Decoder for final frames",
-                                    info=messages.decoder_info(engine), elem_id=elem_id,
-                                    interactive=engine.has_tiny_decoder))
+    return _no_gradio_range_check(gr.Radio(choices, value=value, label=label, info=messages.decoder_info(engine),
+                                           elem_id=elem_id, interactive=engine.has_tiny_decoder))
+
+
+def camera_decoder(engine: FrameSource) -> str:
+    """The lane camera frames use by default: the tiny autoencoder wherever there is one (every camera frame is a
+    new picture, so it pays an encode as well as a decode; docs/PERFORMANCE.md, "Camera", has the figures)."""
+    return "tiny" if engine.has_tiny_decoder else DEFAULT_DECODER
+
+
+def _live_drafts_switch(elem_id: str, verb: str) -> gr.Checkbox:
+    """A canvas tab's switch for drafts while the pen moves (``verb``: "draw", "paint")."""
+    return gr.Checkbox(settings.LIVE_DRAFTS, label=f"Live drafts (frames while you {verb})", elem_id=elem_id,
+                       container=False)
 
 
 def _prompt_box(elem_id: str, placeholder: str, lines: int = 2) -> gr.Textbox:
@@ -187,12 +215,20 @@ def _prompt_box(elem_id: str, placeholder: str, lines: int = 2) -> gr.Textbox:
                       max_length=settings.MAX_PROMPT_CHARS, placeholder=placeholder)
 
 
+def _mirror(triggers: list, named: dict[str, Any], root_selector: str) -> None:
+    """Hand the components ``named`` to the component at ``root_selector`` by name at each of ``triggers`` and
+    whenever one of them changes (``mirror_inputs_js``)."""
+    gr.on(triggers=[*triggers, *(component.change for component in named.values())], fn=None,
+          inputs=list(named.values()), js=mirror_inputs_js(root_selector, list(named)))
+
+
 # --- The interface --------------------------------------------------------------------------------------
-def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
+def create_demo(engine: FrameSource, concurrency_limit: int = 1) -> gr.Blocks:
     """The whole app around one loaded engine (``sprint_demo.engine.Engine``, or ``serve_ray.RayEngine``).
     ``concurrency_limit``: queued frame events in flight at once over all users (the engine's ``max_batch_size``
     on one GPU, so a batch can fill; ``RayEngine.concurrency`` for replicas)."""
-    handlers = Handlers(engine)
+    maker = FrameMaker(engine)
+    canvases, api = CanvasHandlers(maker), ApiHandlers(maker)
     queued = dict(api_visibility="private", trigger_mode="always_last", show_progress="hidden",
                   concurrency_limit=concurrency_limit, concurrency_id=GPU)
     with gr.Blocks(title="SANA-Sprint Live Sketch", delete_cache=settings.FRAME_CACHE_PRUNE_S) as demo:
@@ -204,161 +240,149 @@ def create_demo(engine: Any, concurrency_limit: int = 1) -> gr.Blocks:
             gr.Markdown(f"ControlNet: {note}", elem_id="controlnet_note")
         with gr.Tabs():
             with gr.Tab("Sketch", id="sketch_tab"):
-                _sketch_tab(demo, engine, handlers, queued)
+                _sketch_tab(demo, engine, canvases, api, queued)
             with gr.Tab("Paint", id="paint_tab") as paint_tab:
-                _paint_tab(paint_tab, demo, engine, handlers, queued)
+                _paint_tab(paint_tab, demo, engine, canvases, queued)
             with gr.Tab("Camera", id="camera_tab") as camera_tab:
-                _camera_tab(demo, camera_tab, engine, handlers)
+                _camera_tab(demo, camera_tab, engine, CameraHandlers(maker))
             with gr.Tab("Playground", id="playground_tab") as playground_tab:
-                _playground_tab(playground_tab, engine, handlers, queued)
-        _image_to_image_api(handlers, queued)
-        gr.api(handlers.engine_stats, api_name="engine_stats", api_visibility="undocumented", queue=False)
+                _playground_tab(playground_tab, engine, api, queued)
+        _image_to_image_api(api, queued)
+        gr.api(api.engine_stats, api_name="engine_stats", api_visibility="undocumented", queue=False)
     return demo
 
 
-def _image_to_image_api(handlers: Handlers, queued: dict) -> None:
-    """``/image_to_image``: an endpoint with no trigger in the page (the Paint tab's frames are its own events)."""
-    inputs = [gr.Textbox(None, visible=False), gr.Textbox("", visible=False)] + [
-        _engine_checked(gr.Number(visible=False)) for _ in ("strength", "steps", "seed", "guidance_scale")] + [
-        _engine_checked(gr.Textbox(value=DEFAULT_DECODER, visible=False))]
-    inputs[2].value, inputs[3].value = settings.DEFAULT_STRENGTH, settings.DEFAULT_STEPS
-    inputs[4].value, inputs[5].value = settings.DEFAULT_SEED, settings.DEFAULT_GUIDANCE
+def _image_to_image_api(api: ApiHandlers, queued: dict) -> None:
+    """``/image_to_image``: an endpoint with no trigger in the page (the Paint tab's frames are its own events).
+    Its inputs are hidden components holding the parameters' defaults, in ``ApiHandlers.image_to_image``'s order."""
+    hidden = {
+        "image": gr.Textbox(None, visible=False),
+        "prompt": gr.Textbox("", visible=False),
+        **{name: _no_gradio_range_check(gr.Number(default, visible=False)) for name, default in (
+            ("strength", settings.DEFAULT_API_STRENGTH), ("steps", settings.DEFAULT_STEPS),
+            ("seed", settings.DEFAULT_SEED), ("guidance_scale", settings.DEFAULT_GUIDANCE))},
+        "decoder": _no_gradio_range_check(gr.Textbox(DEFAULT_DECODER, visible=False)),
+    }
     outputs = [gr.Image(format="jpeg", type="filepath", visible=False), gr.Markdown(visible=False)]
-    gr.on(triggers=[], fn=handlers.image_to_image, inputs=inputs, outputs=outputs, api_name="image_to_image",
+    gr.on(triggers=[], fn=api.image_to_image, inputs=list(hidden.values()), outputs=outputs, api_name="image_to_image",
           api_description="Picture (PNG/JPEG/WebP data URL) + prompt + strength in (0, 1] -> (JPEG image keeping the "
                           "picture's aspect ratio, latency markdown).",
           concurrency_id=GPU, concurrency_limit=queued["concurrency_limit"])
 
 
-def _sketch_tab(demo: gr.Blocks, engine: Any, handlers: Handlers, queued: dict) -> None:
-    size = handlers.size
+def _sketch_tab(demo: gr.Blocks, engine: FrameSource, canvases: CanvasHandlers, api: ApiHandlers,
+                queued: dict) -> None:
+    size = engine.size
     examples = _examples("examples.json")
     prompt = _prompt_box("prompt", "what the sketch should become, e.g. 'a cottage in a forest'")
     with gr.Row(equal_height=False, elem_id="sketch_row"):
         with gr.Column(elem_id="sketch_draw"):
             sketch = SketchCanvas("", size=size, elem_id="sketch", label="Sketch", output_id="sketch_output",
-                                  server_functions=handlers.canvas_functions())
-            live = gr.Checkbox(settings.LIVE_DRAFTS, label="Live drafts (frames while you draw)",
-                               elem_id="live_drafts", container=False)
+                                  server_functions=canvases.server_functions("sketch"))
+            live = _live_drafts_switch("live_drafts", "draw")
             if examples:
-                gallery = gr.Gallery(
-                    value=[(str(ASSETS / e["file"]), e["prompt"]) for e in examples],
-                    label="Example sketches (click one to load it)", elem_id="sketch_examples",
-                    columns=len(examples), height="auto", allow_preview=False, show_label=True, interactive=False,
-                    object_fit="contain",
-                )
+                _example_gallery(examples, sketch, prompt, size)
         with gr.Column(elem_id="sketch_view"):
             output = LiveImage(max_height=min(size, OUTPUT_MAX_HEIGHT), elem_id="sketch_output")
     # /sketch_to_image's outputs: the API returns a JPEG file, the page shows frames inline instead
     api_image = gr.Image(format="jpeg", type="filepath", visible=False, elem_id="sketch_api_image")
     api_latency = gr.Markdown(visible=False)
     with gr.Row():
-        steps = _steps_slider("steps", info=CANVAS_STEPS_INFO)
+        steps = _steps_slider("steps", info=messages.CANVAS_STEPS_INFO)
         seed = _seed_row("seed")
     with gr.Row():
         guidance = _guidance_slider("guidance")
-        control_strength = _engine_checked(gr.Slider(
-            settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH, value=settings.DEFAULT_CONTROL_STRENGTH,
-            step=0.05, label="Control strength: how strongly the edges steer", elem_id="control_strength"))
-        photo_strength = _photo_strength_slider()
-        thickness = _engine_checked(gr.Slider(
+        control_strength = _control_strength_slider("control_strength")
+        photo_strength = _strength_slider("photo_strength", settings.DEFAULT_RESTYLE_STRENGTH,
+                                          "Photo strength: how far the photo is redrawn",
+                                          visible=settings.DEFAULT_PHOTO_RESTYLE)
+        thickness = _no_gradio_range_check(gr.Slider(
             settings.MIN_THICKNESS, settings.MAX_THICKNESS, value=settings.DEFAULT_THICKNESS, step=1,
             label="Sketch thickness", elem_id="thickness",
             info="of the edge map's lines, as NVlabs' HED demo sets it (1-4, default 2): 1-3 keep the recipe's thin "
                  "lines, 4 widens them by a pixel"))
     decoder = _decoder_radio(engine, "decoder")
+    photo, photo_map_view, restyle = _photo_accordion(engine, photo_strength)
+    photo_state = gr.State(None)  # the tab's canvas_handlers.Photo (its exact edge map) for the frame functions
+
+    # The tab's frame inputs, in SKETCH_INPUTS order: the queue's functions take them in that order and the canvas
+    # gets them by name.
+    named = dict(zip(SKETCH_INPUTS, (prompt, steps, seed, guidance, control_strength, thickness)))
+    # The queue makes the frames the canvas does not get from its server functions: page load, and a final the
+    # canvas asks the queue for (its 'final' event: a photo replaces the sketch, or the server function could not
+    # make it).
+    gr.on(triggers=[demo.load, sketch.final], fn=canvases.sketch_final,
+          inputs=[sketch, *named.values(), photo_state, decoder], outputs=[output], **queued)
+    _mirror([demo.load], {**named, "live": live, "photo": photo_map_view, "decoder": decoder}, "#sketch .sc-root")
+    gr.on(triggers=[], fn=api.sketch_to_image, inputs=[sketch, *named.values(), decoder],
+          outputs=[api_image, api_latency], api_name="sketch_to_image",
+          api_description="Sketch (PNG data URL) + prompt -> (JPEG image, latency markdown).",
+          concurrency_id=GPU, concurrency_limit=queued["concurrency_limit"])
+    # Upload, clear, example click, thickness and the restyle switch and strength all recompute (or drop) the photo's
+    # map, and the frame follows in the same event.
+    gr.on(triggers=[photo.change, thickness.change, restyle.change, photo_strength.change], fn=canvases.photo_frame,
+          inputs=[photo, thickness, sketch, prompt, steps, seed, guidance, control_strength, decoder, restyle,
+                  photo_strength],
+          outputs=[photo_map_view, photo_state, output], **(queued | {"show_progress": "minimal"}))
+
+
+def _example_gallery(examples: list[dict[str, str]], sketch: SketchCanvas, prompt: gr.Textbox, size: int) -> None:
+    """The Sketch tab's example sketches: a click loads one into the canvas, with its prompt."""
+    gallery = gr.Gallery(
+        value=[(str(ASSETS / e["file"]), e["prompt"]) for e in examples],
+        label="Example sketches (click one to load it)", elem_id="sketch_examples",
+        columns=len(examples), height="auto", allow_preview=False, show_label=True, interactive=False,
+        object_fit="contain",
+    )
+
+    def load_example(event: gr.SelectData):
+        entry = examples[event.index]
+        return sketch_value(str(ASSETS / entry["file"]), size), entry["prompt"]
+
+    gallery.select(load_example, outputs=[sketch, prompt], api_visibility="private", queue=False)
+
+
+def _photo_accordion(engine: FrameSource, photo_strength: gr.Slider) -> tuple[gr.Image, gr.Image, gr.Checkbox]:
+    """The Sketch tab's photo: the upload, the edge map the model sees and the restyle switch, which shows the
+    ``photo_strength`` slider: the photo itself redrawn (image-to-image), its edges steering, instead of its edges
+    alone. Returns (photo, edge map view, restyle switch)."""
     with gr.Accordion("Or start from a photo (its edge map replaces the sketch)", open=False):
         with gr.Row():
             photo = gr.Image(label="Photo", type="pil", sources=["upload", "clipboard"], elem_id="photo", height=320)
             # labelled with the Canny stand-in's note from the start when the engine loaded its detector already
             photo_map_view = gr.Image(label=messages.edge_map_label(messages.edges_note(engine)), format="png",
                                       interactive=False, elem_id="photo_map", height=320)
-        restyle = _restyle_switch(photo_strength)
+        restyle = gr.Checkbox(settings.DEFAULT_PHOTO_RESTYLE, label="Restyle the photo (image-to-image)",
+                              info="redraw the photo itself, its edges still steering; off: the edges alone",
+                              elem_id="photo_restyle")
         if photo_examples := _examples("photo_examples.json"):
             gr.Examples([[str(ASSETS / e["file"])] for e in photo_examples], inputs=[photo], label="Example photo")
-    photo_map = gr.State(None)  # the exact edge map (PIL) for the frame functions
-
-    # The tab's frame inputs, in handlers.SKETCH_INPUTS order: the queue's functions take them in that order and
-    # the canvas gets them by name.
-    named = dict(zip(SKETCH_INPUTS, (prompt, steps, seed, guidance, control_strength, thickness)))
-    frame_inputs = [named[name] for name in SKETCH_INPUTS]
-    # The queue makes the frames the canvas does not get from its server functions: page load, and a final the
-    # canvas asks the queue for (its 'final' event: a photo's map replaces the sketch, or the server function
-    # could not make it).
-    gr.on(triggers=[demo.load, sketch.final], fn=handlers.sketch_final,
-          inputs=[sketch, *frame_inputs, photo_map, decoder], outputs=[output], **queued)
-    mirrored = {**named, "live": live, "photo": photo_map_view, "decoder": decoder}
-    gr.on(triggers=[demo.load, *(component.change for component in mirrored.values())], fn=None,
-          inputs=list(mirrored.values()), js=mirror_inputs_js("#sketch .sc-root", list(mirrored)))
-    gr.on(triggers=[], fn=handlers.sketch_to_image, inputs=[sketch, *frame_inputs, decoder],
-          outputs=[api_image, api_latency], api_name="sketch_to_image",
-          api_description="Sketch (PNG data URL) + prompt -> (JPEG image, latency markdown).",
-          concurrency_id=GPU, concurrency_limit=queued["concurrency_limit"])
-    # Upload, clear, example click, thickness and the restyle switch and strength all recompute (or drop) the map,
-    # and the frame follows in the same event.
-    gr.on(triggers=[photo.change, thickness.change, restyle.change, photo_strength.change], fn=handlers.photo_frame,
-          inputs=[photo, thickness, sketch, prompt, steps, seed, guidance, control_strength, decoder, restyle,
-                  photo_strength],
-          outputs=[photo_map_view, photo_map, output], **(queued | {"show_progress": "minimal"}))
-    if examples:
-        def load_example(event: gr.SelectData):
-            entry = examples[event.index]
-            return sketch_value(str(ASSETS / entry["file"]), size), entry["prompt"]
-
-        gallery.select(load_example, outputs=[sketch, prompt], api_visibility="private", queue=False)
+    restyle.change(lambda on: gr.update(visible=on), inputs=restyle, outputs=photo_strength,
+                   api_visibility="private", queue=False)
+    return photo, photo_map_view, restyle
 
 
-def _camera_tab(demo: gr.Blocks, tab: gr.Tab, engine: Any, handlers: Handlers) -> None:
+def _camera_tab(demo: gr.Blocks, tab: gr.Tab, engine: FrameSource, camera: CameraHandlers) -> None:
     if settings.ZERO_GPU:  # each frame would be a GPU allocation of its own, billed against the visitor's quota
-        gr.Markdown("The camera needs a GPU of its own: on this ZeroGPU Space, where a GPU is lent per request, "
-                    "a stream of frames would spend a visitor's daily GPU quota in minutes. Run the app on a "
-                    "dedicated GPU (or locally) for the live camera; Sketch, Paint and Playground work here.",
-                    elem_id="camera_unavailable")
+        gr.Markdown(messages.CAMERA_ON_ZERO_GPU, elem_id="camera_unavailable")
         return
-    gr.Markdown("Point your camera: every frame is redrawn by the model, the newest one only (nothing queues "
-                f"behind). Browsers allow the camera only over HTTPS or on localhost. A stream stops after "
-                f"{settings.CAMERA_SESSION_S / 60:g} min so that other visitors get their turn: press Start again.")
+    gr.Markdown(messages.CAMERA_INTRO)
     prompt = _prompt_box("camera_prompt", "what the camera should become, e.g. 'an oil painting'")
     CameraStream(elem_id="camera", capture_size=settings.CAMERA_CAPTURE_SIZE, output_id="camera_output",
-                 latency_id="camera_latency", server_functions=handlers.camera_functions())
+                 latency_id="camera_latency", server_functions=camera.server_functions())
     with gr.Row():
         mode = gr.Radio([("Restyle the camera (image-to-image)", "image"), ("Follow its edges (ControlNet)", "edges")],
                         value=settings.DEFAULT_CAMERA_MODE, label="Mode", elem_id="camera_mode")
-        strength = gr.Slider(settings.MIN_UI_STRENGTH, 1.0, value=settings.DEFAULT_CAMERA_STRENGTH, step=0.05,
-                             label="Strength: how far each frame is redrawn (image mode)", elem_id="camera_strength")
-        control_strength = gr.Slider(
-            settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH, value=settings.DEFAULT_CONTROL_STRENGTH,
-            step=0.05, label="Control strength: how strongly the edges steer (edges mode)",
-            elem_id="camera_control_strength")
+        strength = _strength_slider("camera_strength", settings.DEFAULT_CAMERA_STRENGTH,
+                                    "Strength: how far each frame is redrawn (image mode)")
+        control_strength = _control_strength_slider("camera_control_strength", when="edges mode")
     with gr.Row():
-        steps = _steps_slider("camera_steps", settings.CAMERA_STEPS, CAMERA_STEPS_INFO)
+        steps = _steps_slider("camera_steps", settings.CAMERA_STEPS, messages.CAMERA_STEPS_INFO)
         seed = _seed_row("camera_seed")
         guidance = _guidance_slider("camera_guidance")
-    choices = [(DECODER_LABELS[name], name) for name in engine.decoders]
-    decoder = gr.Radio(choices, value=handlers.camera_decoder, label="Decoder", elem_id="camera_decoder",
-                       info=messages.decoder_info(engine), interactive=engine.has_tiny_decoder)
+    decoder = _decoder_radio(engine, "camera_decoder", value=camera_decoder(engine), label="Decoder")
     named = dict(zip(CAMERA_INPUTS, (prompt, mode, strength, steps, seed, guidance, control_strength, decoder)))
-    gr.on(triggers=[demo.load, tab.select, *(component.change for component in named.values())], fn=None,
-          inputs=list(named.values()), js=mirror_inputs_js("#camera .cam-root", list(named)))
-
-
-def _photo_strength_slider() -> gr.Slider:
-    """The Sketch tab's "Photo strength" (beside its Control strength), shown while the photo is restyled."""
-    return _engine_checked(gr.Slider(
-        settings.MIN_UI_STRENGTH, 1.0, value=settings.DEFAULT_STRENGTH, step=settings.STRENGTH_STEP,
-        label="Photo strength: how far the photo is redrawn", elem_id="photo_strength",
-        visible=settings.DEFAULT_PHOTO_RESTYLE))
-
-
-def _restyle_switch(photo_strength: gr.Slider) -> gr.Checkbox:
-    """The Sketch tab's photo restyle switch: the photo itself redrawn (image-to-image, ``handlers.PhotoRestyle``),
-    its edges steering, instead of its edges alone; it shows the Photo strength slider."""
-    restyle = gr.Checkbox(settings.DEFAULT_PHOTO_RESTYLE, label="Restyle the photo (image-to-image)",
-                          info="redraw the photo itself, its edges still steering; off: the edges alone",
-                          elem_id="photo_restyle")
-    restyle.change(lambda on: gr.update(visible=on), inputs=restyle, outputs=photo_strength,
-                   api_visibility="private", queue=False)
-    return restyle
+    _mirror([demo.load, tab.select], named, "#camera .cam-root")
 
 
 PAINT_OVER_JS = """() => {
@@ -372,52 +396,44 @@ PAINT_OVER_JS = """() => {
 }"""  # the final frame on show (the one its download button saves) becomes the canvas, as an undoable step
 
 
-def _paint_tab(tab: gr.Tab, demo: gr.Blocks, engine: Any, handlers: Handlers, queued: dict) -> None:
+def _paint_tab(tab: gr.Tab, demo: gr.Blocks, engine: FrameSource, canvases: CanvasHandlers, queued: dict) -> None:
     """The Paint tab: paint in colour (or over a photo) and the image follows, redrawn by image-to-image at the
-    tab's strength (``handlers.paint_frame``); the same live machinery as the Sketch tab (module docstring)."""
-    size = handlers.size
+    tab's strength (``CanvasHandlers.paint_frame``); the same live machinery as the Sketch tab (module docstring)."""
+    size = engine.size
     prompt = _prompt_box("paint_prompt", "what the painting should become, e.g. 'a harbour at sunset, oil painting'")
     with gr.Row(equal_height=False, elem_id="paint_row"):
         with gr.Column(elem_id="paint_draw"):
-            canvas = SketchCanvas("", size=size, palette=True, brush=settings.DEFAULT_PAINT_BRUSH, elem_id="paint",
-                                  label="Painting", output_id="paint_output",
-                                  server_functions=handlers.canvas_functions("paint"))
-            live = gr.Checkbox(settings.LIVE_DRAFTS, label="Live drafts (frames while you paint)",
-                               elem_id="paint_live_drafts", container=False)
+            canvas = SketchCanvas.for_paint("", size=size, elem_id="paint", label="Painting",
+                                            output_id="paint_output",
+                                            server_functions=canvases.server_functions("paint"))
+            live = _live_drafts_switch("paint_live_drafts", "paint")
         with gr.Column(elem_id="paint_view"):
             output = LiveImage(max_height=min(size, OUTPUT_MAX_HEIGHT), elem_id="paint_output",
                                readout_id="paint_latency")
             paint_over = gr.Button("↺ Paint over this", elem_id="paint_over", size="sm")
-    strength = _engine_checked(gr.Slider(
-        settings.MIN_UI_STRENGTH, 1.0, value=settings.DEFAULT_STRENGTH, step=settings.STRENGTH_STEP,
-        label="Strength: how far the painting is redrawn (1: not at all kept, text-to-image)",
-        elem_id="paint_strength"))
+    strength = _strength_slider("paint_strength", settings.DEFAULT_PAINT_STRENGTH,
+                                "Strength: how far the painting is redrawn (1: not at all kept, text-to-image)")
     with gr.Row():
-        steps = _steps_slider("paint_steps", info=CANVAS_STEPS_INFO)
+        steps = _steps_slider("paint_steps", info=messages.CANVAS_STEPS_INFO)
         seed = _seed_row("paint_seed")
     with gr.Row():
         guidance = _guidance_slider("paint_guidance")
         edges = gr.Checkbox(settings.DEFAULT_PAINT_EDGES, label="Also read dark lines as edges",
                             info="the painting's dark lines steer through the ControlNet, as a sketch's do",
                             elem_id="paint_edges")
-        control_strength = _engine_checked(gr.Slider(
-            settings.MIN_CONTROL_STRENGTH, settings.MAX_CONTROL_STRENGTH, value=settings.DEFAULT_CONTROL_STRENGTH,
-            step=0.05, label="Control strength: how strongly the edges steer", elem_id="paint_control_strength"))
+        control_strength = _control_strength_slider("paint_control_strength")
     decoder = _decoder_radio(engine, "paint_decoder")
 
     named = dict(zip(PAINT_INPUTS, (prompt, strength, steps, seed, guidance, edges, control_strength)))
-    frame_inputs = [named[name] for name in PAINT_INPUTS]
     # The queue makes the frames the canvas does not get from its server functions: the tab's first frame when it
     # opens (not at page load: most visits never open it), and a final the canvas asks the queue for.
-    gr.on(triggers=[tab.select, canvas.final], fn=handlers.paint_final, inputs=[canvas, *frame_inputs, decoder],
+    gr.on(triggers=[tab.select, canvas.final], fn=canvases.paint_final, inputs=[canvas, *named.values(), decoder],
           outputs=[output], **queued)
-    mirrored = {**named, "live": live, "decoder": decoder}
-    gr.on(triggers=[demo.load, tab.select, *(component.change for component in mirrored.values())], fn=None,
-          inputs=list(mirrored.values()), js=mirror_inputs_js("#paint .sc-root", list(mirrored)))
+    _mirror([demo.load, tab.select], {**named, "live": live, "decoder": decoder}, "#paint .sc-root")
     paint_over.click(fn=None, js=PAINT_OVER_JS)
 
 
-def _playground_tab(tab: gr.Tab, engine: Any, handlers: Handlers, queued: dict) -> None:
+def _playground_tab(tab: gr.Tab, engine: FrameSource, api: ApiHandlers, queued: dict) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
             prompt = _prompt_box("t2i_prompt", "type: the image refreshes as you write", lines=3)
@@ -428,16 +444,16 @@ def _playground_tab(tab: gr.Tab, engine: Any, handlers: Handlers, queued: dict) 
             aspect = gr.Radio(list(settings.ASPECT_RATIOS), value=settings.ASPECT_RATIOS[0], label="Aspect",
                               elem_id="t2i_aspect")
             with gr.Row():
-                width, height = (_engine_checked(gr.Slider(
-                    settings.MIN_SIZE, settings.MAX_SIZE, value=handlers.size, step=settings.SIZE_MULTIPLE,
+                width, height = (_no_gradio_range_check(gr.Slider(
+                    settings.MIN_SIZE, settings.MAX_SIZE, value=engine.size, step=settings.SIZE_MULTIPLE,
                     label=label, elem_id=f"t2i_{label.lower()}")) for label in ("Width", "Height"))
         with gr.Column():
             output = gr.Image(label="Image", format="jpeg", type="filepath", interactive=False, elem_id="t2i_output")
             latency = gr.Markdown(label="Latency", elem_id="t2i_latency")
     inputs = [prompt, steps, seed, guidance, width, height, decoder]
-    gr.on(triggers=[tab.select, *(component.change for component in inputs)], fn=handlers.text_to_image,
+    gr.on(triggers=[tab.select, *(component.change for component in inputs)], fn=api.text_to_image,
           inputs=inputs, outputs=[output, latency],
           **(queued | {"api_visibility": "public", "api_name": "text_to_image",
                        "api_description": "Prompt -> (JPEG image of width x height, latency markdown)."}))
-    aspect.change(lambda value: aspect_size(value, handlers.size), inputs=aspect, outputs=[width, height],
+    aspect.change(lambda value: aspect_size(value, engine.size), inputs=aspect, outputs=[width, height],
                   api_visibility="private", queue=False)
