@@ -22,7 +22,7 @@ What the thread takes next, when it is free:
   after the first frame arrived for the batch to fill; a lone user's frame goes at once;
 * at most ``max_waiting`` sessions wait at once (each waiting caller holds a server thread); a frame of one more
   session raises ``EngineBusy`` at once instead of queueing. Callers that something else bounds already (Gradio's
-  queue) pass ``Ticket.limited=False``: they neither count nor are refused.
+  queue) pass ``Ticket.refusable=False``: they neither count nor are refused.
 
 ``inline=True`` (ZeroGPU, where each frame runs in a process the platform forks for it, with the GPU, and no
 thread of the main process can reach that GPU) has no thread: each caller runs its own frame, one at a time.
@@ -63,7 +63,7 @@ class Ticket(Generic[T]):
     session: str | None = None
     priority: Priority = Priority.FINAL
     arrived: float = field(default_factory=time.perf_counter)
-    limited: bool = True  # counts toward, and is refused beyond, Batcher.max_waiting
+    refusable: bool = True  # counts toward, and is refused beyond, Batcher.max_waiting
     cancelled: bool = False  # superseded while in flight: its batch may stop early
     result: Any = None
     error: BaseException | None = None
@@ -194,8 +194,8 @@ class Batcher:
         older = [t for t in self._waiting if t.session == ticket.session]
         if ticket.priority == Priority.DRAFT and any(t.priority == Priority.FINAL for t in older):
             raise Superseded(f"session {ticket.session}'s final frame is waiting")
-        sessions = {t.session for t in self._waiting if t.session is not None and t.limited}
-        if ticket.limited and not older and len(sessions) >= self.max_waiting:  # refused: nothing else changes
+        sessions = {t.session for t in self._waiting if t.session is not None and t.refusable}
+        if ticket.refusable and not older and len(sessions) >= self.max_waiting:  # refused: nothing else changes
             raise EngineBusy(f"{len(sessions)} sessions are waiting for the engine")
         for old in older:
             self._finish(old, error=Superseded(f"a newer frame of session {ticket.session} replaced it"))

@@ -127,7 +127,15 @@ class Engine:
     ``render`` takes a clean ``FrameRequest``; the keyword conveniences (``sketch_to_image``, ``text_to_image``,
     ``photo_to_control_map``) take raw values, build the request through ``sprint_demo.inputs`` and raise
     ``inputs.InputError`` naming a bad value. Model failures propagate as they are (the UI turns them into
-    messages). ``close`` ends the model thread."""
+    messages). ``close`` ends the model thread. Implements ``frames.FrameSource``, the web layer's view of it."""
+
+    size: int
+    model_name: str
+    is_preview: bool
+    fallback_reason: str | None
+    tiny_note: str | None
+    speed: SpeedOptions
+    batch_sizes: Counter[int]
 
     def __init__(
         self,
@@ -146,7 +154,7 @@ class Engine:
         self.size = size or (settings.PREVIEW_SIZE if self.is_preview else settings.DEFAULT_SIZE)
         # Binning snaps sizes to the 1024px model's trained aspect bins; the preview model has none to respect.
         self.use_resolution_binning = not self.is_preview
-        self.device = self.pipe._execution_device
+        self.torch_device = self.pipe._execution_device
         self.tiny = loaded.tiny_autoencoder  # the "tiny" lane's autoencoder, or None (loaded.tiny_note says why)
         self.tiny_note = loaded.tiny_note
         self.speed = apply_speedups(self.pipe, speed or SpeedOptions(), tiny=self.tiny)
@@ -200,6 +208,10 @@ class Engine:
 
     def expects_company(self, now: float) -> bool:
         return self._batcher.expects_company(now)
+
+    @property
+    def device(self) -> str:
+        return str(self.torch_device)
 
     @property
     def has_controlnet(self) -> bool:
@@ -313,7 +325,7 @@ class Engine:
                                        edges=edges, control_strength=control_strength)
         return self.render(request, prep_ms=(time.perf_counter() - started) * 1000)
 
-    def photo_to_control_map(self, photo: Image.Image | str | bytes, thickness: int = settings.DEFAULT_THICKNESS,
+    def photo_to_control_map(self, photo: Image.Image, thickness: int = settings.DEFAULT_THICKNESS,
                              size: tuple[int, int] | None = None) -> Image.Image:
         """A photo -> HED edge map (white lines on black) of ``size`` (width, height; default the photo's own frame,
         ``inputs.fit_size`` at the engine's size: its aspect ratio kept, as NVlabs runs a photo), made on the model
@@ -333,7 +345,7 @@ class Engine:
         """The photos' edge detector (``conditioning.load_hed_detector``) on the engine's device, loaded once. With
         a model other than the preview, the classical detector standing in for HED is logged as a warning."""
         if self._detector is None:
-            detector = conditioning.load_hed_detector().to(self.device)
+            detector = conditioning.load_hed_detector().to(self.torch_device)
             self._detector = detector
             if self.edges_fallback is not None:
                 log.warning("photo edges: the classical Canny detector stands in for HED (%s); the ControlNet was "
@@ -351,17 +363,17 @@ class Engine:
         return getattr(self._detector, "reason", self._detector.name)
 
     def render(self, request: FrameRequest, prep_ms: float = 0.0, session: str | None = None,
-               priority: Priority = Priority.FINAL, limited: bool = True) -> Frame:
+               priority: Priority = Priority.FINAL, refusable: bool = True) -> Frame:
         """The one way a frame is made. ``request`` is clean (``sprint_demo.inputs``); ``prep_ms`` is what
         building it took at the boundary (decoding the sketch, making its control map), reported as that stage.
         ``session`` (a tab, a camera stream) and ``priority`` order the work (``sprint_demo.batcher``): a newer
         frame of the same session replaces this one while it waits (``Superseded``), and too many sessions waiting
-        refuse it (``EngineBusy``) unless ``limited`` is False (a caller that Gradio's queue bounds already).
+        refuse it (``EngineBusy``) unless ``refusable`` is False (a caller that Gradio's queue bounds already).
         Thread-safe: concurrent callers' frames may be made in one batch (``Frame.batch_size``); a model fault in a
         batch is raised to each of its callers."""
         self._autoencoder(request.decoder)  # refuses a lane this engine does not have before waiting
         ticket = Ticket((request, prep_ms), batch_key(request), session=session, priority=priority,
-                        limited=limited)
+                        refusable=refusable)
         return self._batcher.submit(ticket)
 
     def on_model_thread(self, fn: Callable[[], T]) -> T:
@@ -461,7 +473,7 @@ class Engine:
                 made = self._render(list(todo), list(todo.values()), stopped)
         except BaseException as error:
             self._watch = None
-            if isinstance(error, torch.OutOfMemoryError) and self.device.type == "cuda":
+            if isinstance(error, torch.OutOfMemoryError) and self.torch_device.type == "cuda":
                 torch.cuda.empty_cache()  # hand the failed frame's blocks back so the next frame can fit
             for ticket in making:
                 ticket.error = error
@@ -487,7 +499,7 @@ class Engine:
         pipe, first, rows = self.pipe, requests[0], len(requests)
         if self.speed.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new frame: earlier graph outputs may be reused
-        watch = self._watch = _Stopwatch(self.device, stopped)
+        watch = self._watch = _Stopwatch(self.torch_device, stopped)
 
         def between_steps(_pipe, step: int, _t, tensors: dict) -> dict:
             if step + 1 < first.steps:

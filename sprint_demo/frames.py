@@ -1,4 +1,5 @@
-"""What goes into the engine and what comes out: ``FrameRequest`` and ``Frame``.
+"""What goes into the engine and what comes out (``FrameRequest``, ``Frame``), and what the web layer may use of
+an engine (``FrameSource``).
 
 A ``FrameRequest`` is built and validated once, at the boundary (``sprint_demo.inputs.sketch_request`` /
 ``text_request`` / ``image_request``); everything after that takes its fields as they are. Two requests that
@@ -9,9 +10,15 @@ control map and the start picture themselves are left out of the comparison and 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from PIL import Image
+
+from . import settings
+from .batcher import EngineBusy, Priority, Superseded
+from .models.speedups import SpeedOptions
 
 # "full": the pipeline's DC-AE decodes (and encodes an image-to-image picture); "tiny": the tiny autoencoder does
 # (sprint_demo.models.tiny_autoencoder): much faster, less fine detail. A control map is the DC-AE's to encode in both.
@@ -52,3 +59,92 @@ class Frame:
     decoder: str = DEFAULT_DECODER  # the autoencoder lane that made it (FrameRequest.decoder)
     batch_size: int = 1  # rows of the forward pass that made it (frames of other users made at the same time)
     strength: float = 1.0  # image-to-image strength it was made at (FrameRequest.strength; 1.0: from noise)
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """What the web layer may use of an engine: ``sprint_demo.engine.Engine`` (one process) and
+    ``sprint_demo.tools.serve_ray.RayEngine`` (replicas on Ray Serve) both implement it with these exact types
+    (tests/test_frame_source.py checks their signatures and annotations against this class).
+
+    Facts for the page (``web/messages.py`` words them) are read-only properties; frames come from ``render``.
+    """
+
+    @property
+    def size(self) -> int:
+        """The canvas's frame side in pixels (a square), the long side of a photo's or painting's frame."""
+
+    @property
+    def model_name(self) -> str:
+        """What was loaded: a hub id, a folder, or one of the built-in names (``settings.PREVIEW_MODEL``...)."""
+
+    @property
+    def is_preview(self) -> bool:
+        """True for the tiny preview model built in code (random weights: pictures mean nothing)."""
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why ``--model auto`` fell back to the preview model (None: it did not)."""
+
+    @property
+    def has_controlnet(self) -> bool:
+        """Whether sketches steer frames (a ControlNet is loaded)."""
+
+    @property
+    def controlnet_description(self) -> str | None:
+        """What the loaded ControlNet checkpoint is (None when it was built in code, or there is none)."""
+
+    @property
+    def decoders(self) -> tuple[str, ...]:
+        """The autoencoder lanes frames may ask for (``FrameRequest.decoder``): ``DECODERS`` or ``("full",)``."""
+
+    @property
+    def has_tiny_decoder(self) -> bool:
+        """Whether "tiny" is among ``decoders``."""
+
+    @property
+    def tiny_note(self) -> str | None:
+        """Why there is no tiny lane (None when there is one, or it was switched off without a reason to give)."""
+
+    @property
+    def edges_fallback(self) -> str | None:
+        """Why photos' edge maps come from the classical detector instead of HED (None: HED makes them)."""
+
+    @property
+    def speed(self) -> SpeedOptions:
+        """The speed-ups in effect (``SpeedOptions.describe()`` says them in words)."""
+
+    @property
+    def device(self) -> str:
+        """Where frames are made, as torch names it ("cpu", "cuda:0"; with replicas, as each replica sees it)."""
+
+    @property
+    def max_batch_size(self) -> int:
+        """Frames of different sessions made in one forward pass at most (per replica)."""
+
+    @property
+    def batch_sizes(self) -> Counter[int]:
+        """Rows -> how many batches of that many rows were made since the warm-up (all replicas together)."""
+
+    def render(self, request: FrameRequest, prep_ms: float = 0.0, session: str | None = None,
+               priority: Priority = Priority.FINAL, refusable: bool = True) -> Frame:
+        """The frame of a clean ``request`` (``sprint_demo.inputs`` builds it). ``prep_ms``: what building it took
+        (reported as a stage). ``session`` and ``priority`` order the work: a newer frame of the same session
+        replaces this one while it waits (``Superseded``). ``refusable``: the engine may refuse the frame when too
+        many sessions wait already (``EngineBusy``); False for callers that something else bounds (Gradio's queue).
+        Bad values raise ``inputs.InputError``; a model fault propagates as it is."""
+
+    def cancel(self, session: str) -> None:
+        """``session`` has gone (a stopped camera): its waiting frame is dropped and its frame in flight stopped."""
+
+    def photo_to_control_map(self, photo: Image.Image, thickness: int = settings.DEFAULT_THICKNESS,
+                             size: tuple[int, int] | None = None) -> Image.Image:
+        """A photo -> its edge map (white lines on black) of ``size`` (width, height; default the photo's frame at
+        the engine's ``size``), made on the model thread. A bad thickness or size raises ``inputs.InputError``."""
+
+    def close(self) -> None:
+        """No frames after this; callers still waiting get an error."""
+
+
+__all__ = ["DECODERS", "DEFAULT_DECODER", "EngineBusy", "Frame", "FrameRequest", "FrameSource", "Priority",
+           "Superseded"]

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sprint_demo import settings
+from sprint_demo import inputs, settings
+from sprint_demo.frames import DEFAULT_DECODER, Frame
 from sprint_demo.tools.app_process import REPO_ROOT, AppProcess, free_port
 from sprint_demo.tools.loadtest import TOLERANCE_LEVELS as SERVED_TOLERANCE_LEVELS
 from sprint_demo.web.launch import launch
@@ -134,6 +135,43 @@ def refuse_blocked_test_word(prompt: str) -> str | None:
     """Stand-in safety checker: refuses prompts that contain ``BLOCKED_TEST_WORD`` and accepts everything else, so
     the tests can check the hook end to end without a real classifier."""
     return f"contains the blocked test word {BLOCKED_TEST_WORD!r}" if BLOCKED_TEST_WORD in prompt.lower() else None
+
+
+# --- Frames from raw values, as the page's handlers build them ----------------------------------------------------
+# The engine takes clean FrameRequests only (sprint_demo.inputs builds them); these build one from raw values with
+# the app's defaults and render it, so that a test reads as the frame it asks for. prep_ms: what building it took.
+def sketch_frame(engine: Any, sketch: Any, prompt: str, steps: Any = settings.DEFAULT_STEPS,
+                 seed: Any = settings.DEFAULT_SEED, guidance_scale: Any = settings.DEFAULT_GUIDANCE,
+                 control_strength: Any = settings.DEFAULT_CONTROL_STRENGTH,
+                 thickness: Any = settings.DEFAULT_THICKNESS, control_map: Any = None, decoder: Any = DEFAULT_DECODER,
+                 size: tuple[int, int] | None = None, **render: Any) -> Frame:
+    """A sketch's frame (None or blank: no control; or a ready ``control_map``) at ``size`` (default the engine's
+    square)."""
+    began = time.perf_counter()
+    request = inputs.sketch_request(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness,
+                                    size or (engine.size, engine.size), control_map=control_map, decoder=decoder)
+    return engine.render(request, prep_ms=(time.perf_counter() - began) * 1000, **render)
+
+
+def text_frame(engine: Any, prompt: str, steps: Any = settings.DEFAULT_STEPS, seed: Any = settings.DEFAULT_SEED,
+               guidance_scale: Any = settings.DEFAULT_GUIDANCE, width: Any = None, height: Any = None,
+               decoder: Any = DEFAULT_DECODER, **render: Any) -> Frame:
+    """A prompt's frame of width x height (default the engine's square)."""
+    request = inputs.text_request(prompt, steps, seed, guidance_scale, width or engine.size, height or engine.size,
+                                  decoder)
+    return engine.render(request, **render)
+
+
+def image_frame(engine: Any, image: Any, prompt: str, strength: Any = settings.DEFAULT_STRENGTH,
+                steps: Any = settings.DEFAULT_STEPS, seed: Any = settings.DEFAULT_SEED,
+                guidance_scale: Any = settings.DEFAULT_GUIDANCE, decoder: Any = DEFAULT_DECODER,
+                **options: Any) -> Frame:
+    """A picture redrawn from ``strength``, its long side the engine's size; ``options``: ``image_request``'s
+    (``edges``, ``control_strength``, ``thickness``, ``control_map``)."""
+    began = time.perf_counter()
+    request = inputs.image_request(image, prompt, strength, steps, seed, guidance_scale, engine.size, decoder,
+                                   **options)
+    return engine.render(request, prep_ms=(time.perf_counter() - began) * 1000)
 
 
 # --- The app in this process ---------------------------------------------------------------------------------

@@ -278,7 +278,7 @@ def test_callers_the_queue_bounds_are_never_refused_and_do_not_count(model):
         batcher.submit(Ticket("b", "k", session="b"))
 
     def queued() -> None:
-        outcomes["q"] = batcher.submit(Ticket("q", "k", session="q", limited=False))
+        outcomes["q"] = batcher.submit(Ticket("q", "k", session="q", refusable=False))
 
     threads.append(threading.Thread(target=queued))
     threads[-1].start()

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,9 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import support  # noqa: E402
 
-from sprint_demo import settings  # noqa: E402
+from sprint_demo import inputs, settings  # noqa: E402
 from sprint_demo.inputs import InputError  # noqa: E402
+from sprint_demo.models.speedups import SpeedOptions  # noqa: E402
 from sprint_demo.tools import serve_ray  # noqa: E402
 from sprint_demo.tools.app_process import free_port  # noqa: E402
 
@@ -88,14 +90,14 @@ def expected(served, preview_engine):
     for session in range(SESSIONS):
         for call in range(2):
             inputs = _session_inputs(session, call, served.size)
-            frames[session, inputs["seed"]] = _pixels(preview_engine.sketch_to_image(**inputs))
+            frames[session, inputs["seed"]] = _pixels(support.sketch_frame(preview_engine, **inputs))
     digests = {frame.tobytes() for frame in frames.values()}
     assert len(digests) == len(frames), "two sessions' expected images coincide: cross-talk would go unseen"
     return frames
 
 
 def _run_sessions(engine, expected: dict, stop: threading.Event | None = None, max_calls: int = CALLS_PER_SESSION):
-    """SESSIONS threads, each calling ``engine.sketch_to_image`` up to ``max_calls`` times (or until ``stop``).
+    """SESSIONS threads, each asking ``engine`` for a sketch's frame up to ``max_calls`` times (or until ``stop``).
     Returns (answered: list of (session, replica id, matches expected, monotonic time answered), failures: list of
     repr, threads)."""
     answered: list[tuple[int, str | None, bool, float]] = []
@@ -107,7 +109,7 @@ def _run_sessions(engine, expected: dict, stop: threading.Event | None = None, m
                 return
             inputs = _session_inputs(session, call, engine.size)
             try:
-                frame = engine.sketch_to_image(**inputs)
+                frame = support.sketch_frame(engine, **inputs)
             except Exception as error:  # counted, never raised: the test asserts on the count
                 failures.append(repr(error))
                 continue
@@ -154,10 +156,11 @@ def test_concurrent_sessions_are_answered_by_both_replicas_without_cross_talk(se
 
 @pytest.mark.slow
 def test_input_error_in_a_replica_reaches_the_caller_with_the_engines_message(served, preview_engine):
+    photo = Image.new("RGB", (64, 64), "grey")
     with pytest.raises(InputError) as local:
-        preview_engine.sketch_to_image(None, "x", steps=9)
+        preview_engine.photo_to_control_map(photo, thickness=9)
     with pytest.raises(InputError) as remote:
-        served.sketch_to_image(None, "x", steps=9)
+        served.photo_to_control_map(photo, thickness=9)
     assert str(remote.value) == str(local.value) and "9" in str(remote.value)
     with pytest.raises(InputError, match="photo is empty"):
         served.photo_to_control_map(None)
@@ -191,12 +194,12 @@ def test_gradio_app_serves_frames_from_the_replicas(served, preview_engine):
                 return np.asarray(image.convert("RGB"))
 
         own = support.pixel_difference(served_pixels, served_as_jpeg(
-            preview_engine.sketch_to_image(sketch, "a boat", steps=1, seed=7)))
+            support.sketch_frame(preview_engine, sketch, "a boat", steps=1, seed=7)))
         assert support.SERVED_FRAME_TOLERANCE.admits(own), f"{own} levels: beyond {support.SERVED_FRAME_TOLERANCE}"
         for other in (dict(sketch=_sketch(1, served.size), prompt="a boat", seed=7),  # another session's sketch
                       dict(sketch=sketch, prompt="a boat", seed=8)):  # or seed
             cross = support.pixel_difference(served_pixels, served_as_jpeg(
-                preview_engine.sketch_to_image(**other, steps=1)))
+                support.sketch_frame(preview_engine, **other, steps=1)))
             assert not support.SERVED_FRAME_TOLERANCE.admits(cross), f"another session's frame would pass: {cross}"
         assert serve_ray.REPLICA_NOTICE in readout
         with pytest.raises(AppError, match="steps must be .* got 9"):
@@ -216,8 +219,8 @@ def test_served_frame_tolerance_admits_kernel_noise_and_catches_a_small_change(p
         before = torch.get_num_threads()
         torch.set_num_threads(threads or before)
         try:
-            frame = preview_engine.sketch_to_image(_sketch(0, settings.PREVIEW_SIZE), "a boat", steps=1, seed=7,
-                                                   **change)
+            frame = support.sketch_frame(preview_engine, _sketch(0, settings.PREVIEW_SIZE), "a boat", steps=1, seed=7,
+                                         **change)
         finally:
             torch.set_num_threads(before)
         with Image.open(io.BytesIO(encode_frame(frame.image))) as image:
@@ -305,7 +308,7 @@ def test_killed_replica_mid_load_costs_no_frame_and_is_replaced(served, expected
     assert not failures, failures
     assert all(same for _, _, same, _ in answered)
     assert served.retries > retries_before, f"none of {len(killed)} kills landed inside a frame: they proved nothing"
-    frame = served.text_to_image("after the restart", seed=3)
+    frame = support.text_frame(served, "after the restart", seed=3)
     assert serve_ray.replica_of(frame) in served.replica_pids()
 
 
@@ -345,8 +348,9 @@ class _FakeHandle:
 
 def _proxy(*outcomes) -> serve_ray.RayEngine:
     info = {"size": 512, "fallback_reason": None, "has_controlnet": True, "controlnet_description": None,
-            "model_name": "preview", "is_preview": True, "device": "cpu", "speed": "none",
-            "decoders": ["full", "tiny"], "tiny_note": None, "edges_fallback": None}
+            "model_name": "preview", "is_preview": True, "device": "cpu",
+            "speed": asdict(SpeedOptions()), "max_batch_size": 4, "decoders": ["full", "tiny"], "tiny_note": None,
+            "edges_fallback": None}
     return serve_ray.RayEngine(_FakeHandle(info, *outcomes), replicas=2)
 
 
@@ -354,21 +358,22 @@ def test_proxy_turns_replica_errors_into_the_engines_errors():
     from ray.exceptions import ActorDiedError, RayTaskError
 
     def raised_in_replica(error: Exception) -> RayTaskError:
-        return RayTaskError("sketch_to_image", "Traceback (in the replica) ...", error)
+        return RayTaskError("render", "Traceback (in the replica) ...", error)
 
+    request = inputs.text_request("x", 1, 0, 4.5, 256, 256)
     with pytest.raises(InputError) as bad_input:
-        _proxy(raised_in_replica(InputError("steps must be an integer from 1 to 4, got 9"))).sketch_to_image()
+        _proxy(raised_in_replica(InputError("steps must be an integer from 1 to 4, got 9"))).render(request)
     assert str(bad_input.value) == "steps must be an integer from 1 to 4, got 9"  # no traceback in the message
 
     with pytest.raises(MemoryError, match="out of memory"):  # a model fault keeps its type for the UI's message
-        _proxy(raised_in_replica(MemoryError("out of memory"))).text_to_image("x")
+        _proxy(raised_in_replica(MemoryError("out of memory"))).render(request)
 
     once = _proxy(ActorDiedError(), "frame")  # the replica died: sent again once, answered
-    assert once.sketch_to_image() == "frame" and once.retries == 1
+    assert once.render(request) == "frame" and once.retries == 1
 
     twice = _proxy(ActorDiedError(), ActorDiedError(), "never asked")
     with pytest.raises(serve_ray.ReplicaFault):
-        twice.sketch_to_image()
+        twice.render(request)
     assert twice.retries == 1 and twice._handle.calls == 3  # info + two tries
 
 
@@ -378,7 +383,7 @@ def test_replica_reports_unhealthy_after_consecutive_model_faults():
     class _Engine:
         fail = True
 
-        def text_to_image(self, prompt):
+        def render(self, prompt):
             if prompt == "bad input":
                 raise InputError("prompt refused")
             if self.fail:
@@ -389,15 +394,15 @@ def test_replica_reports_unhealthy_after_consecutive_model_faults():
     replica.engine, replica.replica_id, replica._faults, replica._faults_lock = _Engine(), "r1", 0, threading.Lock()
     for _ in range(serve_ray.UNHEALTHY_AFTER_FAULTS - 1):
         with pytest.raises(RuntimeError):
-            replica.text_to_image("x")
+            replica.render("x")
         with pytest.raises(InputError):  # the caller's mistake: neither a fault nor a success
-            replica.text_to_image("bad input")
+            replica.render("bad input")
     replica.check_health()  # still healthy one fault short
     with pytest.raises(RuntimeError):
-        replica.text_to_image("x")
+        replica.render("x")
     with pytest.raises(RuntimeError, match=f"last {serve_ray.UNHEALTHY_AFTER_FAULTS} frames failed"):
         replica.check_health()
     replica.engine.fail = False
-    frame = replica.text_to_image("x")  # one good frame: healthy again, and the frame names its replica
+    frame = replica.render("x")  # one good frame: healthy again, and the frame names its replica
     replica.check_health()
     assert serve_ray.replica_of(frame) == "r1"

@@ -33,11 +33,16 @@ import os
 import sys
 import threading
 import time
-from dataclasses import replace
+from collections import Counter
+from dataclasses import asdict, replace
 from typing import Any
 
+from PIL import Image
+
 from .. import settings
+from ..frames import Frame, FrameRequest, Priority
 from ..inputs import InputError
+from ..models.speedups import SpeedOptions
 from ..web import messages
 from ..web.launch import build_parser, engine_options, launch, limit_malloc_arenas
 from ..web.launch import parse_args as launch_args
@@ -82,33 +87,34 @@ class EngineReplica:
         self._faults_lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
-        """What the UI and the proxy need to know about this replica's engine."""
+        """What the UI and the proxy need to know about this replica's engine (``FrameSource``'s facts)."""
         engine = self.engine
         return {
             "replica": self.replica_id, "pid": os.getpid(), "size": engine.size,
             "fallback_reason": engine.fallback_reason, "has_controlnet": engine.has_controlnet,
             "controlnet_description": engine.controlnet_description, "model_name": engine.model_name,
-            "is_preview": engine.is_preview, "device": str(engine.device), "speed": engine.speed.describe(),
-            "decoders": list(engine.decoders), "tiny_note": engine.tiny_note, "edges_fallback": engine.edges_fallback,
+            "is_preview": engine.is_preview, "device": engine.device, "speed": asdict(engine.speed),
+            "max_batch_size": engine.max_batch_size, "decoders": list(engine.decoders),
+            "tiny_note": engine.tiny_note, "edges_fallback": engine.edges_fallback,
         }
 
     def pid(self) -> tuple[str, int]:
         """(replica id, process id): tests kill a replica's process with it."""
         return self.replica_id, os.getpid()
 
-    def render(self, *args: Any, **kwargs: Any):
+    def batch_sizes(self) -> tuple[str, dict[int, int]]:
+        """(replica id, this replica's ``Engine.batch_sizes``)."""
+        return self.replica_id, dict(self.engine.batch_sizes)
+
+    def render(self, *args: Any, **kwargs: Any) -> Frame:
         return self._frame(self.engine.render, args, kwargs)
 
-    def cancel(self, session: str) -> None:
+    def cancel(self, session: str) -> tuple[str, None]:
+        """(replica id, None): ``RayEngine.cancel`` asks every replica."""
         self.engine.cancel(session)
+        return self.replica_id, None
 
-    def sketch_to_image(self, *args: Any, **kwargs: Any):
-        return self._frame(self.engine.sketch_to_image, args, kwargs)
-
-    def text_to_image(self, *args: Any, **kwargs: Any):
-        return self._frame(self.engine.text_to_image, args, kwargs)
-
-    def photo_to_control_map(self, *args: Any, **kwargs: Any):
+    def photo_to_control_map(self, *args: Any, **kwargs: Any) -> Image.Image:
         return self._counted(self.engine.photo_to_control_map, args, kwargs)
 
     def check_health(self) -> None:
@@ -249,11 +255,26 @@ def shutdown(local: bool) -> None:
 
 # --- The proxy the UI talks to ----------------------------------------------------------------------------
 class RayEngine:
-    """Stands in for ``engine.Engine`` in ``ui.create_demo``: the same attributes, every frame made by a replica.
+    """Stands in for ``engine.Engine`` in ``ui.create_demo`` (both implement ``frames.FrameSource``): the same
+    attributes and methods, every frame made by a replica.
 
     ``concurrency`` is how many frames may be in flight at once (replicas x frames each replica accepts); give it
     to ``create_demo`` so the UI's queue lets that many through. ``retries`` counts frames that were sent again
     because their replica died."""
+
+    size: int
+    model_name: str
+    is_preview: bool
+    fallback_reason: str | None
+    has_controlnet: bool
+    controlnet_description: str | None
+    decoders: tuple[str, ...]
+    has_tiny_decoder: bool
+    tiny_note: str | None
+    edges_fallback: str | None
+    speed: SpeedOptions
+    device: str
+    max_batch_size: int
 
     def __init__(self, handle: Any, replicas: int, max_ongoing_requests: int = settings.RAY_MAX_ONGOING) -> None:
         self._handle = handle
@@ -262,46 +283,64 @@ class RayEngine:
         self.retries = 0
         self._retries_lock = threading.Lock()
         info = self._call("info")
-        self.size: int = info["size"]
-        self.fallback_reason: str | None = info["fallback_reason"]
-        self.has_controlnet: bool = info["has_controlnet"]
-        self.controlnet_description: str | None = info["controlnet_description"]
-        self.model_name: str = info["model_name"]
-        self.is_preview: bool = info["is_preview"]
-        self.device: str = info["device"]  # as a replica sees it (each replica its own GPU)
-        self.speed: str = info["speed"]
-        self.decoders: tuple[str, ...] = tuple(info["decoders"])  # the UI's decoder choice
-        self.has_tiny_decoder: bool = "tiny" in self.decoders
-        self.tiny_note: str | None = info["tiny_note"]
-        self.edges_fallback: str | None = info["edges_fallback"]  # why Canny stands in for HED (each replica alike)
+        self.size = info["size"]
+        self.fallback_reason = info["fallback_reason"]
+        self.has_controlnet = info["has_controlnet"]
+        self.controlnet_description = info["controlnet_description"]
+        self.model_name = info["model_name"]
+        self.is_preview = info["is_preview"]
+        self.device = info["device"]  # as a replica sees it (each replica its own GPU)
+        self.speed = SpeedOptions(**info["speed"])
+        self.max_batch_size = info["max_batch_size"]  # each replica's
+        self.decoders = tuple(info["decoders"])  # the UI's decoder choice
+        self.has_tiny_decoder = "tiny" in self.decoders
+        self.tiny_note = info["tiny_note"]
+        self.edges_fallback = info["edges_fallback"]  # why Canny stands in for HED (each replica alike)
 
-    # The engine's frame methods, forwarded as called: the defaults and checks stay the engine's own. A session's
-    # frames may reach different replicas, so a newer frame supersedes an older one only within one replica.
-    def render(self, *args: Any, **kwargs: Any):
-        return self._call("render", *args, **kwargs)
+    # The engine's frame methods, forwarded as called: the checks stay the engine's own. A session's frames may
+    # reach different replicas, so a newer frame supersedes an older one only within one replica.
+    def render(self, request: FrameRequest, prep_ms: float = 0.0, session: str | None = None,
+               priority: Priority = Priority.FINAL, refusable: bool = True) -> Frame:
+        return self._call("render", request, prep_ms=prep_ms, session=session, priority=priority,
+                          refusable=refusable)
 
     def cancel(self, session: str) -> None:
-        self._call("cancel", session)
+        """Cancels ``session`` on every replica: its frames may be waiting on any of them."""
+        self._from_every_replica("cancel", session)
 
-    def sketch_to_image(self, *args: Any, **kwargs: Any):
-        return self._call("sketch_to_image", *args, **kwargs)
+    def photo_to_control_map(self, photo: Image.Image, thickness: int = settings.DEFAULT_THICKNESS,
+                             size: tuple[int, int] | None = None) -> Image.Image:
+        return self._call("photo_to_control_map", photo, thickness, size)
 
-    def text_to_image(self, *args: Any, **kwargs: Any):
-        return self._call("text_to_image", *args, **kwargs)
+    @property
+    def batch_sizes(self) -> Counter[int]:
+        """Every replica's batches added up (rows -> batches made with that many)."""
+        total: Counter[int] = Counter()
+        for sizes in self._from_every_replica("batch_sizes").values():
+            total.update(sizes)
+        return total
 
-    def photo_to_control_map(self, *args: Any, **kwargs: Any):
-        return self._call("photo_to_control_map", *args, **kwargs)
+    def close(self) -> None:
+        """Removes the replicas (``shutdown`` also stops a private Ray instance)."""
+        from ray import serve
+
+        serve.delete(APP_NAME)
 
     def replica_pids(self, timeout_s: float = 60.0) -> dict[str, int]:
-        """{replica id: process id} of every live replica. The router picks replicas itself, so this asks
-        repeatedly until it has heard from ``replica_count`` distinct replicas (or the time is up)."""
-        seen: dict[str, int] = {}
+        """{replica id: process id} of every live replica."""
+        return self._from_every_replica("pid", timeout_s=timeout_s)
+
+    def _from_every_replica(self, method: str, *args: Any, timeout_s: float = 60.0) -> dict[str, Any]:
+        """{replica id: answer} of ``method(*args)`` (which answers (replica id, value)) from every live replica.
+        The router picks replicas itself, so this asks repeatedly until it has heard from ``replica_count``
+        distinct replicas (or the time is up)."""
+        heard: dict[str, Any] = {}
         deadline = time.monotonic() + timeout_s
-        while len(seen) < self.replica_count and time.monotonic() < deadline:
-            for replica, pid in [response.result(timeout_s=timeout_s) for response in
-                                 [self._handle.pid.remote() for _ in range(2 * self.replica_count)]]:
-                seen[replica] = pid
-        return seen
+        while len(heard) < self.replica_count and time.monotonic() < deadline:
+            calls = [getattr(self._handle, method).remote(*args) for _ in range(2 * self.replica_count)]
+            for replica, value in [call.result(timeout_s=timeout_s) for call in calls]:
+                heard[replica] = value
+        return heard
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         from ray.exceptions import RayActorError, RayTaskError
@@ -366,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         if note := messages.banner(engine):
             log.warning("%s", note)
         log.info("model %s, %d replica(s) on %s, frame size %d, speed-ups: %s", engine.model_name, replicas,
-                 engine.device, engine.size, engine.speed)
+                 engine.device, engine.size, engine.speed.describe())
 
         launch(engine, host=args.host, port=args.port, concurrency_limit=engine.concurrency)
     finally:

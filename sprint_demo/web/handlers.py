@@ -202,7 +202,7 @@ class Handlers:
         caller came through Gradio's queue, which bounds its callers itself (the engine does not refuse it)."""
         try:
             return self._render(request, prep_ms=prep_ms, session=session, priority=priority,
-                                limited=not queued)
+                                refusable=not queued)
         except Superseded:
             raise
         except Exception as error:  # noqa: BLE001 - every fault becomes a message; the server keeps serving
