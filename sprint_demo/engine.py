@@ -136,6 +136,7 @@ class Engine:
     tiny_note: str | None
     speed: SpeedOptions
     batch_sizes: Counter[int]
+    cache_counts: Counter[str]
 
     def __init__(
         self,
@@ -163,6 +164,8 @@ class Engine:
         self._pictures = _LRU(settings.IMAGE_CACHE_SIZE)
         self._frames = _LRU(1)  # request -> (frame, its prompt notices): the frames reuse may hand out
         self.batch_sizes: Counter[int] = Counter()  # rows of every batch made (frames reused from a batch: none)
+        # lookups of the prompt and control-latent caches: "prompt_hit", "prompt_miss", "control_hit", "control_miss"
+        self.cache_counts: Counter[str] = Counter()
         self._batcher = Batcher(self._run, max_batch_size=1, window_s=settings.BATCH_WINDOW_MS / 1000,
                                 max_waiting=settings.MAX_WAITING_FRAMES, company_memory_s=COMPANY_MEMORY_S,
                                 inline=settings.ZERO_GPU)
@@ -421,6 +424,7 @@ class Engine:
                                              settings.DEFAULT_GUIDANCE, long_side, decoder))
         self.clear_caches()
         self.batch_sizes.clear()
+        self.cache_counts.clear()
         self._warm = True
         return time.perf_counter() - began
 
@@ -560,6 +564,7 @@ class Engine:
         its tokens encoded once), cached per prompt; a notice when the prompt's end fell outside the encoder's
         window."""
         cached = self._prompts.get_or_none(prompt)
+        self.cache_counts["prompt_miss" if cached is None else "prompt_hit"] += 1
         if cached is None:
             encoded = self.pipe.prompt_encoder(prompt)
             notices = (prompt_cut_notice(encoded.kept, encoded.tokens),) if encoded.dropped else ()
@@ -581,6 +586,7 @@ class Engine:
         map and size: one latent serves both lanes."""
         cache_key = (request.control_key, height, width)
         latents = self._controls.get_or_none(cache_key)
+        self.cache_counts["control_miss" if latents is None else "control_hit"] += 1
         if latents is None:
             # clone: with CUDA graphs the encoder's output buffer is overwritten by its next replay
             latents = self.pipe.prepare_control_latents(request.control_map, height, width, vae=self.pipe.vae).clone()
