@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID, ReplicaID, RequestMetadata
 from ray.serve.request_router import PendingRequest
 
-from sprint_demo.tools.session_routing import MOVE_GAP, SessionCalls, SessionHomes, SessionRouter
+from sprint_demo.tools.session_routing import IDLE_S, MAX_SESSIONS, MOVE_GAP, SessionCalls, SessionHomes, SessionRouter
+
+SCALING = Path(__file__).resolve().parent.parent / "docs" / "SCALING.md"
 
 
 def _spread(homes: SessionHomes, sessions: int, live: list[str]) -> dict[str, str]:
@@ -172,3 +176,18 @@ def test_session_calls_cancels_what_waits_of_a_session():
     assert calls.cancel("s") == 1 and final.cancelled and not other.cancelled
     calls.remove("s", final)
     assert calls.cancel("s") == 0
+
+
+def test_the_scaling_page_says_how_sessions_are_routed():
+    """docs/SCALING.md's picture names the router and what it does with a session, and its section on routing names
+    the router's settings with their values."""
+    text = SCALING.read_text(encoding="utf-8")
+    picture = text.split("```")[1]  # the page's first block: the picture
+    assert "SessionRouter" in picture and "a call with a session -> the replica holding that session" in picture
+    section = text[text.index("\n## Sessions and routing\n"):]
+    section = section[:section.index("\n## ", 1)]
+    assert "RequestRouterConfig" in section and "DeploymentResponse.cancel" in section
+    for name, value in (("MOVE_GAP", MOVE_GAP), ("IDLE_S", IDLE_S), ("MAX_SESSIONS", MAX_SESSIONS)):
+        written = re.search(rf"`{name}` \(([\d ]+)", section)
+        assert written and float(written.group(1).replace(" ", "")) == value, f"{name} is {value}"
+    assert "may reach different replicas" not in text

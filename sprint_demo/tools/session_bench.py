@@ -1,22 +1,27 @@
-"""Session affinity on Ray Serve, measured: the same drawing sessions against replicas routed by session
+"""Session affinity on Ray Serve, measured: the same sessions against replicas routed by session
 (``session_routing.SessionRouter``) and by Serve's default router, alternating, in one process and run.
 
-    python -m sprint_demo.tools.session_bench --sessions 4 --duration 45 --rounds 2 \
+    python -m sprint_demo.tools.session_bench --sessions 4 --duration 30 --rounds 3 \
         --serve "--replicas 2 --model preview" --json affinity.json
 
-Each round deploys the replicas once per routing (``serve_ray.deploy``, ``--serve`` taking ``serve_ray``'s flags),
-and drives ``--sessions`` sessions for ``--duration`` seconds through ``RayEngine`` as the Sketch tab's page does.
-Each session is a browser tab that draws stroke after stroke: a draft (one step, draft priority) for each new state
-of the canvas (at most every ``PEN_INTERVAL_S``) while at most two of its frames are outstanding, then the stroke's
-final frame (the last draft's canvas at the default steps) and a pause of ``PAUSE_S`` once it is shown. Every third
-stroke it then re-rolls the seed and every fifth stroke the prompt changes (the user typed), each on the same canvas,
-a final followed by a pause. Sessions have their own prompts and canvases.
+Each round deploys the replicas once per routing (``serve_ray.deploy``, ``--serve`` taking ``serve_ray``'s flags)
+and runs each of ``--workloads`` on them: ``--sessions`` sessions for ``--duration`` seconds through ``RayEngine``.
 
-Per routing it reports, over the rounds: frames/s made (frames answered) and shown (frames newer than the last one
-shown, which the page would show), the share of each session's frames made by the replica that made most of them,
-sessions per replica (by that replica), dropped frames (a newer frame of the session replaced it), the hit rates of
-the replicas' prompt and control-latent caches (``Engine.cache_counts``, summed over the replicas), and their misses
-per distinct prompt and per distinct canvas among the frames made (1.0: each encoded once).
+* ``drawing``: each session is a browser tab's Sketch canvas, as its page sends frames: a draft (one step, draft
+  priority) for each new state of the canvas (at most every ``PEN_INTERVAL_S``) while at most two of its frames are
+  outstanding, then the stroke's final frame (the last draft's canvas at the default steps) and a pause of
+  ``PAUSE_S`` once it is shown. Every third stroke it then re-rolls the seed and every fifth stroke the prompt
+  changes (the user typed), each on the same canvas, a final followed by a pause. A newer frame of a session may
+  take an older one's place (dropped), which the engine does only to frames of a session on one replica.
+* ``steady``: each session asks for one final frame at a time, each on a canvas one stroke further on; no frame
+  takes another's place, so frames/s is what the replicas can make.
+
+Sessions have their own prompts and canvases. Per run: frames/s made (answered) and shown (newer than the last one
+shown, which the page would show), the mean rows per batch, the share of each session's frames made by the replica
+that made most of them, sessions per replica (by that replica), dropped frames, the hit rates of the replicas'
+prompt and control-latent caches (``Engine.cache_counts``, summed over the replicas), and their misses per distinct
+prompt and per distinct canvas among the frames made (1.0: each encoded once). The summary has, per workload, the
+medians over the rounds and the median of each round's session-to-default frames/s ratio.
 """
 
 from __future__ import annotations
@@ -83,6 +88,21 @@ def session_frames(session: int, size: int):
             yield None
 
 
+def steady_frames(session: int, size: int):
+    """Endless final frames of one session, each on a canvas one stroke further on: the ``steady`` workload, one
+    frame at a time, where no frame takes another's place, so frames/s is what the replicas can make."""
+    strokes = 0
+    prompt = f"session {session}: a harbour at dusk"  # not the drawing workload's: its cache entries do not help
+    while True:
+        strokes += 1
+        yield Priority.FINAL, _request(session_canvas(session, strokes, 0, size), prompt, settings.DEFAULT_STEPS,
+                                       session, size)
+
+
+# name -> (a session's frames, frames it keeps outstanding)
+WORKLOADS = {"drawing": (session_frames, OUTSTANDING), "steady": (steady_frames, 1)}
+
+
 def _request(canvas, prompt: str, steps: int, seed: int, size: int) -> FrameRequest:
     return inputs.sketch_request(canvas, prompt, steps, seed, settings.DEFAULT_GUIDANCE,
                                  settings.DEFAULT_CONTROL_STRENGTH, settings.DEFAULT_THICKNESS, (size, size))
@@ -101,9 +121,11 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def drive(engine: serve_ray.RayEngine, sessions: int, duration_s: float) -> tuple[Tally, float]:
-    """``sessions`` page-like sessions for ``duration_s``; returns the tally and the seconds it took."""
+def drive(engine: serve_ray.RayEngine, sessions: int, duration_s: float, workload: str) -> tuple[Tally, float]:
+    """``sessions`` sessions of ``workload`` (``WORKLOADS``) for ``duration_s``; returns the tally and the seconds
+    it took."""
     tally, stop = Tally(), threading.Event()
+    frames_of, outstanding = WORKLOADS[workload]
 
     def one(session: int, seq: int, priority: Priority, request: FrameRequest, slots: threading.Semaphore) -> None:
         try:
@@ -126,12 +148,12 @@ def drive(engine: serve_ray.RayEngine, sessions: int, duration_s: float) -> tupl
             slots.release()
 
     def page(session: int, pool: ThreadPoolExecutor) -> None:
-        slots, sent = threading.Semaphore(OUTSTANDING), 0.0
-        for seq, step in enumerate(session_frames(session, engine.size)):
+        slots, sent = threading.Semaphore(outstanding), 0.0
+        for seq, step in enumerate(frames_of(session, engine.size)):
             if step is None:  # a pause: until every frame sent is answered, and the user's moment after
-                for _ in range(OUTSTANDING):
+                for _ in range(outstanding):
                     slots.acquire()
-                for _ in range(OUTSTANDING):
+                for _ in range(outstanding):
                     slots.release()
                 time.sleep(PAUSE_S)
                 continue
@@ -145,7 +167,7 @@ def drive(engine: serve_ray.RayEngine, sessions: int, duration_s: float) -> tupl
             pool.submit(one, session, seq, priority, request, slots)
 
     began = time.monotonic()
-    with ThreadPoolExecutor(sessions * OUTSTANDING) as pool:
+    with ThreadPoolExecutor(sessions * outstanding) as pool:
         pages = [threading.Thread(target=page, args=(s, pool), daemon=True) for s in range(sessions)]
         for thread in pages:
             thread.start()
@@ -161,10 +183,11 @@ def hit_rate(counts: Counter, kind: str) -> float | None:
     return counts[f"{kind}_hit"] / looked if looked else None
 
 
-def measure(engine: serve_ray.RayEngine, sessions: int, duration_s: float) -> dict:
-    before = engine.replica_cache_counts()
-    tally, took = drive(engine, sessions, duration_s)
-    after = engine.replica_cache_counts()
+def measure(engine: serve_ray.RayEngine, sessions: int, duration_s: float, workload: str) -> dict:
+    before, batches_before = engine.replica_cache_counts(), engine.batch_sizes
+    tally, took = drive(engine, sessions, duration_s, workload)
+    after, batches = engine.replica_cache_counts(), engine.batch_sizes
+    batches.subtract(batches_before)
     caches: Counter = Counter()
     for replica, counts in after.items():
         caches.update(counts)
@@ -175,6 +198,7 @@ def measure(engine: serve_ray.RayEngine, sessions: int, duration_s: float) -> di
         "frames_per_s": round(sum(tally.made.values()) / took, 3),
         "shown_per_s": round(sum(tally.shown.values()) / took, 3),
         "dropped": sum(tally.dropped.values()),
+        "mean_batch_rows": round(sum(r * n for r, n in batches.items()) / max(1, sum(batches.values())), 2),
         "failed": len(tally.failed),
         "one_replica_share": {s: round(c.most_common(1)[0][1] / sum(c.values()), 3)
                               for s, c in sorted(tally.replicas.items())},
@@ -188,16 +212,20 @@ def measure(engine: serve_ray.RayEngine, sessions: int, duration_s: float) -> di
 
 
 def summary(runs: list[dict]) -> dict:
-    """Per routing: medians over the rounds, and the frames/s ratio of session routing to the default."""
-    out = {}
-    for routing in ROUTINGS:
-        mine = [r for r in runs if r["routing"] == routing]
-        out[routing] = {key: statistics.median(r[key] for r in mine) for key in
-                        ("frames_per_s", "shown_per_s", "prompt_hit_rate", "control_hit_rate",
-                         "prompt_misses_per_prompt", "control_misses_per_canvas")}
-        out[routing]["min_one_replica_share"] = min(min(r["one_replica_share"].values()) for r in mine)
-    out["frames_per_s_ratio"] = round(out["session"]["frames_per_s"] / out["default"]["frames_per_s"], 3)
-    out["shown_per_s_ratio"] = round(out["session"]["shown_per_s"] / out["default"]["shown_per_s"], 3)
+    """Per workload and routing: medians over the rounds; per workload, the median over the rounds of each round's
+    frames/s ratio, session routing to the default (the two runs of a round are minutes apart: the same load)."""
+    out: dict = {}
+    for workload in sorted({r["workload"] for r in runs}):
+        mine = {routing: sorted((r for r in runs if r["routing"] == routing and r["workload"] == workload),
+                                key=lambda r: r["round"]) for routing in ROUTINGS}
+        out[workload] = {routing: {key: statistics.median(r[key] for r in rs) for key in
+                                   ("frames_per_s", "shown_per_s", "mean_batch_rows", "prompt_hit_rate",
+                                    "control_hit_rate", "prompt_misses_per_prompt", "control_misses_per_canvas")}
+                         | {"min_one_replica_share": min(min(r["one_replica_share"].values()) for r in rs)}
+                         for routing, rs in mine.items()}
+        for key in ("frames_per_s", "shown_per_s"):
+            out[workload][f"{key}_ratio"] = round(statistics.median(
+                a[key] / b[key] for a, b in zip(mine["session"], mine["default"])), 3)
     return out
 
 
@@ -205,12 +233,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sprint_demo.tools.session_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=4)
-    parser.add_argument("--duration", type=float, default=45.0, help="seconds of drawing per routing and round")
-    parser.add_argument("--rounds", type=int, default=2, help="each round runs both routings, in turn")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per workload, routing and round")
+    parser.add_argument("--rounds", type=int, default=3, help="each round runs both routings, in turn")
     parser.add_argument("--serve", default="--replicas 2 --model preview",
                         help="serve_ray's flags for the replicas (the UI flags are not used)")
+    parser.add_argument("--workloads", default="drawing,steady",
+                        help=f"comma-separated, run in this order on each deployment: {', '.join(WORKLOADS)}")
     parser.add_argument("--json", default=None, help="write every run and the summary here")
     args = parser.parse_args(argv)
+    args.workloads = args.workloads.split(",")
+    if unknown := set(args.workloads) - set(WORKLOADS):
+        parser.error(f"unknown workload(s) {sorted(unknown)}; choose from {list(WORKLOADS)}")
     if args.sessions < 1 or args.duration <= 0 or args.rounds < 1:
         parser.error(f"need --sessions >= 1, --duration > 0, --rounds >= 1; got {args.sessions}, "
                      f"{args.duration}, {args.rounds}")
@@ -230,16 +263,19 @@ def main(argv: list[str] | None = None) -> int:
                                           max_ongoing_requests=serve_args.max_ongoing_requests,
                                           session_affinity=affinity)
                 try:
-                    run = {"routing": routing, "round": round_} | measure(engine, args.sessions, args.duration)
+                    for workload in args.workloads:
+                        run = {"routing": routing, "workload": workload, "round": round_} | measure(
+                            engine, args.sessions, args.duration, workload)
+                        print(json.dumps(run), flush=True)
+                        runs.append(run)
                 finally:
                     engine.close()
                     serve.shutdown()  # a new handle next time: Serve keeps a handle, and its router, per app
-                print(json.dumps(run), flush=True)
-                runs.append(run)
     finally:
         serve_ray.shutdown(local=True)
     result = {"runs": runs, "summary": summary(runs), "meta": {"sessions": args.sessions, "serve": args.serve,
-                                                               "duration_s": args.duration}}
+                                                               "duration_s": args.duration,
+                                                               "workloads": args.workloads}}
     print(json.dumps(result["summary"], indent=1))
     if args.json:
         with open(args.json, "w") as out:
