@@ -118,6 +118,11 @@ class Engine:
         return self.renderer.tiny is not None
 
     @property
+    def cache_counts(self) -> Counter[str]:
+        """Hits and misses of the prompt and control-latent caches since the warm-up (``Renderer.cache_counts``)."""
+        return self.renderer.cache_counts
+
+    @property
     def edges_fallback(self) -> str | None:
         """Why photos' edge maps come from the classical detector instead of HED (``Renderer.edges_fallback``)."""
         return self.renderer.edges_fallback
@@ -208,6 +213,7 @@ class Engine:
                                              max(width, height), decoder))
         self.clear_caches()
         self.batch_sizes.clear()
+        self.renderer.cache_counts.clear()
         self.renderer.warm = True
         return time.perf_counter() - began
 

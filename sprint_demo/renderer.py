@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -112,6 +113,8 @@ class Renderer:
         self.prompts: LRUCache[str, PromptEmbeddings] = LRUCache(settings.PROMPT_CACHE_SIZE)
         self.controls: LRUCache[tuple, torch.Tensor] = LRUCache(settings.CONTROL_CACHE_SIZE)  # (map, h, w)
         self.pictures: LRUCache[tuple, torch.Tensor] = LRUCache(settings.IMAGE_CACHE_SIZE)  # (picture, h, w, lane)
+        # lookups of the prompt and control-latent caches: "prompt_hit", "prompt_miss", "control_hit", "control_miss"
+        self.cache_counts: Counter[str] = Counter()
         self.warm = False  # True once the engine's warm-up ran: from then on nothing compiles
         self.eager = False  # True: frames ignore torch.compile (the benchmark's check of what compiled code draws)
         self._detector: conditioning.EdgeDetector | None = None  # photos' edge detector, loaded on first use
@@ -231,6 +234,7 @@ class Renderer:
         its tokens encoded once), cached per prompt; a notice when the prompt's end fell outside the encoder's
         window."""
         cached = self.prompts.get(prompt)
+        self.cache_counts["prompt_miss" if cached is None else "prompt_hit"] += 1
         if cached is None:
             encoded = self.pipe.prompt_encoder(prompt)
             notices = (prompt_cut_notice(encoded.kept, encoded.tokens),) if encoded.dropped else ()
@@ -251,6 +255,7 @@ class Renderer:
         map and size: one latent serves both lanes."""
         key = (request.control_key, height, width)
         latents = self.controls.get(key)
+        self.cache_counts["control_miss" if latents is None else "control_hit"] += 1
         if latents is None:
             # clone: with CUDA graphs the encoder's output buffer is overwritten by its next replay
             latents = self.controls[key] = self.pipe.prepare_control_latents(request.control_map, height, width,

@@ -53,6 +53,19 @@ def test_same_prompt_and_canvas_do_not_call_the_text_encoder_or_vae_encoder_agai
         assert text_encoder.call_count == 3 and vae_encode.call_count == 2
 
 
+def test_cache_counts_count_each_lookup_of_the_prompt_and_control_caches(engine):
+    """``Engine.cache_counts``, which the Ray replicas report for the session-affinity figures: one hit or miss per
+    frame made in each cache; a reused frame looks up neither."""
+    engine.clear_caches()
+    engine.cache_counts.clear()
+    support.sketch_frame(engine, canvas(2), "a castle", seed=1)
+    support.sketch_frame(engine, canvas(2), "a castle", seed=2)  # new seed: both cached
+    support.sketch_frame(engine, canvas(2), "a castle", seed=2)  # equal inputs: the frame is reused
+    support.sketch_frame(engine, canvas(3), "a castle", seed=2)  # a new stroke
+    support.text_frame(engine, "a castle at night", seed=2)  # no control map
+    assert engine.cache_counts == {"prompt_miss": 2, "prompt_hit": 2, "control_miss": 2, "control_hit": 1}
+
+
 def test_identical_inputs_return_the_last_frame_without_work(engine):
     first = support.sketch_frame(engine, canvas(1), "a boat", seed=3)
     no_work = AssertionError("no work expected")

@@ -11,9 +11,11 @@ session's frame differs by far more (cross-talk).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import support  # noqa: E402
 
 from sprint_demo import inputs, settings  # noqa: E402
+from sprint_demo.frames import Priority, Superseded  # noqa: E402
 from sprint_demo.inputs import InputError  # noqa: E402
 from sprint_demo.models.speedups import SpeedOptions  # noqa: E402
 from sprint_demo.tools import serve_ray  # noqa: E402
@@ -96,10 +99,14 @@ def expected(served, preview_engine):
     return frames
 
 
+def _session_id(session: int) -> str:
+    return f"test-session-{session}"
+
+
 def _run_sessions(engine, expected: dict, stop: threading.Event | None = None, max_calls: int = CALLS_PER_SESSION):
-    """SESSIONS threads, each asking ``engine`` for a sketch's frame up to ``max_calls`` times (or until ``stop``).
-    Returns (answered: list of (session, replica id, matches expected, monotonic time answered), failures: list of
-    repr, threads)."""
+    """SESSIONS threads, each an engine session (``_session_id``) asking ``engine`` for a sketch's frame up to
+    ``max_calls`` times (or until ``stop``). Returns (answered: list of (session, replica id, matches expected,
+    monotonic time answered), failures: list of repr, threads)."""
     answered: list[tuple[int, str | None, bool, float]] = []
     failures: list[str] = []
 
@@ -109,7 +116,7 @@ def _run_sessions(engine, expected: dict, stop: threading.Event | None = None, m
                 return
             inputs = _session_inputs(session, call, engine.size)
             try:
-                frame = support.sketch_frame(engine, **inputs)
+                frame = support.sketch_frame(engine, **inputs, session=_session_id(session))
             except Exception as error:  # counted, never raised: the test asserts on the count
                 failures.append(repr(error))
                 continue
@@ -143,15 +150,18 @@ def test_replicas_are_separate_processes_on_loopback(served):
 
 
 @pytest.mark.slow
-def test_concurrent_sessions_are_answered_by_both_replicas_without_cross_talk(served, expected):
+def test_concurrent_sessions_stay_on_their_replica_and_are_spread_over_both(served, expected):
     answered, failures, threads = _run_sessions(served, expected)
     for thread in threads:
         thread.join(timeout=300)
     assert not failures, failures
     assert len(answered) == SESSIONS * CALLS_PER_SESSION
     assert all(same for _, _, same, _ in answered), [(s, r) for s, r, same, _ in answered if not same]
-    replicas = Counter(replica for _, replica, _, _ in answered)
-    assert set(replicas) == set(served.replica_pids()), replicas  # both replicas made frames, each named
+    by_session = {s: {r for session, r, _, _ in answered if session == s} for s in range(SESSIONS)}
+    assert all(len(replicas) == 1 for replicas in by_session.values()), by_session  # each session: one replica
+    homes = Counter(next(iter(replicas)) for replicas in by_session.values())
+    assert set(homes) == set(served.replica_pids()), homes  # both replicas hold sessions, each named
+    assert sorted(homes.values()) == [SESSIONS // REPLICAS] * REPLICAS, homes  # new sessions spread evenly
 
 
 @pytest.mark.slow
@@ -222,6 +232,55 @@ def test_gradio_app_serves_frames_from_the_replicas(served, preview_engine):
         demo.close()
 
 
+# Every answer of the canvas's server functions (drafts and finals: {src, seq, readout, ...}) as the page gets it.
+READOUT_PROBE_JS = """() => {
+  if (window.__readouts) return;
+  window.__readouts = [];
+  const pageFetch = window.fetch;
+  window.fetch = async function (input, init) {
+    const response = await pageFetch.apply(this, arguments);
+    if (String((input && input.url) || input).includes('component_server')) {
+      response.clone().json().then((answer) => {
+        if (answer && typeof answer.readout === 'string') window.__readouts.push(answer.readout);
+      }).catch(() => {});
+    }
+    return response;
+  };
+}"""
+TABS = 4
+TAB_STROKES = 3
+
+
+def _replicas_named(readouts: list[str]) -> set[str]:
+    return set(re.findall(re.escape(serve_ray.REPLICA_NOTICE) + r" (\S+)", "\n".join(readouts)))
+
+
+@pytest.mark.slow
+def test_four_browser_tabs_drawing_each_get_all_frames_from_one_replica(served):
+    """Four chromium tabs draw on the Sketch canvas of the app on two replicas: the readout of every frame a tab's
+    canvas gets (drafts and finals) names the same replica, and both replicas serve tabs. (Its own chromium: while
+    Playwright's sync API runs, this thread is in an event loop, where Serve's blocking calls refuse to run.)"""
+    import browser as helpers
+
+    replicas = set(served.replica_pids())
+    with support.live_app(served) as (url, _, _), helpers.browser() as chromium, contextlib.ExitStack() as tabs:
+        pages = [tabs.enter_context(helpers.app_page(chromium, url)) for _ in range(TABS)]
+        for page in pages:
+            page.evaluate(READOUT_PROBE_JS)
+        for stroke in range(TAB_STROKES):  # the tabs take turns, so their frames are made at the same time
+            for tab, page in enumerate(pages):
+                row = 0.2 + 0.2 * stroke + 0.03 * tab
+                helpers.draw_stroke(page, [(0.1, row), (0.5, row + 0.1), (0.9, row)])
+        for page in pages:
+            page.wait_for_function(f"() => window.__readouts.length >= {TAB_STROKES}", timeout=120_000)
+            helpers.wait_idle(page, timeout_s=120)
+        readouts = [page.evaluate("() => window.__readouts") for page in pages]
+    by_tab = [_replicas_named(tab) for tab in readouts]
+    assert all(len(replicas) == 1 for replicas in by_tab), by_tab
+    assert all(len(tab) >= TAB_STROKES for tab in readouts), [len(tab) for tab in readouts]
+    assert set().union(*by_tab) == replicas, by_tab  # both replicas serve tabs
+
+
 def test_served_frame_tolerance_admits_kernel_noise_and_catches_a_small_change(preview_engine):
     """Without Ray: the bound the app test above uses admits this process's frame made on one thread, and not the
     frame for guidance_scale +0.05 (measured: 13.7% of the values differ, against at most 2%)."""
@@ -245,6 +304,69 @@ def test_served_frame_tolerance_admits_kernel_noise_and_catches_a_small_change(p
     changed = support.pixel_difference(jpeg(guidance_scale=settings.DEFAULT_GUIDANCE + 0.05), expected)
     assert changed.fraction > 5 * support.SERVED_FRAME_TOLERANCE.max_fraction, (
         f"guidance +0.05: only {changed} levels, not five times beyond {support.SERVED_FRAME_TOLERANCE}")
+
+
+STOPPED = "stopped-session"
+STOPPED_CALLS = 3  # its frames at once: with the fillers', more than its replica takes (settings.RAY_MAX_ONGOING)
+FILLERS = 4  # sessions that keep both replicas full meanwhile
+
+
+def _stopped_session_at_work(served) -> int:
+    return sum(work.get(STOPPED, 0) for work in served.replica_sessions_at_work().values())
+
+
+@pytest.mark.slow
+def test_stop_leaves_no_work_of_the_session_on_any_replica(served):
+    """A session's Stop (``RayEngine.cancel``) while its replica is full: its frames still waiting in Serve's router
+    are cancelled there, and its replica drops the waiting one and stops the one in flight. Every frame of it is
+    answered, and no replica works on it afterwards."""
+    stop = threading.Event()
+
+    def filler(i: int) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Superseded):
+                support.sketch_frame(served, _sketch(i, served.size), f"filler {i}", steps=1, seed=i,
+                                     session=f"filler-{i}")
+
+    fillers = [threading.Thread(target=filler, args=(i,), daemon=True) for i in range(FILLERS)]
+    outcomes: list[str] = []
+
+    def stopped_frame(k: int) -> None:
+        try:
+            support.sketch_frame(served, _sketch(k, served.size), "a frame to stop", steps=settings.MAX_STEPS,
+                                 seed=k, session=STOPPED, priority=Priority.DRAFT)
+            outcomes.append("frame")
+        except Superseded:
+            outcomes.append("superseded")
+        except Exception as error:  # reported by the assertion below
+            outcomes.append(repr(error))
+
+    for thread in fillers:
+        thread.start()
+    try:
+        time.sleep(2.0)  # the fillers' first frames: both replicas busy
+        calls = [threading.Thread(target=stopped_frame, args=(k,), daemon=True) for k in range(STOPPED_CALLS)]
+        for thread in calls:
+            thread.start()
+        deadline = time.monotonic() + 120
+        while _stopped_session_at_work(served) == 0:  # one of its frames has reached its replica
+            assert time.monotonic() < deadline, "the session's frames never reached a replica"
+        served.cancel(STOPPED)
+        for thread in calls:
+            thread.join(timeout=120)
+        assert len(outcomes) == STOPPED_CALLS and set(outcomes) <= {"frame", "superseded"}, outcomes
+        assert "superseded" in outcomes, outcomes
+        # its frame in flight stops at the next stop point; after that nothing of it may reach a replica again
+        deadline = time.monotonic() + 30
+        while _stopped_session_at_work(served):
+            assert time.monotonic() < deadline, served.replica_sessions_at_work()
+        watched_until = time.monotonic() + 3.0
+        while time.monotonic() < watched_until:
+            assert _stopped_session_at_work(served) == 0, served.replica_sessions_at_work()
+    finally:
+        stop.set()
+        for thread in fillers:
+            thread.join(timeout=120)
 
 
 def _batch_times(answered: list, replica: str, gap_s: float = 0.02) -> list[float]:
@@ -294,6 +416,12 @@ def _wait_for_replicas(served) -> dict[str, int]:
     return served.replica_pids()
 
 
+def _carried_on(answered: list, sessions: set[int], since: float) -> bool:
+    """Whether each of ``sessions`` was answered at least twice after ``since``."""
+    later = Counter(session for session, _, _, at in list(answered) if at > since)
+    return all(later[session] >= 2 for session in sessions)
+
+
 @pytest.mark.slow
 def test_killed_replica_mid_load_costs_no_frame_and_is_replaced(served, expected):
     retries_before = served.retries
@@ -305,10 +433,17 @@ def test_killed_replica_mid_load_costs_no_frame_and_is_replaced(served, expected
     killed: list[tuple[str, int]] = []
     for _ in range(KILL_ATTEMPTS):
         victim_replica, victim_pid, answered_at_kill = _kill_mid_frame(served, answered, deadline)
+        killed_at = time.monotonic()
         killed.append((victim_replica, victim_pid))
-        while len(answered) < answered_at_kill + 2 * SESSIONS and time.monotonic() < deadline:
+        # the sessions the killed replica held carry on on the other one: at least two frames each, none from it
+        held = {session for session, replica, _, _ in answered[:answered_at_kill] if replica == victim_replica}
+        assert held, f"no session was on replica {victim_replica}"
+        while (not _carried_on(answered, held, killed_at + 1.0) or len(answered) < answered_at_kill + 2 * SESSIONS) \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(answered) >= answered_at_kill + 2 * SESSIONS  # the others went on answering
+        assert _carried_on(answered, held, killed_at + 1.0), [a for a in answered if a[0] in held]
+        assert victim_replica not in {replica for _, replica, _, at in answered if at > killed_at + 1.0}
         after = _wait_for_replicas(served)  # Serve starts a replacement: two healthy replicas again
         assert len(after) == REPLICAS and victim_pid not in after.values() and victim_replica not in after, after
         if served.retries > retries_before:
@@ -405,6 +540,7 @@ def test_replica_reports_unhealthy_after_consecutive_model_faults():
 
     replica = serve_ray.EngineReplica.__new__(serve_ray.EngineReplica)  # no Ray: the constructor loads a model
     replica.engine, replica.replica_id, replica._faults, replica._faults_lock = _Engine(), "r1", 0, threading.Lock()
+    replica._at_work, replica._work_lock = Counter(), threading.Lock()
     for _ in range(serve_ray.UNHEALTHY_AFTER_FAULTS - 1):
         with pytest.raises(RuntimeError):
             replica.render("x")

@@ -11,7 +11,10 @@ Pieces (docs/SCALING.md has the picture and the cluster recipe):
   notice naming the replica (``REPLICA_NOTICE``; ``replica_of(frame)`` reads it back).
 * ``RayEngine``: what ``ui.create_demo`` gets instead of an ``Engine``. It has the same attributes the UI reads
   and the same frame methods, and forwards each call through a ``DeploymentHandle``; frames (PIL images and
-  timings) come back through Ray's object store. Serve's router spreads calls over the replicas.
+  timings) come back through Ray's object store.
+* Routing: ``session_routing.SessionRouter`` is the deployment's request router: every call of an engine session
+  (``render(..., session=...)``, ``cancel(session=...)``) goes to the replica that holds the session, new
+  sessions go to the replica holding the fewest, and calls without a session by power of two choices.
 * Errors: an ``InputError`` raised in a replica is raised again here with the same message (the UI shows it
   as a ``gr.Error`` naming the value); a model fault is raised again as the replica's own exception; a replica
   whose process dies mid-frame costs that frame one retry (Serve's router sends it to a live replica) and, if
@@ -40,7 +43,7 @@ from typing import Any
 from PIL import Image
 
 from .. import settings
-from ..frames import Frame, FrameRequest, Priority
+from ..frames import Frame, FrameRequest, Priority, Superseded
 from ..inputs import InputError
 from ..models.speedups import SpeedOptions
 from ..web import messages
@@ -85,6 +88,8 @@ class EngineReplica:
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self._faults = 0  # consecutive model faults (InputErrors are the caller's, not the replica's)
         self._faults_lock = threading.Lock()
+        self._at_work: Counter[str | None] = Counter()  # session -> its render calls in this replica now
+        self._work_lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
         """What the UI and the proxy need to know about this replica's engine (``FrameSource``'s facts)."""
@@ -106,11 +111,29 @@ class EngineReplica:
         """(replica id, this replica's ``Engine.batch_sizes``)."""
         return self.replica_id, dict(self.engine.batch_sizes)
 
+    def cache_counts(self) -> tuple[str, dict[str, int]]:
+        """(replica id, this replica's ``Engine.cache_counts``: prompt and control-latent cache hits and misses)."""
+        return self.replica_id, dict(self.engine.cache_counts)
+
+    def sessions_at_work(self) -> tuple[str, dict[str | None, int]]:
+        """(replica id, {session: its render calls in this replica now}): a stopped session has none left."""
+        with self._work_lock:
+            return self.replica_id, dict(self._at_work)
+
     def render(self, *args: Any, **kwargs: Any) -> Frame:
-        return self._frame(self.engine.render, args, kwargs)
+        session = kwargs.get("session")
+        with self._work_lock:
+            self._at_work[session] += 1
+        try:
+            return self._frame(self.engine.render, args, kwargs)
+        finally:
+            with self._work_lock:
+                self._at_work[session] -= 1
+                if not self._at_work[session]:
+                    del self._at_work[session]
 
     def cancel(self, session: str) -> tuple[str, None]:
-        """(replica id, None): ``RayEngine.cancel`` asks every replica."""
+        """(replica id, None): the router sends a session's cancel to the replica that holds the session."""
         self.engine.cancel(session)
         return self.replica_id, None
 
@@ -217,17 +240,24 @@ def cluster_gpus() -> int:
 
 
 def deploy(replicas: int, options: dict[str, Any], gpus: bool | None = None,
-           max_ongoing_requests: int = settings.RAY_MAX_ONGOING) -> RayEngine:
+           max_ongoing_requests: int = settings.RAY_MAX_ONGOING, session_affinity: bool = True) -> RayEngine:
     """Starts Serve (no HTTP proxy) and ``replicas`` replicas of ``EngineReplica``, each loading its engine with
     ``options`` (``load_engine``'s keyword arguments: ``web.launch.engine_options``); returns the proxy engine once
     every replica has loaded its model. ``gpus``: one GPU per replica (default: when the cluster has GPUs and the
     device is not the CPU). Each replica's engine batches up to its ``max_batch_size`` of the frames it holds
-    (``max_ongoing_requests``), so batches fill only when that is at least the batch size."""
+    (``max_ongoing_requests``), so batches fill only when that is at least the batch size. ``session_affinity``:
+    route by session (``session_routing.SessionRouter``); False leaves Serve's default router (power of two
+    choices for every call), the baseline the affinity figures are measured against."""
     from ray import serve
+    from ray.serve.config import RequestRouterConfig
+
+    from .session_routing import SessionRouter
 
     if gpus is None:
         gpus = cluster_gpus() > 0 and (options.get("device") or "").split(":")[0] != "cpu"
     serve.start(proxy_location="Disabled")  # handles only: no HTTP or gRPC port
+    routing = {"request_router_config": RequestRouterConfig(request_router_class=SessionRouter)} if session_affinity \
+        else {}
     deployment = serve.deployment(
         EngineReplica,
         name=DEPLOYMENT_NAME,
@@ -236,6 +266,7 @@ def deploy(replicas: int, options: dict[str, Any], gpus: bool | None = None,
         max_ongoing_requests=max_ongoing_requests,
         health_check_period_s=HEALTH_CHECK_PERIOD_S,
         health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
+        **routing,
     )
     handle = serve.run(deployment.bind(options), name=APP_NAME, route_prefix=None)
     return RayEngine(handle, replicas, max_ongoing_requests)
@@ -260,7 +291,8 @@ class RayEngine:
 
     ``concurrency`` is how many frames may be in flight at once (replicas x frames each replica accepts); give it
     to ``create_demo`` so the UI's queue lets that many through. ``retries`` counts frames that were sent again
-    because their replica died."""
+    because their replica died. Every call that names a session passes it as the ``session`` keyword argument: the
+    deployment's router (``session_routing.SessionRouter``) sends it to the replica that holds the session."""
 
     size: int
     model_name: str
@@ -277,11 +309,14 @@ class RayEngine:
     max_batch_size: int
 
     def __init__(self, handle: Any, replicas: int, max_ongoing_requests: int = settings.RAY_MAX_ONGOING) -> None:
+        from .session_routing import SessionCalls
+
         self._handle = handle
         self.replica_count = replicas
         self.concurrency = replicas * max_ongoing_requests
         self.retries = 0
         self._retries_lock = threading.Lock()
+        self._waiting = SessionCalls()  # each session's calls waiting for an answer: Stop and finals cancel them
         info = self._call("info")
         self.size = info["size"]
         self.fallback_reason = info["fallback_reason"]
@@ -297,16 +332,19 @@ class RayEngine:
         self.tiny_note = info["tiny_note"]
         self.edges_fallback = info["edges_fallback"]  # why Canny stands in for HED (each replica alike)
 
-    # The engine's frame methods, forwarded as called: the checks stay the engine's own. A session's frames may
-    # reach different replicas, so a newer frame supersedes an older one only within one replica.
+    # The engine's frame methods, forwarded as called: the checks stay the engine's own. A session's frames all go
+    # to the replica that holds it, whose engine orders, replaces and stops them as in one process; a frame still
+    # waiting in Serve's router (its replica full) is cancelled there by a final of its session or by a Stop.
     def render(self, request: FrameRequest, prep_ms: float = 0.0, session: str | None = None,
                priority: Priority = Priority.FINAL, refusable: bool = True) -> Frame:
         return self._call("render", request, prep_ms=prep_ms, session=session, priority=priority,
                           refusable=refusable)
 
     def cancel(self, session: str) -> None:
-        """Cancels ``session`` on every replica: its frames may be waiting on any of them."""
-        self._from_every_replica("cancel", session)
+        """Stops ``session``: its calls still waiting are cancelled through Serve, then the replica that holds it
+        drops its waiting frame and stops the one in flight (the router sends the cancel there)."""
+        self._waiting.cancel(session)
+        self._call("cancel", session=session)
 
     def photo_to_control_map(self, photo: Image.Image, thickness: int = settings.DEFAULT_THICKNESS,
                              size: tuple[int, int] | None = None) -> Image.Image:
@@ -330,6 +368,14 @@ class RayEngine:
         """{replica id: process id} of every live replica."""
         return self._from_every_replica("pid", timeout_s=timeout_s)
 
+    def replica_cache_counts(self) -> dict[str, dict[str, int]]:
+        """{replica id: its engine's ``cache_counts``} of every live replica."""
+        return self._from_every_replica("cache_counts")
+
+    def replica_sessions_at_work(self) -> dict[str, dict[str | None, int]]:
+        """{replica id: {session: its frames in that replica now}} of every live replica."""
+        return self._from_every_replica("sessions_at_work")
+
     def _from_every_replica(self, method: str, *args: Any, timeout_s: float = 60.0) -> dict[str, Any]:
         """{replica id: answer} of ``method(*args)`` (which answers (replica id, value)) from every live replica.
         The router picks replicas itself, so this asks repeatedly until it has heard from ``replica_count``
@@ -343,11 +389,21 @@ class RayEngine:
         return heard
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        from ray.exceptions import RayActorError, RayTaskError
+        from concurrent.futures import CancelledError
 
+        from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
+
+        session, draft = kwargs.get("session"), kwargs.get("priority") == Priority.DRAFT
         for attempt in range(2):
+            response = getattr(self._handle, method).remote(*args, **kwargs)
+            if method == "render" and session is not None:
+                if not draft:  # a final replaces its session's drafts, wherever they wait
+                    self._waiting.cancel(session, drafts_only=True)
+                self._waiting.add(session, response, draft)
             try:
-                return getattr(self._handle, method).remote(*args, **kwargs).result(timeout_s=FRAME_TIMEOUT_S)
+                return response.result(timeout_s=FRAME_TIMEOUT_S)
+            except (CancelledError, TaskCancelledError):  # by a Stop or a final of its session (SessionCalls)
+                raise Superseded(f"session {session} stopped this frame, or a final replaced it") from None
             except RayTaskError as error:  # raised by the engine inside the replica
                 cause = error.cause
                 if isinstance(cause, InputError):
@@ -359,6 +415,8 @@ class RayEngine:
                 log.warning("replica died during %s; sending it to another replica", method)
                 with self._retries_lock:
                     self.retries += 1
+            finally:
+                self._waiting.remove(session, response)
         raise AssertionError("unreachable")
 
 
