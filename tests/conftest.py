@@ -3,11 +3,18 @@ tests the app served in this process and Debian's chromium (one of each per test
 
 from __future__ import annotations
 
+import os
+
 import browser as helpers  # tests/browser.py (pytest puts this folder on sys.path for its conftest)
 import pytest
 import support  # tests/support.py
 
 from sprint_demo.models.loading import LoadedPipeline, load_pipeline
+from sprint_demo.tools.serve_ray import RAY_SINGLE_NODE_ENV
+
+# Ray reads its single-node switch when it is first imported, and the router's unit tests import Ray while pytest
+# collects them, before any Ray test starts Ray: set it here, as serve_ray.start_local_ray does.
+os.environ[RAY_SINGLE_NODE_ENV] = "0"
 
 
 @pytest.fixture(scope="session")
