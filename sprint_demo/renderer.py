@@ -215,7 +215,7 @@ class Renderer:
         vae = self.autoencoder(first.decoder)  # the lane's: decode and picture encode (control maps: the DC-AE)
         with watch.stage("text_encode"):
             prompts = [self.request_embeddings(r) for r in requests]
-        self.adapters.activate(lora_adapter(first))
+        attention_kwargs = self.adapters.select(lora_adapter(first), first.style_scale)
         height, width = pipe.resolution(first.height, first.width, self.use_resolution_binning)
         control_latents, control_scale = None, 0.0
         if pipe.controlnet is not None and any(r.control_map is not None for r in requests):
@@ -251,7 +251,7 @@ class Renderer:
             output_size=(first.height, first.width),
             output_type="pt",
             vae=vae,
-            attention_kwargs=self.adapters.attention_kwargs(first.style_scale),
+            attention_kwargs=attention_kwargs,
             callback_on_step_end=between_steps if first.steps > 1 else None,
             stage=watch.stage,
             **start,

@@ -8,7 +8,10 @@ Two ways to switch, by whether the transformer is compiled:
 * compiled (``hotswap=True``): ``torch.compile`` guards on which adapter is active, so a switch by name would
   recompile. Instead one adapter slot is loaded and each switch copies the next adapter's weights into it in place
   (diffusers' ``enable_lora_hotswap`` before the first load, then ``load_lora_weights(..., hotswap=True)``), which the
-  compiled code reads without recompiling. "No adapter" is the slot at scale 0, which adds exactly nothing.
+  compiled code reads without recompiling. "No adapter" (and scale 0) is the slot holding zeros, which adds exactly
+  nothing: scale 0 itself would make PEFT reset the slot's scaling tensor to a float, and the compiled code would
+  recompile for it. Under hotswap every adapter must target layers of the first one's (the slot's), or it is
+  refused at load.
 
 An adapter's strength is diffusers' LoRA scale, ``attention_kwargs={"scale": s}`` at call time (``scale()``), so one
 adapter at several strengths needs no reload. A LoRA that does not fit the model (other shapes, keys that name no
@@ -53,7 +56,7 @@ class LoraAdapters:
         self.names: list[str] = []
         self.active: str | None = None  # the adapter the transformer runs with (None: none)
         self._weights: dict[str, dict[str, torch.Tensor]] = {}  # hotswap: each adapter's state dict
-        self._slot: str | None = None  # hotswap: whose weights the slot holds
+        self._slot: str | None = None  # hotswap: whose weights the slot holds (None once it holds zeros)
 
     def load(self, name: str, source: str | dict) -> None:
         """Loads ``source`` (a file, a folder, a hub id or a state dict) as adapter ``name``; ``LoraRefused`` naming
@@ -87,9 +90,10 @@ class LoraAdapters:
             raise LoraRefused(f"LoRA {name!r}: none of its keys names a layer of this model's transformer")
 
     def _load_hotswap(self, name: str, state: dict) -> None:
-        if self._slot is None:  # the first adapter makes the slot, at the highest rank any later one may have
+        if not self._weights:  # the first adapter makes the slot, at the highest rank any later one may have
             self.pipe.enable_lora_hotswap(target_rank=self.max_rank, check_compiled="warn")
             self._load_named(HOTSWAP_SLOT, state)
+            self._weights[None] = {key: torch.zeros_like(value) for key, value in state.items()}
         else:  # the same load a switch makes: a LoRA that does not fit the slot is refused now, not at a switch
             self.pipe.load_lora_weights(state, adapter_name=HOTSWAP_SLOT, hotswap=True)
         self._slot = name
@@ -106,7 +110,7 @@ class LoraAdapters:
         if name is not None and name not in self.names:
             raise KeyError(f"no LoRA named {name!r}; loaded: {', '.join(self.names) or 'none'}")
         if self.hotswap:
-            if name is not None and name != self._slot:
+            if self._weights and name != self._slot:
                 self.pipe.load_lora_weights(self._weights[name], adapter_name=HOTSWAP_SLOT, hotswap=True)
                 self._slot = name
         elif name is None:
@@ -116,12 +120,14 @@ class LoraAdapters:
             self.pipe.set_adapters(name)
         self.active = name
 
-    def attention_kwargs(self, scale: float) -> dict | None:
-        """What a forward pass takes for the active adapter at strength ``scale``: diffusers' LoRA scale; None
-        (the call as without LoRA) when none is active, and, under hotswap, scale 0 for "none"."""
-        if self.hotswap and self._slot is not None and self.active is None:
-            return {"scale": 0.0}
-        return None if self.active is None else {"scale": float(scale)}
+    def select(self, name: str | None, scale: float) -> dict | None:
+        """Activates ``name`` at strength ``scale`` (``activate``) and returns what the forward passes take:
+        diffusers' LoRA scale, or None (the call as without LoRA) when no adapter is active. Under hotswap, scale 0
+        is no adapter (zeros in the slot: the same frame, no recompile)."""
+        if self.hotswap and scale == 0:
+            name = None
+        self.activate(name)
+        return None if name is None else {"scale": float(scale)}
 
 
 def _show(source: object) -> str:
