@@ -201,3 +201,19 @@ def test_bad_styles_and_values_are_refused_by_name_and_the_engine_keeps_serving(
     with pytest.raises(InputError, match=needle):
         text(engine, **values)
     assert text(engine).image.size == (SIZE, SIZE)
+
+
+def test_lora_flags_are_repeatable_name_equals_source_and_a_bad_one_is_refused_by_name(capsys):
+    from sprint_demo.web.launch import engine_options, parse_args
+
+    args = parse_args(["--lora", "ink=some/folder", "--lora", "glow=owner/repo"])
+    assert engine_options(args)["loras"] == ("ink=some/folder", "glow=owner/repo")
+    assert parse_args([]).lora == settings.LORAS
+    with pytest.raises(SystemExit):
+        parse_args(["--lora", "no-equals-sign"])
+    assert "'no-equals-sign'" in capsys.readouterr().err
+
+
+def test_a_lora_named_like_a_preset_is_refused(engine):
+    with pytest.raises(ValueError, match="'anime'.*preset"):
+        engine.load_lora("anime=whatever")
