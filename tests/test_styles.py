@@ -217,3 +217,29 @@ def test_lora_flags_are_repeatable_name_equals_source_and_a_bad_one_is_refused_b
 def test_a_lora_named_like_a_preset_is_refused(engine):
     with pytest.raises(ValueError, match="'anime'.*preset"):
         engine.load_lora("anime=whatever")
+
+
+def test_hotswap_frames_are_the_named_adapters_frames_and_none_is_no_adapter():
+    """The compiled renderer's way (one slot, weights copied in; zeros for none) makes the frames the eager way
+    makes within float reordering: the slot is padded to rank 128 with zeros, so each LoRA matmul sums in another
+    order (measured here: at most 5 of 196608 values differ, by 1 level; a wrong adapter or scale moves most
+    values). No adapter and scale 0 are the plain frame exactly (zeros add nothing)."""
+    named = load_engine("preview", device="cpu", warmup=False, size=SIZE, loras=())
+    hot = load_engine("preview", device="cpu", warmup=False, size=SIZE, loras=())
+    try:
+        hot.renderer.adapters.hotswap = True
+        states = {name: lora_state_dict(named.renderer.pipe.transformer, seed)
+                  for name, seed in (("ink", 1), ("glow", 2))}
+        for engine in (named, hot):
+            for name, state in states.items():
+                engine.on_model_thread(lambda engine=engine, name=name, state=state: engine.renderer.adapters.load(
+                    name, {f"transformer.{k}": v for k, v in state.items()}))
+        plain = text(named)
+        for style, scale in (("glow", 1.0), ("none", 1.0), ("ink", 0.5), ("ink", 0.0), ("ink", 1.0)):
+            ours, theirs = text(hot, style=style, style_scale=scale), text(named, style=style, style_scale=scale)
+            difference = support.pixel_difference(ours.image, theirs.image)
+            assert difference.max_levels <= 1 and difference.fraction < 1e-4, (style, scale, str(difference))
+        assert same(text(hot), plain) and same(text(hot, style="ink", style_scale=0), plain)
+    finally:
+        named.close()
+        hot.close()

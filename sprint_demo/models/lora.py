@@ -124,8 +124,10 @@ class LoraAdapters:
         """Activates ``name`` at strength ``scale`` (``activate``) and returns what the forward passes take:
         diffusers' LoRA scale, or None (the call as without LoRA) when no adapter is active. Under hotswap, scale 0
         is no adapter (zeros in the slot: the same frame, no recompile)."""
-        if self.hotswap and scale == 0:
-            name = None
+        if self.hotswap:  # zeros in the slot at scale 1 (diffusers skips scaling at 1): the call a compiled step saw
+            name, scale = (None, 1.0) if scale == 0 or name is None else (name, scale)
+            self.activate(name)
+            return {"scale": float(scale)} if self._weights else None
         self.activate(name)
         return None if name is None else {"scale": float(scale)}
 

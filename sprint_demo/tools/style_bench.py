@@ -135,7 +135,7 @@ def style_switch(engine, size: int, steps: int) -> dict:
             "next_frame_total_ms": again.timings_ms["total"]}
 
 
-def compiled_swaps(size: int, steps: int, rounds: int, backend: str) -> dict:
+def compiled_swaps(size: int, steps: int, rounds: int, backend: str, scope: str) -> dict:
     """Hotswap under torch.compile (the preview transformer compiled whole, on this device): compiles counted
     before and after adapter swaps, and the swap's ms."""
     from torch._dynamo.utils import counters
@@ -147,7 +147,11 @@ def compiled_swaps(size: int, steps: int, rounds: int, backend: str) -> dict:
     transformer = renderer.pipe.transformer
     for name, seed in (("ink", 1), ("glow", 2)):
         engine.load_lora(f"{name}={random_lora(transformer, seed)}")
-    transformer.compile(backend=backend, dynamic=False)
+    if scope == "blocks":  # as the app compiles (speedups.compile_models), the autoencoders left out
+        for block in transformer.transformer_blocks:
+            block.compile(backend=backend, dynamic=False)
+    else:  # one region per denoising step (the transformer's forward, LoRA scaling included)
+        transformer.compile(backend=backend, dynamic=False)
 
     engine.render(inputs.text_request("a kite", steps, 0, settings.DEFAULT_GUIDANCE, size, size, style="ink"))
     compiled = counters["stats"]["unique_graphs"]
@@ -162,12 +166,27 @@ def compiled_swaps(size: int, steps: int, rounds: int, backend: str) -> dict:
         frames.append(engine.render(inputs.text_request("a kite", steps, i + 1, settings.DEFAULT_GUIDANCE, size,
                                                         size, style=style, style_scale=scale)).timings_ms["total"])
         each.append(f"{style}@{scale}: +{counters['stats']['unique_graphs'] - before}")
-    result = {"backend": backend, "graphs_compiled_before_swaps": compiled, "graphs_per_switch": each,
+    result = {"backend": backend, "scope": scope, "graphs_compiled_before_swaps": compiled, "graphs_per_switch": each,
               "graphs_compiled_by_swaps": counters["stats"]["unique_graphs"] - compiled,
               "hotswap_ms_median": round(statistics.median(swaps), 2),
               "compiled_frame_ms_median": round(statistics.median(frames), 1)}
     engine.close()
     return result
+
+
+def eager(size: int, steps: int, rounds: int) -> dict:
+    """The eager measurements: a preset switch, adapter swaps, 4 users in 2 styles."""
+    engine = load_engine(settings.PREVIEW_MODEL, device="cpu", warmup=False, size=size, loras=())
+    transformer = engine.renderer.pipe.transformer
+    for name, seed in (("ink", 1), ("glow", 2)):
+        engine.load_lora(f"{name}={random_lora(transformer, seed)}")
+    try:
+        return {"style_switch": style_switch(engine, size, steps),
+                "eager_swap_ms_median": engine.on_model_thread(lambda: swap_ms(engine.renderer, 21)),
+                "four_users_two_styles": engine.on_model_thread(
+                    lambda: users_in_two_styles(engine.renderer, size, steps, rounds))}
+    finally:
+        engine.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,20 +195,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=settings.DEFAULT_STEPS)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--backend", default="inductor", help="torch.compile backend of the hotswap check")
+    parser.add_argument("--compile-scope", default="blocks", choices=("blocks", "step"))
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--skip-eager", action="store_true")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    engine = load_engine(settings.PREVIEW_MODEL, device="cpu", warmup=False, size=args.size, loras=())
-    transformer = engine.renderer.pipe.transformer
-    for name, seed in (("ink", 1), ("glow", 2)):
-        engine.load_lora(f"{name}={random_lora(transformer, seed)}")
-    report = {"style_switch": style_switch(engine, args.size, args.steps),
-              "eager_swap_ms_median": engine.on_model_thread(lambda: swap_ms(engine.renderer, 21)),
-              "four_users_two_styles": engine.on_model_thread(
-                  lambda: users_in_two_styles(engine.renderer, args.size, args.steps, args.rounds))}
-    engine.close()
+    report = {} if args.skip_eager else eager(args.size, args.steps, args.rounds)
     if not args.skip_compile:
-        report["compiled_hotswap"] = compiled_swaps(args.size, args.steps, args.rounds, args.backend)
+        report["compiled_hotswap"] = compiled_swaps(args.size, args.steps, args.rounds, args.backend,
+                                                    args.compile_scope)
     print(json.dumps(report, indent=2))
 
 
