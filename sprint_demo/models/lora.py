@@ -8,14 +8,15 @@ Two ways to switch, by whether the transformer is compiled:
 * compiled (``hotswap=True``): ``torch.compile`` guards on which adapter is active, so a switch by name would
   recompile. Instead one adapter slot is loaded and each switch copies the next adapter's weights into it in place
   (diffusers' ``enable_lora_hotswap`` before the first load, then ``load_lora_weights(..., hotswap=True)``), which the
-  compiled code reads without recompiling. "No adapter" (and scale 0) is the slot holding zeros, which adds exactly
-  nothing: scale 0 itself would make PEFT reset the slot's scaling tensor to a float, and the compiled code would
-  recompile for it. Under hotswap every adapter must target layers of the first one's (the slot's), or it is
-  refused at load.
+  compiled code reads without recompiling. The strength is folded into the slot's up-projections (the call's LoRA
+  scale stays 1: a compiled block specialises on that value), and "no adapter" (and scale 0) is the slot holding
+  zeros, which add exactly nothing. Under hotswap every adapter must target layers of the first one's (the
+  slot's), or it is refused at load.
 
-An adapter's strength is diffusers' LoRA scale, ``attention_kwargs={"scale": s}`` at call time (``scale()``), so one
-adapter at several strengths needs no reload. A LoRA that does not fit the model (other shapes, keys that name no
-layer of it, not a LoRA at all) is refused by name at load (``LoraRefused``) and leaves the model as it was.
+Eager, an adapter's strength is diffusers' LoRA scale, ``attention_kwargs={"scale": s}`` at call time
+(``select``), so one adapter at several strengths needs no reload. A LoRA that does not fit the model (other
+shapes, keys that name no layer of it, not a LoRA at all) is refused by name at load (``LoraRefused``) and leaves
+the model as it was.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class LoraAdapters:
         self.names: list[str] = []
         self.active: str | None = None  # the adapter the transformer runs with (None: none)
         self._weights: dict[str, dict[str, torch.Tensor]] = {}  # hotswap: each adapter's state dict
-        self._slot: str | None = None  # hotswap: whose weights the slot holds (None once it holds zeros)
+        self._slot: tuple[str | None, float] | None = None  # hotswap: (adapter, strength) in the slot; None: zeros
 
     def load(self, name: str, source: str | dict) -> None:
         """Loads ``source`` (a file, a folder, a hub id or a state dict) as adapter ``name``; ``LoraRefused`` naming
@@ -96,23 +97,25 @@ class LoraAdapters:
             self._weights[None] = {key: torch.zeros_like(value) for key, value in state.items()}
         else:  # the same load a switch makes: a LoRA that does not fit the slot is refused now, not at a switch
             self.pipe.load_lora_weights(state, adapter_name=HOTSWAP_SLOT, hotswap=True)
-        self._slot = name
+        self._slot = (name, 1.0)
         self._weights[name] = state
 
     def _forget(self, name: str) -> None:
         if name in self.pipe.get_list_adapters().get("transformer", []):
             self.pipe.delete_adapters(name)
 
-    def activate(self, name: str | None) -> None:
-        """Makes ``name`` (one of ``names``) the adapter frames run with, or none; nothing to do when it is."""
-        if name == self.active and (name is not None or not self.hotswap):
-            return
+    def activate(self, name: str | None, scale: float = 1.0) -> None:
+        """Makes ``name`` (one of ``names``) the adapter frames run with, or none; nothing to do when it is.
+        ``scale``: under hotswap, the strength folded into the slot's up-projections (``select``)."""
         if name is not None and name not in self.names:
             raise KeyError(f"no LoRA named {name!r}; loaded: {', '.join(self.names) or 'none'}")
         if self.hotswap:
-            if self._weights and name != self._slot:
-                self.pipe.load_lora_weights(self._weights[name], adapter_name=HOTSWAP_SLOT, hotswap=True)
-                self._slot = name
+            slot = (None, 1.0) if name is None or scale == 0 else (name, float(scale))
+            if self._weights and slot != self._slot:
+                self.pipe.load_lora_weights(self._scaled(*slot), adapter_name=HOTSWAP_SLOT, hotswap=True)
+                self._slot = slot
+        elif name == self.active:
+            return
         elif name is None:
             self.pipe.disable_lora()
         else:
@@ -120,15 +123,22 @@ class LoraAdapters:
             self.pipe.set_adapters(name)
         self.active = name
 
+    def _scaled(self, name: str | None, scale: float) -> dict[str, torch.Tensor]:
+        """Adapter ``name``'s state dict with its up-projections times ``scale`` (zeros for None)."""
+        state = self._weights[name]
+        if scale == 1.0:
+            return state
+        return {key: value * scale if "lora_B" in key else value for key, value in state.items()}
+
     def select(self, name: str | None, scale: float) -> dict | None:
-        """Activates ``name`` at strength ``scale`` (``activate``) and returns what the forward passes take:
-        diffusers' LoRA scale, or None (the call as without LoRA) when no adapter is active. Under hotswap, scale 0
-        is no adapter (zeros in the slot: the same frame, no recompile)."""
-        if self.hotswap:  # zeros in the slot at scale 1 (diffusers skips scaling at 1): the call a compiled step saw
-            name, scale = (None, 1.0) if scale == 0 or name is None else (name, scale)
-            self.activate(name)
-            return {"scale": float(scale)} if self._weights else None
-        self.activate(name)
+        """Activates ``name`` at strength ``scale`` and returns what the forward passes take: diffusers' LoRA scale,
+        or None (the call as without LoRA) when no adapter is active. Under hotswap the strength is folded into the
+        slot's weights and the call's scale stays 1 (diffusers then scales nothing): a compiled block guards on
+        the scale's value, so each new strength would compile again; and no adapter (or scale 0) is zeros in the
+        slot, which add exactly nothing."""
+        self.activate(name, scale)
+        if self.hotswap:
+            return {"scale": 1.0} if self._weights else None
         return None if name is None else {"scale": float(scale)}
 
 
