@@ -66,8 +66,9 @@ class LaneUnavailable(inputs.InputError):
 def batch_key(request: FrameRequest) -> tuple:
     """Frames share a batch only when these agree: one latent shape, one schedule (steps, and the image-to-image
     strength that sets where it starts: the scheduler steps every row from the same time), one autoencoder, and
-    one LoRA adapter at one scale (None for presets: they only change the prompt). Separate batches per adapter
-    measured faster than mixed-adapter batches (docs/PERFORMANCE.md, "Styles")."""
+    one LoRA adapter at one scale (None for presets: they only change the prompt). Separate batches per adapter, not
+    PEFT's mixed-adapter batches: equal at the preview's frame size, and the only way under torch.compile's hotswap
+    (docs/PERFORMANCE.md, "Styles")."""
     adapter = lora_adapter(request)
     return (request.width, request.height, request.steps, request.decoder, request.strength, adapter,
             None if adapter is None else request.style_scale)

@@ -174,9 +174,9 @@ def compiled_swaps(size: int, steps: int, rounds: int, backend: str, scope: str)
     return result
 
 
-def eager(size: int, steps: int, rounds: int) -> dict:
+def eager(size: int, steps: int, rounds: int, model: str = settings.PREVIEW_MODEL, device: str = "cpu") -> dict:
     """The eager measurements: a preset switch, adapter swaps, 4 users in 2 styles."""
-    engine = load_engine(settings.PREVIEW_MODEL, device="cpu", warmup=False, size=size, loras=())
+    engine = load_engine(model, device=device, warmup=False, size=size, loras=())
     transformer = engine.renderer.pipe.transformer
     for name, seed in (("ink", 1), ("glow", 2)):
         engine.load_lora(f"{name}={random_lora(transformer, seed)}")
@@ -191,6 +191,8 @@ def eager(size: int, steps: int, rounds: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=settings.PREVIEW_MODEL, help="the eager part's model (preview, random-full)")
+    parser.add_argument("--device", default="cpu", help="the eager part's device (the compiled part: the CPU)")
     parser.add_argument("--size", type=int, default=settings.PREVIEW_SIZE)
     parser.add_argument("--steps", type=int, default=settings.DEFAULT_STEPS)
     parser.add_argument("--rounds", type=int, default=7)
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-eager", action="store_true")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    report = {} if args.skip_eager else eager(args.size, args.steps, args.rounds)
+    report = {} if args.skip_eager else eager(args.size, args.steps, args.rounds, args.model, args.device)
     if not args.skip_compile:
         report["compiled_hotswap"] = compiled_swaps(args.size, args.steps, args.rounds, args.backend,
                                                     args.compile_scope)
