@@ -191,7 +191,7 @@ def eager(size: int, steps: int, rounds: int, model: str = settings.PREVIEW_MODE
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=settings.PREVIEW_MODEL, help="the eager part's model (preview, random-full)")
+    parser.add_argument("--model", default=settings.PREVIEW_MODEL, help="the eager part's model (or random-full)")
     parser.add_argument("--device", default="cpu", help="the eager part's device (the compiled part: the CPU)")
     parser.add_argument("--size", type=int, default=settings.PREVIEW_SIZE)
     parser.add_argument("--steps", type=int, default=settings.DEFAULT_STEPS)
