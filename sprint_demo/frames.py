@@ -46,7 +46,7 @@ class FrameRequest:
     init_key: str | None = None  # digest of init_image; None for no start picture
     strength: float = 1.0  # how far the start picture is taken towards noise, (0, 1); 1.0 without one
     notices: tuple[str, ...] = field(default=(), compare=False)  # for the user, e.g. "prompt cut to ..."
-    # styles (sprint_demo/styles.py): a preset applied to the prompt, or a loaded LoRA adapter at style_scale
+    # a style: a preset applied to the prompt (renderer.styled_prompt), or a loaded LoRA adapter at style_scale
     style: str = settings.DEFAULT_STYLE
     style_scale: float = settings.DEFAULT_STYLE_SCALE  # the adapter's LoRA scale; DEFAULT_STYLE_SCALE for presets
     # prompt and seed travel (text-to-image): 0 the prompt / seed exactly, 1 prompt_b / seed_b exactly

@@ -78,7 +78,7 @@ DEFAULT_SEED = 233  # NVlabs HED demo's seed
 MAX_SEED = 2**32 - 1  # torch generators take any 64-bit value; 32 bits keeps the UI slider sane
 MAX_PROMPT_CHARS = 2000  # longer prompts are cut (and the user told) before tokenising
 
-# --- Styles (sprint_demo/styles.py: presets and LoRA adapters; README "Styles") -----------------------------
+# --- Styles (presets: renderer.styled_prompt; LoRA adapters: models/lora.py; README "Styles") -----------------
 # Prompt templates: the typed prompt goes where "{prompt}" is, before the prompt is encoded (and cached). "none" is
 # the prompt as typed. Our own wording, in the manner of NVlabs' Sana demos' style menu.
 STYLE_PRESETS = {

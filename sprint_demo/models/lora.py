@@ -96,6 +96,7 @@ class LoraAdapters:
             self._load_named(HOTSWAP_SLOT, state)
             self._weights[None] = {key: torch.zeros_like(value) for key, value in state.items()}
         else:  # the same load a switch makes: a LoRA that does not fit the slot is refused now, not at a switch
+            self._slot = None  # unknown until this load ends: the next switch loads the slot whole again
             self.pipe.load_lora_weights(state, adapter_name=HOTSWAP_SLOT, hotswap=True)
         self._slot = (name, 1.0)
         self._weights[name] = state
