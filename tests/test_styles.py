@@ -243,3 +243,18 @@ def test_hotswap_frames_are_the_named_adapters_frames_and_none_is_no_adapter():
     finally:
         named.close()
         hot.close()
+
+
+@pytest.mark.parametrize("scope", ["blocks", "step"])
+def test_switching_adapters_and_strengths_under_torch_compile_compiles_nothing(scope):
+    """The compiled renderer's hotswap: Dynamo (its "eager" backend: the guards and graph breaks of any backend,
+    without inductor's minutes on a CPU) compiles no graph for a switch of adapter, to none, or of strength
+    (docs/PERFORMANCE.md has the inductor run)."""
+    import torch._dynamo
+
+    from sprint_demo.tools import style_bench
+
+    torch._dynamo.reset()
+    report = style_bench.compiled_swaps(SIZE, 1, 4, "eager", scope)
+    assert report["graphs_compiled_before_swaps"] >= 1, report
+    assert report["graphs_compiled_by_swaps"] == 0, report
