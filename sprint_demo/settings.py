@@ -99,6 +99,7 @@ DEFAULT_STYLE_SCALE = 1.0
 MIN_STYLE_SCALE, MAX_STYLE_SCALE = 0.0, 2.0
 # The Playground's prompt and seed travel: blend 0 is the first prompt (seed) exactly, 1 the second.
 DEFAULT_BLEND = 0.0
+DEFAULT_SEED_B = DEFAULT_SEED + 1  # the Playground's second seed (a blend of 0 leaves it unused)
 BLEND_STEP = 0.05
 
 # --- ControlNet conditioning ----------------------------------------------------------------------------

@@ -236,7 +236,7 @@ def _travel_controls() -> list:
         blend = _no_gradio_range_check(gr.Slider(0.0, 1.0, value=settings.DEFAULT_BLEND, step=settings.BLEND_STEP,
                                                  label="Prompt blend (0: first prompt, 1: second)",
                                                  elem_id="t2i_blend"))
-        seed_b = _no_gradio_range_check(gr.Number(value=settings.DEFAULT_SEED + 1, precision=0, minimum=0,
+        seed_b = _no_gradio_range_check(gr.Number(value=settings.DEFAULT_SEED_B, precision=0, minimum=0,
                                                   maximum=settings.MAX_SEED, label="Second seed",
                                                   elem_id="t2i_seed_b"))
         seed_blend = _no_gradio_range_check(gr.Slider(0.0, 1.0, value=settings.DEFAULT_BLEND,
