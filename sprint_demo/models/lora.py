@@ -57,7 +57,7 @@ class LoraAdapters:
         self.names: list[str] = []
         self.active: str | None = None  # the adapter the transformer runs with (None: none)
         self._weights: dict[str, dict[str, torch.Tensor]] = {}  # hotswap: each adapter's state dict
-        self._slot: tuple[str | None, float] | None = None  # hotswap: (adapter, strength) in the slot; None: zeros
+        self._slot: tuple[str | None, float] | None = None  # hotswap: (adapter or None for zeros, strength) held
 
     def load(self, name: str, source: str | dict) -> None:
         """Loads ``source`` (a file, a folder, a hub id or a state dict) as adapter ``name``; ``LoraRefused`` naming
