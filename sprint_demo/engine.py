@@ -32,6 +32,7 @@ from . import inputs, settings
 from .batcher import Batcher, EngineBusy, Priority, Superseded, Ticket
 from .frames import Frame, FrameRequest
 from .models.loading import LoadedPipeline, ModelLoadError, attach_controlnet, load_pipeline
+from .models.lora import LoraRefused, parse_lora
 from .models.speedups import SpeedOptions
 from .renderer import STAGES, LaneUnavailable, Renderer, batch_key
 
@@ -76,6 +77,7 @@ class Engine:
         # request -> (frame, its prompt notices): the frames reuse may hand out
         self.recent_frames: LRUCache[FrameRequest, tuple[Frame, tuple[str, ...]]] = LRUCache(1)
         self.max_batch_size = max_batch_size
+        self.lora_refusals: list[str] = []  # why LoRAs asked for at start were not loaded
 
     # --- facts (frames.FrameSource) -------------------------------------------------------------------------------
 
@@ -127,6 +129,19 @@ class Engine:
         """Why photos' edge maps come from the classical detector instead of HED (``Renderer.edges_fallback``)."""
         return self.renderer.edges_fallback
 
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The prompt presets (``settings.STYLE_PRESETS``), then the LoRA adapters loaded (``load_lora``)."""
+        return (*settings.STYLE_PRESETS, *self.renderer.adapters.names)
+
+    def load_lora(self, entry: str) -> None:
+        """Loads ``NAME=PATH_OR_HUB_ID`` as a style, on the model thread; ``LoraRefused`` naming it when it does not
+        fit the model (the engine as it was) or its name is a preset's."""
+        name, source = parse_lora(entry)
+        if name in settings.STYLE_PRESETS:
+            raise LoraRefused(f"LoRA {name!r}: that name is a style preset's; give the LoRA another name")
+        self.batcher.call(lambda: self.renderer.adapters.load(name, source))
+
     # --- frames ---------------------------------------------------------------------------------------------------
 
     def render(self, request: FrameRequest, prep_ms: float = 0.0, session: str | None = None,
@@ -139,6 +154,8 @@ class Engine:
         a model fault in a batch is raised to each of its callers."""
         if request.decoder not in self.decoders:  # refused before waiting
             raise LaneUnavailable(request.decoder, self.tiny_note)
+        if request.style not in self.styles:
+            raise inputs.InputError(f"style must be one of {', '.join(map(repr, self.styles))}, got {request.style!r}")
         ticket = Ticket((request, prep_ms), batch_key(request), session=session, priority=priority,
                         refusable=refusable)
         return self.batcher.submit(ticket)
@@ -262,6 +279,7 @@ def load_engine(
     max_batch_size: int = settings.MAX_BATCH_SIZE,
     size: int | None = None,
     controlnet_wiring: str = settings.CONTROLNET_WIRING,
+    loras: tuple[str, ...] = settings.LORAS,
 ) -> Engine:
     """Loads the pipeline (``sprint_demo.models.loading.load_pipeline``) and wraps it in an Engine.
 
@@ -271,7 +289,9 @@ def load_engine(
     ``size``: the canvas's frame side (default: the model's own, ``Engine``). ``tiny_autoencoder`` and ``vae_lite``
     as ``load_pipeline`` takes them: a tiny autoencoder that cannot load leaves the engine with the full lane only
     (``Engine.tiny_note`` says why); a DC-AE-Lite that cannot load raises ``ModelLoadError``. ``controlnet_wiring``:
-    how the ControlNet is wired (``attach_controlnet``)."""
+    how the ControlNet is wired (``attach_controlnet``). ``loras``: ``NAME=PATH_OR_HUB_ID`` styles, loaded before
+    the warm-up; one that does not fit is refused with a warning naming it (``Engine.lora_refusals``), the engine
+    serves without it."""
     lanes = dict(tiny_autoencoder=tiny_autoencoder, vae_lite=vae_lite)
     fallback_reason = None
     if model == "auto":
@@ -298,6 +318,12 @@ def load_engine(
             engine.close()
             raise ModelLoadError(f"SPRINT_HED_DETECTOR={settings.HED_DETECTOR} asks for the HED annotator for photos, "
                                  f"and it could not load: {type(error).__name__}: {error}") from error
+    for entry in loras:
+        try:
+            engine.load_lora(entry)
+        except (LoraRefused, ValueError) as error:
+            log.warning("%s", error)
+            engine.lora_refusals.append(str(error))
     if warmup:
         log.info("warm-up took %.1f s", engine.warmup())
     return engine

@@ -46,6 +46,14 @@ class FrameRequest:
     init_key: str | None = None  # digest of init_image; None for no start picture
     strength: float = 1.0  # how far the start picture is taken towards noise, (0, 1); 1.0 without one
     notices: tuple[str, ...] = field(default=(), compare=False)  # for the user, e.g. "prompt cut to ..."
+    # a style: a preset applied to the prompt (renderer.styled_prompt), or a loaded LoRA adapter at style_scale
+    style: str = settings.DEFAULT_STYLE
+    style_scale: float = settings.DEFAULT_STYLE_SCALE  # the adapter's LoRA scale; DEFAULT_STYLE_SCALE for presets
+    # prompt and seed travel (text-to-image): 0 the prompt / seed exactly, 1 prompt_b / seed_b exactly
+    prompt_b: str | None = None  # None: no prompt travel (blend 0.0)
+    blend: float = 0.0
+    seed_b: int | None = None  # None: no seed travel (seed_blend 0.0)
+    seed_blend: float = 0.0
 
 
 @dataclass
@@ -122,6 +130,10 @@ class FrameSource(Protocol):
     @property
     def max_batch_size(self) -> int:
         """Frames of different sessions made in one forward pass at most (per replica)."""
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The names ``FrameRequest.style`` may take: the prompt presets, then the LoRA adapters loaded at start."""
 
     @property
     def batch_sizes(self) -> Counter[int]:

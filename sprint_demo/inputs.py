@@ -391,16 +391,65 @@ def check_decoder(value: object) -> str:
     return value
 
 
+def check_style(value: object) -> str:
+    """A style's name: a preset (``settings.STYLE_PRESETS``) or, as the engine checks, a loaded LoRA's name."""
+    if not isinstance(value, str) or not value.strip() or len(value) > settings.SHOWN_VALUE_CHARS:
+        raise InputError(f"style must be a style's name (one of {', '.join(settings.STYLE_PRESETS)} or a loaded "
+                         f"LoRA's), got {_show(value)}")
+    return value.strip()
+
+
+def check_style_scale(value: object) -> float:
+    """A LoRA style's strength: settings.MIN_STYLE_SCALE to settings.MAX_STYLE_SCALE."""
+    return _real(value, "style_scale", settings.MIN_STYLE_SCALE, settings.MAX_STYLE_SCALE)
+
+
+def check_blend(value: object, name: str = "blend") -> float:
+    """A travel blend: 0 (the first prompt or seed exactly) to 1 (the second exactly)."""
+    return _real(value, name, 0.0, 1.0)
+
+
+def styled(request: FrameRequest, style: object, style_scale: object) -> FrameRequest:
+    """``request`` with its style: a preset's scale is not used, so it is left at the default (equal requests
+    stay equal whatever the slider says)."""
+    style, scale = check_style(style), check_style_scale(style_scale)
+    return replace(request, style=style, style_scale=settings.DEFAULT_STYLE_SCALE if style in settings.STYLE_PRESETS
+                   else scale)
+
+
+def travelled(request: FrameRequest, prompt_b: object, blend: object, seed_b: object,
+              seed_blend: object) -> FrameRequest:
+    """``request`` with prompt and seed travel. An empty ``prompt_b``, a blend of 0, or a ``seed_b`` equal to the
+    seed (or empty) is no travel: those requests equal the plain one."""
+    blend, seed_blend = check_blend(blend), check_blend(seed_blend, "seed_blend")
+    second, notices = clean_prompt(prompt_b if prompt_b is not None else "")
+    if second and blend > 0:
+        check_safety(second)
+        request = replace(request, prompt_b=second, blend=blend,
+                          notices=request.notices + tuple(f"prompt_b: {n}" for n in notices))
+    if seed_b not in (None, "") and seed_blend > 0:
+        seed_b = _integer(seed_b, "seed_b", 0, settings.MAX_SEED)
+        if seed_b != request.seed:
+            request = replace(request, seed_b=seed_b, seed_blend=seed_blend)
+    return request
+
+
 # --- Requests ---------------------------------------------------------------------------------------------
 def text_request(prompt: object, steps: object, seed: object, guidance_scale: object, width: object,
-                 height: object, decoder: object = DEFAULT_DECODER) -> FrameRequest:
-    """Raw text-to-image values -> a clean FrameRequest (InputError naming the first bad value)."""
-    return _request(prompt, steps, seed, guidance_scale, check_size(width, height), decoder)
+                 height: object, decoder: object = DEFAULT_DECODER, style: object = settings.DEFAULT_STYLE,
+                 style_scale: object = settings.DEFAULT_STYLE_SCALE, prompt_b: object = "",
+                 blend: object = settings.DEFAULT_BLEND, seed_b: object = None,
+                 seed_blend: object = settings.DEFAULT_BLEND) -> FrameRequest:
+    """Raw text-to-image values -> a clean FrameRequest (InputError naming the first bad value); ``prompt_b`` /
+    ``blend`` and ``seed_b`` / ``seed_blend``: prompt and seed travel (``travelled``)."""
+    request = _request(prompt, steps, seed, guidance_scale, check_size(width, height), decoder)
+    return travelled(styled(request, style, style_scale), prompt_b, blend, seed_b, seed_blend)
 
 
 def sketch_request(sketch: object, prompt: object, steps: object, seed: object, guidance_scale: object,
                    control_strength: object, thickness: object, size: tuple[int, int], control_map: object = None,
-                   decoder: object = DEFAULT_DECODER) -> FrameRequest:
+                   decoder: object = DEFAULT_DECODER, style: object = settings.DEFAULT_STYLE,
+                   style_scale: object = settings.DEFAULT_STYLE_SCALE) -> FrameRequest:
     """Raw sketch values -> a clean FrameRequest at ``size`` (the engine's frame, already valid).
 
     ``control_map`` (a ready map, e.g. a photo's edges) wins over ``sketch`` and is resized to ``size`` when it
@@ -415,7 +464,8 @@ def sketch_request(sketch: object, prompt: object, steps: object, seed: object, 
         sketch = decode_image(sketch, what="sketch")
         if sketch is not None and not is_blank(sketch):
             control_map = sketch_to_control_map(sketch, thickness, size)
-    return _request(prompt, steps, seed, guidance_scale, size, decoder, control_map, control_strength)
+    return styled(_request(prompt, steps, seed, guidance_scale, size, decoder, control_map, control_strength),
+                  style, style_scale)
 
 
 # What an empty prompt leaves the image to follow, by what the request has besides the prompt.
@@ -429,7 +479,9 @@ EMPTY_PROMPT_NOTICES = {
 def image_request(image: object, prompt: object, strength: object, steps: object, seed: object,
                   guidance_scale: object, long_side: int, decoder: object = DEFAULT_DECODER, edges: bool = False,
                   control_strength: object = settings.DEFAULT_CONTROL_STRENGTH,
-                  thickness: object = settings.DEFAULT_THICKNESS, control_map: object = None) -> FrameRequest:
+                  thickness: object = settings.DEFAULT_THICKNESS, control_map: object = None,
+                  style: object = settings.DEFAULT_STYLE, style_scale: object = settings.DEFAULT_STYLE_SCALE
+                  ) -> FrameRequest:
     """Raw image-to-image values -> a clean FrameRequest: the picture (a painting, a photo, a camera frame) at
     ``fit_picture(image, long_side)``, taken back to ``strength`` and redrawn. Strength 1 is text-to-image at that
     size (the picture is dropped). ``edges``: the picture's dark lines also steer the ControlNet, as a sketch's
@@ -447,8 +499,8 @@ def image_request(image: object, prompt: object, strength: object, steps: object
         control_map = control_map if control_map.size == size else control_map.resize(size, Image.BILINEAR)
     elif edges and not is_blank(picture):
         control_map = sketch_to_control_map(picture, thickness, size)
-    request = _request(prompt, steps, seed, guidance_scale, size, decoder, control_map, control_strength,
-                       picture=strength < 1.0)
+    request = styled(_request(prompt, steps, seed, guidance_scale, size, decoder, control_map, control_strength,
+                              picture=strength < 1.0), style, style_scale)
     if strength == 1.0:
         return request
     return replace(request, init_image=picture, init_key=_digest(picture), strength=strength)
@@ -461,7 +513,8 @@ EdgeMapper = Callable[[Image.Image, int, tuple[int, int]], Image.Image]
 
 def camera_request(image: object, prompt: object, mode: object, strength: object, steps: object, seed: object,
                    guidance_scale: object, control_strength: object, decoder: object, long_side: int,
-                   edge_map: EdgeMapper) -> FrameRequest:
+                   edge_map: EdgeMapper, style: object = settings.DEFAULT_STYLE,
+                   style_scale: object = settings.DEFAULT_STYLE_SCALE) -> FrameRequest:
     """Raw camera-frame values -> a clean FrameRequest at ``fit_size(frame, long_side)``: the frame redrawn by
     image-to-image at ``strength`` (``mode`` "image"), or a text-to-image frame steered by the frame's edge map
     (``mode`` "edges": ``edge_map`` makes it at ``settings.DEFAULT_THICKNESS``; ``strength`` is not used)."""
@@ -472,10 +525,11 @@ def camera_request(image: object, prompt: object, mode: object, strength: object
         raise InputError("camera frame is empty")
     if mode == "image":
         return image_request(picture, prompt, strength, steps, seed, guidance_scale, long_side, decoder,
-                             control_strength=control_strength)
+                             control_strength=control_strength, style=style, style_scale=style_scale)
     control_map = edge_map(picture, settings.DEFAULT_THICKNESS, fit_size(picture.width, picture.height, long_side))
     return image_request(picture, prompt, 1.0, steps, seed, guidance_scale, long_side, decoder,
-                         control_strength=control_strength, control_map=control_map)
+                         control_strength=control_strength, control_map=control_map, style=style,
+                         style_scale=style_scale)
 
 
 def _request(prompt: object, steps: object, seed: object, guidance_scale: object, size: tuple[int, int],

@@ -42,6 +42,7 @@ from . import conditioning, inputs, settings
 from .batcher import Superseded
 from .frames import DECODERS, DEFAULT_DECODER, Frame, FrameRequest
 from .models.loading import LoadedPipeline
+from .models.lora import LoraAdapters
 from .models.pipeline import continuous_strength_timesteps
 from .models.speedups import SpeedOptions, apply_speedups
 from .models.stop_points import add_stop_points
@@ -63,10 +64,42 @@ class LaneUnavailable(inputs.InputError):
                          f"use decoder {DEFAULT_DECODER!r}")
 
 
-def batch_key(request: FrameRequest) -> tuple[int, int, int, str, float]:
+def batch_key(request: FrameRequest) -> tuple:
     """Frames share a batch only when these agree: one latent shape, one schedule (steps, and the image-to-image
-    strength that sets where it starts: the scheduler steps every row from the same time), one autoencoder."""
-    return request.width, request.height, request.steps, request.decoder, request.strength
+    strength that sets where it starts: the scheduler steps every row from the same time), one autoencoder, and
+    one LoRA adapter at one scale (None for presets: they only change the prompt). Separate batches per adapter, not
+    PEFT's mixed-adapter batches: equal at the preview's frame size, and the only way under torch.compile's hotswap
+    (docs/PERFORMANCE.md, "Styles")."""
+    adapter = lora_adapter(request)
+    return (request.width, request.height, request.steps, request.decoder, request.strength, adapter,
+            None if adapter is None else request.style_scale)
+
+
+def lora_adapter(request: FrameRequest) -> str | None:
+    """The LoRA adapter a request runs with: its style unless that is a prompt preset."""
+    return None if request.style in settings.STYLE_PRESETS else request.style
+
+
+def styled_prompt(prompt: str, style: str) -> str:
+    """The text the encoder sees: the prompt inside the style preset's template ("none": the prompt as typed; a
+    LoRA's name: the prompt as typed too)."""
+    template = settings.STYLE_PRESETS.get(style, "{prompt}")
+    return template.replace("{prompt}", prompt)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
+    """Spherical interpolation of two noise tensors (each row flattened), so the blend keeps the noise's norm, as
+    a straight line between two independent draws would not (it shrinks it by up to a factor sqrt(2) midway).
+    Weight 0 is ``a`` and 1 is ``b`` exactly (sin(0) = 0 and sin(theta) / sin(theta) = 1)."""
+    if weight == 0:
+        return a
+    if weight == 1:
+        return b
+    flat_a, flat_b = a.flatten(1).double(), b.flatten(1).double()
+    cos = (flat_a * flat_b).sum(1) / (flat_a.norm(dim=1) * flat_b.norm(dim=1))
+    theta = torch.arccos(cos.clamp(-1, 1)).view(-1, *([1] * (a.ndim - 1)))
+    mixed = (torch.sin((1 - weight) * theta) * a.double() + torch.sin(weight * theta) * b.double()) / torch.sin(theta)
+    return mixed.to(a.dtype)
 
 
 class Stopwatch:
@@ -110,6 +143,8 @@ class Renderer:
         # Binning snaps sizes to the 1024px model's trained aspect bins; the preview model has none to respect.
         self.use_resolution_binning = not loaded.is_preview
         self.speed = apply_speedups(self.pipe, speed or SpeedOptions(), tiny=self.tiny)
+        # LoRA adapters (loaded by the engine at start); compiled code switches them by hotswap, never recompiling
+        self.adapters = LoraAdapters(self.pipe, hotswap=self.speed.compile)
         self.prompts: LRUCache[str, PromptEmbeddings] = LRUCache(settings.PROMPT_CACHE_SIZE)
         self.controls: LRUCache[tuple, torch.Tensor] = LRUCache(settings.CONTROL_CACHE_SIZE)  # (map, h, w)
         self.pictures: LRUCache[tuple, torch.Tensor] = LRUCache(settings.IMAGE_CACHE_SIZE)  # (picture, h, w, lane)
@@ -183,7 +218,8 @@ class Renderer:
         pipe, first, rows = self.pipe, requests[0], len(requests)
         vae = self.autoencoder(first.decoder)  # the lane's: decode and picture encode (control maps: the DC-AE)
         with watch.stage("text_encode"):
-            prompts = [self.prompt_embeddings(r.prompt) for r in requests]
+            prompts = [self.request_embeddings(r) for r in requests]
+        attention_kwargs = self.adapters.select(lora_adapter(first), first.style_scale)
         height, width = pipe.resolution(first.height, first.width, self.use_resolution_binning)
         control_latents, control_scale = None, 0.0
         if pipe.controlnet is not None and any(r.control_map is not None for r in requests):
@@ -198,6 +234,8 @@ class Renderer:
             start = dict(image=pictures, strength=first.strength, max_timesteps=None, intermediate_timesteps=None,
                          timesteps=continuous_strength_timesteps(first.strength, first.steps))
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+        if any(r.seed_b is not None for r in requests):
+            start["latents"], generators = self.travel_noise(requests, height, width)
 
         def between_steps(_pipe, step: int, _t, tensors: dict) -> dict:
             if step + 1 < first.steps:
@@ -217,6 +255,7 @@ class Renderer:
             output_size=(first.height, first.width),
             output_type="pt",
             vae=vae,
+            attention_kwargs=attention_kwargs,
             callback_on_step_end=between_steps if first.steps > 1 else None,
             stage=watch.stage,
             **start,
@@ -240,6 +279,40 @@ class Renderer:
             notices = (prompt_cut_notice(encoded.kept, encoded.tokens),) if encoded.dropped else ()
             cached = self.prompts[prompt] = (encoded.embeds, encoded.mask, notices)
         return cached
+
+    def request_embeddings(self, request: FrameRequest) -> PromptEmbeddings:
+        """A request's (embeds, mask, notices): its prompt in its style's template, and with prompt travel the
+        embeddings interpolated towards ``prompt_b``'s (``torch.lerp``: 0 and 1 give either side exactly) and the
+        masks joined, so every token either prompt has is attended to."""
+        first = self.prompt_embeddings(styled_prompt(request.prompt, request.style))
+        if request.prompt_b is None:
+            return first
+        second = self.prompt_embeddings(styled_prompt(request.prompt_b, request.style))
+        embeds = torch.lerp(first[0], second[0], request.blend)
+        return embeds, torch.maximum(first[1], second[1]), first[2] + second[2]
+
+    def travel_noise(self, requests: list[FrameRequest], height: int,
+                     width: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """Seed travel: each row's start noise drawn as ``prepare_initial_latents`` draws it from its seed, slerped
+        towards ``seed_b``'s by ``seed_blend``, and the generator that draws the noise between steps (multi-step
+        frames): the nearer seed's, so blend 0 and 1 are the single seeds' frames exactly."""
+        rows, generators = [], []
+        for request in requests:
+            generator = torch.Generator("cpu").manual_seed(request.seed)
+            noise = self._noise(generator, height, width)
+            if request.seed_b is not None:
+                other = torch.Generator("cpu").manual_seed(request.seed_b)
+                noise = slerp(noise, self._noise(other, height, width), request.seed_blend)
+                generator = other if request.seed_blend >= 0.5 else generator
+            rows.append(noise)
+            generators.append(generator)
+        return torch.cat(rows), generators
+
+    def _noise(self, generator: torch.Generator, height: int, width: int) -> torch.Tensor:
+        """One row of start noise as ``prepare_initial_latents`` draws it, before its ``sigma_data`` factor."""
+        pipe = self.pipe
+        return pipe.prepare_latents(1, pipe.transformer.config.in_channels, height, width, torch.float32,
+                                    self.torch_device, generator, None)
 
     def picture_latents(self, request: FrameRequest, height: int, width: int, vae) -> torch.Tensor:
         """The start picture's clean latent (1, C, h, w), cached per picture and lane like control latents."""

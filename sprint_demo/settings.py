@@ -78,6 +78,30 @@ DEFAULT_SEED = 233  # NVlabs HED demo's seed
 MAX_SEED = 2**32 - 1  # torch generators take any 64-bit value; 32 bits keeps the UI slider sane
 MAX_PROMPT_CHARS = 2000  # longer prompts are cut (and the user told) before tokenising
 
+# --- Styles (presets: renderer.styled_prompt; LoRA adapters: models/lora.py; README "Styles") -----------------
+# Prompt templates: the typed prompt goes where "{prompt}" is, before the prompt is encoded (and cached). "none" is
+# the prompt as typed. Our own wording, in the manner of NVlabs' Sana demos' style menu.
+STYLE_PRESETS = {
+    "none": "{prompt}",
+    "cinematic": "cinematic film still of {prompt}, shallow depth of field, dramatic lighting, rich colour grading",
+    "photographic": "a photograph of {prompt}, 50mm lens, natural light, sharp focus, fine detail",
+    "anime": "anime illustration of {prompt}, clean line art, flat vivid colours, expressive",
+    "watercolour": "a watercolour painting of {prompt}, soft washes, paper texture, loose brushwork",
+    "pixel art": "pixel art of {prompt}, 16-bit video game sprite, limited palette, crisp pixels",
+    "line drawing": "a black ink line drawing of {prompt}, pen on white paper, clean contours",
+}
+DEFAULT_STYLE = "none"
+# LoRA adapters loaded at start (app.py --lora NAME=PATH_OR_HUB_ID, repeatable): SPRINT_LORAS holds the same
+# NAME=SOURCE entries separated by commas. Each appears in the Style menu beside the presets.
+LORAS = tuple(entry.strip() for entry in os.getenv("SPRINT_LORAS", "").split(",") if entry.strip())
+# The style-strength slider: the adapter's LoRA scale (diffusers' attention_kwargs={"scale": ...}); presets ignore it.
+DEFAULT_STYLE_SCALE = 1.0
+MIN_STYLE_SCALE, MAX_STYLE_SCALE = 0.0, 2.0
+# The Playground's prompt and seed travel: blend 0 is the first prompt (seed) exactly, 1 the second.
+DEFAULT_BLEND = 0.0
+DEFAULT_SEED_B = DEFAULT_SEED + 1  # the Playground's second seed (a blend of 0 leaves it unused)
+BLEND_STEP = 0.05
+
 # --- ControlNet conditioning ----------------------------------------------------------------------------
 DEFAULT_CONTROL_STRENGTH = 1.0  # controlnet_conditioning_scale
 MIN_CONTROL_STRENGTH, MAX_CONTROL_STRENGTH = 0.0, 2.0

@@ -155,10 +155,10 @@ def sketch_frame(engine: Any, sketch: Any, prompt: str, steps: Any = settings.DE
 
 def text_frame(engine: Any, prompt: str, steps: Any = settings.DEFAULT_STEPS, seed: Any = settings.DEFAULT_SEED,
                guidance_scale: Any = settings.DEFAULT_GUIDANCE, width: Any = None, height: Any = None,
-               decoder: Any = DEFAULT_DECODER, **render: Any) -> Frame:
-    """A prompt's frame of width x height (default the engine's square)."""
+               decoder: Any = DEFAULT_DECODER, style: Any = settings.DEFAULT_STYLE, **render: Any) -> Frame:
+    """A prompt's frame of width x height (default the engine's square), in ``style``."""
     request = inputs.text_request(prompt, steps, seed, guidance_scale, width or engine.size, height or engine.size,
-                                  decoder)
+                                  decoder, style)
     return engine.render(request, **render)
 
 

@@ -32,9 +32,12 @@ from sprint_demo.web.messages import readout  # noqa: E402
 from sprint_demo.web.ui import aspect_size  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-# decoder is last: positional calls written before it existed still work
-SKETCH_PARAMS = ["sketch", "prompt", "steps", "seed", "guidance_scale", "control_strength", "thickness", "decoder"]
-TEXT_PARAMS = ["prompt", "steps", "seed", "guidance_scale", "width", "height", "decoder"]
+# decoder, then the style and travel parameters, last: positional calls written before they existed still work
+SKETCH_PARAMS = ["sketch", "prompt", "steps", "seed", "guidance_scale", "control_strength", "thickness", "decoder",
+                 "style", "style_scale"]
+TEXT_PARAMS = ["prompt", "steps", "seed", "guidance_scale", "width", "height", "decoder", "style", "style_scale",
+               "prompt_b", "blend", "seed_b", "seed_blend"]
+IMAGE_PARAMS = ["image", "prompt", "strength", "steps", "seed", "guidance_scale", "decoder", "style", "style_scale"]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,7 @@ def test_named_endpoints_and_parameter_names(client):
     assert set(endpoints) == {"/sketch_to_image", "/text_to_image", "/image_to_image"}, list(endpoints)
     assert [p["parameter_name"] for p in endpoints["/sketch_to_image"]["parameters"]] == SKETCH_PARAMS
     assert [p["parameter_name"] for p in endpoints["/text_to_image"]["parameters"]] == TEXT_PARAMS
+    assert [p["parameter_name"] for p in endpoints["/image_to_image"]["parameters"]] == IMAGE_PARAMS
     for name in endpoints:
         returns = endpoints[name]["returns"]
         assert [r["component"] for r in returns] == ["Image", "Markdown"], returns
@@ -130,6 +134,20 @@ def test_the_tiny_decoder_through_the_api(client, live_app, api_name):
     assert "decoder: full" in old_latency and not np.array_equal(_pixels(old_path), _pixels(path))
 
 
+def test_style_and_travel_through_the_api_are_the_engine_frames(client, live_app):
+    """``style`` and the travel parameters reach the frame; the positional call without them is the plain frame."""
+    _url, engine, _demo = live_app
+    args = ["a kite", 1, 4, 4.5, 256, 256, "full"]
+    plain, _ = client.predict(*args, api_name="/text_to_image")
+    styled, _ = client.predict(*args, "anime", api_name="/text_to_image")
+    frame = support.text_frame(engine, *args, style="anime")
+    assert np.array_equal(_pixels(styled), _pixels(encode_frame(frame.image)))
+    assert not np.array_equal(_pixels(styled), _pixels(plain))
+    travelled, _ = client.predict(*args, "none", 1, "a red boat", 1.0, 9, 1.0, api_name="/text_to_image")
+    frame = support.text_frame(engine, "a red boat", 1, 9, 4.5, 256, 256, "full")
+    assert np.array_equal(_pixels(travelled), _pixels(encode_frame(frame.image)))
+
+
 def test_defaults_only_call_works(client, live_app):
     _url, engine, _demo = live_app
     path, _ = client.predict(prompt="a boat", api_name="/text_to_image")
@@ -144,12 +162,19 @@ def test_defaults_only_call_works(client, live_app):
     ("/text_to_image", dict(width=300), "width"),
     ("/text_to_image", dict(decoder="huge"), "decoder must be one of full, tiny, got 'huge'"),
     ("/sketch_to_image", dict(decoder=""), "decoder"),
+    ("/sketch_to_image", dict(style="vaporwave"), "style must be one of"),
+    ("/text_to_image", dict(style="anime", style_scale=3), "style_scale"),
+    ("/text_to_image", dict(prompt_b="a boat", blend=2), "blend"),
+    ("/text_to_image", dict(seed_b=-1, seed_blend=0.5), "seed_b"),
+    ("/image_to_image", dict(style=""), "style"),
 ])
 def test_bad_input_is_a_clear_error_and_the_next_call_succeeds(client, live_app, api_name, bad, named):
     _url, engine, _demo = live_app
     good = dict(prompt="a kite", seed=3)
     if api_name == "/sketch_to_image":
         good["sketch"] = png_data_url(stroke_sketch(engine.size, 4))
+    if api_name == "/image_to_image":
+        good["image"] = png_data_url(stroke_sketch(engine.size, 4))
     with pytest.raises(AppError) as refused:
         client.predict(**{**good, **bad}, api_name=api_name)
     message = str(refused.value)
@@ -245,8 +270,8 @@ def test_help_lists_every_flag():
     result = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-    for flag in ("--model", "--controlnet", "--device", "--dtype", "--tiny-autoencoder", "--vae-lite", "--host",
-                 "--port", "--share"):
+    for flag in ("--model", "--controlnet", "--device", "--dtype", "--tiny-autoencoder", "--vae-lite", "--lora",
+                 "--host", "--port", "--share"):
         assert flag in result.stdout
 
 

@@ -276,6 +276,32 @@ def test_the_decoder_choice_redraws_with_the_tiny_autoencoder_and_says_so(chromi
         assert "decoder: tiny" in page.locator("#t2i_latency").inner_text()
 
 
+def test_every_tab_has_a_style_menu_and_the_playground_travels_live(chromium, live_app):
+    """The Style menu and its strength slider on each tab; in the Playground, a style and the travel sliders
+    redraw like the other controls, each frame the engine's for those values."""
+    url, engine, _demo = live_app
+    with helpers.app_page(chromium, url) as page:
+        for tab, elem_id in (("Sketch", "style"), ("Paint", "paint_style"), ("Camera", "camera_style"),
+                             ("Playground", "t2i_style")):  # a tab's content is mounted when it is first opened
+            page.get_by_role("tab", name=tab).click()
+            page.wait_for_selector(f"#{elem_id}_scale", timeout=30_000)
+            assert page.locator(f"#{elem_id}").count() == 1
+        page.wait_for_selector("#t2i_output img", timeout=60_000)
+        src = helpers.wait_idle(page, "t2i_output")
+        page.locator("#t2i_prompt textarea").fill("a red kite")
+        src = helpers.wait_new_image(page, src, "t2i_output")
+        page.locator("#t2i_style input").click()
+        page.get_by_role("option", name="anime").click()
+        styled = helpers.wait_new_image(page, src, "t2i_output")
+        assert _same_as_engine(page, styled, support.text_frame(engine, "a red kite", style="anime"))
+        page.get_by_text("Travel between two prompts or two seeds").click()
+        page.locator("#t2i_prompt_b textarea").fill("a green boat")
+        page.locator("#t2i_blend input[type=number]").fill("1")
+        page.locator("#t2i_blend input[type=number]").press("Enter")
+        travelled = helpers.wait_idle(page, "t2i_output", quiet_ms=1500)
+        assert _same_as_engine(page, travelled, support.text_frame(engine, "a green boat", style="anime"))
+
+
 GALLERY_SLACK_PX = 24  # padding and border the example gallery may have under its last row of thumbnails
 GALLERY_BOX_JS = """() => {
   const box = document.querySelector('#sketch_examples').getBoundingClientRect();

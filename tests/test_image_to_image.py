@@ -36,7 +36,7 @@ from sprint_demo.sketches import png_data_url  # noqa: E402
 from sprint_demo.tools import bench  # noqa: E402
 from sprint_demo.web.handlers import encode_frame  # noqa: E402
 
-IMAGE_PARAMS = ["image", "prompt", "strength", "steps", "seed", "guidance_scale", "decoder"]
+IMAGE_PARAMS = ["image", "prompt", "strength", "steps", "seed", "guidance_scale", "decoder", "style", "style_scale"]
 
 
 def painting(width: int = 640, height: int = 480, seed: int = 0) -> Image.Image:
@@ -168,6 +168,8 @@ def test_the_endpoint_s_parameters_and_defaults(served):
     assert list(parameters) == IMAGE_PARAMS
     assert parameters["strength"]["parameter_default"] == settings.DEFAULT_API_STRENGTH
     assert parameters["decoder"]["parameter_default"] == "full"
+    assert parameters["style"]["parameter_default"] == settings.DEFAULT_STYLE
+    assert parameters["style_scale"]["parameter_default"] == settings.DEFAULT_STYLE_SCALE
 
 
 def test_at_one_step_the_image_moves_towards_the_strength_one_image_as_strength_grows(served):

@@ -498,7 +498,7 @@ def _proxy(*outcomes) -> serve_ray.RayEngine:
     info = {"size": 512, "fallback_reason": None, "has_controlnet": True, "controlnet_description": None,
             "model_name": "preview", "is_preview": True, "device": "cpu",
             "speed": asdict(SpeedOptions()), "max_batch_size": 4, "decoders": ["full", "tiny"], "tiny_note": None,
-            "edges_fallback": None}
+            "edges_fallback": None, "styles": list(settings.STYLE_PRESETS)}
     return serve_ray.RayEngine(_FakeHandle(info, *outcomes), replicas=2)
 
 

@@ -100,7 +100,7 @@ class EngineReplica:
             "controlnet_description": engine.controlnet_description, "model_name": engine.model_name,
             "is_preview": engine.is_preview, "device": engine.device, "speed": asdict(engine.speed),
             "max_batch_size": engine.max_batch_size, "decoders": list(engine.decoders),
-            "tiny_note": engine.tiny_note, "edges_fallback": engine.edges_fallback,
+            "tiny_note": engine.tiny_note, "edges_fallback": engine.edges_fallback, "styles": list(engine.styles),
         }
 
     def pid(self) -> tuple[str, int]:
@@ -307,6 +307,7 @@ class RayEngine:
     speed: SpeedOptions
     device: str
     max_batch_size: int
+    styles: tuple[str, ...]
 
     def __init__(self, handle: Any, replicas: int, max_ongoing_requests: int = settings.RAY_MAX_ONGOING) -> None:
         from .session_routing import SessionCalls
@@ -331,6 +332,7 @@ class RayEngine:
         self.has_tiny_decoder = "tiny" in self.decoders
         self.tiny_note = info["tiny_note"]
         self.edges_fallback = info["edges_fallback"]  # why Canny stands in for HED (each replica alike)
+        self.styles = tuple(info["styles"])  # presets and the LoRAs each replica loaded (the same options)
 
     # The engine's frame methods, forwarded as called: the checks stay the engine's own. A session's frames all go
     # to the replica that holds it, whose engine orders, replaces and stops them as in one process; a frame still

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .. import inputs
+from .. import inputs, settings
 from ..frames import DEFAULT_DECODER, FrameRequest
 from . import messages
 from .handlers import FrameMaker, encode_frame, queue_error
@@ -62,23 +62,33 @@ class ApiHandlers:
         return self.files.write(frame.image), messages.readout(frame, markdown=True)
 
     def sketch_to_image(self, sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
-                        control_strength: float, thickness: int, decoder: str = DEFAULT_DECODER) -> tuple[str, str]:
+                        control_strength: float, thickness: int, decoder: str = DEFAULT_DECODER,
+                        style: str = settings.DEFAULT_STYLE,
+                        style_scale: float = settings.DEFAULT_STYLE_SCALE) -> tuple[str, str]:
         """``/sketch_to_image``: a sketch (PNG data URL, "" for none) steering the engine's square frame."""
         size = (self.maker.size, self.maker.size)
         return self._served(lambda: inputs.sketch_request(
-            sketch or None, prompt, steps, seed, guidance_scale, control_strength, thickness, size, decoder=decoder))
+            sketch or None, prompt, steps, seed, guidance_scale, control_strength, thickness, size, decoder=decoder,
+            style=style, style_scale=style_scale))
 
     def text_to_image(self, prompt: str, steps: int, seed: int, guidance_scale: float, width: int, height: int,
-                      decoder: str = DEFAULT_DECODER) -> tuple[str, str]:
-        """``/text_to_image`` and the Playground."""
-        return self._served(lambda: inputs.text_request(prompt, steps, seed, guidance_scale, width, height, decoder))
+                      decoder: str = DEFAULT_DECODER, style: str = settings.DEFAULT_STYLE,
+                      style_scale: float = settings.DEFAULT_STYLE_SCALE, prompt_b: str = "",
+                      blend: float = settings.DEFAULT_BLEND, seed_b: int | None = None,
+                      seed_blend: float = settings.DEFAULT_BLEND) -> tuple[str, str]:
+        """``/text_to_image`` and the Playground; ``prompt_b`` / ``blend``, ``seed_b`` / ``seed_blend``: prompt and
+        seed travel (none by default)."""
+        return self._served(lambda: inputs.text_request(prompt, steps, seed, guidance_scale, width, height, decoder,
+                                                        style, style_scale, prompt_b, blend, seed_b, seed_blend))
 
     def image_to_image(self, image: str, prompt: str, strength: float, steps: int, seed: int, guidance_scale: float,
-                       decoder: str = DEFAULT_DECODER) -> tuple[str, str]:
+                       decoder: str = DEFAULT_DECODER, style: str = settings.DEFAULT_STYLE,
+                       style_scale: float = settings.DEFAULT_STYLE_SCALE) -> tuple[str, str]:
         """``/image_to_image``: a picture (PNG / JPEG / WebP data URL) redrawn at ``strength``; the frame keeps its
         aspect ratio (``inputs.fit_size``)."""
         return self._served(lambda: inputs.image_request(
-            image or None, prompt, strength, steps, seed, guidance_scale, self.maker.size, decoder))
+            image or None, prompt, strength, steps, seed, guidance_scale, self.maker.size, decoder, style=style,
+            style_scale=style_scale))
 
     def engine_stats(self) -> dict[str, dict[str, int]]:
         """``/engine_stats`` (undocumented): ``{"batches": {rows: batches made with that many rows}}`` since the

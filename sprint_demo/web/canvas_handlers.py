@@ -144,16 +144,19 @@ class CanvasHandlers:
 
     def sketch_final(self, sketch: str, prompt: str, steps: int, seed: int, guidance_scale: float,
                      control_strength: float, thickness: int, photo: Photo | None, decoder: str,
-                     event: FinalAsked) -> dict:
+                     event: FinalAsked, style: str = settings.DEFAULT_STYLE,
+                     style_scale: float = settings.DEFAULT_STYLE_SCALE) -> dict:
         """The Sketch tab's final frame through the queue (page load, the canvas's ``final`` event): the photo's
         when there is one, else the sketch's. As the tab's session, it replaces the tab's waiting frame."""
         values = dict(zip(SKETCH_INPUTS, (prompt, steps, seed, guidance_scale, control_strength, thickness)))
+        values |= {"style": style, "style_scale": style_scale}
         return self._sketch_tab_final(sketch, values, photo, decoder, event.tab, event.seq)
 
     def photo_frame(self, upload: Image.Image | None, thickness: int, sketch: str, prompt: str, steps: int, seed: int,
                     guidance_scale: float, control_strength: float, decoder: str,
                     restyle: bool = settings.DEFAULT_PHOTO_RESTYLE,
-                    photo_strength: float = settings.DEFAULT_RESTYLE_STRENGTH) -> Iterator[tuple]:
+                    photo_strength: float = settings.DEFAULT_RESTYLE_STRENGTH, style: str = settings.DEFAULT_STYLE,
+                    style_scale: float = settings.DEFAULT_STYLE_SCALE) -> Iterator[tuple]:
         """A photo uploaded (or cleared, or the thickness, the restyle switch or its strength moved with a photo
         in): its edge map (``Photo``), shown as soon as it is made (labelled with ``messages.edges_note`` when there
         is one), then the frame it steers, in the same event (no round trip through the browser). Yields (edge map
@@ -166,6 +169,7 @@ class CanvasHandlers:
         shown = None if photo is None else photo.edge_map
         yield gr.update(value=shown, label=messages.edge_map_label(note)), photo, gr.skip()
         values = dict(zip(SKETCH_INPUTS, (prompt, steps, seed, guidance_scale, control_strength, thickness)))
+        values |= {"style": style, "style_scale": style_scale}
         yield gr.skip(), gr.skip(), self._sketch_tab_final(sketch, values, photo, decoder, None, None)
 
     def read_photo(self, upload: Image.Image, thickness: object, strength: object | None) -> Photo:
@@ -177,11 +181,13 @@ class CanvasHandlers:
         return Photo(edge_map) if strength is None else Photo(edge_map, picture, strength)
 
     def paint_final(self, painting: str, prompt: str, strength: float, steps: int, seed: int, guidance_scale: float,
-                    edges: bool, control_strength: float, decoder: str, event: FinalAsked) -> dict:
+                    edges: bool, control_strength: float, decoder: str, event: FinalAsked,
+                    style: str = settings.DEFAULT_STYLE, style_scale: float = settings.DEFAULT_STYLE_SCALE) -> dict:
         """The Paint tab's final frame through the queue (the tab opened, the canvas's ``final`` event): the
         painting (white paper while the canvas has none) redrawn. As the tab's session, it replaces the tab's
         waiting frame."""
         values = dict(zip(PAINT_INPUTS, (prompt, strength, steps, seed, guidance_scale, edges, control_strength)))
+        values |= {"style": style, "style_scale": style_scale}
         try:
             picture = inputs.decode_image(painting or None, what="paint")
             picture = picture or Image.new("RGB", (self.maker.size, self.maker.size), "white")

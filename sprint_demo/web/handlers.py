@@ -99,11 +99,18 @@ def request_seq(request: object) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-def named_values(request: dict, names: tuple[str, ...]) -> dict[str, Any]:
-    """A page request's ``inputs``: an object keyed by exactly ``names`` (TypeError otherwise)."""
+# The style inputs every tab sends with its own (by the names ``inputs``' request functions take them); a request
+# without them takes the defaults (no style).
+STYLE_INPUTS = ("style", "style_scale")
+
+
+def named_values(request: dict, names: tuple[str, ...], optional: tuple[str, ...] = STYLE_INPUTS) -> dict[str, Any]:
+    """A page request's ``inputs``: an object keyed by exactly ``names``, and any of ``optional`` (TypeError
+    otherwise)."""
     values = request["inputs"]
-    if not isinstance(values, dict) or set(values) != set(names):
-        raise TypeError(f"inputs must be an object with exactly {', '.join(names)}")
+    if not isinstance(values, dict) or not set(names) <= set(values) <= {*names, *optional}:
+        raise TypeError(f"inputs must be an object with exactly {', '.join(names)}"
+                        + (f" (and optionally {', '.join(optional)})" if optional else ""))
     return values
 
 

@@ -108,6 +108,10 @@ def build_parser(prog: str = "python app.py", description: str = "SANA-Sprint Li
     parser.add_argument("--max-batch-size", type=int, default=settings.MAX_BATCH_SIZE,
                         help="frames of different users made in one batch at most; 1: one frame at a time "
                              "(default: %(default)s; env SPRINT_MAX_BATCH_SIZE)")
+    parser.add_argument("--lora", action="append", default=None, metavar="NAME=PATH_OR_HUB_ID",
+                        help="a LoRA adapter offered as style NAME beside the presets (a .safetensors file, a folder "
+                             "or a hub id in diffusers' format); repeatable. One that does not fit the model is "
+                             "refused at start, naming it (default: none; env SPRINT_LORAS, comma-separated)")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on (default: %(default)s; env SPRINT_HOST)")
     parser.add_argument("--port", type=int, default=settings.PORT, help="port (default: %(default)s; env SPRINT_PORT)")
@@ -122,6 +126,11 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
     if args.controlnet_wiring not in ("auto", *settings.CONTROLNET_WIRINGS):  # a default from the environment
         parser.error(f"--controlnet-wiring must be auto, {' or '.join(settings.CONTROLNET_WIRINGS)}, "
                      f"got {args.controlnet_wiring!r}")
+    args.lora = tuple(args.lora) if args.lora is not None else settings.LORAS
+    for entry in args.lora:
+        name, sep, source = entry.partition("=")
+        if not sep or not name.strip() or not source.strip():
+            parser.error(f"--lora takes NAME=PATH_OR_HUB_ID, got {entry!r}")
     if args.max_batch_size < 1:
         parser.error(f"--max-batch-size must be at least 1, got {args.max_batch_size}")
     if args.size is not None:
@@ -138,7 +147,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
                     compile_scope=args.compile_scope)
     return dict(model=args.model, controlnet=args.controlnet, device=args.device, dtype=args.dtype, speed=speed,
                 tiny_autoencoder=args.tiny_autoencoder, vae_lite=args.vae_lite, max_batch_size=args.max_batch_size,
-                size=args.size, controlnet_wiring=args.controlnet_wiring)
+                size=args.size, controlnet_wiring=args.controlnet_wiring, loras=args.lora)
 
 
 def main(argv: list[str] | None = None) -> int:

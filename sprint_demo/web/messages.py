@@ -64,10 +64,24 @@ def edge_map_label(note: str | None) -> str:
     return EDGE_MAP_LABEL if note is None else f"{EDGE_MAP_LABEL} ⚠️ {note}"
 
 
+def style_info(engine: FrameSource) -> str:
+    """The Style menu's note: what the presets do, and the LoRAs loaded, with the caveat that goes with them."""
+    loras = engine.styles[len(settings.STYLE_PRESETS):]
+    text = "presets add words to your prompt ('none': the prompt as typed)"
+    if loras:
+        text += (f"; LoRA styles: {', '.join(loras)} (a LoRA made for another Sana model may not carry over to "
+                 "Sprint: results depend on the adapter)")
+    return text
+
+
+STYLE_SCALE_INFO = "how strongly a LoRA style applies (0: not at all, 1: as trained); presets ignore it"
+
+
 def startup_line(engine: FrameSource) -> str:
     """The log's line about what the app serves."""
     return (f"model {engine.model_name} on {engine.device}, frame size {engine.size}, batches of up to "
-            f"{engine.max_batch_size}, speed-ups: {engine.speed.describe()}, decoders: {', '.join(engine.decoders)}")
+            f"{engine.max_batch_size}, speed-ups: {engine.speed.describe()}, decoders: {', '.join(engine.decoders)}, "
+            f"styles: {', '.join(engine.styles)}")
 
 
 # --- A frame ---------------------------------------------------------------------------------------------------

@@ -26,12 +26,17 @@ instead: each frame would be a GPU allocation of its own.
 
 Public API (``gradio_client``; names checked by tests/test_app_api.py):
 
-* ``/sketch_to_image(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness, decoder)``
-  -> ``(image_path, latency_markdown)``; ``sketch`` is a PNG data URL string (``""`` = no sketch).
-* ``/text_to_image(prompt, steps, seed, guidance_scale, width, height, decoder)`` -> ``(image_path,
-  latency_markdown)``.
-* ``/image_to_image(image, prompt, strength, steps, seed, guidance_scale, decoder)`` -> ``(image_path,
-  latency_markdown)``; ``image`` is a PNG, JPEG or WebP data URL, and the result keeps its aspect ratio.
+* ``/sketch_to_image(sketch, prompt, steps, seed, guidance_scale, control_strength, thickness, decoder, style,
+  style_scale)`` -> ``(image_path, latency_markdown)``; ``sketch`` is a PNG data URL string (``""`` = no sketch).
+* ``/text_to_image(prompt, steps, seed, guidance_scale, width, height, decoder, style, style_scale, prompt_b, blend,
+  seed_b, seed_blend)`` -> ``(image_path, latency_markdown)``.
+* ``/image_to_image(image, prompt, strength, steps, seed, guidance_scale, decoder, style, style_scale)`` ->
+  ``(image_path, latency_markdown)``; ``image`` is a PNG, JPEG or WebP data URL, and the result keeps its aspect
+  ratio.
+
+``style`` (a preset or a loaded LoRA's name, default "none") and ``style_scale`` (the LoRA's strength, 0-2,
+default 1), and the Playground's travel (``prompt_b`` / ``blend``, ``seed_b`` / ``seed_blend``: blend 0 is no
+travel), come after ``decoder`` for the same reason.
 
 ``decoder`` (last, so positional calls written before it existed still work) is ``"full"`` (default: the DC-AE)
 or ``"tiny"`` (the tiny autoencoder: much faster, less fine detail); the latency readout names the one used. A
@@ -210,6 +215,37 @@ def _live_drafts_switch(elem_id: str, verb: str) -> gr.Checkbox:
                        container=False)
 
 
+def _style_controls(engine: FrameSource, elem_id: str) -> dict[str, Any]:
+    """The Style menu (the presets, then the LoRAs loaded) and its strength slider (``<elem_id>_scale``), by the
+    names the request functions take them."""
+    with gr.Row():
+        style = _no_gradio_range_check(gr.Dropdown(list(engine.styles), value=settings.DEFAULT_STYLE, label="Style",
+                                                   info=messages.style_info(engine), elem_id=elem_id))
+        scale = _no_gradio_range_check(gr.Slider(settings.MIN_STYLE_SCALE, settings.MAX_STYLE_SCALE,
+                                                 value=settings.DEFAULT_STYLE_SCALE, step=0.05, label="Style strength",
+                                                 info=messages.STYLE_SCALE_INFO, elem_id=f"{elem_id}_scale"))
+    return {"style": style, "style_scale": scale}
+
+
+def _travel_controls() -> list:
+    """The Playground's prompt and seed travel: a second prompt and seed, each with its blend slider (0: the first
+    exactly, 1: the second), in ``ApiHandlers.text_to_image``'s order (prompt_b, blend, seed_b, seed_blend)."""
+    with gr.Accordion("Travel between two prompts or two seeds", open=False):
+        prompt_b = gr.Textbox("", label="Second prompt", elem_id="t2i_prompt_b", max_length=settings.MAX_PROMPT_CHARS,
+                              placeholder="a second prompt to blend towards")
+        blend = _no_gradio_range_check(gr.Slider(0.0, 1.0, value=settings.DEFAULT_BLEND, step=settings.BLEND_STEP,
+                                                 label="Prompt blend (0: first prompt, 1: second)",
+                                                 elem_id="t2i_blend"))
+        seed_b = _no_gradio_range_check(gr.Number(value=settings.DEFAULT_SEED_B, precision=0, minimum=0,
+                                                  maximum=settings.MAX_SEED, label="Second seed",
+                                                  elem_id="t2i_seed_b"))
+        seed_blend = _no_gradio_range_check(gr.Slider(0.0, 1.0, value=settings.DEFAULT_BLEND,
+                                                      step=settings.BLEND_STEP,
+                                                      label="Seed blend (0: first seed, 1: second)",
+                                                      elem_id="t2i_seed_blend"))
+    return [prompt_b, blend, seed_b, seed_blend]
+
+
 def _prompt_box(elem_id: str, placeholder: str, lines: int = 2) -> gr.Textbox:
     return gr.Textbox("", label="Prompt", elem_id=elem_id, lines=lines, max_lines=2 * lines,
                       max_length=settings.MAX_PROMPT_CHARS, placeholder=placeholder)
@@ -262,6 +298,8 @@ def _image_to_image_api(api: ApiHandlers, queued: dict) -> None:
             ("strength", settings.DEFAULT_API_STRENGTH), ("steps", settings.DEFAULT_STEPS),
             ("seed", settings.DEFAULT_SEED), ("guidance_scale", settings.DEFAULT_GUIDANCE))},
         "decoder": _no_gradio_range_check(gr.Textbox(DEFAULT_DECODER, visible=False)),
+        "style": gr.Textbox(settings.DEFAULT_STYLE, visible=False),
+        "style_scale": _no_gradio_range_check(gr.Number(settings.DEFAULT_STYLE_SCALE, visible=False)),
     }
     outputs = [gr.Image(format="jpeg", type="filepath", visible=False), gr.Markdown(visible=False)]
     gr.on(triggers=[], fn=api.image_to_image, inputs=list(hidden.values()), outputs=outputs, api_name="image_to_image",
@@ -302,6 +340,7 @@ def _sketch_tab(demo: gr.Blocks, engine: FrameSource, canvases: CanvasHandlers, 
             info="of the edge map's lines, as NVlabs' HED demo sets it (1-4, default 2): 1-3 keep the recipe's thin "
                  "lines, 4 widens them by a pixel"))
     decoder = _decoder_radio(engine, "decoder")
+    styles = _style_controls(engine, "style")
     photo, photo_map_view, restyle = _photo_accordion(engine, photo_strength)
     photo_state = gr.State(None)  # the tab's canvas_handlers.Photo (its exact edge map) for the frame functions
 
@@ -312,9 +351,10 @@ def _sketch_tab(demo: gr.Blocks, engine: FrameSource, canvases: CanvasHandlers, 
     # canvas asks the queue for (its 'final' event: a photo replaces the sketch, or the server function could not
     # make it).
     gr.on(triggers=[demo.load, sketch.final], fn=canvases.sketch_final,
-          inputs=[sketch, *named.values(), photo_state, decoder], outputs=[output], **queued)
-    _mirror([demo.load], {**named, "live": live, "photo": photo_map_view, "decoder": decoder}, "#sketch .sc-root")
-    gr.on(triggers=[], fn=api.sketch_to_image, inputs=[sketch, *named.values(), decoder],
+          inputs=[sketch, *named.values(), photo_state, decoder, *styles.values()], outputs=[output], **queued)
+    _mirror([demo.load], {**named, **styles, "live": live, "photo": photo_map_view, "decoder": decoder},
+            "#sketch .sc-root")
+    gr.on(triggers=[], fn=api.sketch_to_image, inputs=[sketch, *named.values(), decoder, *styles.values()],
           outputs=[api_image, api_latency], api_name="sketch_to_image",
           api_description="Sketch (PNG data URL) + prompt -> (JPEG image, latency markdown).",
           concurrency_id=GPU, concurrency_limit=queued["concurrency_limit"])
@@ -322,7 +362,7 @@ def _sketch_tab(demo: gr.Blocks, engine: FrameSource, canvases: CanvasHandlers, 
     # map, and the frame follows in the same event.
     gr.on(triggers=[photo.change, thickness.change, restyle.change, photo_strength.change], fn=canvases.photo_frame,
           inputs=[photo, thickness, sketch, prompt, steps, seed, guidance, control_strength, decoder, restyle,
-                  photo_strength],
+                  photo_strength, *styles.values()],
           outputs=[photo_map_view, photo_state, output], **(queued | {"show_progress": "minimal"}))
 
 
@@ -381,8 +421,9 @@ def _camera_tab(demo: gr.Blocks, tab: gr.Tab, engine: FrameSource, camera: Camer
         seed = _seed_row("camera_seed")
         guidance = _guidance_slider("camera_guidance")
     decoder = _decoder_radio(engine, "camera_decoder", value=camera_decoder(engine), label="Decoder")
+    styles = _style_controls(engine, "camera_style")
     named = dict(zip(CAMERA_INPUTS, (prompt, mode, strength, steps, seed, guidance, control_strength, decoder)))
-    _mirror([demo.load, tab.select], named, "#camera .cam-root")
+    _mirror([demo.load, tab.select], {**named, **styles}, "#camera .cam-root")
 
 
 PAINT_OVER_JS = """() => {
@@ -423,13 +464,14 @@ def _paint_tab(tab: gr.Tab, demo: gr.Blocks, engine: FrameSource, canvases: Canv
                             elem_id="paint_edges")
         control_strength = _control_strength_slider("paint_control_strength")
     decoder = _decoder_radio(engine, "paint_decoder")
+    styles = _style_controls(engine, "paint_style")
 
     named = dict(zip(PAINT_INPUTS, (prompt, strength, steps, seed, guidance, edges, control_strength)))
     # The queue makes the frames the canvas does not get from its server functions: the tab's first frame when it
     # opens (not at page load: most visits never open it), and a final the canvas asks the queue for.
-    gr.on(triggers=[tab.select, canvas.final], fn=canvases.paint_final, inputs=[canvas, *named.values(), decoder],
-          outputs=[output], **queued)
-    _mirror([demo.load, tab.select], {**named, "live": live, "decoder": decoder}, "#paint .sc-root")
+    gr.on(triggers=[tab.select, canvas.final], fn=canvases.paint_final,
+          inputs=[canvas, *named.values(), decoder, *styles.values()], outputs=[output], **queued)
+    _mirror([demo.load, tab.select], {**named, **styles, "live": live, "decoder": decoder}, "#paint .sc-root")
     paint_over.click(fn=None, js=PAINT_OVER_JS)
 
 
@@ -441,6 +483,8 @@ def _playground_tab(tab: gr.Tab, engine: FrameSource, api: ApiHandlers, queued: 
             seed = _seed_row("t2i_seed")
             guidance = _guidance_slider("t2i_guidance")
             decoder = _decoder_radio(engine, "t2i_decoder")
+            styles = _style_controls(engine, "t2i_style")
+            travel = _travel_controls()
             aspect = gr.Radio(list(settings.ASPECT_RATIOS), value=settings.ASPECT_RATIOS[0], label="Aspect",
                               elem_id="t2i_aspect")
             with gr.Row():
@@ -450,7 +494,7 @@ def _playground_tab(tab: gr.Tab, engine: FrameSource, api: ApiHandlers, queued: 
         with gr.Column():
             output = gr.Image(label="Image", format="jpeg", type="filepath", interactive=False, elem_id="t2i_output")
             latency = gr.Markdown(label="Latency", elem_id="t2i_latency")
-    inputs = [prompt, steps, seed, guidance, width, height, decoder]
+    inputs = [prompt, steps, seed, guidance, width, height, decoder, *styles.values(), *travel]
     gr.on(triggers=[tab.select, *(component.change for component in inputs)], fn=api.text_to_image,
           inputs=inputs, outputs=[output, latency],
           **(queued | {"api_visibility": "public", "api_name": "text_to_image",
