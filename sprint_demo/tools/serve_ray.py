@@ -106,6 +106,10 @@ class EngineReplica:
         """(replica id, this replica's ``Engine.batch_sizes``)."""
         return self.replica_id, dict(self.engine.batch_sizes)
 
+    def frame_counts(self) -> tuple[str, dict[str, int]]:
+        """(replica id, this replica's ``Engine.frame_counts``)."""
+        return self.replica_id, dict(self.engine.frame_counts)
+
     def render(self, *args: Any, **kwargs: Any) -> Frame:
         return self._frame(self.engine.render, args, kwargs)
 
@@ -318,6 +322,14 @@ class RayEngine:
         total: Counter[int] = Counter()
         for sizes in self._from_every_replica("batch_sizes").values():
             total.update(sizes)
+        return total
+
+    @property
+    def frame_counts(self) -> Counter[str]:
+        """Every replica's frame counts added up ("made", "reused", "skipped")."""
+        total: Counter[str] = Counter()
+        for counts in self._from_every_replica("frame_counts").values():
+            total.update(counts)
         return total
 
     def close(self) -> None:
