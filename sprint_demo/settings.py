@@ -134,7 +134,7 @@ CAMERA_REPLACE_INTERVAL_MS = 150
 # (a change the thumbnail misses is shown within that time). SPRINT_CAMERA_SKIP=0 turns skipping off.
 CAMERA_SKIP_UNCHANGED = _env_flag("SPRINT_CAMERA_SKIP", True)
 SKIP_THUMBNAIL_SIDE = 32
-SKIP_ALIKE_LEVELS = 6.0
+SKIP_ALIKE_LEVELS = 4.0
 SKIP_REFRESH_S = 3.0
 STEADY_SESSIONS = 1024  # sessions whose last made frame the engine keeps (LRU; a stopped stream's is dropped)
 # Steadiness (camera, image mode): the share of the previous output frame's latent blended into the start picture's
