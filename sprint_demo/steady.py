@@ -5,9 +5,10 @@ frame handed to the next request for the steadiness blend. The engine holds one 
   the input of its session's last made frame: every field except the picture itself (and what is derived from it:
   its digest, its edge map, the previous frame) must be equal, and the thumbnails alike (``alike``). Then the last
   frame is the answer, with no model work (``Frame.skipped``). A frame is made anyway once the last one is
-  ``refresh_s`` old: a deterministic bound (at least one model frame per ``refresh_s`` per still stream, whatever
-  the page's frame rate), easier to plan for and to test than a random skip; a slow drift is caught before that,
-  because the comparison is always with the last *made* frame's picture, never the previous skipped one.
+  ``refresh_s`` old (the first frame past the bound is the refresh; the time counts again from it): a deterministic
+  bound (one model frame per ``refresh_s`` per still stream, whatever the page's frame rate), easier to plan for and
+  to test than a random skip; a slow drift is caught before that, because the comparison is always with the last
+  *made* frame's picture, never the previous skipped one.
 * Steadiness: a request with ``steadiness`` > 0 gets its session's last made frame as ``previous_image`` (same size
   only), which the renderer encodes and blends into the start latent.
 
@@ -85,9 +86,11 @@ class Steady:
             return None
         with self.lock:
             made = self.last.get(session)
-            if (made is None or made.thumbnail is None or self.clock() - made.made_at >= self.refresh_s
-                    or made.request != without_picture(request)
+            if (made is None or made.thumbnail is None or made.request != without_picture(request)
                     or not alike(made.thumbnail, request.thumbnail, self.skip_levels)):
+                return None
+            if (now := self.clock()) - made.made_at >= self.refresh_s:
+                made.made_at = now  # this frame is the refresh: the stream's other frame in flight still skips
                 return None
             self.counts["skipped"] += 1
         stages = dict.fromkeys((*settings.FRAME_STAGES, "total"), 0.0) | {"input_prep": prep_ms, "total": prep_ms}
