@@ -136,7 +136,7 @@ CAMERA_SKIP_UNCHANGED = _env_flag("SPRINT_CAMERA_SKIP", True)
 SKIP_THUMBNAIL_SIDE = 32
 SKIP_ALIKE_LEVELS = 4.0
 SKIP_REFRESH_S = 3.0
-STEADY_SESSIONS = 1024  # sessions whose last made frame the engine keeps (LRU; a stopped stream's is dropped)
+STEADY_SESSIONS = 64  # streams whose last made frame (a picture each) the engine keeps, LRU; Stop drops one
 # Steadiness (camera, image mode): the share of the previous output frame's latent blended into the start picture's
 # latent before it is noised (0 = off). More holds the picture stiller and lags behind motion: the flicker and lag
 # figures that chose the default are in docs/PERFORMANCE.md.

@@ -9,6 +9,9 @@ frame handed to the next request for the steadiness blend. The engine holds one 
   bound (one model frame per ``refresh_s`` per still stream, whatever the page's frame rate), easier to plan for and
   to test than a random skip; a slow drift is caught before that, because the comparison is always with the last
   *made* frame's picture, never the previous skipped one.
+* In edges mode the frame's edge map is made (``inputs.camera_request``) before the engine sees the request, so a
+  skipped edges frame still costs that job on the model thread; image mode skips everything.
+* Sessions are per engine: behind several replicas (``serve_ray``) a stream skips only where its frames land.
 * Steadiness: a request with ``steadiness`` > 0 gets its session's last made frame as ``previous_image`` (same size
   only), which the renderer encodes and blends into the start latent.
 
