@@ -11,6 +11,8 @@
   next stop point;
 * a request equal to one of the last ``max_batch_size`` frames' returns that frame without any work
   (``Frame.reused``): equal requests give equal pixels, so whoever asked first, the answer is the same;
+* a session's camera picture alike the input of its last made frame, every other input equal, gets that frame again
+  (``Frame.skipped``, ``steady.Steady``); a request with steadiness gets the session's previous frame to blend in;
 * the warm-up runs the frames users will ask for first (sizes from ``settings``) before the first user arrives;
 * ``photo_to_control_map`` makes a photo's edge map on the model thread (the edge detector shares the device).
 """
@@ -35,6 +37,7 @@ from .models.loading import LoadedPipeline, ModelLoadError, attach_controlnet, l
 from .models.lora import LoraRefused, parse_lora
 from .models.speedups import SpeedOptions
 from .renderer import STAGES, LaneUnavailable, Renderer, batch_key
+from .steady import Steady
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class Engine:
         self.tiny_note = loaded.tiny_note
         self.size = size or (settings.PREVIEW_SIZE if self.is_preview else settings.DEFAULT_SIZE)
         self.batch_sizes = Counter()  # rows of every batch made (frames reused from a batch: none)
+        self.steady = Steady()  # sessions' last made frames: unchanged pictures skipped, steadiness's previous frame
+        self._counts: Counter[str] = Counter()  # "made", "reused" (the model thread's); Steady counts "skipped"
         self.batcher = Batcher(self._run, max_batch_size=1, window_s=settings.BATCH_WINDOW_MS / 1000,
                                max_waiting=settings.MAX_WAITING_FRAMES,
                                company_memory_s=settings.BATCH_COMPANY_MEMORY_S, inline=settings.ZERO_GPU)
@@ -91,6 +96,13 @@ class Engine:
             raise ValueError(f"max_batch_size must be a positive integer, got {value!r}")
         self.batcher.max_batch_size = value
         self.recent_frames = LRUCache(value)  # the last batch's frames (1: the previous frame)
+
+    @property
+    def frame_counts(self) -> Counter[str]:
+        counts = Counter(dict.fromkeys(("made", "reused", "skipped"), 0))
+        counts.update(self._counts)
+        counts.update(self.steady.counts)
+        return counts
 
     @property
     def speed(self) -> SpeedOptions:
@@ -151,19 +163,28 @@ class Engine:
         stream) and ``priority`` order the work (``sprint_demo.batcher``): a newer frame of the same session
         replaces this one while it waits (``Superseded``), and too many sessions waiting refuse it (``EngineBusy``)
         unless ``refusable`` is False. Concurrent callers' frames may be made in one batch (``Frame.batch_size``);
-        a model fault in a batch is raised to each of its callers."""
+        a model fault in a batch is raised to each of its callers. A session's unchanged picture is answered with its
+        last made frame at once (``steady``)."""
         if request.decoder not in self.decoders:  # refused before waiting
             raise LaneUnavailable(request.decoder, self.tiny_note)
         if request.style not in self.styles:
             raise inputs.InputError(f"style must be one of {', '.join(map(repr, self.styles))}, got {request.style!r}")
+        if session is not None:
+            if (last := self.steady.unchanged(session, request, prep_ms)) is not None:
+                return last
+            request = self.steady.with_previous(session, request)
         ticket = Ticket((request, prep_ms), batch_key(request), session=session, priority=priority,
                         refusable=refusable)
-        return self.batcher.submit(ticket)
+        frame = self.batcher.submit(ticket)
+        if session is not None:
+            self.steady.made(session, request, frame)
+        return frame
 
     def cancel(self, session: str) -> None:
         """Drops ``session``'s waiting frame and cancels its frame in flight (a stopped camera): a batch stops at its
-        next stop point once every frame of it is cancelled."""
+        next stop point once every frame of it is cancelled. The session's next frame starts afresh (``steady``)."""
         self.batcher.cancel(session)
+        self.steady.forget(session)
 
     def photo_to_control_map(self, photo: Image.Image, thickness: int = settings.DEFAULT_THICKNESS,
                              size: tuple[int, int] | None = None) -> Image.Image:
@@ -189,6 +210,7 @@ class Engine:
         def clear() -> None:
             self.renderer.clear_caches()
             self.recent_frames.clear()
+            self.steady.clear()
 
         self.batcher.call(clear)
 
@@ -231,6 +253,8 @@ class Engine:
         self.clear_caches()
         self.batch_sizes.clear()
         self.renderer.cache_counts.clear()
+        self._counts.clear()
+        self.steady.counts.clear()
         self.renderer.warm = True
         return time.perf_counter() - began
 
@@ -243,6 +267,7 @@ class Engine:
         for ticket in batch:
             request, prep_ms = ticket.payload
             if (reused := self.recent_frames.get(request)) is not None:
+                self._counts["reused"] += 1
                 frame, prompt_notices = reused
                 ticket.future.set_result(replace(
                     frame, reused=True, timings_ms=dict.fromkeys((*STAGES, "total"), 0.0),
@@ -259,6 +284,7 @@ class Engine:
                 ticket.future.set_exception(error)
             return
         self.batch_sizes[len(todo)] += 1
+        self._counts["made"] += len(todo)
         frames = dict(zip(todo, made))
         self.recent_frames.update(frames)
         for ticket in making:

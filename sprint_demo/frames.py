@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 from PIL import Image
 
 from . import settings
@@ -54,6 +55,15 @@ class FrameRequest:
     blend: float = 0.0
     seed_b: int | None = None  # None: no seed travel (seed_blend 0.0)
     seed_blend: float = 0.0
+    # Steadiness (image-to-image): the share of the previous output frame's latent blended into the start picture's
+    # latent, 0 (off) to settings.MAX_STEADINESS; the engine fills in the session's previous frame
+    # (previous_image, and its digest previous_key: None until the session has one).
+    steadiness: float = 0.0
+    previous_image: Image.Image | None = field(default=None, compare=False, repr=False)
+    previous_key: str | None = None
+    # The input picture as a grey thumbnail (steady.thumbnail): present, the engine may answer with the session's
+    # last made frame when the picture is alike and every other field equal (steady.UnchangedInputs). None: never.
+    thumbnail: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -68,6 +78,7 @@ class Frame:
     decoder: str = DEFAULT_DECODER  # the autoencoder lane that made it (FrameRequest.decoder)
     batch_size: int = 1  # rows of the forward pass that made it (frames of other users made at the same time)
     strength: float = 1.0  # image-to-image strength it was made at (FrameRequest.strength; 1.0: from noise)
+    skipped: bool = False  # True: the input picture had not changed, this is the session's last made frame again
 
 
 @runtime_checkable
@@ -138,6 +149,11 @@ class FrameSource(Protocol):
     @property
     def batch_sizes(self) -> Counter[int]:
         """Rows -> how many batches of that many rows were made since the warm-up (all replicas together)."""
+
+    @property
+    def frame_counts(self) -> Counter[str]:
+        """Frames answered since the warm-up (all replicas together): "made" by the model, "reused" (equal to a
+        recent frame's request) and "skipped" (an unchanged picture answered with the session's last frame)."""
 
     def render(self, request: FrameRequest, prep_ms: float = 0.0, session: str | None = None,
                priority: Priority = Priority.FINAL, refusable: bool = True) -> Frame:

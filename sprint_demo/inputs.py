@@ -58,6 +58,7 @@ from PIL import Image, ImageOps
 from . import settings
 from .conditioning import sketch_to_control_map, to_rgb
 from .frames import DECODERS, DEFAULT_DECODER, FrameRequest
+from .steady import thumbnail
 
 logger = logging.getLogger(__name__)
 
@@ -514,22 +515,41 @@ EdgeMapper = Callable[[Image.Image, int, tuple[int, int]], Image.Image]
 def camera_request(image: object, prompt: object, mode: object, strength: object, steps: object, seed: object,
                    guidance_scale: object, control_strength: object, decoder: object, long_side: int,
                    edge_map: EdgeMapper, style: object = settings.DEFAULT_STYLE,
-                   style_scale: object = settings.DEFAULT_STYLE_SCALE) -> FrameRequest:
+                   style_scale: object = settings.DEFAULT_STYLE_SCALE,
+                   steadiness: object = settings.DEFAULT_STEADINESS,
+                   skip_unchanged: bool | None = None) -> FrameRequest:
     """Raw camera-frame values -> a clean FrameRequest at ``fit_size(frame, long_side)``: the frame redrawn by
     image-to-image at ``strength`` (``mode`` "image"), or a text-to-image frame steered by the frame's edge map
-    (``mode`` "edges": ``edge_map`` makes it at ``settings.DEFAULT_THICKNESS``; ``strength`` is not used)."""
+    (``mode`` "edges": ``edge_map`` makes it at ``settings.DEFAULT_THICKNESS``; ``strength`` is not used).
+    ``steadiness`` (``check_steadiness``) blends the stream's previous frame into the start (image mode; edges mode
+    starts from pure noise, where it could not act, so it is 0 there). ``skip_unchanged`` (default
+    ``settings.CAMERA_SKIP_UNCHANGED``): the request carries the picture's thumbnail, so that the engine may answer
+    an unchanged picture with the stream's last frame (``sprint_demo.steady``)."""
     if mode not in settings.CAMERA_MODES:
         raise InputError(f"mode must be one of {', '.join(settings.CAMERA_MODES)}, got {_show(mode)}")
+    steadiness = check_steadiness(steadiness)
     picture = decode_image(image, what="camera frame")
     if picture is None:
         raise InputError("camera frame is empty")
+    skip = settings.CAMERA_SKIP_UNCHANGED if skip_unchanged is None else skip_unchanged
+    steady = dict(thumbnail=thumbnail(picture) if skip else None)
     if mode == "image":
-        return image_request(picture, prompt, strength, steps, seed, guidance_scale, long_side, decoder,
-                             control_strength=control_strength, style=style, style_scale=style_scale)
+        request = image_request(picture, prompt, strength, steps, seed, guidance_scale, long_side, decoder,
+                                control_strength=control_strength, style=style, style_scale=style_scale)
+        return replace(request, **steady, steadiness=steadiness if request.init_key is not None else 0.0)
     control_map = edge_map(picture, settings.DEFAULT_THICKNESS, fit_size(picture.width, picture.height, long_side))
-    return image_request(picture, prompt, 1.0, steps, seed, guidance_scale, long_side, decoder,
-                         control_strength=control_strength, control_map=control_map, style=style,
-                         style_scale=style_scale)
+    return replace(image_request(picture, prompt, 1.0, steps, seed, guidance_scale, long_side, decoder,
+                                 control_strength=control_strength, control_map=control_map, style=style,
+                                 style_scale=style_scale), **steady)
+
+
+def check_steadiness(value: object) -> float:
+    """Steadiness: a number in [0, ``settings.MAX_STEADINESS``] (the share of the previous frame in the start)."""
+    expected = f"a number in [0, {settings.MAX_STEADINESS:g}]"
+    number = float(_number(value, "steadiness", expected))
+    if not 0 <= number <= settings.MAX_STEADINESS:
+        raise InputError(f"steadiness must be {expected}, got {_show(value)}")
+    return number
 
 
 def _request(prompt: object, steps: object, seed: object, guidance_scale: object, size: tuple[int, int],

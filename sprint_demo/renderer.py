@@ -14,7 +14,11 @@ runs the pipeline's ``sample`` (start, denoise, decode: the sampling order lives
   of line maps, and flat black-and-white line art is far from the pictures the tiny encoder was distilled on; so
   one cached control latent serves both lanes. Without a tiny autoencoder a "tiny" request raises
   ``LaneUnavailable``;
-* image-to-image starts from the picture's latent noised to ``continuous_strength_timesteps``' start time
+* steadiness (``FrameRequest.steadiness`` > 0 with a ``previous_image``): the start picture's latent is
+  ``(1 - s) * picture + s * previous``, where previous is the previous output frame encoded by the lane's encoder
+  (the request carries pictures, never tensors, so it crosses to Ray replicas and keys the caches as they are);
+  steadiness 0 runs exactly the code it would without the field;
+* image-to-image starts from the (blended) picture's latent noised to ``continuous_strength_timesteps``' start time
   (strength s: t = s * pi/2), every step count from any strength;
 * timings: each frame carries per-stage milliseconds (``STAGES`` and "total"), the GPU synchronised at stage edges;
 * stop checks: ``stopped()`` (nobody waits for the batch any more) is asked before each stage and denoising step
@@ -33,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 from cachetools import LRUCache
@@ -230,7 +235,7 @@ class Renderer:
         start = {}
         if first.init_key is not None:  # image-to-image: the pictures noised to the strength's start time
             with watch.stage("image_encode"):
-                pictures = torch.cat([self.picture_latents(r, height, width, vae) for r in requests])
+                pictures = torch.cat([self.start_latents(r, height, width, vae) for r in requests])
             start = dict(image=pictures, strength=first.strength, max_timesteps=None, intermediate_timesteps=None,
                          timesteps=continuous_strength_timesteps(first.strength, first.steps))
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
@@ -322,6 +327,15 @@ class Renderer:
             latents = self.pictures[key] = self.pipe.prepare_image_latents(request.init_image, height, width,
                                                                             vae=vae).clone()
         return latents
+
+    def start_latents(self, request: FrameRequest, height: int, width: int, vae) -> torch.Tensor:
+        """The clean latent image-to-image starts from: the start picture's (``picture_latents``), blended with the
+        previous output frame's at ``request.steadiness`` when the request has one."""
+        latents = self.picture_latents(request, height, width, vae)
+        if request.steadiness == 0 or request.previous_key is None:
+            return latents
+        previous = replace(request, init_image=request.previous_image, init_key=request.previous_key)
+        return torch.lerp(latents, self.picture_latents(previous, height, width, vae), request.steadiness)
 
     def control_latents(self, request: FrameRequest, height: int, width: int) -> torch.Tensor:
         """The control map's DC-AE latent (1, C, h, w) in every lane (the ControlNet's training input), cached per

@@ -150,6 +150,22 @@ CAMERA_BUSY_BACKOFF_MS = (200, 400, 800, 1600)  # after 1, 2, 3, 4+ "server full
 # A page whose waiting frame was replaced by its own newer one (the server was busy with other frames) sends the
 # next after this long, not at once: a waiting frame stays fresh without a request per video frame.
 CAMERA_REPLACE_INTERVAL_MS = 150
+# Unchanged camera pictures (sprint_demo/steady.py): a camera frame whose picture is alike the picture of its stream's
+# last made frame, every other input equal, is answered with that frame and no model work. Pictures are compared as
+# grey thumbnails of SKIP_THUMBNAIL_SIDE x SKIP_THUMBNAIL_SIDE pixels; "alike": their largest pixel difference is at
+# most SKIP_ALIKE_LEVELS grey levels (0-255). The figures that chose both (sensor-like noise against the smallest
+# motion to catch) are in docs/PERFORMANCE.md. A stream makes a frame at least every SKIP_REFRESH_S seconds anyway
+# (a change the thumbnail misses is shown within that time). SPRINT_CAMERA_SKIP=0 turns skipping off.
+CAMERA_SKIP_UNCHANGED = _env_flag("SPRINT_CAMERA_SKIP", True)
+SKIP_THUMBNAIL_SIDE = 32
+SKIP_ALIKE_LEVELS = 4.0
+SKIP_REFRESH_S = 3.0
+STEADY_SESSIONS = 64  # streams whose last made frame (a picture each) the engine keeps, LRU; Stop drops one
+# Steadiness (camera, image mode): the share of the previous output frame's latent blended into the start picture's
+# latent before it is noised (0 = off). More holds the picture stiller and lags behind motion: the flicker and lag
+# figures that chose the default are in docs/PERFORMANCE.md.
+DEFAULT_STEADINESS = 0.0
+MAX_STEADINESS = 0.9
 
 # --- Image sizes ----------------------------------------------------------------------------------------
 SIZE_MULTIPLE = 32  # DC-AE compresses 32x; the transformer patch size is 1

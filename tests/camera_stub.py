@@ -350,3 +350,20 @@ def write_y4m(path: Path, width: int, height: int, rgb: tuple[int, int, int], fr
             file.write(b"FRAME\n")
             file.write(luma.tobytes() + cb.tobytes() + cr.tobytes())
     return path
+
+
+def write_y4m_frames(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
+    """A Y4M video of RGB ``frames`` ((height, width, 3) uint8, even sizes) for ``--use-file-for-fake-video-capture``
+    (chromium plays it in a loop): BT.601 limited range, chroma averaged over 2x2 blocks."""
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as file:
+        file.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode("ascii"))
+        for frame in frames:
+            r, g, b = (frame[..., i].astype(np.float32) / 255 for i in range(3))
+            y = 16 + 65.481 * r + 128.553 * g + 24.966 * b
+            u = 128 - 37.797 * r - 74.203 * g + 112.0 * b
+            v = 128 + 112.0 * r - 93.786 * g - 18.214 * b
+            planes = [y] + [c.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)) for c in (u, v)]
+            file.write(b"FRAME\n")
+            file.write(b"".join(np.clip(np.round(p), 0, 255).astype(np.uint8).tobytes() for p in planes))
+    return path

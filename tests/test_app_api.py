@@ -28,7 +28,7 @@ from sprint_demo import settings  # noqa: E402
 from sprint_demo.sketches import png_data_url, stroke_sketch  # noqa: E402
 from sprint_demo.web.canvas import sketch_value  # noqa: E402
 from sprint_demo.web.handlers import encode_frame  # noqa: E402
-from sprint_demo.web.messages import readout  # noqa: E402
+from sprint_demo.web.messages import CAMERA_UNCHANGED, readout  # noqa: E402
 from sprint_demo.web.ui import aspect_size  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -200,6 +200,7 @@ def test_the_readout_lists_the_stages_the_frame_ran_and_every_notice():
                       "denoise": 40.0, "decode": 50.0, "postprocess": 4.0, "total": 100.0}
         notices = ("prompt cut to 2000 characters",)
         reused = False
+        skipped = False
         decoder = "tiny"
         batch_size = 1
         control_map = "a map"
@@ -218,6 +219,9 @@ def test_the_readout_lists_the_stages_the_frame_ran_and_every_notice():
     listed = readout(text_only)
     assert "input_prep 2.0" in listed and "image_encode" not in listed and "control_encode" not in listed
     assert "denoise 40.0" in listed and "image_encode 5.0" in text
+    skipped = FakeFrame()
+    skipped.skipped = True  # an unchanged camera picture: no stage ran, the readout says so
+    assert readout(skipped).startswith(f"100 ms total · {CAMERA_UNCHANGED}") and "denoise" not in readout(skipped)
 
 
 def test_every_failure_is_one_answer_for_server_functions_and_one_error_for_the_queue(caplog):

@@ -208,7 +208,7 @@ def _camera_functions(engine):
 
 def _values(**changes) -> dict:
     return dict(zip(CAMERA_INPUTS, ("a fox", "image", settings.DEFAULT_CAMERA_STRENGTH, 1, 3,
-                                    settings.DEFAULT_GUIDANCE, 1.0, "full"))) | changes
+                                    settings.DEFAULT_GUIDANCE, 1.0, "full", settings.DEFAULT_STEADINESS))) | changes
 
 
 def _frame_request(seq: int, session: str = "s1", **changes) -> dict:

@@ -39,7 +39,7 @@ def test_the_protocol_names_what_the_web_layer_uses():
     assert set(PROTOCOL_ATTRIBUTES) == {
         "size", "model_name", "is_preview", "fallback_reason", "has_controlnet", "controlnet_description",
         "decoders", "has_tiny_decoder", "tiny_note", "edges_fallback", "speed", "device", "max_batch_size",
-        "batch_sizes", "styles"}
+        "batch_sizes", "styles", "frame_counts"}
     assert set(PROTOCOL_METHODS) == {"render", "cancel", "photo_to_control_map", "close"}
 
 

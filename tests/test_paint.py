@@ -210,7 +210,7 @@ def test_a_photo_s_frames_say_when_canny_stands_in_for_hed(monkeypatch):
         (_, _, _), (_, _, restyled) = handlers.photo_frame(photo, 2, *tab, restyle=True, photo_strength=0.5)
         assert note in restyled["readout"]
         camera = dict(zip(CAMERA_INPUTS, ("a lighthouse", "edges", 0.5, 1, 5, settings.DEFAULT_GUIDANCE, 0.8,
-                                          "full")))
+                                          "full", settings.DEFAULT_STEADINESS)))
         frame = camera_handlers.frame({"image": png_data_url(photo.resize((512, 384))), "inputs": camera, "seq": 1,
                                        "session": "s", "captured_at": 0})
         assert note in frame["readout"]

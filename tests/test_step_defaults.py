@@ -126,7 +126,8 @@ def test_camera_frames_run_the_steps_control_and_a_snapshot_at_least_the_finals(
 
     def request(steps, **extra):
         values = dict(zip(CAMERA_INPUTS, ("a fox", "image", settings.DEFAULT_CAMERA_STRENGTH, steps, 3,
-                                          settings.DEFAULT_GUIDANCE, 1.0, "full")))
+                                          settings.DEFAULT_GUIDANCE, 1.0, "full",
+                                          settings.DEFAULT_STEADINESS)))
         return {"image": image, "inputs": values, "session": "steps", "captured_at": 1.0, **extra}
 
     with steps_run(engine) as seen:

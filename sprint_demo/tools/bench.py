@@ -38,6 +38,12 @@ two frames outstanding as the page keeps them (one being made, one waiting), as 
     python -m sprint_demo.tools.bench --mode camera --model random-full --users 8 --max-batch-size 1,8 \
         --decoder tiny --steps 1 --duration 30 --json camera.json
 
+``--mode camera-steady`` (alone): camera users as the Camera tab sends them (``tools.steady_bench``): a still scene
+with sensor noise and a slow pan, each with unchanged pictures skipped and not (``sprint_demo.steady``): frames
+shown and model frames per user per second, model-seconds per user per minute::
+
+    python -m sprint_demo.tools.bench --mode camera-steady --users 2 --duration 20 --decoder tiny --json steady.json
+
 ``--mode idle`` (alone): the first frame after ``--idle`` seconds without work (default 10), made on the engine's
 model thread, which recorded the CUDA graphs at warm-up, against the same frame made in a thread started for it
 (the engine's own thread bypassed): with CUDA graphs the latter re-records its graphs. One process, same warm engine::
@@ -87,15 +93,18 @@ from ..inputs import InputError, check_strength
 from ..models.speedups import COMPILE_SCOPES, SpeedOptions
 from ..renderer import STAGE_LABEL, STAGES
 from ..sketches import stroke_painting, stroke_sketch
+from . import steady_bench
 
 IMG2IMG_MODE = "img2img"  # image-to-image: a new painting each frame (the Paint tab)
 MODES = ("t2i", "controlnet", "controlnet-warm", IMG2IMG_MODE)
 COMPONENTS_MODE = "components"  # the autoencoders alone, no engine
 USERS_MODE = "users"  # simulated users calling the engine at once (cross-user batches)
 CAMERA_MODE = "camera"  # simulated camera users: a new picture every frame, two frames outstanding each
+CAMERA_STEADY_MODE = "camera-steady"  # camera users on still and moving scenes, skipping on and off
 IDLE_MODE = "idle"  # the first frame after idle time: on the model thread vs in a fresh thread
 TEXT_MODE = "text"  # the text encoder alone: the instruction encoded in full, prefix-cached, or left out
-SOLO_MODES = (COMPONENTS_MODE, USERS_MODE, CAMERA_MODE, IDLE_MODE, TEXT_MODE)  # modes that run alone
+# modes that run alone
+SOLO_MODES = (COMPONENTS_MODE, USERS_MODE, CAMERA_MODE, CAMERA_STEADY_MODE, IDLE_MODE, TEXT_MODE)
 CAMERA_OUTSTANDING = 2  # frames a camera page keeps in flight: one being made, one waiting (web/camera.js)
 BENCH_PROMPT = "a watercolor painting of a lighthouse on a cliff at sunset"
 _new_strokes = itertools.count(3)  # every "controlnet" / "img2img" frame of the run draws a canvas no earlier had
@@ -550,6 +559,12 @@ def main(argv: list[str] | None = None) -> int:
           f"speed-ups: {engine.speed.describe()}; load {loaded_s:.1f} s, warm-up {warmup_s:.1f} s", flush=True)
     if args.mode in ([USERS_MODE], [CAMERA_MODE]):
         return run_users_cases(engine, args)
+    if args.mode == [CAMERA_STEADY_MODE]:
+        runs = steady_bench.camera_users_cases(engine, args.users, args.duration, args.decoder[0])
+        print(steady_bench.format_users(runs))
+        if args.json:
+            write_json(args.json, {"runs": runs, "meta": {"device": device_name(engine), "model": engine.model_name}})
+        return 0
     if args.mode == [IDLE_MODE]:
         result = run_idle(engine, args.idle, args.steps[0], args.decoder[0])
         print(json.dumps(result))

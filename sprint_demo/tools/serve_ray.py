@@ -119,6 +119,9 @@ class EngineReplica:
         """(replica id, {session: its render calls in this replica now}): a stopped session has none left."""
         with self._work_lock:
             return self.replica_id, dict(self._at_work)
+    def frame_counts(self) -> tuple[str, dict[str, int]]:
+        """(replica id, this replica's ``Engine.frame_counts``)."""
+        return self.replica_id, dict(self.engine.frame_counts)
 
     def render(self, *args: Any, **kwargs: Any) -> Frame:
         session = kwargs.get("session")
@@ -358,6 +361,14 @@ class RayEngine:
         total: Counter[int] = Counter()
         for sizes in self._from_every_replica("batch_sizes").values():
             total.update(sizes)
+        return total
+
+    @property
+    def frame_counts(self) -> Counter[str]:
+        """Every replica's frame counts added up ("made", "reused", "skipped")."""
+        total: Counter[str] = Counter()
+        for counts in self._from_every_replica("frame_counts").values():
+            total.update(counts)
         return total
 
     def close(self) -> None:

@@ -91,7 +91,9 @@ class ApiHandlers:
             style_scale=style_scale))
 
     def engine_stats(self) -> dict[str, dict[str, int]]:
-        """``/engine_stats`` (undocumented): ``{"batches": {rows: batches made with that many rows}}`` since the
-        warm-up (all replicas together), read by the load test."""
-        sizes = self.maker.engine.batch_sizes
-        return {"batches": {str(rows): count for rows, count in sorted(sizes.items())}}
+        """``/engine_stats`` (undocumented): ``{"batches": {rows: batches made with that many rows}, "frames":
+        {"made", "reused", "skipped": frames}}`` since the warm-up (all replicas together), read by the load test
+        and the camera bench (``FrameSource.frame_counts``)."""
+        engine = self.maker.engine
+        return {"batches": {str(rows): count for rows, count in sorted(engine.batch_sizes.items())},
+                "frames": dict(engine.frame_counts)}

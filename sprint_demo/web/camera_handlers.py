@@ -28,7 +28,8 @@ from .streams import Streams
 
 # The Camera tab's inputs, by the names ``inputs.camera_request`` takes them: mirrored into the camera component by
 # name and sent with every frame.
-CAMERA_INPUTS = ("prompt", "mode", "strength", "steps", "seed", "guidance_scale", "control_strength", "decoder")
+CAMERA_INPUTS = ("prompt", "mode", "strength", "steps", "seed", "guidance_scale", "control_strength", "decoder",
+                 "steadiness")
 FRAME_SHAPE = f"{{image, inputs: {{{', '.join(CAMERA_INPUTS)}}}, seq, session, captured_at}}"
 
 

@@ -101,6 +101,9 @@ def readout(frame: Frame, notes: tuple[str, ...] = (), markdown: bool = False) -
     head = f"{f'**{total}**' if markdown else total} total · decoder: {frame.decoder}"
     if frame.strength < 1:
         head += f" · strength {frame.strength:g}"
+    if frame.skipped:  # no stages ran: the split would be all zeros
+        lines = [f"{total} total · {CAMERA_UNCHANGED}", *(f"ℹ️ {note}" for note in notes)]
+        return ("  \n" if markdown else "\n").join(lines)
     if frame.reused:
         head += " (same inputs as a recent frame: reused, no model work)"
     elif frame.batch_size > 1:
@@ -145,6 +148,9 @@ def camera_expired() -> str:
 
 # --- Notes on the page that follow from the settings -----------------------------------------------------------
 CANVAS_STEPS_INFO = f"for the frame when the pen lifts; drafts while drawing run {settings.DRAFT_STEPS}"
+CAMERA_UNCHANGED = "picture unchanged: the last frame again, no model work"
+CAMERA_STEADINESS_INFO = ("image mode: how much of the previous frame each new one starts from; more holds the "
+                          "picture stiller and follows motion later (0: off)")
 CAMERA_STEPS_INFO = f"for each camera frame; a snapshot runs at least {settings.DEFAULT_STEPS}"
 CAMERA_INTRO = ("Point your camera: every frame is redrawn by the model, the newest one only (nothing queues "
                 "behind). Browsers allow the camera only over HTTPS or on localhost. A stream stops after "

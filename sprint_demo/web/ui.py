@@ -420,9 +420,14 @@ def _camera_tab(demo: gr.Blocks, tab: gr.Tab, engine: FrameSource, camera: Camer
         steps = _steps_slider("camera_steps", settings.CAMERA_STEPS, messages.CAMERA_STEPS_INFO)
         seed = _seed_row("camera_seed")
         guidance = _guidance_slider("camera_guidance")
-    decoder = _decoder_radio(engine, "camera_decoder", value=camera_decoder(engine), label="Decoder")
+    with gr.Row():
+        decoder = _decoder_radio(engine, "camera_decoder", value=camera_decoder(engine), label="Decoder")
+        steadiness = _no_gradio_range_check(gr.Slider(
+            0.0, settings.MAX_STEADINESS, value=settings.DEFAULT_STEADINESS, step=settings.STRENGTH_STEP,
+            label="Steadiness", info=messages.CAMERA_STEADINESS_INFO, elem_id="camera_steadiness"))
     styles = _style_controls(engine, "camera_style")
-    named = dict(zip(CAMERA_INPUTS, (prompt, mode, strength, steps, seed, guidance, control_strength, decoder)))
+    named = dict(zip(CAMERA_INPUTS, (prompt, mode, strength, steps, seed, guidance, control_strength, decoder,
+                                     steadiness)))
     _mirror([demo.load, tab.select], {**named, **styles}, "#camera .cam-root")
 
 
