@@ -11,7 +11,8 @@ frame handed to the next request for the steadiness blend. The engine holds one 
   *made* frame's picture, never the previous skipped one.
 * In edges mode the frame's edge map is made (``inputs.camera_request``) before the engine sees the request, so a
   skipped edges frame still costs that job on the model thread; image mode skips everything.
-* Sessions are per engine: behind several replicas (``serve_ray``) a stream skips only where its frames land.
+* Sessions are per engine: behind several replicas (``serve_ray``) the session router keeps a stream's frames on
+  one replica, so it skips there as on one engine (a stream moved to another replica starts afresh).
 * Steadiness: a request with ``steadiness`` > 0 gets its session's last made frame as ``previous_image`` (same size
   only), which the renderer encodes and blends into the start latent.
 

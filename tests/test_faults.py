@@ -197,7 +197,9 @@ def _leave_mid_frame(port: int, fn_index: int, faults: Faults) -> None:
     """Join the queue over raw HTTP, open the event stream, and close it while the frame is being made."""
     session = uuid.uuid4().hex
     faults.sleep_s, faults.in_call = SLOW_FRAME_S, threading.Event()
-    data = ["a lighthouse", 1, next(_seeds), settings.DEFAULT_GUIDANCE, 256, 256, DEFAULT_DECODER]  # /text_to_image
+    data = ["a lighthouse", 1, next(_seeds), settings.DEFAULT_GUIDANCE, 256, 256, DEFAULT_DECODER,  # /text_to_image
+            settings.DEFAULT_STYLE, settings.DEFAULT_STYLE_SCALE, "", settings.DEFAULT_BLEND, settings.DEFAULT_SEED_B,
+            settings.DEFAULT_BLEND]  # a raw queue call names every input: style, scale, then prompt and seed travel
     body = json.dumps({"data": data,
                        "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None})
     join = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
