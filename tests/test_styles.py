@@ -3,41 +3,27 @@ adapter), prompt and seed travel, and the checks that refuse bad styles and valu
 
 from __future__ import annotations
 
-import copy
 import threading
 
 import pytest
 import support
 import torch
 from diffusers import SanaPipeline, SanaSprintPipeline
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
 
 from sprint_demo import inputs, settings
 from sprint_demo.engine import load_engine
 from sprint_demo.inputs import InputError
 from sprint_demo.renderer import slerp, to_pil
 from sprint_demo.sketches import stroke_sketch
+from sprint_demo.tools import style_bench
 
 SIZE = 256
 
 
-def lora_state_dict(transformer, seed: int, rank: int = 4) -> dict[str, torch.Tensor]:
-    """A LoRA as diffusers' train_dreambooth_lora_sana.py makes one (PEFT's LoraConfig on to_q/to_k/to_v, Gaussian
-    init, lora_alpha = rank), its up-projections random so that it changes the image (trained B starts at 0)."""
-    model = copy.deepcopy(transformer)
-    model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                 target_modules=["to_k", "to_q", "to_v"]))
-    generator = torch.Generator().manual_seed(seed)
-    for name, parameter in model.named_parameters():
-        if "lora_B" in name:
-            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.2
-    return get_peft_model_state_dict(model)
-
-
 def save_lora(transformer, folder, seed: int) -> str:
     """The file the script writes: ``SanaPipeline.save_lora_weights(output_dir, transformer_lora_layers=...)``."""
-    SanaPipeline.save_lora_weights(folder, transformer_lora_layers=lora_state_dict(transformer, seed))
+    state = style_bench.random_lora_state_dict(transformer, seed)
+    SanaPipeline.save_lora_weights(folder, transformer_lora_layers=state)
     return str(folder)
 
 
@@ -49,7 +35,7 @@ def engine(tmp_path_factory):
     ink = save_lora(transformer, tmp_path_factory.mktemp("ink"), seed=1)
     glow = save_lora(transformer, tmp_path_factory.mktemp("glow"), seed=2)
     bad = tmp_path_factory.mktemp("bad")
-    state = lora_state_dict(transformer, 3)
+    state = style_bench.random_lora_state_dict(transformer, 3)
     SanaPipeline.save_lora_weights(bad, transformer_lora_layers={
         k: torch.zeros(v.shape[0] + 1, v.shape[1]) if "lora_B" in k else v for k, v in state.items()})
     base.close()
@@ -233,7 +219,7 @@ def test_hotswap_frames_are_the_named_adapters_frames_and_none_is_no_adapter():
     hot = load_engine("preview", device="cpu", warmup=False, size=SIZE, loras=())
     try:
         hot.renderer.adapters.hotswap = True
-        states = {name: lora_state_dict(named.renderer.pipe.transformer, seed)
+        states = {name: style_bench.random_lora_state_dict(named.renderer.pipe.transformer, seed)
                   for name, seed in (("ink", 1), ("glow", 2))}
         for engine in (named, hot):
             for name, state in states.items():

@@ -29,9 +29,10 @@ from ..engine import load_engine
 from ..renderer import Renderer
 
 
-def random_lora(transformer, seed: int, rank: int = 4) -> dict[str, torch.Tensor]:
-    """A LoRA state dict in diffusers' format for ``transformer``'s shapes, its up-projections random."""
-    from diffusers import SanaPipeline
+def random_lora_state_dict(transformer, seed: int, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A LoRA as diffusers' train_dreambooth_lora_sana.py makes one for ``transformer``'s shapes (PEFT's LoraConfig on
+    to_q/to_k/to_v, Gaussian init, lora_alpha = rank), its up-projections random so that it changes the image (a
+    trained one's start at 0)."""
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
@@ -42,8 +43,15 @@ def random_lora(transformer, seed: int, rank: int = 4) -> dict[str, torch.Tensor
     for name, parameter in model.named_parameters():
         if "lora_B" in name:
             parameter.data = torch.randn(parameter.shape, generator=generator) * 0.2
+    return get_peft_model_state_dict(model)
+
+
+def random_lora(transformer, seed: int, rank: int = 4) -> str:
+    """A folder holding ``random_lora_state_dict`` as the training script saves it (diffusers' Sana LoRA format)."""
+    from diffusers import SanaPipeline
+
     folder = tempfile.mkdtemp(prefix="style-bench-lora-")
-    SanaPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(model))
+    SanaPipeline.save_lora_weights(folder, transformer_lora_layers=random_lora_state_dict(transformer, seed, rank))
     return folder
 
 
