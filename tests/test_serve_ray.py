@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import itertools
 import os
 import re
 import signal
@@ -333,8 +334,8 @@ def test_stop_leaves_no_work_of_the_session_on_any_replica(served):
 
     def stopped_frame(k: int) -> None:
         try:
-            support.sketch_frame(served, _sketch(k, served.size), "a frame to stop", steps=settings.MAX_STEPS,
-                                 seed=k, session=STOPPED, priority=Priority.DRAFT)
+            support.sketch_frame(served, _sketch(k % STOPPED_CALLS, served.size), "a frame to stop",
+                                 steps=settings.MAX_STEPS, seed=k, session=STOPPED, priority=Priority.DRAFT)
             outcomes.append("frame")
         except Superseded:
             outcomes.append("superseded")
@@ -345,12 +346,26 @@ def test_stop_leaves_no_work_of_the_session_on_any_replica(served):
         thread.start()
     try:
         time.sleep(2.0)  # the fillers' first frames: both replicas busy
-        calls = [threading.Thread(target=stopped_frame, args=(k,), daemon=True) for k in range(STOPPED_CALLS)]
-        for thread in calls:
-            thread.start()
+        rounds = itertools.count()
+
+        def send_calls() -> list[threading.Thread]:
+            assert set(outcomes) <= {"frame", "superseded"}, outcomes
+            outcomes.clear()
+            first = next(rounds) * STOPPED_CALLS  # new seeds each round: no frame reused
+            calls = [threading.Thread(target=stopped_frame, args=(first + k,), daemon=True)
+                     for k in range(STOPPED_CALLS)]
+            for thread in calls:
+                thread.start()
+            return calls
+
+        calls = send_calls()
         deadline = time.monotonic() + 120
         while _stopped_session_at_work(served) == 0:  # one of its frames has reached its replica
             assert time.monotonic() < deadline, "the session's frames never reached a replica"
+            if not any(thread.is_alive() for thread in calls):
+                # all answered between two looks (each look asks every replica, which a loaded machine slows down):
+                # the Stop must land while the session has work, so send its frames again
+                calls = send_calls()
         served.cancel(STOPPED)
         for thread in calls:
             thread.join(timeout=120)
